@@ -1,0 +1,1 @@
+"""Talking to ComfyUI servers: HTTP client, websocket listener and wire types."""

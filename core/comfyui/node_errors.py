@@ -1,0 +1,94 @@
+"""Turn ComfyUI's validation errors into one short message a member can act on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.comfyui.types import NodeErrorItem, NodeErrors, Prompt, PromptError
+
+MAX_OPTIONS_SHOWN = 8
+MAX_MESSAGE = 1500
+
+
+def node_label(prompt: Prompt, node_id: str, class_type: str | None = None) -> str:
+    """Name a node the way an admin finds it in the ComfyUI editor: title, class and id."""
+    node = prompt.get(node_id, {})
+    class_type = class_type or node.get("class_type") or "unknown class"
+    title = (node.get("_meta") or {}).get("title")
+    if title and title != class_type:
+        return f"“{title}” ({class_type}, node {node_id})"
+    return f"{class_type} (node {node_id})"
+
+
+def describe_rejection(
+    error: PromptError | None,
+    node_errors: dict[str, NodeErrors],
+    prompt: Prompt,
+    options: dict[tuple[str, str], list[str]] | None = None,
+) -> str:
+    """Build the member-facing text for a 400 (or a 200 with node_errors) from POST /prompt.
+
+    `options` maps (class_type, input_name) to the server's allowed values, for lists that ComfyUI
+    elides from the error when they are long.
+    """
+    lines: list[str] = []
+    for node_id, entry in node_errors.items():
+        label = node_label(prompt, node_id, entry.get("class_type"))
+        for err in entry.get("errors", []):
+            lines.append(f"• {label}: {_describe_item(err, entry.get('class_type', ''), options or {})}")
+    if not lines and error is not None:
+        text = error.get("message", "validation failed")
+        if error.get("details"):
+            text = f"{text} {error['details']}"
+        if error.get("type") == "invalid_prompt" and "does not exist" in text:
+            text += " The server is missing the custom node that provides it."
+        lines.append(f"• {text}")
+    message = "ComfyUI refused the workflow:\n" + "\n".join(lines or ["• no reason given"])
+    if len(message) > MAX_MESSAGE:
+        message = message[: MAX_MESSAGE - 1] + "…"
+    return message
+
+
+def missing_option_inputs(node_errors: dict[str, NodeErrors]) -> set[tuple[str, str]]:
+    """(class_type, input) pairs whose allowed values ComfyUI did not include in the error."""
+    wanted: set[tuple[str, str]] = set()
+    for entry in node_errors.values():
+        for err in entry.get("errors", []):
+            extra = err.get("extra_info") or {}
+            if err.get("type") == "value_not_in_list" and not _listed_options(extra):
+                wanted.add((entry.get("class_type", ""), str(extra.get("input_name", ""))))
+    return wanted
+
+
+def _listed_options(extra: dict[str, Any]) -> list[str] | None:
+    config = extra.get("input_config")
+    if isinstance(config, list) and config and isinstance(config[0], list):
+        return [str(v) for v in config[0]]
+    return None
+
+
+def _describe_item(err: NodeErrorItem, class_type: str, options: dict[tuple[str, str], list[str]]) -> str:
+    extra = err.get("extra_info") or {}
+    name = extra.get("input_name") or err.get("details") or "?"
+    kind = err.get("type")
+    if kind == "value_not_in_list":
+        allowed = _listed_options(extra)
+        if allowed is None:
+            allowed = options.get((class_type, str(name)))
+        value = extra.get("received_value")
+        text = f"input {name}: {value!r} is not available on the server."
+        if allowed is None:
+            return text
+        if not allowed:
+            return text + " The server has none installed."
+        shown = ", ".join(allowed[:MAX_OPTIONS_SHOWN])
+        more = f" and {len(allowed) - MAX_OPTIONS_SHOWN} more" if len(allowed) > MAX_OPTIONS_SHOWN else ""
+        return text + f" It has: {shown}{more}."
+    if kind == "required_input_missing":
+        return f"required input {name} is missing."
+    if kind in ("value_smaller_than_min", "value_bigger_than_max"):
+        return f"input {name}: {err.get('message', kind)}."
+    if kind == "exception_during_validation" and extra.get("exception_type") == "KeyError":
+        return f"it links to node {err.get('details')}, which is not in the workflow."
+    detail = err.get("details")
+    return f"{err.get('message', kind)}" + (f" ({detail})" if detail else "") + "."

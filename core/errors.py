@@ -1,0 +1,92 @@
+"""Typed errors. Each carries a message that is safe to show to a member as is."""
+
+from __future__ import annotations
+
+
+class BotError(Exception):
+    """An expected failure with a short message for the member and optional detail for the log."""
+
+    def __init__(self, user_message: str, *, detail: str | None = None) -> None:
+        super().__init__(user_message)
+        self.user_message = user_message
+        self.detail = detail
+
+
+class ConfigError(BotError):
+    """One or more settings are missing or invalid; lists every problem at once."""
+
+    def __init__(self, problems: list[str]) -> None:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"The configuration has {len(problems)} problem(s):\n{lines}")
+        self.problems = problems
+
+
+class InvalidInput(BotError):
+    """A value given by the member (or on the command line) is not acceptable."""
+
+
+class WorkflowError(BotError):
+    """A workflow or binding file cannot be used as it is."""
+
+
+class ComfyUnreachable(BotError):
+    """The ComfyUI server did not answer."""
+
+    def __init__(self, server: str, reason: str) -> None:
+        super().__init__(
+            "The ComfyUI server is not reachable right now, so nothing was generated. "
+            "Please try again in a few minutes; if it keeps happening, tell a server admin.",
+            detail=f"{server}: {reason}",
+        )
+
+
+class ComfyServerError(BotError):
+    """ComfyUI answered with something the bot cannot use (an HTTP error, a malformed body)."""
+
+    def __init__(self, server: str, what: str) -> None:
+        super().__init__(
+            "The ComfyUI server answered with an error, so nothing was generated. "
+            "Please try again later; if it keeps happening, tell a server admin.",
+            detail=f"{server}: {what}",
+        )
+
+
+class PromptRejected(BotError):
+    """ComfyUI refused the workflow at validation (400, or 200 carrying node_errors)."""
+
+
+class ExecutionFailed(BotError):
+    """A node raised while the workflow was running."""
+
+
+class JobInterrupted(BotError):
+    """The job was interrupted on the server before it finished."""
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__("The job was interrupted on the ComfyUI server before it finished.", detail=detail)
+
+
+class JobLost(BotError):
+    """The server no longer knows the job: it restarted or its queue was cleared."""
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(
+            "The ComfyUI server lost this job (it restarted or its queue was cleared) before it finished. "
+            "Please run the command again.",
+            detail=detail,
+        )
+
+
+class JobTimeout(BotError):
+    """The job did not finish within the configured time."""
+
+    def __init__(self, seconds: float) -> None:
+        minutes = max(1, round(seconds / 60))
+        super().__init__(
+            f"The job did not finish within {minutes} minute(s), so the bot stopped waiting for it.",
+            detail=f"timeout after {seconds:.0f}s",
+        )
+
+
+class OutputTooLarge(BotError):
+    """An output file is larger than the bot is willing to download."""

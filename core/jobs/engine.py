@@ -1,0 +1,234 @@
+"""Run one job on a ComfyUI server: submit, follow its progress, collect its files."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from core.comfyui.client import ComfyClient
+from core.comfyui.listener import ComfyListener, Finished, Lost, Queued, Running, Watch
+from core.comfyui.node_errors import node_label
+from core.comfyui.types import HistoryEntry, Prompt
+from core.errors import BotError, ComfyUnreachable, ExecutionFailed, JobInterrupted, JobLost, JobTimeout
+from core.media import MediaKind, kind_of
+from core.workflows import Workflow
+
+log = logging.getLogger(__name__)
+
+CONNECT_WAIT = 5.0  # how long a new job waits for a server's websocket before giving up
+FILE_KEYS = ("images", "gifs", "videos", "audio")
+MAX_ERROR_TEXT = 600
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Where a job stands, for status messages."""
+
+    position: int | None = None  # place in line while queued (1 = next)
+    node: str | None = None  # the running node, named for people
+    step: int | None = None
+    steps: int | None = None
+
+    def describe(self) -> str:
+        if self.position:
+            return f"Queued: position {self.position} in line"
+        if self.node is None:
+            return "Running…"
+        if self.step is not None and self.steps:
+            return f"Running {self.node}: step {self.step}/{self.steps} ({100 * self.step // self.steps}%)"
+        return f"Running {self.node}…"
+
+
+@dataclass(frozen=True, slots=True)
+class OutputFile:
+    """One file a job produced."""
+
+    filename: str
+    data: bytes
+    node_id: str
+
+    @property
+    def kind(self) -> MediaKind:
+        return kind_of(self.filename)
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """A finished job: what was asked, where it ran and what came out."""
+
+    job_id: str
+    workflow: str
+    values: dict[str, Any]
+    server: str
+    files: tuple[OutputFile, ...]
+    texts: tuple[str, ...]
+    seconds: float
+
+
+OnProgress = Callable[[Progress], Awaitable[None] | None]
+
+
+@dataclass(eq=False, slots=True)
+class ComfyServer:
+    """A configured ComfyUI server: its HTTP client and its websocket listener."""
+
+    client: ComfyClient
+    listener: ComfyListener
+
+    @property
+    def load(self) -> int:
+        return len(self.listener.watches)
+
+
+class Engine:
+    """Runs jobs on the configured ComfyUI servers; the one place that knows a job's path."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        urls: tuple[str, ...],
+        *,
+        job_timeout: float,
+        max_output_bytes: int,
+        reconcile_interval: float = 15.0,
+    ) -> None:
+        self.servers = [
+            ComfyServer(
+                client := ComfyClient(session, url),
+                ComfyListener(client, reconcile_interval=reconcile_interval, max_frame_bytes=max_output_bytes),
+            )
+            for url in urls
+        ]
+        self.job_timeout = job_timeout
+        self.max_output_bytes = max_output_bytes
+
+    def start(self) -> None:
+        """Open every server's websocket (before the first submit, so no event is missed)."""
+        for server in self.servers:
+            server.listener.start()
+
+    async def close(self) -> None:
+        await asyncio.gather(*(s.listener.close() for s in self.servers))
+
+    async def run(
+        self, workflow: Workflow, values: Mapping[str, Any], on_progress: OnProgress | None = None
+    ) -> JobResult:
+        """Run `workflow` with resolved `values` and return its files; BotError says what went wrong."""
+        started = time.monotonic()
+        job_id = uuid.uuid4().hex
+        prompt = workflow.render(values)
+        server = await self._pick_server()
+        log.info("job %s: /%s on %s", job_id, workflow.name, server.client.name)
+        watch = server.listener.watch(job_id, prompt)
+        try:
+            async with asyncio.timeout(self.job_timeout):
+                await server.client.submit(prompt, client_id=server.listener.client_id, prompt_id=job_id)
+                server.listener.submitted(watch)
+                entry = await self._follow(watch, prompt, on_progress)
+                _raise_if_failed(entry, prompt)
+                files, texts = await self._collect(server.client, entry, watch)
+        except TimeoutError:
+            await _best_effort(server.client.cancel(job_id))
+            raise JobTimeout(self.job_timeout) from None
+        finally:
+            server.listener.unwatch(job_id)
+        seconds = time.monotonic() - started
+        log.info("job %s: done in %.1fs with %d file(s)", job_id, seconds, len(files))
+        return JobResult(job_id, workflow.name, dict(values), server.client.name, files, texts, seconds)
+
+    async def _pick_server(self) -> ComfyServer:
+        """The least busy server whose websocket is up, waiting briefly for one to connect."""
+        connected = [s for s in self.servers if s.listener.connected.is_set()]
+        if not connected:
+            waits = [asyncio.create_task(s.listener.connected.wait()) for s in self.servers]
+            try:
+                await asyncio.wait(waits, timeout=CONNECT_WAIT, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in waits:
+                    task.cancel()
+            connected = [s for s in self.servers if s.listener.connected.is_set()]
+        if not connected:
+            names = ", ".join(s.client.name for s in self.servers)
+            raise ComfyUnreachable(names, f"no websocket connected within {CONNECT_WAIT:.0f}s")
+        return min(connected, key=lambda s: s.load)
+
+    async def _follow(self, watch: Watch, prompt: Prompt, on_progress: OnProgress | None) -> HistoryEntry:
+        while True:
+            event = await watch.events.get()
+            if isinstance(event, Finished):
+                return event.history
+            if isinstance(event, Lost):
+                raise JobLost(detail=event.reason)
+            if on_progress is None:
+                continue
+            if isinstance(event, Queued):
+                progress = Progress(position=event.position)
+            else:
+                assert isinstance(event, Running)
+                label = _short_label(prompt, event.node) if event.node else None
+                progress = Progress(node=label, step=event.value, steps=event.max)
+            result = on_progress(progress)
+            if result is not None:
+                await result
+
+    async def _collect(
+        self, client: ComfyClient, entry: HistoryEntry, watch: Watch
+    ) -> tuple[tuple[OutputFile, ...], tuple[str, ...]]:
+        files: list[OutputFile] = []
+        texts: list[str] = []
+        for node_id, output in entry.get("outputs", {}).items():
+            for key in FILE_KEYS:
+                for ref in output.get(key) or []:
+                    if isinstance(ref, dict) and ref.get("type") == "output":
+                        data = await client.download(ref, max_bytes=self.max_output_bytes)
+                        files.append(OutputFile(ref["filename"], data, node_id))
+            texts.extend(str(t) for t in output.get("text") or [])
+        for index, (node_id, data) in enumerate(watch.ws_images, start=1):
+            extension = "jpg" if data[:2] == b"\xff\xd8" else "png"
+            files.append(OutputFile(f"{watch.prompt_id[:8]}_{index:02d}.{extension}", data, node_id))
+        if not files and not texts:
+            raise BotError(
+                "The workflow finished but saved no output. An admin should check that it ends in a Save node "
+                "(SaveImage, SaveAudio, …) rather than only a Preview node.",
+                detail=f"outputs: {entry.get('outputs')}",
+            )
+        return tuple(files), tuple(texts)
+
+
+def _short_label(prompt: Prompt, node_id: str) -> str:
+    node = prompt.get(node_id, {})
+    return (node.get("_meta") or {}).get("title") or node.get("class_type") or f"node {node_id}"
+
+
+def _raise_if_failed(entry: HistoryEntry, prompt: Prompt) -> None:
+    """Turn an unsuccessful history entry into the error that explains it."""
+    status = entry.get("status") or {}
+    for kind, data in status.get("messages", []):
+        if kind == "execution_error":
+            label = node_label(prompt, str(data.get("node_id")), data.get("node_type"))
+            message = str(data.get("exception_message", "")).strip() or "no message"
+            if len(message) > MAX_ERROR_TEXT:
+                message = message[:MAX_ERROR_TEXT] + "…"
+            raise ExecutionFailed(
+                f"The job failed in {label}: {message}",
+                detail=f"{data.get('exception_type')}: {data.get('exception_message')}\n"
+                + "".join(data.get("traceback") or []),
+            )
+        if kind == "execution_interrupted":
+            raise JobInterrupted(detail=f"interrupted at node {data.get('node_id')}")
+    if status.get("status_str") == "error":
+        raise ExecutionFailed("The job failed on the ComfyUI server without saying why.", detail=str(status))
+
+
+async def _best_effort(call: Awaitable[Any]) -> None:
+    try:
+        await call
+    except BotError as exc:
+        log.debug("best-effort call failed: %s", exc.detail)

@@ -1,0 +1,184 @@
+"""Read `workflows/`: API-format JSON graphs and the TOML binding files that turn them into commands."""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.comfyui.types import Prompt
+from core.errors import WorkflowError
+from core.workflows.model import Param, ParamType, Target, Workflow
+
+# Discord's rules for command and option names, descriptions and counts.
+NAME_RE = re.compile(r"^[-_\w]{1,32}$")
+MAX_DESCRIPTION = 100
+MAX_OPTIONS = 25
+MAX_TEXT_LENGTH = 6000  # Discord's cap for a string option
+
+
+@dataclass(slots=True)
+class Catalog:
+    """The commands found in a folder, and what kept other files from becoming commands."""
+
+    workflows: dict[str, Workflow] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+def load_catalog(folder: Path) -> Catalog:
+    """Load every binding in `folder`; a broken file is reported and skipped, never fatal to the rest."""
+    catalog = Catalog()
+    used_graphs: set[Path] = set()
+    for binding_path in sorted(folder.glob("*.toml")):
+        try:
+            workflow = load_workflow(binding_path)
+        except WorkflowError as exc:
+            catalog.problems.append(exc.user_message)
+            continue
+        used_graphs.add(workflow.source.resolve())
+        if workflow.name in catalog.workflows:
+            other = catalog.workflows[workflow.name].source.name
+            catalog.problems.append(f"{binding_path.name}: command /{workflow.name} is already defined by {other}.")
+            continue
+        catalog.workflows[workflow.name] = workflow
+    for graph_path in sorted(folder.glob("*.json")):
+        if graph_path.resolve() not in used_graphs:
+            catalog.problems.append(
+                f"{graph_path.name}: no binding file uses it, so it is not a command yet "
+                f"(add {graph_path.stem}.toml next to it)."
+            )
+    return catalog
+
+
+def load_workflow(binding_path: Path) -> Workflow:
+    """Load one binding file and the graph it names; WorkflowError says what to fix."""
+    where = binding_path.name
+    try:
+        binding = tomllib.loads(binding_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise WorkflowError(f"{where}: cannot read the binding file: {exc}") from exc
+    graph_path = binding_path.with_name(str(binding.get("workflow") or f"{binding_path.stem}.json"))
+    graph = load_graph(graph_path)
+
+    command = binding.get("command") or {}
+    name = str(command.get("name") or binding_path.stem)
+    description = str(command.get("description") or f"Run the {graph_path.stem} workflow")
+    _check_name(name, f"{where}: command name")
+    _check_description(description, f"{where}: command description")
+
+    raw_params = binding.get("params") or {}
+    if not isinstance(raw_params, dict):
+        raise WorkflowError(f"{where}: [params] must be a table of parameters.")
+    params = [_parse_param(pname, spec, graph, where) for pname, spec in raw_params.items()]
+    if len(params) > MAX_OPTIONS:
+        raise WorkflowError(f"{where}: {len(params)} parameters; Discord allows at most {MAX_OPTIONS}.")
+    params.sort(key=lambda p: not p.required)  # Discord wants required options first
+    return Workflow(name, description, graph, tuple(params), graph_path)
+
+
+def load_graph(path: Path) -> Prompt:
+    """Read an API-format workflow; a UI-format export is refused with the fix."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise WorkflowError(f"{path.name}: file not found.") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise WorkflowError(f"{path.name}: not valid JSON ({exc}).") from exc
+    if isinstance(data, dict) and "nodes" in data and "links" in data:
+        raise WorkflowError(
+            f"{path.name}: this is the editor (UI) format. In ComfyUI open the workflow and use "
+            "Workflow > Export (API), then save that file here instead."
+        )
+    if isinstance(data, dict) and isinstance(data.get("prompt"), dict):
+        data = data["prompt"]  # a saved POST /prompt body
+    if not isinstance(data, dict) or not data:
+        raise WorkflowError(f"{path.name}: expected an API-format workflow (an object of nodes).")
+    for node_id, node in data.items():
+        if not isinstance(node, dict) or not isinstance(node.get("class_type"), str):
+            raise WorkflowError(f"{path.name}: node {node_id} has no class_type; is this an API-format export?")
+        if not isinstance(node.get("inputs", {}), dict):
+            raise WorkflowError(f"{path.name}: node {node_id} has malformed inputs.")
+        node.setdefault("inputs", {})
+    return data
+
+
+def _parse_param(name: str, spec: Any, graph: Prompt, where: str) -> Param:
+    here = f"{where}: parameter {name!r}"
+    if not isinstance(spec, dict):
+        raise WorkflowError(f"{here} must be a table.")
+    _check_name(name, here)
+    try:
+        ptype = ParamType(str(spec.get("type", "text")))
+    except ValueError:
+        kinds = ", ".join(t.value for t in ParamType)
+        raise WorkflowError(f"{here}: unknown type {spec.get('type')!r} (use one of: {kinds}).") from None
+    description = str(spec.get("description") or name)
+    _check_description(description, here)
+    targets = tuple(_parse_target(t, graph, here) for t in _as_list(spec.get("target")))
+    if not targets:
+        raise WorkflowError(f"{here} has no target (e.g. target = \"6.text\": node id, dot, input name).")
+    max_length = spec.get("max_length")
+    if ptype in (ParamType.TEXT, ParamType.MULTILINE):
+        max_length = min(int(max_length or MAX_TEXT_LENGTH), MAX_TEXT_LENGTH)
+    param = Param(
+        name=name,
+        type=ptype,
+        description=description,
+        targets=targets,
+        required=bool(spec.get("required", False)),
+        default=spec.get("default"),
+        min=spec.get("min"),
+        max=spec.get("max"),
+        step=spec.get("step"),
+        max_length=max_length,
+    )
+    if param.default is not None:
+        try:
+            param.coerce(param.default)
+        except Exception as exc:
+            raise WorkflowError(f"{here}: default {param.default!r} is not valid: {exc}") from None
+    return param
+
+
+def _parse_target(raw: Any, graph: Prompt, here: str) -> Target:
+    if isinstance(raw, dict) and "node" in raw and "input" in raw:
+        target = Target(str(raw["node"]), str(raw["input"]))
+    elif isinstance(raw, str) and "." in raw:
+        node_id, input_name = raw.rsplit(".", 1)  # node ids may contain ':' (subgraphs), inputs never '.'
+        target = Target(node_id, input_name)
+    else:
+        raise WorkflowError(f"{here}: target {raw!r} must look like \"6.text\" (node id, dot, input name).")
+    node = graph.get(target.node_id)
+    if node is None:
+        raise WorkflowError(f"{here}: target node {target.node_id!r} is not in the workflow.")
+    value = node["inputs"].get(target.input, _MISSING)
+    if value is _MISSING:
+        raise WorkflowError(
+            f"{here}: node {target.node_id} ({node['class_type']}) has no input {target.input!r}; "
+            f"it has: {', '.join(node['inputs']) or 'none'}."
+        )
+    if isinstance(value, list):
+        raise WorkflowError(f"{here}: input {target} is linked to another node, not a value it could set.")
+    return target
+
+
+_MISSING = object()
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _check_name(name: str, here: str) -> None:
+    if not NAME_RE.match(name) or name.lower() != name:
+        raise WorkflowError(f"{here} {name!r} must be 1-32 lowercase letters, digits, '-' or '_'.")
+
+
+def _check_description(text: str, here: str) -> None:
+    if not 1 <= len(text) <= MAX_DESCRIPTION:
+        raise WorkflowError(f"{here}: description must be 1-{MAX_DESCRIPTION} characters.")

@@ -1,0 +1,147 @@
+"""A workflow bound to a command: its API-format graph and the parameters members can set."""
+
+from __future__ import annotations
+
+import copy
+import enum
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.comfyui.types import Prompt
+from core.errors import InvalidInput
+
+# Discord integer options are limited to ±2^53; seeds stay inside so a member can type one back in.
+MAX_SEED = 2**53 - 1
+
+
+class ParamType(enum.StrEnum):
+    TEXT = "text"
+    MULTILINE = "multiline"
+    INT = "int"
+    FLOAT = "float"
+    BOOL = "bool"
+    SEED = "seed"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One node input a parameter writes to."""
+
+    node_id: str
+    input: str
+
+    def __str__(self) -> str:
+        return f"{self.node_id}.{self.input}"
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """A command option and the node inputs it fills."""
+
+    name: str
+    type: ParamType
+    description: str
+    targets: tuple[Target, ...]
+    required: bool = False
+    default: Any = None
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    max_length: int | None = None
+
+    def coerce(self, raw: Any) -> Any:
+        """Check and convert one value given by a member or on the command line."""
+        if self.type in (ParamType.TEXT, ParamType.MULTILINE):
+            text = str(raw).strip()
+            if not text:
+                raise InvalidInput(f"{self.name} must not be empty.")
+            if self.max_length is not None and len(text) > self.max_length:
+                raise InvalidInput(
+                    f"{self.name} is too long ({len(text)} characters; the limit is {self.max_length})."
+                )
+            return text
+        if self.type is ParamType.BOOL:
+            if isinstance(raw, bool):
+                return raw
+            lowered = str(raw).strip().lower()
+            if lowered in ("true", "yes", "1", "on"):
+                return True
+            if lowered in ("false", "no", "0", "off"):
+                return False
+            raise InvalidInput(f"{self.name} must be true or false (got {raw!r}).")
+        return self._coerce_number(raw)
+
+    def _coerce_number(self, raw: Any) -> int | float:
+        whole = self.type in (ParamType.INT, ParamType.SEED)
+        try:
+            if isinstance(raw, bool):
+                raise ValueError
+            value: int | float = int(raw) if whole else float(raw)
+            if whole and isinstance(raw, float) and raw != int(raw):
+                raise ValueError
+        except (TypeError, ValueError):
+            kind = "a whole number" if whole else "a number"
+            raise InvalidInput(f"{self.name} must be {kind} (got {raw!r}).") from None
+        low = 0 if self.type is ParamType.SEED else self.min
+        high = MAX_SEED if self.type is ParamType.SEED else self.max
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise InvalidInput(f"{self.name} must be between {_num(low)} and {_num(high)} (got {_num(value)}).")
+        if self.step and whole and (value - int(low or 0)) % int(self.step):
+            raise InvalidInput(f"{self.name} must be a multiple of {_num(self.step)} (got {_num(value)}).")
+        return value
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "any"
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+@dataclass(frozen=True, slots=True)
+class Workflow:
+    """A command: name, description, the API-format graph and its parameters (required first)."""
+
+    name: str
+    description: str
+    graph: Prompt
+    params: tuple[Param, ...]
+    source: Path
+
+    def param(self, name: str) -> Param | None:
+        return next((p for p in self.params if p.name == name), None)
+
+    def resolve(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate the given values, fill defaults and draw random seeds; every param gets a value."""
+        unknown = sorted(set(given) - {p.name for p in self.params})
+        if unknown:
+            names = ", ".join(p.name for p in self.params)
+            raise InvalidInput(f"/{self.name} has no option {unknown[0]!r}. Its options are: {names}.")
+        values: dict[str, Any] = {}
+        for param in self.params:
+            raw = given.get(param.name)
+            if raw is None:
+                if param.required:
+                    raise InvalidInput(f"{param.name} is required.")
+                if param.type is ParamType.SEED and param.default is None:
+                    values[param.name] = random.randint(0, MAX_SEED)
+                    continue
+                raw = param.default if param.default is not None else self.current_value(param)
+            values[param.name] = param.coerce(raw)
+        return values
+
+    def current_value(self, param: Param) -> Any:
+        """The value the exported workflow itself has at the parameter's first target."""
+        target = param.targets[0]
+        return self.graph[target.node_id]["inputs"].get(target.input)
+
+    def render(self, values: Mapping[str, Any]) -> Prompt:
+        """A deep copy of the graph with each value set on its target inputs, by key."""
+        prompt = copy.deepcopy(self.graph)
+        for param in self.params:
+            if param.name in values:
+                for target in param.targets:
+                    prompt[target.node_id]["inputs"][target.input] = values[param.name]
+        return prompt
