@@ -1,0 +1,224 @@
+"""Entry point. `python bot.py` runs the Discord bot; `python bot.py run|check` is the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import discord
+from discord import app_commands
+from discord.ext import commands
+from dotenv import load_dotenv
+
+import cli
+from core.config import Settings, load_settings, setup_logging
+from core.errors import BotError, ConfigError
+from core.jobs.engine import Engine
+from core.workflows import Catalog, load_catalog
+
+log = logging.getLogger("bot")
+EXTENSIONS = ("cogs.generate",)
+
+
+class BotTree(app_commands.CommandTree):
+    """The one error funnel: every failure of a command or form reaches the member as a private message."""
+
+    async def on_error(self, interaction: discord.Interaction[Any], error: Exception) -> None:
+        original = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+        if isinstance(original, BotError):
+            log.info(
+                "/%s failed for %s: %s | %s",
+                _command_name(interaction),
+                interaction.user.id,
+                original.user_message.splitlines()[0],
+                original.detail or "",
+            )
+            message = original.user_message
+        elif isinstance(original, app_commands.AppCommandError) and not isinstance(
+            original, app_commands.CommandInvokeError
+        ):
+            message = str(original) or "This command cannot be used here."
+        else:
+            ref = secrets.token_hex(3)
+            log.error("unexpected error in /%s (ref %s)", _command_name(interaction), ref, exc_info=original)
+            message = (
+                f"Something went wrong on the bot's side (reference {ref}). A server admin can look it up in the log."
+            )
+        await send_private(interaction, message)
+
+
+def _command_name(interaction: discord.Interaction[Any]) -> str:
+    return interaction.command.qualified_name if interaction.command else "?"
+
+
+async def send_private(interaction: discord.Interaction[Any], message: str) -> None:
+    """Tell only the member who ran the command, whatever state the interaction is in."""
+    try:
+        if not interaction.response.is_done():
+            await interaction.response.send_message(message, ephemeral=True)
+            return
+        if not interaction.is_expired():
+            # After a public defer the first followup would replace the status message; edit it first
+            # so that the followup is a new, private message.
+            await interaction.edit_original_response(
+                content=f"❌ /{_command_name(interaction)} did not finish; the reason was sent to "
+                f"{interaction.user.mention} privately.",
+                attachments=[],
+            )
+            await interaction.followup.send(message, ephemeral=True)
+            return
+    except discord.HTTPException as exc:
+        log.warning("could not report an error through the interaction: %s", exc)
+    channel = interaction.channel
+    if isinstance(channel, discord.abc.Messageable):
+        await channel.send(
+            f"{interaction.user.mention} {message}", allowed_mentions=discord.AllowedMentions(users=True)
+        )
+
+
+class ComfyBot(commands.Bot):
+    """The Discord side: owns the HTTP session, the job engine and the loaded workflows."""
+
+    session: aiohttp.ClientSession
+    engine: Engine
+    catalog: Catalog
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=discord.Intents.default(),
+            tree_cls=BotTree,
+            help_command=None,
+            **kwargs,
+        )
+        self.settings = settings
+
+    async def setup_hook(self) -> None:
+        self.session = aiohttp.ClientSession()
+        self.catalog = load_catalog(self.settings.workflows_dir)
+        for problem in self.catalog.problems:
+            log.warning("workflow skipped: %s", problem)
+        self.engine = Engine(
+            self.session,
+            self.settings.comfyui_urls,
+            job_timeout=self.settings.job_timeout,
+            max_output_bytes=self.settings.max_output_bytes,
+        )
+        self.engine.start()
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        await self.sync_commands()
+
+    async def sync_commands(self) -> None:
+        """Sync to the development guild when one is set (instant); otherwise globally, only when changed."""
+        if self.settings.dev_guild_id:
+            guild = discord.Object(self.settings.dev_guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+            log.info("synced %d command(s) to development guild %s", len(synced), guild.id)
+            return
+        local = sorted(_shape(c.to_dict(self.tree)) for c in self.tree.get_commands())
+        remote = sorted(_shape(c.to_dict()) for c in await self.tree.fetch_commands())
+        if local != remote:
+            synced = await self.tree.sync()
+            log.info("synced %d global command(s); Discord may take a while to show changes", len(synced))
+
+    async def close(self) -> None:
+        await super().close()
+        if hasattr(self, "engine"):
+            await self.engine.close()
+        if hasattr(self, "session"):
+            await self.session.close()
+
+
+def _shape(payload: dict[str, Any]) -> str:
+    """The parts of a command payload that decide whether a re-sync is needed."""
+    keys = (
+        "name",
+        "description",
+        "type",
+        "required",
+        "min_value",
+        "max_value",
+        "min_length",
+        "max_length",
+        "choices",
+        "options",
+        "value",
+    )
+
+    def pick(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: pick(v) for k, v in sorted(value.items()) if k in keys and v not in (None, False, [])}
+        if isinstance(value, list):
+            return [pick(v) for v in value]
+        return value
+
+    return repr(pick(payload))
+
+
+def run_bot(settings: Settings) -> int:
+    assert settings.discord_token is not None
+    bot = ComfyBot(settings)
+    try:
+        bot.run(settings.discord_token, log_handler=None)
+    except discord.LoginFailure:
+        print(
+            "Discord rejected DISCORD_TOKEN. Reset the token in the Developer Portal (Bot > Reset Token) "
+            "and put the new one in .env.",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bot.py", description="A Discord bot that runs ComfyUI workflows.")
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="run a workflow once (or --count times) and save its files")
+    run.add_argument("workflow", help="command name, e.g. image or music")
+    run.add_argument(
+        "values", nargs="*", metavar="key=value", help='option values, e.g. prompt="a cat"; key=@file reads a file'
+    )
+    run.add_argument("--out", type=Path, default=Path("out"), help="folder for the files (default: out)")
+    run.add_argument("--count", type=int, default=1, help="number of jobs, each with a new random seed")
+    sub.add_parser("check", help="check the settings, the servers and every workflow on them")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    load_dotenv()
+    try:
+        settings = load_settings(os.environ, require_token=args.command is None)
+    except ConfigError as exc:
+        print(
+            f"{exc.user_message}\nSettings are read from the environment and from .env (see .env.example).",
+            file=sys.stderr,
+        )
+        return 2
+    setup_logging(settings.log_level if args.command is None else "WARNING")
+    if args.command is None:
+        return run_bot(settings)
+    try:
+        if args.command == "check":
+            return asyncio.run(cli.check(settings))
+        if args.count < 1:
+            raise BotError("--count must be at least 1.")
+        return asyncio.run(cli.run_jobs(settings, args.workflow, args.values, args.out, args.count))
+    except BotError as exc:
+        print(exc.user_message, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
