@@ -38,8 +38,8 @@ def describe_rejection(
             lines.append(f"• {label}: {_describe_item(err, entry.get('class_type', ''), options or {})}")
     if not lines and error is not None:
         text = error.get("message", "validation failed")
-        if error.get("details"):
-            text = f"{text} {error['details']}"
+        if error.get("details") and error["details"] != text:
+            text = f"{text.rstrip('.')} ({error['details']})."
         if error.get("type") == "invalid_prompt" and "does not exist" in text:
             text += " The server is missing the custom node that provides it."
         lines.append(f"• {text}")

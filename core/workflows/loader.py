@@ -45,7 +45,7 @@ def load_catalog(folder: Path) -> Catalog:
             continue
         catalog.workflows[workflow.name] = workflow
     for graph_path in sorted(folder.glob("*.json")):
-        if graph_path.resolve() not in used_graphs:
+        if graph_path.resolve() not in used_graphs and not graph_path.with_suffix(".toml").exists():
             catalog.problems.append(
                 f"{graph_path.name}: no binding file uses it, so it is not a command yet "
                 f"(add {graph_path.stem}.toml next to it)."

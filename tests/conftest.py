@@ -1,0 +1,22 @@
+"""Shared fixtures: paths to the shipped workflows and to the recorded ComfyUI data."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOWS = ROOT / "workflows"
+SHARED = ROOT.parent / "shared"
+TRANSCRIPTS = SHARED / "comfyui-transcripts"
+
+
+@pytest.fixture(scope="session")
+def object_info() -> dict[str, Any]:
+    """The full /object_info recorded from ComfyUI 0.3.64 (no models installed)."""
+    with gzip.open(TRANSCRIPTS / "object_info.json.gz") as f:
+        return json.load(f)

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from core.comfyui.node_errors import describe_rejection, missing_option_inputs
+from tests.conftest import TRANSCRIPTS, WORKFLOWS
+
+
+def _prompt_responses(scenario: str) -> list[tuple[dict[str, Any], int, Any]]:
+    events = json.loads((TRANSCRIPTS / scenario).read_text())["events"]
+    return [
+        (e["request"].get("body_json"), e["response"]["status"], e["response"].get("body_json"))
+        for e in events
+        if e["kind"] == "http" and e["request"]["method"] == "POST" and e["request"]["path"] == "/prompt"
+    ]
+
+
+def test_missing_checkpoint_names_node_input_and_what_the_server_has() -> None:
+    _request, status, body = _prompt_responses("05_sd15_missing_checkpoint.json")[0]
+    assert status == 400
+    prompt = json.loads((WORKFLOWS / "image.json").read_text())
+    assert describe_rejection(body["error"], body["node_errors"], prompt) == (
+        "ComfyUI refused the workflow:\n"
+        "• “Load Checkpoint” (CheckpointLoaderSimple, node 4): input ckpt_name: "
+        "'v1-5-pruned-emaonly-fp16.safetensors' is not available on the server. The server has none installed."
+    )
+
+
+def test_every_recorded_rejection_reads_well() -> None:
+    described = [
+        describe_rejection(body.get("error"), body["node_errors"], request["prompt"])
+        for request, status, body in _prompt_responses("12_bad_prompts.json")
+        if isinstance(body, dict)
+        and (status == 400 or body.get("node_errors"))
+        and isinstance(request, dict)
+        and isinstance(request.get("prompt"), dict)
+    ]
+    assert described == [
+        "ComfyUI refused the workflow:\n• Prompt has no outputs",
+        "ComfyUI refused the workflow:\n• Cannot execute because a node is missing the class_type property "
+        "(Node ID '#1').",
+        "ComfyUI refused the workflow:\n• Cannot execute because node NoSuchNode does not exist (Node ID '#1'). "
+        "The server is missing the custom node that provides it.",
+        "ComfyUI refused the workflow:\n• Prompt has no outputs",
+        "ComfyUI refused the workflow:\n• EmptyImage (node 1): required input width is missing.",
+        "ComfyUI refused the workflow:\n• EmptyImage (node 1): Failed to convert an input value to a INT value "
+        "(width, wide, invalid literal for int() with base 10: 'wide').",
+        "ComfyUI refused the workflow:\n• EmptyImage (node 1): input width: Value 0 smaller than min of 1.",
+        "ComfyUI refused the workflow:\n• EmptyImage (node 1): input height: Value 99999 bigger than max of 16384.",
+        "ComfyUI refused the workflow:\n• ImageScaleBy (node 2): input upscale_method: 'bogus' is not available on "
+        "the server. It has: nearest-exact, bilinear, area, bicubic, lanczos.",
+        "ComfyUI refused the workflow:\n• SaveImage (node 2): Bad linked input, must be a length-2 list of "
+        "[node_id, slot_index] (images).",
+        "ComfyUI refused the workflow:\n• SaveImage (node 2): it links to node '77', which is not in the workflow.",
+        "ComfyUI refused the workflow:\n• SaveImage (node 2): Return type mismatch between linked nodes "
+        "(images, received_type(LATENT) mismatch input_type(IMAGE)).",
+        "ComfyUI refused the workflow:\n• EmptyImage (node 3): required input color is missing.",
+        "ComfyUI refused the workflow:\n• Prompt has no outputs",
+    ]
+
+
+def test_long_option_lists_are_looked_up_and_shortened() -> None:
+    node_errors = {
+        "4": {
+            "errors": [
+                {
+                    "type": "value_not_in_list",
+                    "message": "Value not in list",
+                    "details": "ckpt_name: 'x.safetensors' not in (list of length 30)",
+                    "extra_info": {"input_name": "ckpt_name", "input_config": None, "received_value": "x.safetensors"},
+                }
+            ],
+            "dependent_outputs": ["9"],
+            "class_type": "CheckpointLoaderSimple",
+        }
+    }
+    assert missing_option_inputs(node_errors) == {("CheckpointLoaderSimple", "ckpt_name")}
+    options = {("CheckpointLoaderSimple", "ckpt_name"): [f"m{i}.safetensors" for i in range(30)]}
+    text = describe_rejection(None, node_errors, {"4": {"class_type": "CheckpointLoaderSimple", "inputs": {}}}, options)
+    assert text == (
+        "ComfyUI refused the workflow:\n• CheckpointLoaderSimple (node 4): input ckpt_name: 'x.safetensors' is not "
+        "available on the server. It has: m0.safetensors, m1.safetensors, m2.safetensors, m3.safetensors, "
+        "m4.safetensors, m5.safetensors, m6.safetensors, m7.safetensors and 22 more."
+    )
