@@ -236,8 +236,8 @@ async def deliver(interaction: discord.Interaction[Any], result: JobResult) -> N
     too_big = [f for f in result.files if len(f.data) > limit]
     content = summary(result, interaction)
     if too_big:
-        names = ", ".join(f"{f.filename} ({len(f.data) / 1048576:.1f} MB)" for f in too_big)
-        note = f"\nToo large for this server's {limit / 1048576:.0f} MB upload limit, so not attached: {names}"
+        names = ", ".join(f"{f.filename} ({_size(len(f.data))})" for f in too_big)
+        note = f"\nToo large for this server's {_size(limit)} upload limit, so not attached: {names}"
         content = (content + note)[:MAX_CONTENT]
     batches = [fitting[i : i + MAX_FILES] for i in range(0, len(fitting), MAX_FILES)] or [[]]
     for index, batch in enumerate(batches):
@@ -250,6 +250,10 @@ async def deliver(interaction: discord.Interaction[Any], result: JobResult) -> N
             await interaction.edit_original_response(content=content, attachments=attachments)
         else:
             await interaction.followup.send(files=attachments)
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{max(1, round(n / 1024))} KB"
 
 
 async def setup(bot: ComfyBot) -> None:

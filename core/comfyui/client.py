@@ -181,5 +181,3 @@ def _too_large(ref: FileRef, size: int, limit: int) -> OutputTooLarge:
         "(MAX_OUTPUT_MB). It is still on the ComfyUI server.",
         detail=f"{ref} >= {size} bytes",
     )
-
-

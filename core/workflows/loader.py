@@ -119,7 +119,7 @@ def _parse_param(name: str, spec: Any, graph: Prompt, where: str) -> Param:
     _check_description(description, here)
     targets = tuple(_parse_target(t, graph, here) for t in _as_list(spec.get("target")))
     if not targets:
-        raise WorkflowError(f"{here} has no target (e.g. target = \"6.text\": node id, dot, input name).")
+        raise WorkflowError(f'{here} has no target (e.g. target = "6.text": node id, dot, input name).')
     max_length = spec.get("max_length")
     if ptype in (ParamType.TEXT, ParamType.MULTILINE):
         max_length = min(int(max_length or MAX_TEXT_LENGTH), MAX_TEXT_LENGTH)
@@ -150,7 +150,7 @@ def _parse_target(raw: Any, graph: Prompt, here: str) -> Target:
         node_id, input_name = raw.rsplit(".", 1)  # node ids may contain ':' (subgraphs), inputs never '.'
         target = Target(node_id, input_name)
     else:
-        raise WorkflowError(f"{here}: target {raw!r} must look like \"6.text\" (node id, dot, input name).")
+        raise WorkflowError(f'{here}: target {raw!r} must look like "6.text" (node id, dot, input name).')
     node = graph.get(target.node_id)
     if node is None:
         raise WorkflowError(f"{here}: target node {target.node_id!r} is not in the workflow.")

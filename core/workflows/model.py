@@ -59,9 +59,7 @@ class Param:
             if not text:
                 raise InvalidInput(f"{self.name} must not be empty.")
             if self.max_length is not None and len(text) > self.max_length:
-                raise InvalidInput(
-                    f"{self.name} is too long ({len(text)} characters; the limit is {self.max_length})."
-                )
+                raise InvalidInput(f"{self.name} is too long ({len(text)} characters; the limit is {self.max_length}).")
             return text
         if self.type is ParamType.BOOL:
             if isinstance(raw, bool):

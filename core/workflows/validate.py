@@ -64,5 +64,3 @@ def _check_value(graph: Prompt, name: str, value: Any, config: Any) -> str | Non
         if high is not None and value > high:
             return f"{value} is above the maximum {high}."
     return None
-
-

@@ -1,0 +1,268 @@
+"""The Discord layer with light doubles: what the cog sends for a job, a form, bad input and failures.
+
+The full path through the real discord.py client and a fake Discord comes with the end-to-end suite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import discord
+import pytest
+from discord import app_commands
+
+from bot import ComfyBot
+from cogs import generate
+from cogs.generate import Generate, TextForm, deliver
+from core.config import load_settings
+from core.errors import ExecutionFailed, InvalidInput
+from core.jobs.engine import JobResult, OutputFile, Progress
+from core.workflows import load_catalog
+from tests.conftest import WORKFLOWS
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 100
+
+
+@dataclass
+class User:
+    id: int = 42
+    mention: str = "<@42>"
+
+
+@dataclass
+class Recorder:
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+class Response:
+    def __init__(self, log: Recorder) -> None:
+        self.log, self.done = log, False
+
+    def is_done(self) -> bool:
+        return self.done
+
+    async def defer(self, **kw: Any) -> None:
+        self.done = True
+        self.log.calls.append(("defer", kw))
+
+    async def send_message(self, content: str, **kw: Any) -> None:
+        self.done = True
+        self.log.calls.append(("send_message", {"content": content, **kw}))
+
+    async def send_modal(self, modal: discord.ui.Modal) -> None:
+        self.done = True
+        self.log.calls.append(("send_modal", {"modal": modal}))
+
+
+class Followup:
+    def __init__(self, log: Recorder) -> None:
+        self.log = log
+
+    async def send(self, content: str | None = None, **kw: Any) -> None:
+        self.log.calls.append(("followup", {"content": content, **kw}))
+
+
+class Interaction:
+    """Just the parts of discord.Interaction the cog and the error funnel use."""
+
+    def __init__(self, limit: int = 10 * 2**20, age: float = 0.0) -> None:
+        self.log = Recorder()
+        self.user = User()
+        self.created_at = discord.utils.utcnow() - dt.timedelta(seconds=age)
+        self.attachment_size_limit = limit
+        self.response = Response(self.log)
+        self.followup = Followup(self.log)
+        self.command = None
+        self.channel = None
+
+    def is_expired(self) -> bool:
+        return False
+
+    async def edit_original_response(self, **kw: Any) -> None:
+        self.log.calls.append(("edit", kw))
+
+    @property
+    def calls(self) -> list[tuple[str, dict[str, Any]]]:
+        return self.log.calls
+
+
+class StubEngine:
+    """Reports a few progress steps, then returns a result (or raises `error`)."""
+
+    def __init__(self, files: tuple[OutputFile, ...] = (OutputFile("ComfyUI_00001_.png", PNG, "9"),)) -> None:
+        self.files = files
+        self.error: Exception | None = None
+        self.runs: list[dict[str, Any]] = []
+
+    async def run(self, workflow, values, on_progress=None) -> JobResult:
+        self.runs.append(dict(values))
+        for progress in (Progress(position=2), Progress(position=1), Progress(node="KSampler", step=10, steps=20)):
+            on_progress(progress)
+            await asyncio.sleep(0.03)
+        if self.error:
+            raise self.error
+        return JobResult("abcdef123456", workflow.name, dict(values), "http://comfy", self.files, (), 1.25)
+
+
+@pytest.fixture
+def bot() -> ComfyBot:
+    bot = ComfyBot(load_settings({"WORKFLOWS_DIR": str(WORKFLOWS)}, require_token=False))
+    bot.catalog = load_catalog(WORKFLOWS)
+    bot.engine = StubEngine()  # type: ignore[assignment]
+    return bot
+
+
+@pytest.fixture(autouse=True)
+def fast_edits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(generate, "EDIT_INTERVAL", 0.0)
+
+
+def test_commands_have_discord_shaped_options(bot: ComfyBot) -> None:
+    cog = Generate(bot)
+    shapes = {
+        c.name: [(o["name"], o["type"], o["required"]) for o in c.to_dict(bot.tree)["options"]] for c in cog.commands
+    }
+    assert shapes == {
+        "image": [
+            ("prompt", 3, True),
+            ("negative", 3, False),
+            ("seed", 4, False),
+            ("steps", 4, False),
+            ("width", 4, False),
+            ("height", 4, False),
+        ],
+        "music": [
+            ("tags", 3, True),
+            ("lyrics", 3, False),
+            ("lyrics_file", 11, False),
+            ("duration", 10, False),
+            ("seed", 4, False),
+        ],
+    }
+    steps = cog.commands[0].to_dict(bot.tree)["options"][3]
+    assert (steps["min_value"], steps["max_value"]) == (1, 50)
+
+
+async def test_image_defers_shows_progress_and_posts_files_with_parameters(bot: ComfyBot) -> None:
+    cog = Generate(bot)
+    it = Interaction()
+    await cog.invoke(it, bot.catalog.workflows["image"], {"prompt": "a cat", "seed": 7}, {})  # type: ignore[arg-type]
+
+    assert it.calls[0] == ("defer", {"thinking": True})
+    edits = [kw for name, kw in it.calls if name == "edit"]
+    progress = [e["content"].splitlines()[1] for e in edits if "attachments" not in e]
+    assert progress == [
+        "Queued: position 2 in line",
+        "Queued: position 1 in line",
+        "Running KSampler: step 10/20 (50%)",
+    ]
+    final = edits[-1]
+    assert [f.filename for f in final["attachments"]] == ["ComfyUI_00001_.png"]
+    assert final["content"].splitlines()[:3] == [
+        "**/image** for <@42> · 1.2 s",
+        "**prompt:** a cat",
+        "**negative:** text, watermark",
+    ]
+    assert "**seed:** 7" in final["content"]
+
+
+async def test_status_edits_are_throttled(bot: ComfyBot, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(generate, "EDIT_INTERVAL", 10.0)
+    it = Interaction()
+    await Generate(bot).invoke(it, bot.catalog.workflows["image"], {"prompt": "a cat"}, {})  # type: ignore[arg-type]
+    progress_edits = [kw for name, kw in it.calls if name == "edit" and "attachments" not in kw]
+    assert len(progress_edits) == 1  # four states within 10 s: only the first went out, then the result
+
+
+async def test_music_without_lyrics_opens_a_form_and_runs_on_submit(bot: ComfyBot) -> None:
+    cog = Generate(bot)
+    it = Interaction()
+    await cog.invoke(it, bot.catalog.workflows["music"], {"tags": "lofi"}, {})  # type: ignore[arg-type]
+    [(name, kw)] = it.calls
+    assert name == "send_modal"
+    form: TextForm = kw["modal"]
+    assert form.title == "/music"
+    assert form.inputs["lyrics"].default == "[instrumental]"
+    assert form.inputs["lyrics"].style is discord.TextStyle.paragraph
+
+    form.inputs["lyrics"]._value = "[verse]\nline one\nline two"  # what the member typed
+    submit = Interaction()
+    await form.on_submit(submit)  # type: ignore[arg-type]
+    assert bot.engine.runs[-1]["lyrics"] == "[verse]\nline one\nline two"  # type: ignore[attr-defined]
+    assert bot.engine.runs[-1]["tags"] == "lofi"  # type: ignore[attr-defined]
+    assert submit.calls[0] == ("defer", {"thinking": True})
+
+
+async def test_lyrics_file_is_read_instead_of_a_form(bot: ComfyBot) -> None:
+    class Attachment:
+        size = 20
+
+        async def read(self) -> bytes:
+            return b"[verse]\nhello\n"
+
+    it = Interaction()
+    await Generate(bot).invoke(it, bot.catalog.workflows["music"], {"tags": "lofi"}, {"lyrics": Attachment()})  # type: ignore[arg-type, dict-item]
+    assert it.calls[0][0] == "defer"
+    assert bot.engine.runs[-1]["lyrics"] == "[verse]\nhello"  # type: ignore[attr-defined]
+
+
+async def test_bad_input_is_refused_before_anything_is_sent(bot: ComfyBot) -> None:
+    it = Interaction()
+    with pytest.raises(InvalidInput):
+        await Generate(bot).invoke(it, bot.catalog.workflows["image"], {"prompt": "  "}, {})  # type: ignore[arg-type]
+    assert it.calls == []
+    assert bot.engine.runs == []  # type: ignore[attr-defined]
+
+
+async def test_error_funnel_answers_privately_before_a_defer(bot: ComfyBot) -> None:
+    it = Interaction()
+    await bot.tree.on_error(
+        it, app_commands.CommandInvokeError(_command(bot), InvalidInput("prompt must not be empty."))
+    )  # type: ignore[arg-type]
+    assert it.calls == [("send_message", {"content": "prompt must not be empty.", "ephemeral": True})]
+
+
+async def test_error_funnel_after_a_defer_marks_the_status_and_answers_privately(bot: ComfyBot) -> None:
+    it = Interaction()
+    it.response.done = True
+    it.command = _command(bot)
+    error = ExecutionFailed("The job failed in KSampler (node 3): CUDA out of memory")
+    await bot.tree.on_error(it, app_commands.CommandInvokeError(_command(bot), error))  # type: ignore[arg-type]
+    assert it.calls == [
+        ("edit", {"content": "❌ /image did not finish; the reason was sent to <@42> privately.", "attachments": []}),
+        ("followup", {"content": "The job failed in KSampler (node 3): CUDA out of memory", "ephemeral": True}),
+    ]
+
+
+async def test_unexpected_errors_get_a_reference_not_a_traceback(
+    bot: ComfyBot, caplog: pytest.LogCaptureFixture
+) -> None:
+    it = Interaction()
+    await bot.tree.on_error(it, app_commands.CommandInvokeError(_command(bot), KeyError("boom")))  # type: ignore[arg-type]
+    [(_name, kw)] = it.calls
+    ref = caplog.records[-1].args[1]  # type: ignore[index]
+    assert kw["content"] == (
+        f"Something went wrong on the bot's side (reference {ref}). A server admin can look it up in the log."
+    )
+    assert kw["ephemeral"] is True
+
+
+async def test_files_over_the_limit_are_named_and_batches_hold_ten(bot: ComfyBot) -> None:
+    files = (
+        *tuple(OutputFile(f"img_{i:02d}.png", PNG, "9") for i in range(12)),
+        OutputFile("huge.mp4", b"\x00" * 3000, "10"),
+    )
+    result = JobResult("abc", "image", {"prompt": "a cat"}, "http://comfy", files, (), 2.0)
+    it = Interaction(limit=2048)
+    await deliver(it, result)  # type: ignore[arg-type]
+    (first, kw1), (second, kw2) = it.calls
+    assert first == "edit" and len(kw1["attachments"]) == 10
+    assert kw1["content"].endswith("Too large for this server's 2 KB upload limit, so not attached: huge.mp4 (3 KB)")
+    assert second == "followup" and [f.filename for f in kw2["files"]] == ["img_10.png", "img_11.png"]
+
+
+def _command(bot: ComfyBot) -> app_commands.Command[Any, ..., Any]:
+    return Generate(bot).commands[0]
