@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +139,7 @@ class ComfyBot(commands.Bot):
             await self.session.close()
 
 
-def _shape(payload: dict[str, Any]) -> str:
+def _shape(payload: Mapping[str, Any]) -> str:
     """The parts of a command payload that decide whether a re-sync is needed."""
     keys = (
         "name",

@@ -13,7 +13,7 @@ import aiohttp
 
 from core.comfyui.client import ComfyClient
 from core.config import Settings
-from core.errors import BotError, InvalidInput
+from core.errors import BotError, ComfyServerError, ComfyUnreachable, InvalidInput
 from core.jobs.engine import Engine, JobResult, Progress
 from core.workflows import Catalog, Workflow, load_catalog, validate_graph
 
@@ -126,9 +126,10 @@ async def check(settings: Settings) -> int:
             try:
                 stats = await client.system_stats()
                 object_info = await client.object_info()
-            except BotError as exc:
+            except (ComfyUnreachable, ComfyServerError) as exc:
                 problems += 1
-                print(f"Server {client.name}: NOT reachable ({exc.detail or exc.user_message})")
+                state = "NOT reachable" if isinstance(exc, ComfyUnreachable) else "answered with an error"
+                print(f"Server {client.name}: {state} ({exc.reason})")
                 continue
             version = stats.get("system", {}).get("comfyui_version", "unknown version")
             print(f"Server {client.name}: reachable (ComfyUI {version}, {len(object_info)} node classes)")

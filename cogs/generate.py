@@ -231,7 +231,7 @@ def summary(result: JobResult, interaction: discord.Interaction[Any]) -> str:
 
 async def deliver(interaction: discord.Interaction[Any], result: JobResult) -> None:
     """Turn the status message into the result: files (10 per message) and the parameters used."""
-    limit = interaction.attachment_size_limit
+    limit = interaction.filesize_limit  # the guild's per-file upload limit
     fitting = [f for f in result.files if len(f.data) <= limit]
     too_big = [f for f in result.files if len(f.data) > limit]
     content = summary(result, interaction)

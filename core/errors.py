@@ -38,6 +38,7 @@ class ComfyUnreachable(BotError):
             "Please try again in a few minutes; if it keeps happening, tell a server admin.",
             detail=f"{server}: {reason}",
         )
+        self.reason = reason
 
 
 class ComfyServerError(BotError):
@@ -49,6 +50,7 @@ class ComfyServerError(BotError):
             "Please try again later; if it keeps happening, tell a server admin.",
             detail=f"{server}: {what}",
         )
+        self.reason = what
 
 
 class PromptRejected(BotError):

@@ -72,7 +72,7 @@ class Interaction:
         self.log = Recorder()
         self.user = User()
         self.created_at = discord.utils.utcnow() - dt.timedelta(seconds=age)
-        self.attachment_size_limit = limit
+        self.filesize_limit = limit
         self.response = Response(self.log)
         self.followup = Followup(self.log)
         self.command = None

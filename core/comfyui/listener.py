@@ -103,6 +103,7 @@ class ComfyListener:
         self.client = client
         self.client_id = uuid.uuid4().hex
         self.connected = asyncio.Event()
+        self.last_failure = 0.0  # monotonic time of the last failed connection attempt
         self.reconcile_interval = reconcile_interval
         self.max_frame_bytes = max_frame_bytes
         self.watches: dict[str, Watch] = {}
@@ -157,7 +158,6 @@ class ComfyListener:
                     params={"clientId": self.client_id},
                     heartbeat=20,
                     max_msg_size=self.max_frame_bytes,
-                    timeout=aiohttp.ClientWSTimeout(ws_close=5),
                 ) as ws:
                     await ws.send_str(FEATURE_FLAGS)
                     log.info("connected to %s websocket", self.client.name)
@@ -170,8 +170,10 @@ class ComfyListener:
                 raise
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 log.warning("websocket to %s failed: %s: %s", self.client.name, type(exc).__name__, exc)
+                self.last_failure = time.monotonic()
             except Exception:
                 log.exception("websocket to %s: unexpected error", self.client.name)
+                self.last_failure = time.monotonic()
             finally:
                 self.connected.clear()
                 self._running = None

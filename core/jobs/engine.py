@@ -8,14 +8,14 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 
 from core.comfyui.client import ComfyClient
 from core.comfyui.listener import ComfyListener, Finished, Lost, Queued, Running, Watch
 from core.comfyui.node_errors import node_label
-from core.comfyui.types import HistoryEntry, Prompt
+from core.comfyui.types import FileRef, HistoryEntry, Prompt
 from core.errors import BotError, ComfyUnreachable, ExecutionFailed, JobInterrupted, JobLost, JobTimeout
 from core.media import MediaKind, kind_of
 from core.workflows import Workflow
@@ -144,20 +144,21 @@ class Engine:
         return JobResult(job_id, workflow.name, dict(values), server.client.name, files, texts, seconds)
 
     async def _pick_server(self) -> ComfyServer:
-        """The least busy server whose websocket is up, waiting briefly for one to connect."""
-        connected = [s for s in self.servers if s.listener.connected.is_set()]
-        if not connected:
-            waits = [asyncio.create_task(s.listener.connected.wait()) for s in self.servers]
-            try:
-                await asyncio.wait(waits, timeout=CONNECT_WAIT, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in waits:
-                    task.cancel()
+        """The least busy server whose websocket is up.
+
+        A job arriving while a socket reconnects waits briefly, but not once every server has just
+        failed a connection attempt: then the member hears at once that ComfyUI is unreachable.
+        """
+        asked = time.monotonic()
+        while True:
             connected = [s for s in self.servers if s.listener.connected.is_set()]
-        if not connected:
-            names = ", ".join(s.client.name for s in self.servers)
-            raise ComfyUnreachable(names, f"no websocket connected within {CONNECT_WAIT:.0f}s")
-        return min(connected, key=lambda s: s.load)
+            if connected:
+                return min(connected, key=lambda s: s.load)
+            all_failed = all(s.listener.last_failure > asked for s in self.servers)
+            if all_failed or time.monotonic() - asked > CONNECT_WAIT:
+                names = ", ".join(s.client.name for s in self.servers)
+                raise ComfyUnreachable(names, "websocket not connected")
+            await asyncio.sleep(0.05)
 
     async def _follow(self, watch: Watch, prompt: Prompt, on_progress: OnProgress | None) -> HistoryEntry:
         while True:
@@ -187,7 +188,7 @@ class Engine:
             for key in FILE_KEYS:
                 for ref in output.get(key) or []:
                     if isinstance(ref, dict) and ref.get("type") == "output":
-                        data = await client.download(ref, max_bytes=self.max_output_bytes)
+                        data = await client.download(cast(FileRef, ref), max_bytes=self.max_output_bytes)
                         files.append(OutputFile(ref["filename"], data, node_id))
             texts.extend(str(t) for t in output.get("text") or [])
         for index, (node_id, data) in enumerate(watch.ws_images, start=1):
