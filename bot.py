@@ -205,7 +205,9 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    setup_logging(settings.log_level if args.command is None else "WARNING")
+    # The command line prints its own messages; the admin's log detail shows only when asked for with DEBUG.
+    cli_level = "DEBUG" if settings.log_level == "DEBUG" else "ERROR"
+    setup_logging(settings.log_level if args.command is None else cli_level)
     if args.command is None:
         return run_bot(settings)
     try:

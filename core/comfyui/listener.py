@@ -123,9 +123,9 @@ class ComfyListener:
             ]
 
     async def close(self) -> None:
-        for task in self._tasks:
+        for task in [*self._tasks, *self._finishing]:
             task.cancel()
-        for task in self._tasks:
+        for task in [*self._tasks, *self._finishing]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
@@ -159,6 +159,7 @@ class ComfyListener:
                     heartbeat=20,
                     max_msg_size=self.max_frame_bytes,
                 ) as ws:
+                    self._flags_acknowledged = False  # the server may have been upgraded meanwhile
                     await ws.send_str(FEATURE_FLAGS)
                     log.info("connected to %s websocket", self.client.name)
                     self.connected.set()

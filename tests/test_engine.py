@@ -1,0 +1,250 @@
+"""The job path against the fake ComfyUI: submit, follow on the websocket, collect files, explain failures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from core.comfyui.listener import ComfyListener
+from core.errors import ComfyUnreachable, ExecutionFailed, JobInterrupted, JobLost, JobTimeout, PromptRejected
+from core.jobs.engine import Engine, Progress
+from core.workflows import Workflow, load_catalog, load_workflow
+from tests.conftest import WORKFLOWS
+from tests.fakes.comfyui import FakeComfyUI
+
+MODELS = {"checkpoints": ["v1-5-pruned-emaonly-fp16.safetensors", "ace_step_v1_3.5b.safetensors"]}
+CATALOG = load_catalog(WORKFLOWS)
+IMAGE, MUSIC = CATALOG.workflows["image"], CATALOG.workflows["music"]
+
+
+@pytest.fixture
+async def comfy() -> AsyncIterator[FakeComfyUI]:
+    fake = FakeComfyUI(models=MODELS)
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+def make_engine(session: aiohttp.ClientSession, *urls: str, job_timeout: float = 15) -> Engine:
+    return Engine(session, urls, job_timeout=job_timeout, max_output_bytes=50 * 2**20, reconcile_interval=0.3)
+
+
+@pytest.fixture
+async def engine(comfy: FakeComfyUI, session: aiohttp.ClientSession) -> AsyncIterator[Engine]:
+    eng = make_engine(session, comfy.url)
+    eng.start()
+    yield eng
+    await eng.close()
+
+
+def listener(engine: Engine) -> ComfyListener:
+    return engine.servers[0].listener
+
+
+def submitted(comfy: FakeComfyUI) -> list[dict]:
+    return [r.json for r in comfy.requests if r.method == "POST" and r.path in ("/prompt", "/api/prompt")]
+
+
+async def test_image_job_returns_the_saved_png(comfy: FakeComfyUI, engine: Engine) -> None:
+    seen: list[Progress] = []
+    result = await engine.run(IMAGE, IMAGE.resolve({"prompt": "a cat", "seed": 5}), seen.append)
+
+    [file] = result.files
+    assert file.filename == "ComfyUI_00001_.png" and file.kind == "image"
+    assert file.data.startswith(b"\x89PNG\r\n\x1a\n")
+    assert file.data == comfy.files[("output", "", "ComfyUI_00001_.png")]
+    [body] = submitted(comfy)
+    assert body["client_id"] == listener(engine).client_id
+    assert body["prompt_id"] == result.job_id
+    assert body["prompt"]["6"]["inputs"]["text"] == "a cat"
+    assert result.values["seed"] == 5 and body["prompt"]["3"]["inputs"]["seed"] == 5
+    steps = [p for p in seen if p.steps]
+    assert (
+        steps and steps[-1].describe() == f"Running KSampler: step {comfy.sampler_steps}/{comfy.sampler_steps} (100%)"
+    )
+
+
+async def test_music_job_returns_the_mp3(comfy: FakeComfyUI, engine: Engine) -> None:
+    values = MUSIC.resolve({"tags": "lofi, jazz", "lyrics": "[verse]\nla la\n[chorus]\nlo lo", "duration": 30})
+    result = await engine.run(MUSIC, values)
+
+    [file] = result.files
+    assert file.filename == "ComfyUI_00001_.mp3" and file.kind == "audio"
+    assert file.data == comfy.files[("output", "audio", "ComfyUI_00001_.mp3")]
+    assert submitted(comfy)[0]["prompt"]["74:14"]["inputs"]["lyrics"] == "[verse]\nla la\n[chorus]\nlo lo"
+
+
+async def test_missing_checkpoint_is_rejected_with_what_the_server_has(comfy: FakeComfyUI, engine: Engine) -> None:
+    comfy.models = {"checkpoints": ["dreamshaper_8.safetensors"]}
+    with pytest.raises(PromptRejected) as caught:
+        await engine.run(IMAGE, IMAGE.resolve({"prompt": "a cat"}))
+    assert caught.value.user_message == (
+        "ComfyUI refused the workflow:\n• “Load Checkpoint” (CheckpointLoaderSimple, node 4): input ckpt_name: "
+        "'v1-5-pruned-emaonly-fp16.safetensors' is not available on the server. It has: dreamshaper_8.safetensors."
+    )
+    assert listener(engine).watches == {}
+
+
+async def test_partial_acceptance_with_node_errors_is_rejected_and_removed(
+    comfy: FakeComfyUI, engine: Engine, tmp_path: Path
+) -> None:
+    graph = json.loads((WORKFLOWS / "image.json").read_text())
+    graph["10"] = {"class_type": "SaveImage", "inputs": {"images": ["8", 0]}, "_meta": {"title": "Second save"}}
+    (tmp_path / "two.json").write_text(json.dumps(graph))
+    (tmp_path / "two.toml").write_text('[params.prompt]\ntype = "text"\ntarget = "6.text"\n')
+    workflow = load_workflow(tmp_path / "two.toml")
+    comfy.pause()
+
+    with pytest.raises(PromptRejected) as caught:
+        await engine.run(workflow, workflow.resolve({"prompt": "a cat"}))
+
+    assert caught.value.user_message == (
+        "ComfyUI refused the workflow:\n"
+        "• “Second save” (SaveImage, node 10): required input filename_prefix is missing."
+    )
+    job_id = submitted(comfy)[0]["prompt_id"]
+    cleanup = [(r.path, r.json) for r in comfy.requests if r.path in ("/queue", "/interrupt")]
+    assert cleanup == [("/queue", {"delete": [job_id]}), ("/interrupt", {"prompt_id": job_id})]
+    running, pending = comfy.queue_snapshot()
+    assert job_id not in [item[1] for item in running + pending]
+    comfy.resume()
+
+
+async def test_execution_error_names_the_node_and_the_exception(comfy: FakeComfyUI, engine: Engine) -> None:
+    comfy.fail_nodes = {"KSampler": ("torch.OutOfMemoryError", "CUDA out of memory. Tried to allocate 2.00 GiB")}
+    with pytest.raises(ExecutionFailed) as caught:
+        await engine.run(IMAGE, IMAGE.resolve({"prompt": "a cat"}))
+    assert caught.value.user_message == (
+        "The job failed in KSampler (node 3): CUDA out of memory. Tried to allocate 2.00 GiB"
+    )
+    assert "torch.OutOfMemoryError" in (caught.value.detail or "")
+
+
+async def wait_running(comfy: FakeComfyUI) -> str:
+    await comfy.wait_for(lambda: bool(comfy.queue_snapshot()[0]))
+    return comfy.queue_snapshot()[0][0][1]
+
+
+async def hold_mid_run(comfy: FakeComfyUI, engine: Engine, prompt: str = "a cat") -> tuple[asyncio.Task, str]:
+    """Start an /image job and hold the fake between two nodes of it; returns the job and its prompt id."""
+    comfy.node_delay = 0.1
+    job = asyncio.create_task(engine.run(IMAGE, IMAGE.resolve({"prompt": prompt})))
+    prompt_id = await wait_running(comfy)
+    comfy.pause()
+    comfy.node_delay = 0.0
+    return job, prompt_id
+
+
+async def test_interrupted_job_says_so(comfy: FakeComfyUI, engine: Engine, session: aiohttp.ClientSession) -> None:
+    job, prompt_id = await hold_mid_run(comfy, engine)
+    async with session.post(f"{comfy.url}/interrupt", json={"prompt_id": prompt_id}) as resp:
+        assert resp.status == 200
+    comfy.resume()
+    with pytest.raises(JobInterrupted) as caught:
+        await job
+    assert caught.value.user_message == "The job was interrupted on the ComfyUI server before it finished."
+
+
+async def test_websocket_drop_mid_run_is_recovered(comfy: FakeComfyUI, engine: Engine) -> None:
+    job, _ = await hold_mid_run(comfy, engine)
+    await comfy.drop_websockets()
+    await asyncio.sleep(0.05)
+    comfy.resume()
+    result = await asyncio.wait_for(job, 10)
+    assert [f.filename for f in result.files] == ["ComfyUI_00001_.png"]
+    await comfy.wait_for(lambda: len([r for r in comfy.requests if r.path == "/ws"]) >= 2)  # and it reconnects
+    assert {r.query.get("clientId") for r in comfy.requests if r.path == "/ws"} == {listener(engine).client_id}
+
+
+async def test_server_restart_mid_run_is_reported(comfy: FakeComfyUI, engine: Engine) -> None:
+    job, _ = await hold_mid_run(comfy, engine)
+    await comfy.restart(downtime=0.2)
+    comfy.resume()
+    with pytest.raises(JobLost) as caught:
+        await asyncio.wait_for(job, 10)
+    assert caught.value.user_message == (
+        "The ComfyUI server lost this job (it restarted or its queue was cleared) before it finished. "
+        "Please run the command again."
+    )
+
+
+async def test_unreachable_server(session: aiohttp.ClientSession, unused_tcp_port: int) -> None:
+    engine = make_engine(session, f"http://127.0.0.1:{unused_tcp_port}")
+    engine.start()
+    try:
+        with pytest.raises(ComfyUnreachable) as caught:
+            await engine.run(IMAGE, IMAGE.resolve({"prompt": "a cat"}))
+    finally:
+        await engine.close()
+    assert caught.value.user_message == (
+        "The ComfyUI server is not reachable right now, so nothing was generated. "
+        "Please try again in a few minutes; if it keeps happening, tell a server admin."
+    )
+
+
+async def test_two_concurrent_jobs_both_finish_with_their_own_files(comfy: FakeComfyUI, engine: Engine) -> None:
+    comfy.node_delay = 0.02
+    first, second = await asyncio.gather(
+        engine.run(IMAGE, IMAGE.resolve({"prompt": "a cat"})),
+        engine.run(MUSIC, MUSIC.resolve({"tags": "lofi", "lyrics": "[instrumental]"})),
+    )
+    assert [f.filename for f in first.files] == ["ComfyUI_00001_.png"]
+    assert [f.filename for f in second.files] == ["ComfyUI_00001_.mp3"]
+    assert first.job_id != second.job_id
+
+
+async def test_queued_job_reports_its_position(comfy: FakeComfyUI, engine: Engine) -> None:
+    first, _ = await hold_mid_run(comfy, engine, "one")
+    seen: list[Progress] = []
+    second = asyncio.create_task(engine.run(IMAGE, IMAGE.resolve({"prompt": "two"}), seen.append))
+    await comfy.wait_for(lambda: any(p.position == 1 for p in seen))
+    assert seen[0].describe() == "Queued: position 1 in line"
+    comfy.resume()
+    await asyncio.gather(first, second)
+
+
+async def test_cached_rerun_completes_with_the_same_file(comfy: FakeComfyUI, engine: Engine) -> None:
+    values = IMAGE.resolve({"prompt": "a cat", "seed": 1})
+    first = await engine.run(IMAGE, values)
+    again = await engine.run(IMAGE, values)
+    assert [f.filename for f in again.files] == [f.filename for f in first.files] == ["ComfyUI_00001_.png"]
+    assert again.files[0].data == first.files[0].data
+
+
+async def test_save_image_websocket_frames_become_files(comfy: FakeComfyUI, engine: Engine, tmp_path: Path) -> None:
+    graph = json.loads((WORKFLOWS / "image.json").read_text())
+    graph["9"] = {"class_type": "SaveImageWebsocket", "inputs": {"images": ["8", 0]}, "_meta": {"title": "Send"}}
+    graph["5"]["inputs"]["batch_size"] = 2
+    (tmp_path / "ws.json").write_text(json.dumps(graph))
+    (tmp_path / "ws.toml").write_text('[params.prompt]\ntype = "text"\ntarget = "6.text"\n')
+    workflow: Workflow = load_workflow(tmp_path / "ws.toml")
+    result = await engine.run(workflow, workflow.resolve({"prompt": "a cat"}))
+    assert len(result.files) == 2
+    assert all(f.data.startswith(b"\x89PNG") and f.node_id == "9" for f in result.files)
+    assert result.files[0].filename == f"{result.job_id[:8]}_01.png"
+
+
+async def test_timeout_gives_up_and_cancels_on_the_server(comfy: FakeComfyUI, session: aiohttp.ClientSession) -> None:
+    engine = make_engine(session, comfy.url, job_timeout=0.5)
+    engine.start()
+    comfy.pause()
+    try:
+        with pytest.raises(JobTimeout) as caught:
+            await engine.run(IMAGE, IMAGE.resolve({"prompt": "a cat"}))
+    finally:
+        comfy.resume()
+        await engine.close()
+    assert caught.value.user_message == "The job did not finish within 1 minute(s), so the bot stopped waiting for it."
+    job_id = submitted(comfy)[0]["prompt_id"]
+    assert ("/interrupt", {"prompt_id": job_id}) in [(r.path, r.json) for r in comfy.requests]
