@@ -17,6 +17,6 @@ TRANSCRIPTS = SHARED / "comfyui-transcripts"
 
 @pytest.fixture(scope="session")
 def object_info() -> dict[str, Any]:
-    """The full /object_info recorded from ComfyUI 0.3.64 (no models installed)."""
-    with gzip.open(TRANSCRIPTS / "object_info.json.gz") as f:
+    """The full /object_info recorded from ComfyUI 0.3.64 (no models installed), as the fake serves it."""
+    with gzip.open(ROOT / "tests" / "fakes" / "object_info.json.gz") as f:
         return json.load(f)
