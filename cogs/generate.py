@@ -11,6 +11,7 @@ import inspect
 import io
 import logging
 import time
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -18,7 +19,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from core.errors import InvalidInput
-from core.jobs.engine import JobResult
+from core.jobs.engine import JobResult, OutputFile
 from core.workflows import Param, ParamType, Workflow
 from core.workflows.model import MAX_SEED
 
@@ -33,6 +34,17 @@ MAX_FILES = 10
 MAX_CONTENT = 2000
 MAX_LYRICS_FILE = 64 * 1024
 MODAL_TEXT_MAX = 4000
+INVALID_WEBHOOK_TOKEN = 50027  # Discord's code for an expired interaction token
+
+# Channels a slash command can come from, where the bot can post and edit its own messages.
+ReplyChannel = (
+    discord.TextChannel
+    | discord.VoiceChannel
+    | discord.StageChannel
+    | discord.Thread
+    | discord.DMChannel
+    | discord.PartialMessageable
+)
 
 
 class Generate(commands.Cog):
@@ -103,13 +115,13 @@ class Generate(commands.Cog):
     async def start_job(self, interaction: discord.Interaction[Any], workflow: Workflow, given: dict[str, Any]) -> None:
         values = workflow.resolve(given)
         await interaction.response.defer(thinking=True)
-        status = StatusMessage(interaction, f"**/{workflow.name}** for {interaction.user.mention}")
-        status.show("Submitting…")
+        message = JobMessage(interaction, f"**/{workflow.name}** for {interaction.user.mention}")
+        message.show("Submitting…")
         try:
-            result = await self.bot.engine.run(workflow, values, lambda p: status.show(p.describe()))
+            result = await self.bot.engine.run(workflow, values, lambda p: message.show(p.describe()))
         finally:
-            await status.stop()
-        await deliver(interaction, result)
+            await message.stop()
+        await message.finish(result)
 
 
 def _option(param: Param) -> tuple[Param, Any, Any]:
@@ -173,12 +185,19 @@ class TextForm(discord.ui.Modal):
         await interaction.client.tree.on_error(interaction, error)  # type: ignore[attr-defined]
 
 
-class StatusMessage:
-    """The one message that shows a job's progress, edited at most every EDIT_INTERVAL seconds."""
+class JobMessage:
+    """The one message a job owns: its progress while it runs, then its result.
+
+    Edits go out at most every EDIT_INTERVAL seconds. The interaction token dies after 15 minutes, so a
+    long job switches to the bot token: the status message is edited through the channel and the result
+    is posted as a new channel message that mentions the member.
+    """
 
     def __init__(self, interaction: discord.Interaction[Any], header: str) -> None:
         self.interaction = interaction
         self.header = header
+        self.message_id: int | None = None
+        self.expired = False
         self._latest = ""
         self._shown = ""
         self._last_edit = 0.0
@@ -195,61 +214,90 @@ class StatusMessage:
         if delay > 0:
             await asyncio.sleep(delay)
         text = self._latest
-        if text == self._shown or _token_expired(self.interaction):
+        if text == self._shown:
             return
         self._last_edit = time.monotonic()
         try:
-            await self.interaction.edit_original_response(content=f"{self.header}\n{text}")
+            await self._edit_status(f"{self.header}\n{text}")
             self._shown = text
         except discord.HTTPException as exc:
             log.info("status edit skipped: %s", exc)
 
     async def stop(self) -> None:
+        """Drop a pending status edit (the result or an error message replaces it)."""
         if self._task is not None and not self._task.done():
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    async def finish(self, result: JobResult) -> None:
+        """Turn the status message into the result: files (10 per message) and the parameters used."""
+        await self.stop()
+        content, batches = result_messages(result, self.interaction.user.mention, self.interaction.filesize_limit)
+        first, *rest = batches
+        if not await self._with_token(self._edit_original(content=content, attachments=_files(first))):
+            await self._channel().send(content, files=_files(first))
+            await self._edit_status(f"{self.header}\nFinished: the result is in the message below.")
+        for batch in rest:
+            if not await self._with_token(self.interaction.followup.send(files=_files(batch))):
+                await self._channel().send(files=_files(batch))
+
+    async def _edit_status(self, content: str) -> None:
+        if not await self._with_token(self._edit_original(content=content)) and self.message_id is not None:
+            await self._channel().get_partial_message(self.message_id).edit(content=content)
+
+    async def _edit_original(self, **fields: Any) -> None:
+        message = await self.interaction.edit_original_response(**fields)
+        if message is not None:
+            self.message_id = message.id
+
+    async def _with_token(self, call: Coroutine[Any, Any, Any]) -> bool:
+        """Run `call` with the interaction token; False (and nothing sent) once that token has expired."""
+        self.expired = self.expired or _token_expired(self.interaction)
+        if self.expired:
+            call.close()
+            return False
+        try:
+            await call
+        except discord.HTTPException as exc:
+            if exc.code != INVALID_WEBHOOK_TOKEN:
+                raise
+            self.expired = True
+            return False
+        return True
+
+    def _channel(self) -> ReplyChannel:
+        channel = self.interaction.channel
+        assert isinstance(channel, ReplyChannel), f"commands cannot run in {type(channel).__name__}"
+        return channel
 
 
 def _token_expired(interaction: discord.Interaction[Any]) -> bool:
     return (discord.utils.utcnow() - interaction.created_at).total_seconds() > TOKEN_LIFETIME
 
 
-def summary(result: JobResult, interaction: discord.Interaction[Any]) -> str:
-    """The text that goes with the files: who asked, the parameters used, how long it took."""
-    lines = [f"**/{result.workflow}** for {interaction.user.mention} · {result.seconds:.1f} s"]
+def _files(batch: list[OutputFile]) -> list[discord.File]:
+    return [discord.File(io.BytesIO(f.data), filename=f.filename) for f in batch]
+
+
+def result_messages(result: JobResult, mention: str, limit: int) -> tuple[str, list[list[OutputFile]]]:
+    """The result text (who asked, the parameters used, what did not fit) and the files in batches of ten."""
+    lines = [f"**/{result.workflow}** for {mention} · {result.seconds:.1f} s"]
     for name, value in result.values.items():
         text = str(value)
         if "\n" in text or len(text) > 300:
             text = text.replace("\n", " / ")[:300] + ("…" if len(text) > 300 else "")
         lines.append(f"**{name}:** {discord.utils.escape_markdown(text)}")
-    for text in result.texts:
-        lines.append(f"```\n{text[:500]}\n```")
-    content = "\n".join(lines)
-    return content if len(content) <= MAX_CONTENT else content[: MAX_CONTENT - 1] + "…"
-
-
-async def deliver(interaction: discord.Interaction[Any], result: JobResult) -> None:
-    """Turn the status message into the result: files (10 per message) and the parameters used."""
-    limit = interaction.filesize_limit  # the guild's per-file upload limit
-    fitting = [f for f in result.files if len(f.data) <= limit]
+    lines.extend(f"```\n{text[:500]}\n```" for text in result.texts)
     too_big = [f for f in result.files if len(f.data) > limit]
-    content = summary(result, interaction)
     if too_big:
         names = ", ".join(f"{f.filename} ({_size(len(f.data))})" for f in too_big)
-        note = f"\nToo large for this server's {_size(limit)} upload limit, so not attached: {names}"
-        content = (content + note)[:MAX_CONTENT]
-    batches = [fitting[i : i + MAX_FILES] for i in range(0, len(fitting), MAX_FILES)] or [[]]
-    for index, batch in enumerate(batches):
-        attachments = [discord.File(io.BytesIO(f.data), filename=f.filename) for f in batch]
-        if _token_expired(interaction):
-            channel = interaction.channel
-            assert isinstance(channel, discord.abc.Messageable)
-            await channel.send(content if index == 0 else None, files=attachments)  # the bot token never expires
-        elif index == 0:
-            await interaction.edit_original_response(content=content, attachments=attachments)
-        else:
-            await interaction.followup.send(files=attachments)
+        lines.append(f"Too large for this server's {_size(limit)} upload limit, so not attached: {names}")
+    content = "\n".join(lines)
+    if len(content) > MAX_CONTENT:
+        content = content[: MAX_CONTENT - 1] + "…"
+    fitting = [f for f in result.files if len(f.data) <= limit]
+    return content, [fitting[i : i + MAX_FILES] for i in range(0, len(fitting), MAX_FILES)] or [[]]
 
 
 def _size(n: int) -> str:

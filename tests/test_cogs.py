@@ -16,7 +16,7 @@ from discord import app_commands
 
 from bot import ComfyBot
 from cogs import generate
-from cogs.generate import Generate, TextForm, deliver
+from cogs.generate import Generate, JobMessage, TextForm
 from core.config import load_settings
 from core.errors import ExecutionFailed, InvalidInput
 from core.jobs.engine import JobResult, OutputFile, Progress
@@ -257,7 +257,7 @@ async def test_files_over_the_limit_are_named_and_batches_hold_ten(bot: ComfyBot
     )
     result = JobResult("abc", "image", {"prompt": "a cat"}, "http://comfy", files, (), 2.0)
     it = Interaction(limit=2048)
-    await deliver(it, result)  # type: ignore[arg-type]
+    await JobMessage(it, "header").finish(result)  # type: ignore[arg-type]
     (first, kw1), (second, kw2) = it.calls
     assert first == "edit" and len(kw1["attachments"]) == 10
     assert kw1["content"].endswith("Too large for this server's 2 KB upload limit, so not attached: huge.mp4 (3 KB)")

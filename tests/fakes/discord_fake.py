@@ -1619,6 +1619,7 @@ class FakeDiscord:
         user: dict[str, Any] | None,
         guild: bool = True,
         message: dict[str, Any] | None = None,
+        channel_id: int | None = None,
     ) -> Interaction:
         assert self._live_sessions(), "no bot is connected to the fake gateway"
         user = user or self.default_user
@@ -1640,7 +1641,7 @@ class FakeDiscord:
         }
         if guild:
             member = self._members.get(int(user["id"])) or self._add_member(user)
-            channel = self.channels[int(message["channel_id"]) if message else self.channel_id]
+            channel = self.channels[int(message["channel_id"]) if message else channel_id or self.channel_id]
             payload |= {
                 "guild_id": str(self.guild_id),
                 "guild": {"id": str(self.guild_id), "locale": "en-US", "features": []},
@@ -1675,6 +1676,17 @@ class FakeDiscord:
         self._by_token[token] = it
         self.interactions.append(it)
         return it
+
+    def add_text_channel(self, name: str) -> int:
+        """Another text channel in the guild; add it before the bot connects so GUILD_CREATE carries it."""
+        cid = self._ids.next()
+        self.channels[cid] = {
+            **self.channels[self.channel_id],
+            "id": str(cid),
+            "name": name,
+            "position": len(self.channels),
+        }
+        return cid
 
     def _dm_channel(self, user: dict[str, Any]) -> int:
         for cid, channel in self.channels.items():
@@ -1855,10 +1867,11 @@ class FakeDiscord:
         user: dict[str, Any] | None = None,
         attachments: dict[str, tuple[str, bytes]] | None = None,
         guild: bool = True,
+        channel_id: int | None = None,
     ) -> Interaction:
         """Send an APPLICATION_COMMAND interaction for a synced slash command (``"group sub"`` for subcommands)."""
         data = self._command_data(name, options, attachments, guild)
-        it = self._new_interaction(IT_COMMAND, data, user=user, guild=guild)
+        it = self._new_interaction(IT_COMMAND, data, user=user, guild=guild, channel_id=channel_id)
         self._send_interaction(it)
         return it
 
