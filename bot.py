@@ -90,6 +90,7 @@ class ComfyBot(commands.Bot):
     session: aiohttp.ClientSession
     engine: Engine
     catalog: Catalog
+    status_edit_interval = 2.0  # seconds between edits of a status message: Discord rate-limits edits
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         super().__init__(

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EDIT_INTERVAL = 2.0  # seconds between status edits: Discord rate-limits message edits
 TOKEN_LIFETIME = 14 * 60  # interaction tokens die at 15 minutes; switch to the bot token before that
 MAX_FILES = 10
 MAX_CONTENT = 2000
@@ -115,7 +114,8 @@ class Generate(commands.Cog):
     async def start_job(self, interaction: discord.Interaction[Any], workflow: Workflow, given: dict[str, Any]) -> None:
         values = workflow.resolve(given)
         await interaction.response.defer(thinking=True)
-        message = JobMessage(interaction, f"**/{workflow.name}** for {interaction.user.mention}")
+        header = f"**/{workflow.name}** for {interaction.user.mention}"
+        message = JobMessage(interaction, header, self.bot.status_edit_interval)
         message.show("Submitting…")
         try:
             result = await self.bot.engine.run(workflow, values, lambda p: message.show(p.describe()))
@@ -188,14 +188,15 @@ class TextForm(discord.ui.Modal):
 class JobMessage:
     """The one message a job owns: its progress while it runs, then its result.
 
-    Edits go out at most every EDIT_INTERVAL seconds. The interaction token dies after 15 minutes, so a
+    Edits go out at most every `interval` seconds. The interaction token dies after 15 minutes, so a
     long job switches to the bot token: the status message is edited through the channel and the result
     is posted as a new channel message that mentions the member.
     """
 
-    def __init__(self, interaction: discord.Interaction[Any], header: str) -> None:
+    def __init__(self, interaction: discord.Interaction[Any], header: str, interval: float) -> None:
         self.interaction = interaction
         self.header = header
+        self.interval = interval
         self.message_id: int | None = None
         self.expired = False
         self._latest = ""
@@ -210,18 +211,16 @@ class JobMessage:
             self._task = asyncio.create_task(self._flush())
 
     async def _flush(self) -> None:
-        delay = self._last_edit + EDIT_INTERVAL - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        text = self._latest
-        if text == self._shown:
-            return
-        self._last_edit = time.monotonic()
-        try:
-            await self._edit_status(f"{self.header}\n{text}")
-            self._shown = text
-        except discord.HTTPException as exc:
-            log.info("status edit skipped: %s", exc)
+        while self._latest != self._shown:  # states that arrive during an edit go out in the next round
+            delay = self._last_edit + self.interval - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            text = self._shown = self._latest
+            self._last_edit = time.monotonic()
+            try:
+                await self._edit_status(f"{self.header}\n{text}")
+            except discord.HTTPException as exc:
+                log.info("status edit skipped: %s", exc)
 
     async def stop(self) -> None:
         """Drop a pending status edit (the result or an error message replaces it)."""

@@ -15,7 +15,6 @@ import pytest
 from discord import app_commands
 
 from bot import ComfyBot
-from cogs import generate
 from cogs.generate import Generate, JobMessage, TextForm
 from core.config import load_settings
 from core.errors import ExecutionFailed, InvalidInput
@@ -112,12 +111,8 @@ def bot() -> ComfyBot:
     bot = ComfyBot(load_settings({"WORKFLOWS_DIR": str(WORKFLOWS)}, require_token=False))
     bot.catalog = load_catalog(WORKFLOWS)
     bot.engine = StubEngine()  # type: ignore[assignment]
+    bot.status_edit_interval = 0.0
     return bot
-
-
-@pytest.fixture(autouse=True)
-def fast_edits(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(generate, "EDIT_INTERVAL", 0.0)
 
 
 def test_commands_have_discord_shaped_options(bot: ComfyBot) -> None:
@@ -170,7 +165,7 @@ async def test_image_defers_shows_progress_and_posts_files_with_parameters(bot: 
 
 
 async def test_status_edits_are_throttled(bot: ComfyBot, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(generate, "EDIT_INTERVAL", 10.0)
+    bot.status_edit_interval = 10.0
     it = Interaction()
     await Generate(bot).invoke(it, bot.catalog.workflows["image"], {"prompt": "a cat"}, {})  # type: ignore[arg-type]
     progress_edits = [kw for name, kw in it.calls if name == "edit" and "attachments" not in kw]
@@ -257,7 +252,7 @@ async def test_files_over_the_limit_are_named_and_batches_hold_ten(bot: ComfyBot
     )
     result = JobResult("abc", "image", {"prompt": "a cat"}, "http://comfy", files, (), 2.0)
     it = Interaction(limit=2048)
-    await JobMessage(it, "header").finish(result)  # type: ignore[arg-type]
+    await JobMessage(it, "header", 0.0).finish(result)  # type: ignore[arg-type]
     (first, kw1), (second, kw2) = it.calls
     assert first == "edit" and len(kw1["attachments"]) == 10
     assert kw1["content"].endswith("Too large for this server's 2 KB upload limit, so not attached: huge.mp4 (3 KB)")

@@ -1,0 +1,288 @@
+"""The whole product path as Discord exercises it: the real bot (setup_hook, cogs, error funnel) on the
+unmodified discord.py client, against the fake Discord, with the fake ComfyUI doing the work."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from bot import ComfyBot
+from core.config import Settings
+from tests.conftest import WORKFLOWS
+from tests.fakes.comfyui import FakeComfyUI
+from tests.fakes.discord_fake import FakeDiscord, Interaction, start_bot, stop_bot
+
+pytestmark = pytest.mark.e2e
+
+MODELS = {"checkpoints": ["v1-5-pruned-emaonly-fp16.safetensors", "ace_step_v1_3.5b.safetensors"]}
+EPHEMERAL = 64
+
+
+@dataclass
+class World:
+    comfy: FakeComfyUI
+    discord: FakeDiscord
+    bot: ComfyBot
+
+    def prompts(self) -> list[dict[str, Any]]:
+        """What reached ComfyUI's POST /prompt."""
+        return [r.json for r in self.comfy.requests if r.method == "POST" and r.path == "/prompt"]
+
+    def private_replies(self, it: Interaction) -> list[str]:
+        """Messages only the member saw: an ephemeral first answer or ephemeral followups."""
+        texts = []
+        if it.callback is not None and it.callback.json and it.callback.json.get("type") == 4:
+            data = it.callback.json["data"]
+            if data.get("flags", 0) & EPHEMERAL:
+                texts.append(data["content"])
+        texts += [
+            self.discord.messages[m]["content"] for m in it.followups if self.discord.messages[m]["flags"] & EPHEMERAL
+        ]
+        return texts
+
+
+Start = Callable[..., Awaitable[World]]
+
+
+@pytest.fixture
+async def start(caplog: pytest.LogCaptureFixture) -> AsyncIterator[Start]:
+    """Start fake ComfyUI, fake Discord and the bot; afterwards check nothing went unhandled or logged an error."""
+    caplog.set_level(logging.INFO)
+    stack: list[Callable[[], Awaitable[None]]] = []
+    fakes: list[FakeDiscord] = []
+
+    async def _start(*, channels: tuple[str, ...] = (), **discord_options: Any) -> World:
+        comfy = FakeComfyUI(models=MODELS, node_delay=0.01)
+        await comfy.start()
+        stack.append(comfy.stop)
+        fake = FakeDiscord(**discord_options)
+        for name in channels:
+            fake.add_text_channel(name)
+        await fake.start()
+        stack.append(fake.stop)
+        fakes.append(fake)
+        settings = Settings(
+            discord_token=fake.token,
+            comfyui_urls=(comfy.url,),
+            workflows_dir=WORKFLOWS,
+            dev_guild_id=fake.guild_id,
+            log_level="INFO",
+            job_timeout=30,
+            max_output_mb=50,
+        )
+        bot = ComfyBot(settings, guild_ready_timeout=0)
+        bot.status_edit_interval = 0.1
+        task = await start_bot(bot, fake)
+        stack.append(lambda: stop_bot(bot, task))
+        return World(comfy, fake, bot)
+
+    yield _start
+    for stop in reversed(stack):
+        await stop()
+    for fake in fakes:
+        assert fake.unhandled == []
+    errors = [r for r in caplog.records if r.name.startswith("discord") and r.levelno >= logging.ERROR]
+    assert errors == []
+
+
+async def finished(world: World, it: Interaction, timeout: float = 10.0) -> dict[str, Any]:
+    """Wait until the job's message carries its result, and return that message."""
+
+    def done() -> bool:
+        original = it.original
+        return original is not None and original["content"].startswith("**/") and " · " in original["content"]
+
+    await world.discord.wait_for(done, timeout)
+    assert it.original is not None
+    return it.original
+
+
+async def test_commands_are_synced_to_the_development_guild(start: Start) -> None:
+    world = await start()
+    synced = world.discord.commands[world.discord.guild_id]
+    assert [c["name"] for c in synced] == ["image", "music"]
+    assert [o["name"] for o in synced[1]["options"]] == ["tags", "lyrics", "lyrics_file", "duration", "seed"]
+    assert None not in world.discord.commands  # nothing global while developing
+    puts = [r.path for r in world.discord.requests if r.method == "PUT"]
+    assert puts == [f"/applications/{world.discord.application_id}/guilds/{world.discord.guild_id}/commands"]
+
+
+async def test_image_defers_shows_progress_and_posts_the_png(start: Start) -> None:
+    world = await start()
+    world.comfy.node_delay = 0.2  # slow enough for a few status edits (0.1 s apart in tests)
+    it = await world.discord.invoke_slash("image", {"prompt": "a cat in a spacesuit", "seed": 5})
+    message = await finished(world, it)
+
+    requests = it.requests
+    assert requests[0].path == f"/interactions/{it.id}/{it.token}/callback" and requests[0].json["type"] == 5
+    assert requests[0].at - it.created < 3.0
+    status = [r.json["content"] for r in requests[1:-1] if r.method == "PATCH"]
+    assert status and all(s.startswith(f"**/image** for <@{it.user['id']}>\n") for s in status)
+    assert any("Running KSampler: step" in s for s in status), status
+    final = requests[-1]
+    assert final.method == "PATCH" and final.path.endswith("/messages/@original")
+    [png] = final.files
+    assert png.filename == "ComfyUI_00001_.png"
+    assert png.data == world.comfy.files[("output", "", "ComfyUI_00001_.png")] and png.data.startswith(b"\x89PNG")
+    lines = message["content"].splitlines()
+    assert lines[1:3] == ["**prompt:** a cat in a spacesuit", "**negative:** text, watermark"]
+    assert "**seed:** 5" in lines
+    assert [a["filename"] for a in message["attachments"]] == ["ComfyUI_00001_.png"]
+    assert world.prompts()[0]["prompt"]["6"]["inputs"]["text"] == "a cat in a spacesuit"
+
+
+async def test_music_takes_multiline_lyrics_through_the_form(start: Start) -> None:
+    world = await start()
+    it = await world.discord.invoke_slash("music", {"tags": "lofi, jazz", "duration": 30})
+    await world.discord.wait_for(lambda: it.modal is not None)
+    assert it.modal is not None and it.modal["title"] == "/music"
+    lyrics = "[verse]\nrain on the window\n\n[chorus]\nla la la"
+    submitted = await world.discord.submit_modal(it, {"lyrics": lyrics})
+    message = await finished(world, submitted)
+
+    assert [a["filename"] for a in message["attachments"]] == ["ComfyUI_00001_.mp3"]
+    [body] = world.prompts()
+    assert body["prompt"]["74:14"]["inputs"]["lyrics"] == lyrics
+    assert body["prompt"]["74:14"]["inputs"]["tags"] == "lofi, jazz"
+    assert body["prompt"]["74:17"]["inputs"]["seconds"] == 30.0
+    mp3 = submitted.requests[-1].files[0]
+    assert mp3.data == world.comfy.files[("output", "audio", "ComfyUI_00001_.mp3")]
+
+
+async def test_music_reads_lyrics_from_an_attached_file(start: Start) -> None:
+    world = await start()
+    it = await world.discord.invoke_slash(
+        "music", {"tags": "city pop"}, attachments={"lyrics_file": ("song.txt", b"[verse]\nneon lights\n")}
+    )
+    await finished(world, it)
+    assert it.callback is not None and it.callback.json["type"] == 5  # no form needed
+    assert world.prompts()[0]["prompt"]["74:14"]["inputs"]["lyrics"] == "[verse]\nneon lights"
+
+
+async def test_node_error_reaches_the_member_privately(start: Start) -> None:
+    world = await start()
+    world.comfy.models = {"checkpoints": ["dreamshaper_8.safetensors"]}
+    it = await world.discord.invoke_slash("image", {"prompt": "a cat"})
+    await world.discord.wait_for(lambda: bool(world.private_replies(it)))
+
+    assert world.private_replies(it) == [
+        "ComfyUI refused the workflow:\n• “Load Checkpoint” (CheckpointLoaderSimple, node 4): input ckpt_name: "
+        "'v1-5-pruned-emaonly-fp16.safetensors' is not available on the server. It has: dreamshaper_8.safetensors."
+    ]
+    assert it.original is not None
+    assert it.original["content"] == (f"❌ /image did not finish; the reason was sent to <@{it.user['id']}> privately.")
+
+
+async def test_execution_error_names_the_node(start: Start) -> None:
+    world = await start()
+    world.comfy.fail_nodes = {"VAEDecode": ("RuntimeError", "Given groups=1, weight of size [4, 4, 1, 1]")}
+    it = await world.discord.invoke_slash("image", {"prompt": "a cat"})
+    await world.discord.wait_for(lambda: bool(world.private_replies(it)))
+    assert world.private_replies(it) == [
+        "The job failed in “VAE Decode” (VAEDecode, node 8): Given groups=1, weight of size [4, 4, 1, 1]"
+    ]
+
+
+async def test_unreachable_comfyui_is_explained(start: Start) -> None:
+    world = await start()
+    await world.comfy.stop()
+    it = await world.discord.invoke_slash("image", {"prompt": "a cat"})
+    await world.discord.wait_for(lambda: bool(world.private_replies(it)), timeout=10)
+    assert world.private_replies(it) == [
+        "The ComfyUI server is not reachable right now, so nothing was generated. "
+        "Please try again in a few minutes; if it keeps happening, tell a server admin."
+    ]
+
+
+async def test_bad_option_values_are_refused_before_any_submit(start: Start) -> None:
+    world = await start()
+    blank = await world.discord.invoke_slash("image", {"prompt": "   "})
+    odd = await world.discord.invoke_slash("image", {"prompt": "a cat", "width": 300})
+    await world.discord.wait_for(lambda: bool(world.private_replies(blank) and world.private_replies(odd)))
+    assert world.private_replies(blank) == ["prompt must not be empty."]
+    assert world.private_replies(odd) == ["width must be a multiple of 64 (got 300)."]
+    with pytest.raises(AssertionError):  # Discord itself refuses values outside the synced range
+        await world.discord.invoke_slash("image", {"prompt": "a cat", "steps": 500})
+    assert world.prompts() == []
+
+
+async def test_two_members_jobs_each_reach_their_own_channel(start: Start) -> None:
+    world = await start(channels=("art",))
+    art = next(c for c, ch in world.discord.channels.items() if ch["name"] == "art")
+    alice, bob = world.discord.make_user(name="alice"), world.discord.make_user(name="bob")
+    world.comfy.node_delay = 0.03
+    it_a = await world.discord.invoke_slash("image", {"prompt": "alice's cat"}, user=alice)
+    it_b = await world.discord.invoke_slash("music", {"tags": "bob's jazz", "lyrics": "[instrumental]"}, user=bob,
+                                            channel_id=art)  # fmt: skip
+    message_a, message_b = await finished(world, it_a), await finished(world, it_b)
+
+    assert message_a["channel_id"] == str(world.discord.channel_id)
+    assert message_a["content"].startswith(f"**/image** for <@{alice['id']}>")
+    assert "**prompt:** alice's cat" in message_a["content"]
+    assert [a["filename"] for a in message_a["attachments"]] == ["ComfyUI_00001_.png"]
+    assert message_b["channel_id"] == str(art)
+    assert message_b["content"].startswith(f"**/music** for <@{bob['id']}>")
+    assert [a["filename"] for a in message_b["attachments"]] == ["ComfyUI_00001_.mp3"]
+
+
+async def test_queue_position_is_shown_while_waiting(start: Start) -> None:
+    world = await start()
+    world.comfy.node_delay = 0.05
+    first = await world.discord.invoke_slash("image", {"prompt": "first"})
+    await world.comfy.wait_for(lambda: bool(world.comfy.queue_snapshot()[0]))
+    world.comfy.pause()
+    second = await world.discord.invoke_slash("image", {"prompt": "second"})
+
+    def queued() -> bool:
+        return any("Queued: position 1 in line" in (r.json or {}).get("content", "") for r in second.requests)
+
+    await world.discord.wait_for(queued)
+    world.comfy.resume()
+    await finished(world, first)
+    await finished(world, second)
+
+
+async def test_a_job_that_outlives_the_token_still_posts_its_result(start: Start) -> None:
+    world = await start(token_ttl=0.6)
+    world.comfy.node_delay = 0.15  # the job takes about a second
+    it = await world.discord.invoke_slash("image", {"prompt": "a slow cat"})
+    channel = f"/channels/{world.discord.channel_id}/messages"
+    await world.discord.wait_for(lambda: any(r.method == "POST" and r.path == channel for r in world.discord.requests))
+
+    [post] = [r for r in world.discord.requests if r.method == "POST" and r.path == channel]
+    assert post.headers["Authorization"] == f"Bot {world.discord.token}"
+    assert [f.filename for f in post.files] == ["ComfyUI_00001_.png"]
+    assert post.json["content"].startswith(f"**/image** for <@{it.user['id']}>")
+    await world.discord.wait_for(
+        lambda: it.original is not None and it.original["content"].endswith("the result is in the message below.")
+    )
+    expired = [r for r in it.requests if r.status == 401]
+    assert expired and all(r.response["code"] == 50027 for r in expired)
+
+
+async def test_an_output_over_the_upload_limit_is_explained(start: Start) -> None:
+    world = await start(attachment_size_limit=200_000)
+    world.comfy.output_padding = 300_000
+    it = await world.discord.invoke_slash("image", {"prompt": "a huge cat"})
+    message = await finished(world, it)
+    assert message["attachments"] == []
+    assert (
+        message["content"]
+        .splitlines()[-1]
+        .startswith("Too large for this server's 195 KB upload limit, so not attached: ComfyUI_00001_.png (29")
+    )
+    assert not [r for r in world.discord.requests if r.status == 413]
+
+
+async def test_a_rate_limited_edit_is_retried(start: Start) -> None:
+    world = await start()
+    world.discord.inject_rate_limit("PATCH", r"/messages/@original$", retry_after=0.2, count=1)
+    it = await world.discord.invoke_slash("image", {"prompt": "a cat"})
+    message = await finished(world, it)
+    assert [a["filename"] for a in message["attachments"]] == ["ComfyUI_00001_.png"]
+    statuses = [r.status for r in it.requests if r.method == "PATCH"]
+    assert statuses[0] == 429 and statuses[-1] == 200
