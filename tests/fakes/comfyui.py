@@ -458,6 +458,7 @@ class FakeComfyUI:
         # observation
         self.requests: list[RecordedRequest] = []
         self.history: dict[str, dict[str, Any]] = {}
+        self.finished_at: dict[str, float] = {}  # prompt id -> time.monotonic() when its history was written
         self.files: dict[tuple[str, str, str], bytes] = {
             ("input", "", "example.png"): make_png(*image_size, (90, 120, 200)),
         }
@@ -566,6 +567,11 @@ class FakeComfyUI:
                         transport.abort()
 
     # ------------------------------------------------------------------ test controls
+
+    def forget_outputs(self) -> None:
+        """Drop every output file already written (as an admin clearing output/); keeps benchmarks small."""
+        for key in [k for k in self.files if k[0] != "input"]:
+            del self.files[key]
 
     def pause(self) -> None:
         """Hold the worker before the next node (and before the next prompt)."""
@@ -1313,6 +1319,7 @@ class FakeComfyUI:
         if run.prompt_id not in self.history and len(self.history) > MAXIMUM_HISTORY_SIZE:
             self.history.pop(next(iter(self.history)))
         self.history[run.prompt_id] = run.history_entry(success)
+        self.finished_at[run.prompt_id] = time.monotonic()
         self._running = None
         await self._queue_updated()
         if run.client_id is not None:

@@ -136,7 +136,8 @@ class Request:
     files: list[Part]
     status: int = 0
     response: Any | None = None
-    at: float = field(default_factory=time.monotonic)
+    at: float = field(default_factory=time.monotonic)  # when the request arrived
+    body_at: float = 0.0  # when its body (files included) had been read
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.path} -> {self.status}>"
@@ -653,6 +654,7 @@ class FakeDiscord:
             interaction._requests.append(rec)
         try:
             await self._read_body(request, rec)
+            rec.body_at = time.monotonic()
             status, body = self._route(rec)
         except _ApiError as exc:
             status, body = exc.status, exc.body
@@ -745,6 +747,14 @@ class FakeDiscord:
         return self._by_token.get(match.group(1)) if match else None
 
     # ---------------------------------------------------------------- test-side controls
+
+    def forget_files(self) -> None:
+        """Drop the bytes of every recorded upload (names and sizes stay); keeps long benchmarks small."""
+        for rec in self.requests:
+            for part in rec.parts:
+                if part.name.startswith("files["):
+                    part.data = b""
+        self._blobs.clear()
 
     def inject_rate_limit(self, method: str, path_re: str, *, retry_after: float = 0.2, count: int = 1) -> None:
         """Answer the next ``count`` matching requests with a 429 (JSON body, ``Via`` and X-RateLimit headers)."""
