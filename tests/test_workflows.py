@@ -143,7 +143,21 @@ def test_ui_format_is_refused_with_the_fix() -> None:
             "bad.toml: parameter 'prompt': node 6 (CLIPTextEncode) has no input 'txt'; it has: text, clip.",
         ),
         ('"6.clip"', "bad.toml: parameter 'prompt': input 6.clip is linked to another node, not a value it could set."),
-        ('"six"', "bad.toml: parameter 'prompt': target 'six' must look like \"6.text\" (node id, dot, input name)."),
+        (
+            '"six"',
+            "bad.toml: parameter 'prompt': target 'six' must be \"6.text\" (node id, dot, input name), or a table "
+            "with input and one of node, title or class.",
+        ),
+        (
+            '{title = "CLIP Text Encode (Prompt)", input = "text"}',
+            "bad.toml: parameter 'prompt': title 'CLIP Text Encode (Prompt)' matches nodes 6, 7; it must match "
+            "exactly one (or use a node id).",
+        ),
+        (
+            '{class = "LoraLoader", input = "lora_name"}',
+            "bad.toml: parameter 'prompt': class 'LoraLoader' matches no node; it must match exactly one "
+            "(or use a node id).",
+        ),
     ],
 )
 def test_binding_mistakes_are_reported(tmp_path: Path, target: str, message: str) -> None:

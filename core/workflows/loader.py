@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,12 +118,24 @@ def _parse_param(name: str, spec: Any, graph: Prompt, where: str) -> Param:
         raise WorkflowError(f"{here}: unknown type {spec.get('type')!r} (use one of: {kinds}).") from None
     description = str(spec.get("description") or name)
     _check_description(description, here)
-    targets = tuple(_parse_target(t, graph, here) for t in _as_list(spec.get("target")))
+    targets = tuple(_parse_target(t, graph, here) for t in _as_list(spec.get("target", spec.get("targets"))))
     if not targets:
         raise WorkflowError(f'{here} has no target (e.g. target = "6.text": node id, dot, input name).')
     max_length = spec.get("max_length")
     if ptype in (ParamType.TEXT, ParamType.MULTILINE):
         max_length = min(int(max_length or MAX_TEXT_LENGTH), MAX_TEXT_LENGTH)
+    choices = tuple(str(c) for c in _as_list(spec.get("choices")))
+    choices_from = spec.get("choices_from")
+    if ptype is ParamType.CHOICE:
+        if bool(choices) == bool(choices_from):
+            raise WorkflowError(
+                f'{here}: a choice needs either choices = ["a", "b"] or choices_from = "Class.input" '
+                '(e.g. "CheckpointLoaderSimple.ckpt_name").'
+            )
+        if choices_from is not None and not re.fullmatch(r"[^.\s]+\.\w+", str(choices_from)):
+            raise WorkflowError(f'{here}: choices_from must look like "CheckpointLoaderSimple.ckpt_name".')
+    elif choices or choices_from:
+        raise WorkflowError(f'{here}: choices only apply to type = "choice".')
     param = Param(
         name=name,
         type=ptype,
@@ -134,6 +147,8 @@ def _parse_param(name: str, spec: Any, graph: Prompt, where: str) -> Param:
         max=spec.get("max"),
         step=spec.get("step"),
         max_length=max_length,
+        choices=choices,
+        choices_from=str(choices_from) if choices_from else None,
     )
     if param.default is not None:
         try:
@@ -144,13 +159,23 @@ def _parse_param(name: str, spec: Any, graph: Prompt, where: str) -> Param:
 
 
 def _parse_target(raw: Any, graph: Prompt, here: str) -> Target:
-    if isinstance(raw, dict) and "node" in raw and "input" in raw:
-        target = Target(str(raw["node"]), str(raw["input"]))
-    elif isinstance(raw, str) and "." in raw:
+    """A target by node id ("6.text" or {node, input}), by node title or by class when only one node has it."""
+    if isinstance(raw, str) and "." in raw:
         node_id, input_name = raw.rsplit(".", 1)  # node ids may contain ':' (subgraphs), inputs never '.'
         target = Target(node_id, input_name)
+    elif isinstance(raw, dict) and "input" in raw and len(raw.keys() & {"node", "title", "class"}) == 1:
+        if "node" in raw:
+            node_id = str(raw["node"])
+        elif "title" in raw:
+            node_id = _unique(graph, here, "title", str(raw["title"]), lambda n: (n.get("_meta") or {}).get("title"))
+        else:
+            node_id = _unique(graph, here, "class", str(raw["class"]), lambda n: n.get("class_type"))
+        target = Target(node_id, str(raw["input"]))
     else:
-        raise WorkflowError(f'{here}: target {raw!r} must look like "6.text" (node id, dot, input name).')
+        raise WorkflowError(
+            f'{here}: target {raw!r} must be "6.text" (node id, dot, input name), or a table with input and '
+            "one of node, title or class."
+        )
     node = graph.get(target.node_id)
     if node is None:
         raise WorkflowError(f"{here}: target node {target.node_id!r} is not in the workflow.")
@@ -166,6 +191,14 @@ def _parse_target(raw: Any, graph: Prompt, here: str) -> Target:
 
 
 _MISSING = object()
+
+
+def _unique(graph: Prompt, here: str, key: str, wanted: str, get: Callable[[dict[str, Any]], Any]) -> str:
+    found = [node_id for node_id, node in graph.items() if get(node) == wanted]
+    if len(found) != 1:
+        which = f"nodes {', '.join(found)}" if found else "no node"
+        raise WorkflowError(f"{here}: {key} {wanted!r} matches {which}; it must match exactly one (or use a node id).")
+    return found[0]
 
 
 def _as_list(value: Any) -> list[Any]:

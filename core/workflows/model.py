@@ -7,7 +7,7 @@ import enum
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from core.comfyui.types import Prompt
@@ -15,6 +15,9 @@ from core.errors import InvalidInput
 
 # Discord integer options are limited to ±2^53; seeds stay inside so a member can type one back in.
 MAX_SEED = 2**53 - 1
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
+AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a")
+MAX_UPLOAD_BYTES = 50 * 2**20  # ComfyUI accepts 100 MB bodies by default; Discord attachments are smaller anyway
 
 
 class ParamType(enum.StrEnum):
@@ -24,6 +27,20 @@ class ParamType(enum.StrEnum):
     FLOAT = "float"
     BOOL = "bool"
     SEED = "seed"
+    CHOICE = "choice"
+    IMAGE = "image"  # an attachment, uploaded to the server that runs the job
+    AUDIO = "audio"
+
+
+@dataclass(frozen=True, slots=True)
+class InputFile:
+    """A file a member attached for an image/audio parameter, before it is uploaded to ComfyUI."""
+
+    filename: str
+    data: bytes
+
+    def __str__(self) -> str:
+        return self.filename
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +68,8 @@ class Param:
     max: float | None = None
     step: float | None = None
     max_length: int | None = None
+    choices: tuple[str, ...] = ()  # fixed choices for a CHOICE parameter
+    choices_from: str | None = None  # "Class.input": the server's list for that input (e.g. checkpoints)
 
     def coerce(self, raw: Any) -> Any:
         """Check and convert one value given by a member or on the command line."""
@@ -70,7 +89,27 @@ class Param:
             if lowered in ("false", "no", "0", "off"):
                 return False
             raise InvalidInput(f"{self.name} must be true or false (got {raw!r}).")
+        if self.type is ParamType.CHOICE:
+            value = str(raw).strip()
+            if self.choices and value not in self.choices:
+                raise InvalidInput(f"{self.name} must be one of: {', '.join(self.choices)} (got {value!r}).")
+            return value
+        if self.type in (ParamType.IMAGE, ParamType.AUDIO):
+            return self._coerce_file(raw)
         return self._coerce_number(raw)
+
+    def _coerce_file(self, raw: Any) -> InputFile | str:
+        if isinstance(raw, str):
+            return raw  # a file already on the server, e.g. the workflow's own default
+        if not isinstance(raw, InputFile):
+            raise InvalidInput(f"{self.name} must be an attached file.")
+        extensions = IMAGE_EXTENSIONS if self.type is ParamType.IMAGE else AUDIO_EXTENSIONS
+        if PurePosixPath(raw.filename).suffix.lower() not in extensions:
+            kinds = ", ".join(e.lstrip(".") for e in extensions)
+            raise InvalidInput(f"{self.name} must be a {self.type.value} file ({kinds}); got {raw.filename!r}.")
+        if len(raw.data) > MAX_UPLOAD_BYTES:
+            raise InvalidInput(f"{self.name} is larger than {MAX_UPLOAD_BYTES // 2**20} MB.")
+        return raw
 
     def _coerce_number(self, raw: Any) -> int | float:
         whole = self.type in (ParamType.INT, ParamType.SEED)
