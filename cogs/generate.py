@@ -20,8 +20,8 @@ from discord.ext import commands
 
 from core.errors import InvalidInput
 from core.jobs.engine import JobResult, OutputFile
-from core.workflows import Param, ParamType, Workflow
-from core.workflows.model import MAX_SEED
+from core.workflows import InputFile, Param, ParamType, Workflow
+from core.workflows.model import MAX_SEED, MAX_UPLOAD_BYTES
 
 if TYPE_CHECKING:
     from bot import ComfyBot
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 TOKEN_LIFETIME = 14 * 60  # interaction tokens die at 15 minutes; switch to the bot token before that
 MAX_FILES = 10
+MAX_CHOICES = 25  # Discord's limit for fixed choices and for autocomplete answers
 MAX_CONTENT = 2000
 MAX_LYRICS_FILE = 64 * 1024
 MODAL_TEXT_MAX = 4000
@@ -47,41 +48,55 @@ ReplyChannel = (
 
 
 class Generate(commands.Cog):
-    """Registers a slash command for every workflow in the catalog."""
+    """Registers a slash command for every workflow in the catalog (again after /reload)."""
 
     def __init__(self, bot: ComfyBot) -> None:
         self.bot = bot
-        self.commands = [self.build_command(w) for w in bot.catalog.workflows.values()]
+        self.commands: list[app_commands.Command[Any, ..., None]] = []
 
     async def cog_load(self) -> None:
+        self.register()
+
+    async def cog_unload(self) -> None:
+        self.unregister()
+
+    def register(self) -> None:
+        """Add one command per workflow in the bot's current catalog to the tree (sync is the caller's)."""
+        self.unregister()
+        self.commands = [self.build_command(w) for w in self.bot.catalog.workflows.values()]
         for command in self.commands:
             self.bot.tree.add_command(command, override=True)
 
-    async def cog_unload(self) -> None:
+    def unregister(self) -> None:
         for command in self.commands:
             self.bot.tree.remove_command(command.name)
+        self.commands = []
 
     def build_command(self, workflow: Workflow) -> app_commands.Command[Any, ..., None]:
         """Make `/name` with one option per parameter (plus a file option for multi-line text)."""
-        options = [_option(p) for p in workflow.params]
         # Python names are generated (p0, p1_file, ...) and renamed, so any Discord option name works.
         parameters = [inspect.Parameter("interaction", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
         renames: dict[str, str] = {}
         descriptions: dict[str, str] = {}
-        for index, (param, annotation, default) in enumerate(options):
+        choices: dict[str, list[app_commands.Choice[str]]] = {}
+        completers: dict[str, Any] = {}
+
+        def add(key: str, name: str, annotation: Any, default: Any, description: str) -> None:
+            kind = inspect.Parameter.KEYWORD_ONLY
+            parameters.append(inspect.Parameter(key, kind, annotation=annotation, default=default))
+            renames[key], descriptions[key] = name, description
+
+        for index, param in enumerate(workflow.params):
             key = f"p{index}"
-            parameters.append(
-                inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
-            )
-            renames[key], descriptions[key] = param.name, _describe(param)
+            default = inspect.Parameter.empty if param.required else None
+            add(key, param.name, _annotation(param), default, _describe(param))
             if param.type is ParamType.MULTILINE:
-                parameters.append(
-                    inspect.Parameter(
-                        f"{key}_file", inspect.Parameter.KEYWORD_ONLY, annotation=discord.Attachment, default=None
-                    )
-                )
-                renames[f"{key}_file"] = f"{param.name}_file"
-                descriptions[f"{key}_file"] = f"A .txt file with the {param.name} (for several lines)"
+                add(f"{key}_file", f"{param.name}_file", discord.Attachment, None,
+                    f"A .txt file with the {param.name} (for several lines)")  # fmt: skip
+            elif param.choices and len(param.choices) <= MAX_CHOICES:
+                choices[key] = [app_commands.Choice(name=c[:100], value=c) for c in param.choices]
+            elif param.type is ParamType.CHOICE:
+                completers[key] = self._completer(param)
 
         async def callback(interaction: discord.Interaction[Any], **kwargs: Any) -> None:
             given = {p.name: kwargs.get(f"p{i}") for i, p in enumerate(workflow.params)}
@@ -89,8 +104,25 @@ class Generate(commands.Cog):
             await self.invoke(interaction, workflow, given, files)
 
         callback.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
-        callback = app_commands.rename(**renames)(app_commands.describe(**descriptions)(callback))
+        callback = app_commands.describe(**descriptions)(callback)
+        if choices:
+            callback = app_commands.choices(**choices)(callback)
+        if completers:
+            callback = app_commands.autocomplete(**completers)(callback)
+        callback = app_commands.rename(**renames)(callback)
         return app_commands.Command(name=workflow.name, description=workflow.description, callback=callback)
+
+    def _completer(self, param: Param) -> Any:
+        """Autocomplete for a choice: the server's list (or a long fixed one) filtered by what was typed."""
+
+        async def complete(interaction: discord.Interaction[Any], current: str) -> list[app_commands.Choice[str]]:
+            if param.choices_from:
+                values = await self.bot.engine.choices(param.choices_from, current)
+            else:
+                values = [c for c in param.choices if current.lower() in c.lower()]
+            return [app_commands.Choice(name=v, value=v) for v in values if len(v) <= 100][:MAX_CHOICES]
+
+        return complete
 
     async def invoke(
         self,
@@ -104,7 +136,7 @@ class Generate(commands.Cog):
             if attachment is not None:
                 given[name] = await _read_text_attachment(name, attachment)
         given = {k: v for k, v in given.items() if v is not None}
-        workflow.resolve(given)  # refuse bad input now, before any form or job
+        workflow.resolve(_without_downloads(given))  # refuse bad input now, before any form or job
         missing = [p for p in workflow.params if p.type is ParamType.MULTILINE and p.name not in given]
         if missing:
             await interaction.response.send_modal(TextForm(self, workflow, given, missing))
@@ -112,8 +144,8 @@ class Generate(commands.Cog):
         await self.start_job(interaction, workflow, given)
 
     async def start_job(self, interaction: discord.Interaction[Any], workflow: Workflow, given: dict[str, Any]) -> None:
-        values = workflow.resolve(given)
         await interaction.response.defer(thinking=True)
+        values = workflow.resolve(await _download_attachments(given))
         header = f"**/{workflow.name}** for {interaction.user.mention}"
         message = JobMessage(interaction, header, self.bot.status_edit_interval)
         message.show("Submitting…")
@@ -124,19 +156,40 @@ class Generate(commands.Cog):
         await message.finish(result)
 
 
-def _option(param: Param) -> tuple[Param, Any, Any]:
-    """The annotation discord.py turns into the option type and limits, and the default (None = optional)."""
-    default = inspect.Parameter.empty if param.required else None
-    if param.type in (ParamType.TEXT, ParamType.MULTILINE):
-        return param, app_commands.Range[str, 1, param.max_length], default
-    if param.type is ParamType.BOOL:
-        return param, bool, default
-    if param.type is ParamType.SEED:
-        return param, app_commands.Range[int, 0, MAX_SEED], default
-    kind = int if param.type is ParamType.INT else float
-    if param.min is None and param.max is None:
-        return param, kind, default
-    return param, app_commands.Range[kind, param.min, param.max], default
+def _annotation(param: Param) -> Any:
+    """The annotation discord.py turns into the option's type and limits."""
+    match param.type:
+        case ParamType.TEXT | ParamType.MULTILINE:
+            return app_commands.Range[str, 1, param.max_length]
+        case ParamType.BOOL:
+            return bool
+        case ParamType.SEED:
+            return app_commands.Range[int, 0, MAX_SEED]
+        case ParamType.CHOICE:
+            return str
+        case ParamType.IMAGE | ParamType.AUDIO:
+            return discord.Attachment
+        case _:
+            kind = int if param.type is ParamType.INT else float
+            if param.min is None and param.max is None:
+                return kind
+            return app_commands.Range[kind, param.min, param.max]
+
+
+def _without_downloads(given: dict[str, Any]) -> dict[str, Any]:
+    """The values with attachments stood in for by their names, to check them before downloading."""
+    return {k: InputFile(v.filename, b"") if isinstance(v, discord.Attachment) else v for k, v in given.items()}
+
+
+async def _download_attachments(given: dict[str, Any]) -> dict[str, Any]:
+    """Fetch attached images/audio (after the defer: a download may take longer than 3 s)."""
+    ready = dict(given)
+    for name, value in given.items():
+        if isinstance(value, discord.Attachment):
+            if value.size > MAX_UPLOAD_BYTES:
+                raise InvalidInput(f"{name} is larger than {MAX_UPLOAD_BYTES // 2**20} MB.")
+            ready[name] = InputFile(value.filename, await value.read())
+    return ready
 
 
 def _describe(param: Param) -> str:

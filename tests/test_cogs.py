@@ -117,6 +117,7 @@ def bot() -> ComfyBot:
 
 def test_commands_have_discord_shaped_options(bot: ComfyBot) -> None:
     cog = Generate(bot)
+    cog.register()
     shapes = {
         c.name: [(o["name"], o["type"], o["required"]) for o in c.to_dict(bot.tree)["options"]] for c in cog.commands
     }
@@ -260,4 +261,4 @@ async def test_files_over_the_limit_are_named_and_batches_hold_ten(bot: ComfyBot
 
 
 def _command(bot: ComfyBot) -> app_commands.Command[Any, ..., Any]:
-    return Generate(bot).commands[0]
+    return Generate(bot).build_command(bot.catalog.workflows["image"])

@@ -124,14 +124,34 @@ class ComfyClient:
         found: dict[tuple[str, str], list[str]] = {}
         for class_type, input_name in wanted:
             try:
-                info = (await self._get_json(f"/object_info/{class_type}")).get(class_type, {})
+                found[(class_type, input_name)] = await self.input_options(class_type, input_name)
             except (ComfyUnreachable, ComfyServerError, AttributeError):
                 continue
-            for section in ("required", "optional"):
-                spec = info.get("input", {}).get(section, {}).get(input_name)
-                if spec and isinstance(spec[0], list):
-                    found[(class_type, input_name)] = [str(v) for v in spec[0]]
         return found
+
+    async def input_options(self, class_type: str, input_name: str) -> list[str]:
+        """The values the server accepts for one combo input (e.g. its checkpoint files), [] if none."""
+        info = (await self._get_json(f"/object_info/{class_type}")).get(class_type) or {}
+        for section in ("required", "optional"):
+            spec = info.get("input", {}).get(section, {}).get(input_name)
+            if spec and isinstance(spec[0], list):
+                return [str(v) for v in spec[0]]
+        return []
+
+    async def upload(self, filename: str, data: bytes, *, subfolder: str) -> str:
+        """Put an input file (image or audio) on the server; return the name a LoadImage/LoadAudio input takes."""
+        form = aiohttp.FormData()
+        form.add_field("image", data, filename=filename, content_type="application/octet-stream")
+        form.add_field("subfolder", subfolder)
+        form.add_field("type", "input")
+
+        async def read(resp: aiohttp.ClientResponse) -> Any:
+            if resp.status != 200:
+                raise ComfyServerError(self.name, f"POST /upload/image {filename} -> {resp.status}")
+            return await self._json(resp, "POST /upload/image")
+
+        stored = await self._call("POST", "/upload/image", read, data=form, timeout=DOWNLOAD_TIMEOUT)
+        return f"{stored['subfolder']}/{stored['name']}" if stored.get("subfolder") else str(stored["name"])
 
     async def history(self, prompt_id: str) -> HistoryEntry | None:
         """The finished prompt's history entry, or None while it is unknown, queued or running."""

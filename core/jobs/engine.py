@@ -7,7 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import aiohttp
@@ -16,13 +16,24 @@ from core.comfyui.client import ComfyClient
 from core.comfyui.listener import ComfyListener, Finished, Lost, Queued, Running, Watch
 from core.comfyui.node_errors import node_label
 from core.comfyui.types import FileRef, HistoryEntry, Prompt
-from core.errors import BotError, ComfyUnreachable, ExecutionFailed, JobInterrupted, JobLost, JobTimeout
+from core.errors import (
+    BotError,
+    ComfyUnreachable,
+    ExecutionFailed,
+    InvalidInput,
+    JobInterrupted,
+    JobLost,
+    JobTimeout,
+)
 from core.media import MediaKind, kind_of
 from core.workflows import Workflow
+from core.workflows.model import InputFile
 
 log = logging.getLogger(__name__)
 
 CONNECT_WAIT = 5.0  # how long a new job waits for a server's websocket before giving up
+OPTIONS_TTL = 30.0  # model lists change when an admin adds files; re-read them this often
+UPLOAD_SUBFOLDER = "discord-bot"  # where members' attachments go in ComfyUI's input folder
 FILE_KEYS = ("images", "gifs", "videos", "audio")
 MAX_ERROR_TEXT = 600
 
@@ -77,14 +88,24 @@ OnProgress = Callable[[Progress], Awaitable[None] | None]
 
 @dataclass(eq=False, slots=True)
 class ComfyServer:
-    """A configured ComfyUI server: its HTTP client and its websocket listener."""
+    """A configured ComfyUI server: its HTTP client, its websocket listener and a short cache of its lists."""
 
     client: ComfyClient
     listener: ComfyListener
+    _options: dict[str, tuple[float, list[str]]] = field(default_factory=dict)
 
     @property
     def load(self) -> int:
         return len(self.listener.watches)
+
+    async def options(self, source: str) -> list[str]:
+        """The server's values for "Class.input" (model files and the like), refreshed every OPTIONS_TTL s."""
+        cached = self._options.get(source)
+        if cached is None or time.monotonic() - cached[0] > OPTIONS_TTL:
+            class_type, input_name = source.rsplit(".", 1)
+            cached = (time.monotonic(), await self.client.input_options(class_type, input_name))
+            self._options[source] = cached
+        return cached[1]
 
 
 class Engine:
@@ -123,8 +144,8 @@ class Engine:
         """Run `workflow` with resolved `values` and return its files; BotError says what went wrong."""
         started = time.monotonic()
         job_id = uuid.uuid4().hex
-        prompt = workflow.render(values)
         server = await self._pick_server()
+        prompt = workflow.render(await self._server_values(server, workflow, values))
         log.info("job %s: /%s on %s", job_id, workflow.name, server.client.name)
         watch = server.listener.watch(job_id, prompt)
         try:
@@ -159,6 +180,35 @@ class Engine:
                 names = ", ".join(s.client.name for s in self.servers)
                 raise ComfyUnreachable(names, "websocket not connected")
             await asyncio.sleep(0.05)
+
+    async def choices(self, source: str, typed: str = "") -> list[str]:
+        """Values the servers offer for "Class.input" that contain `typed` (for autocomplete)."""
+        found: list[str] = []
+        for server in self.servers:
+            try:
+                found += [v for v in await server.options(source) if v not in found]
+            except BotError as exc:
+                log.info("choices for %s unavailable from %s: %s", source, server.client.name, exc.detail)
+        typed = typed.lower()
+        return [v for v in found if typed in v.lower()]
+
+    async def _server_values(
+        self, server: ComfyServer, workflow: Workflow, values: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Check server-backed choices on the server that runs the job, and upload attached files to it."""
+        ready = dict(values)
+        for param in workflow.params:
+            value = ready.get(param.name)
+            if param.choices_from and value is not None:
+                offered = await server.options(param.choices_from)
+                if str(value) not in offered:
+                    shown = ", ".join(offered[:8]) + (f" and {len(offered) - 8} more" if len(offered) > 8 else "")
+                    raise InvalidInput(
+                        f"{param.name}: {value!r} is not available on the server. It has: {shown or 'none'}."
+                    )
+            if isinstance(value, InputFile):
+                ready[param.name] = await server.client.upload(value.filename, value.data, subfolder=UPLOAD_SUBFOLDER)
+        return ready
 
     async def _follow(self, watch: Watch, prompt: Prompt, on_progress: OnProgress | None) -> HistoryEntry:
         while True:
