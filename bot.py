@@ -22,10 +22,10 @@ import cli
 from core.config import Settings, load_settings, setup_logging
 from core.errors import BotError, ConfigError
 from core.jobs.engine import Engine
-from core.workflows import Catalog, load_catalog
+from core.workflows import Catalog, load_catalog, runnable
 
 log = logging.getLogger("bot")
-EXTENSIONS = ("cogs.generate",)
+EXTENSIONS = ("cogs.generate", "cogs.admin")
 
 
 class BotTree(app_commands.CommandTree):
@@ -104,9 +104,6 @@ class ComfyBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         self.session = aiohttp.ClientSession()
-        self.catalog = load_catalog(self.settings.workflows_dir)
-        for problem in self.catalog.problems:
-            log.warning("workflow skipped: %s", problem)
         self.engine = Engine(
             self.session,
             self.settings.comfyui_urls,
@@ -114,9 +111,41 @@ class ComfyBot(commands.Bot):
             max_output_bytes=self.settings.max_output_bytes,
         )
         self.engine.start()
+        self.catalog = await self.load_workflows()
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self.sync_commands()
+
+    async def load_workflows(self) -> Catalog:
+        """Read WORKFLOWS_DIR and keep what the servers can run; log why anything else was skipped."""
+        catalog = load_catalog(self.settings.workflows_dir)
+        infos = await self.engine.object_infos()
+        if infos:
+            catalog = runnable(catalog, infos)
+        else:
+            log.warning("no ComfyUI server answered: workflows are registered without checking them")
+        for problem in catalog.problems:
+            log.warning("workflow skipped: %s", problem)
+        return catalog
+
+    async def reload_workflows(self) -> str:
+        """Re-read and re-check the workflows, rebuild and re-sync the commands; say what changed."""
+        before, after = self.catalog.workflows, (catalog := await self.load_workflows()).workflows
+        self.catalog = catalog
+        await self.reload_extension("cogs.generate")  # rebuilds one command per workflow
+        await self.sync_commands()
+        lines = [
+            f"{label}: {', '.join(f'/{n}' for n in names)}"
+            for label, names in (
+                ("Added", sorted(after.keys() - before.keys())),
+                ("Removed", sorted(before.keys() - after.keys())),
+                ("Changed", sorted(n for n in after.keys() & before.keys() if after[n] != before[n])),
+            )
+            if names
+        ]
+        lines.append(f"{len(after)} command(s) active." if lines else f"No change; {len(after)} command(s) active.")
+        lines += [f"Skipped: {p}" for p in catalog.problems]
+        return "\n".join(lines)
 
     async def sync_commands(self) -> None:
         """Sync to the development guild when one is set (instant); otherwise globally, only when changed."""

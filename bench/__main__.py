@@ -201,6 +201,7 @@ async def main(jobs: int) -> dict[str, float]:
         comfyui_urls=(fakes.comfy.url,),
         workflows_dir=WORKFLOWS,
         dev_guild_id=fakes.discord.guild_id,
+        admin_role_id=None,
         log_level="WARNING",
         job_timeout=600,
         max_output_mb=50,

@@ -25,6 +25,7 @@ class Settings:
     comfyui_urls: tuple[str, ...]
     workflows_dir: Path
     dev_guild_id: int | None
+    admin_role_id: int | None
     log_level: str
     job_timeout: float
     max_output_mb: float
@@ -85,6 +86,16 @@ def load_settings(env: Mapping[str, str], *, require_token: bool) -> Settings:
                 "with Developer Mode on), or left empty."
             )
 
+    admin_role_id: int | None = None
+    if raw_role := text("ADMIN_ROLE_ID"):
+        if raw_role.isdigit() and int(raw_role) > 0:
+            admin_role_id = int(raw_role)
+        else:
+            problems.append(
+                "ADMIN_ROLE_ID must be a role id (digits only; Server Settings > Roles > right-click > Copy Role ID), "
+                "or left empty."
+            )
+
     log_level = (text("LOG_LEVEL") or "INFO").upper()
     if log_level not in LOG_LEVELS:
         problems.append(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}.")
@@ -99,6 +110,7 @@ def load_settings(env: Mapping[str, str], *, require_token: bool) -> Settings:
         comfyui_urls=tuple(urls),
         workflows_dir=workflows_dir,
         dev_guild_id=dev_guild_id,
+        admin_role_id=admin_role_id,
         log_level=log_level,
         job_timeout=job_timeout,
         max_output_mb=max_output_mb,

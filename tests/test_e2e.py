@@ -70,6 +70,7 @@ async def start(caplog: pytest.LogCaptureFixture) -> AsyncIterator[Start]:
             comfyui_urls=(comfy.url,),
             workflows_dir=WORKFLOWS,
             dev_guild_id=fake.guild_id,
+            admin_role_id=None,
             log_level="INFO",
             job_timeout=30,
             max_output_mb=50,
@@ -104,7 +105,7 @@ async def finished(world: World, it: Interaction, timeout: float = 10.0) -> dict
 async def test_commands_are_synced_to_the_development_guild(start: Start) -> None:
     world = await start()
     synced = world.discord.commands[world.discord.guild_id]
-    assert [c["name"] for c in synced] == ["image", "music"]
+    assert [c["name"] for c in synced] == ["image", "music", "reload", "workflows"]
     assert [o["name"] for o in synced[1]["options"]] == ["tags", "lyrics", "lyrics_file", "duration", "seed"]
     assert None not in world.discord.commands  # nothing global while developing
     puts = [r.path for r in world.discord.requests if r.method == "PUT"]

@@ -181,6 +181,16 @@ class Engine:
                 raise ComfyUnreachable(names, "websocket not connected")
             await asyncio.sleep(0.05)
 
+    async def object_infos(self) -> list[dict[str, Any]]:
+        """The /object_info of every server that answers, to validate workflows against."""
+        infos = []
+        for server in self.servers:
+            try:
+                infos.append(await server.client.object_info())
+            except BotError as exc:
+                log.warning("cannot check workflows against %s: %s", server.client.name, exc.detail)
+        return infos
+
     async def choices(self, source: str, typed: str = "") -> list[str]:
         """Values the servers offer for "Class.input" that contain `typed` (for autocomplete)."""
         found: list[str] = []

@@ -2,7 +2,7 @@
 
 from core.workflows.loader import Catalog, load_catalog, load_graph, load_workflow
 from core.workflows.model import InputFile, Param, ParamType, Target, Workflow
-from core.workflows.validate import validate_graph
+from core.workflows.validate import runnable, validate_graph
 
 __all__ = [
     "Catalog",
@@ -14,5 +14,6 @@ __all__ = [
     "load_catalog",
     "load_graph",
     "load_workflow",
+    "runnable",
     "validate_graph",
 ]

@@ -77,7 +77,7 @@ def load_workflow(binding_path: Path) -> Workflow:
     if len(params) > MAX_OPTIONS:
         raise WorkflowError(f"{where}: {len(params)} parameters; Discord allows at most {MAX_OPTIONS}.")
     params.sort(key=lambda p: not p.required)  # Discord wants required options first
-    return Workflow(name, description, graph, tuple(params), graph_path)
+    return Workflow(name, description, graph, tuple(params), graph_path, binding_path)
 
 
 def load_graph(path: Path) -> Prompt:

@@ -145,7 +145,8 @@ class Workflow:
     description: str
     graph: Prompt
     params: tuple[Param, ...]
-    source: Path
+    source: Path  # the API-format graph
+    binding: Path | None = None  # the TOML binding; None when the options were detected automatically
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from core.comfyui.node_errors import MAX_OPTIONS_SHOWN, node_label
 from core.comfyui.types import Prompt
+from core.workflows.loader import Catalog
 
 # Inputs the editor writes into API exports that no node declares (e.g. LoadImage's upload button).
 EDITOR_ONLY_INPUTS = frozenset({"upload", "audioUI", "control_after_generate"})
@@ -64,3 +66,17 @@ def _check_value(graph: Prompt, name: str, value: Any, config: Any) -> str | Non
         if high is not None and value > high:
             return f"{value} is above the maximum {high}."
     return None
+
+
+def runnable(catalog: Catalog, object_infos: Sequence[dict[str, Any]]) -> Catalog:
+    """Keep the workflows at least one server can run; the others become problems naming why."""
+    kept = Catalog(problems=list(catalog.problems))
+    for name, workflow in catalog.workflows.items():
+        findings = [validate_graph(workflow.graph, info) for info in object_infos]
+        if not findings or any(not found for found in findings):
+            kept.workflows[name] = workflow
+            continue
+        first, *rest = min(findings, key=len)
+        more = f" (and {len(rest)} more problem(s); run `python bot.py check`)" if rest else ""
+        kept.problems.append(f"{workflow.source.name}: /{name} skipped: {first}{more}")
+    return kept

@@ -1,0 +1,114 @@
+"""Admin commands: /reload (re-read and re-check workflows, re-sync commands) and /workflows (what exists)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from core.workflows import Param, ParamType, Workflow
+
+if TYPE_CHECKING:
+    from bot import ComfyBot
+
+MAX_CONTENT = 2000
+
+
+class NotAdmin(app_commands.CheckFailure):
+    """The member is neither the bot's owner nor holds the configured admin role."""
+
+    def __init__(self, command: str) -> None:
+        super().__init__(f"Only the bot's owner and members with the admin role can use /{command}.")
+
+
+async def is_admin(interaction: discord.Interaction[Any]) -> bool:
+    """The bot's owner, or a member holding ADMIN_ROLE_ID."""
+    bot: ComfyBot = interaction.client  # type: ignore[assignment]
+    role_id = bot.settings.admin_role_id
+    if await bot.is_owner(interaction.user):
+        return True
+    if role_id and isinstance(interaction.user, discord.Member) and interaction.user.get_role(role_id):
+        return True
+    raise NotAdmin(interaction.command.name if interaction.command else "this command")
+
+
+class Admin(commands.Cog):
+    """Commands for whoever runs the bot."""
+
+    def __init__(self, bot: ComfyBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="reload", description="Re-read the workflows folder, check it and update the commands")
+    @app_commands.default_permissions(manage_guild=True)
+    @app_commands.check(is_admin)
+    async def reload(self, interaction: discord.Interaction[Any]) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        report = await self.bot.reload_workflows()
+        await send_chunks(interaction, report)
+
+    @app_commands.command(name="workflows", description="List the workflow commands and their options")
+    @app_commands.default_permissions(manage_guild=True)
+    @app_commands.check(is_admin)
+    async def workflows(self, interaction: discord.Interaction[Any]) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        catalog = self.bot.catalog
+        blocks = [describe_workflow(w) for w in catalog.workflows.values()] or ["No workflow commands are active."]
+        blocks += [f"Skipped: {p}" for p in catalog.problems]
+        await send_chunks(interaction, "\n\n".join(blocks))
+
+
+def describe_workflow(workflow: Workflow) -> str:
+    """One command as the listing shows it: name, files, and each option with its limits and targets."""
+    binding = workflow.binding.name if workflow.binding else "options detected automatically"
+    lines = [f"**/{workflow.name}** ({workflow.source.name}, {binding}): {workflow.description}"]
+    lines += [f"• {describe_param(workflow, p)}" for p in workflow.params]
+    return "\n".join(lines)
+
+
+def describe_param(workflow: Workflow, param: Param) -> str:
+    facts = [param.type.value, "required" if param.required else f"default {_default(workflow, param)}"]
+    if param.min is not None or param.max is not None:
+        facts.append(f"{_num(param.min)}–{_num(param.max)}" + (f" step {_num(param.step)}" if param.step else ""))
+    if param.max_length and param.type in (ParamType.TEXT, ParamType.MULTILINE):
+        facts.append(f"≤ {param.max_length} chars")
+    if param.choices:
+        facts.append("one of " + ", ".join(param.choices[:10]) + (" …" if len(param.choices) > 10 else ""))
+    if param.choices_from:
+        facts.append(f"choices from the server's {param.choices_from}")
+    targets = ", ".join(str(t) for t in param.targets)
+    return f"`{param.name}` ({'; '.join(facts)}) → {targets}"
+
+
+def _default(workflow: Workflow, param: Param) -> str:
+    if param.type is ParamType.SEED and param.default is None:
+        return "random"
+    value = param.default if param.default is not None else workflow.current_value(param)
+    text = str(value).replace("\n", " / ")
+    if len(text) > 40:
+        text = text[:40] + "…"
+    return repr(text) if isinstance(value, str) else text
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "…"
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+async def send_chunks(interaction: discord.Interaction[Any], text: str) -> None:
+    """Send a long private answer as several messages of at most 2000 characters, split at line breaks."""
+    chunks: list[str] = []
+    for raw in text.splitlines():
+        line = raw[:MAX_CONTENT]
+        if chunks and len(chunks[-1]) + 1 + len(line) <= MAX_CONTENT:
+            chunks[-1] += "\n" + line
+        else:
+            chunks.append(line)
+    for chunk in chunks or ["(nothing)"]:
+        await interaction.followup.send(chunk, ephemeral=True)
+
+
+async def setup(bot: ComfyBot) -> None:
+    await bot.add_cog(Admin(bot))
