@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+pytest_plugins = ["tests.e2e_world"]  # the `start` fixture of the end-to-end tests
+
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / "workflows"
 SHARED = ROOT.parent / "shared"

@@ -173,10 +173,22 @@ def test_catalog_reports_broken_files_and_keeps_the_rest(tmp_path: Path) -> None
         (tmp_path / name).write_text((WORKFLOWS / name).read_text())
     (tmp_path / "broken.json").write_text("{not json")
     (tmp_path / "broken.toml").write_text('[command]\nname = "Broken Name"\n')
-    (tmp_path / "orphan.json").write_text((WORKFLOWS / "image.json").read_text())
-    catalog = load_catalog(tmp_path)
-    assert list(catalog.workflows) == ["image"]
-    assert catalog.problems[0].startswith("broken.json: not valid JSON")
-    assert catalog.problems[1] == (
-        "orphan.json: no binding file uses it, so it is not a command yet (add orphan.toml next to it)."
+    (tmp_path / "My Portrait.json").write_text((WORKFLOWS / "image.json").read_text())
+    (tmp_path / "ui.json").write_text((SHARED / "workflow-samples" / "12_ui_sd15_default_template.json").read_text())
+    (tmp_path / "no_sampler.json").write_text(
+        '{"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},'
+        ' "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}}'
     )
+    catalog = load_catalog(tmp_path)
+    assert list(catalog.workflows) == ["image", "my-portrait"]
+    detected = catalog.workflows["my-portrait"]
+    assert detected.binding is None
+    assert detected.description == "Run the My Portrait workflow (options detected automatically)"
+    assert [p.name for p in detected.params] == ["prompt", "negative", "seed", "width", "height"]
+    assert catalog.problems[0].startswith("broken.json: not valid JSON")
+    assert catalog.problems[1:] == [
+        "no_sampler.json: no prompt, seed or size inputs were found to make options of; add a binding file "
+        "no_sampler.toml that names them.",
+        "ui.json: this is the editor (UI) format. In ComfyUI open the workflow and use Workflow > Export (API), "
+        "then save that file here instead.",
+    ]

@@ -12,13 +12,17 @@ from typing import Any
 
 from core.comfyui.types import Prompt
 from core.errors import WorkflowError
-from core.workflows.model import Param, ParamType, Target, Workflow
-
-# Discord's rules for command and option names, descriptions and counts.
-NAME_RE = re.compile(r"^[-_\w]{1,32}$")
-MAX_DESCRIPTION = 100
-MAX_OPTIONS = 25
-MAX_TEXT_LENGTH = 6000  # Discord's cap for a string option
+from core.workflows.detect import detect_params
+from core.workflows.model import (
+    MAX_DESCRIPTION,
+    MAX_OPTIONS,
+    MAX_TEXT_LENGTH,
+    NAME_RE,
+    Param,
+    ParamType,
+    Target,
+    Workflow,
+)
 
 
 @dataclass(slots=True)
@@ -30,28 +34,53 @@ class Catalog:
 
 
 def load_catalog(folder: Path) -> Catalog:
-    """Load every binding in `folder`; a broken file is reported and skipped, never fatal to the rest."""
+    """Load every workflow in `folder`; a broken file is reported and skipped, never fatal to the rest.
+
+    Each binding (*.toml) makes a command; a graph (*.json) that no binding uses becomes a command named
+    after the file, with its options detected automatically.
+    """
     catalog = Catalog()
     used_graphs: set[Path] = set()
+    found: list[Workflow] = []
     for binding_path in sorted(folder.glob("*.toml")):
+        used_graphs.add(binding_path.with_suffix(".json").resolve())  # claimed even if the binding is broken
         try:
             workflow = load_workflow(binding_path)
         except WorkflowError as exc:
             catalog.problems.append(exc.user_message)
             continue
         used_graphs.add(workflow.source.resolve())
-        if workflow.name in catalog.workflows:
-            other = catalog.workflows[workflow.name].source.name
-            catalog.problems.append(f"{binding_path.name}: command /{workflow.name} is already defined by {other}.")
-            continue
-        catalog.workflows[workflow.name] = workflow
+        found.append(workflow)
     for graph_path in sorted(folder.glob("*.json")):
-        if graph_path.resolve() not in used_graphs and not graph_path.with_suffix(".toml").exists():
+        if graph_path.resolve() not in used_graphs:
+            try:
+                found.append(detect_workflow(graph_path))
+            except WorkflowError as exc:
+                catalog.problems.append(exc.user_message)
+    for workflow in found:
+        where = (workflow.binding or workflow.source).name
+        if workflow.name in catalog.workflows:
+            other = catalog.workflows[workflow.name]
             catalog.problems.append(
-                f"{graph_path.name}: no binding file uses it, so it is not a command yet "
-                f"(add {graph_path.stem}.toml next to it)."
+                f"{where}: command /{workflow.name} is already defined by {(other.binding or other.source).name}."
             )
+        else:
+            catalog.workflows[workflow.name] = workflow
     return catalog
+
+
+def detect_workflow(graph_path: Path) -> Workflow:
+    """A command for a graph without a binding file: named after the file, options found by detect_params."""
+    graph = load_graph(graph_path)
+    params = detect_params(graph)
+    if not params:
+        raise WorkflowError(
+            f"{graph_path.name}: no prompt, seed or size inputs were found to make options of; "
+            f"add a binding file {graph_path.stem}.toml that names them."
+        )
+    name = re.sub(r"[^-_\w]+", "-", graph_path.stem.lower()).strip("-")[:32] or "workflow"
+    description = f"Run the {graph_path.stem} workflow"[: MAX_DESCRIPTION - 30] + " (options detected automatically)"
+    return Workflow(name, description, graph, params, graph_path)
 
 
 def load_workflow(binding_path: Path) -> Workflow:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import enum
 import random
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -13,6 +14,11 @@ from typing import Any
 from core.comfyui.types import Prompt
 from core.errors import InvalidInput
 
+# Discord's rules for command and option names, descriptions and counts.
+NAME_RE = re.compile(r"^[-_\w]{1,32}$")
+MAX_DESCRIPTION = 100
+MAX_OPTIONS = 25
+MAX_TEXT_LENGTH = 6000  # Discord's cap for a string option
 # Discord integer options are limited to ±2^53; seeds stay inside so a member can type one back in.
 MAX_SEED = 2**53 - 1
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
@@ -106,7 +112,7 @@ class Param:
         extensions = IMAGE_EXTENSIONS if self.type is ParamType.IMAGE else AUDIO_EXTENSIONS
         if PurePosixPath(raw.filename).suffix.lower() not in extensions:
             kinds = ", ".join(e.lstrip(".") for e in extensions)
-            raise InvalidInput(f"{self.name} must be a {self.type.value} file ({kinds}); got {raw.filename!r}.")
+            raise InvalidInput(f"{self.name} must be an {self.type.value} file ({kinds}); got {raw.filename!r}.")
         if len(raw.data) > MAX_UPLOAD_BYTES:
             raise InvalidInput(f"{self.name} is larger than {MAX_UPLOAD_BYTES // 2**20} MB.")
         return raw
@@ -166,7 +172,10 @@ class Workflow:
                 if param.type is ParamType.SEED and param.default is None:
                     values[param.name] = random.randint(0, MAX_SEED)
                     continue
-                raw = param.default if param.default is not None else self.current_value(param)
+                if param.default is None:  # the exported workflow's own value, as the admin saved it
+                    values[param.name] = self.current_value(param)
+                    continue
+                raw = param.default
             values[param.name] = param.coerce(raw)
         return values
 

@@ -1,0 +1,110 @@
+"""The end-to-end world: fake ComfyUI + fake Discord + the real bot, and helpers to read what Discord got."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot import ComfyBot
+from core.config import Settings
+from tests.conftest import WORKFLOWS
+from tests.fakes.comfyui import FakeComfyUI
+from tests.fakes.discord_fake import FakeDiscord, Interaction, start_bot, stop_bot
+
+MODELS = {"checkpoints": ["v1-5-pruned-emaonly-fp16.safetensors", "ace_step_v1_3.5b.safetensors"]}
+EPHEMERAL = 64
+
+
+@dataclass
+class World:
+    comfy: FakeComfyUI
+    discord: FakeDiscord
+    bot: ComfyBot
+
+    def prompts(self) -> list[dict[str, Any]]:
+        """What reached ComfyUI's POST /prompt."""
+        return [r.json for r in self.comfy.requests if r.method == "POST" and r.path == "/prompt"]
+
+    def private_replies(self, it: Interaction) -> list[str]:
+        """Messages only the member saw: an ephemeral answer (it is @original) or ephemeral followups."""
+        texts = []
+        ids = ([it.original_id] if it.original_id else []) + it.followups  # an ephemeral defer's answer edits @original
+        for message_id in ids:
+            message = self.discord.messages.get(message_id)
+            if message and message["flags"] & EPHEMERAL and message["content"]:
+                texts.append(message["content"])
+        return texts
+
+
+Start = Callable[..., Awaitable[World]]
+
+
+@pytest.fixture
+async def start(caplog: pytest.LogCaptureFixture) -> AsyncIterator[Start]:
+    """Start fake ComfyUI, fake Discord and the bot; afterwards check nothing went unhandled or logged an error."""
+    caplog.set_level(logging.INFO)
+    stack: list[Callable[[], Awaitable[None]]] = []
+    fakes: list[FakeDiscord] = []
+
+    async def _start(
+        *,
+        channels: tuple[str, ...] = (),
+        workflows: Path = WORKFLOWS,
+        admin_role_id: int | None = None,
+        members: tuple[dict[str, Any], ...] = (),
+        **discord_options: Any,
+    ) -> World:
+        comfy = FakeComfyUI(models=MODELS, node_delay=0.01)
+        await comfy.start()
+        stack.append(comfy.stop)
+        fake = FakeDiscord(**discord_options)
+        for name in channels:
+            fake.add_text_channel(name)
+        if admin_role_id:
+            fake.roles.append({**fake.roles[0], "id": str(admin_role_id), "name": "bot admins"})
+        for member in members:
+            fake.make_user(int(member["id"]), member["username"])
+            fake._members[int(member["id"])]["roles"] = [str(r) for r in member.get("roles", ())]
+        await fake.start()
+        stack.append(fake.stop)
+        fakes.append(fake)
+        settings = Settings(
+            discord_token=fake.token,
+            comfyui_urls=(comfy.url,),
+            workflows_dir=workflows,
+            dev_guild_id=fake.guild_id,
+            admin_role_id=admin_role_id,
+            log_level="INFO",
+            job_timeout=30,
+            max_output_mb=50,
+        )
+        bot = ComfyBot(settings, guild_ready_timeout=0)
+        bot.status_edit_interval = 0.1
+        task = await start_bot(bot, fake)
+        stack.append(lambda: stop_bot(bot, task))
+        return World(comfy, fake, bot)
+
+    yield _start
+    for stop in reversed(stack):
+        await stop()
+    for fake in fakes:
+        assert fake.unhandled == []
+    errors = [r for r in caplog.records if r.name.startswith("discord") and r.levelno >= logging.ERROR]
+    assert errors == []
+
+
+async def finished(world: World, it: Interaction, timeout: float = 10.0) -> dict[str, Any]:
+    """Wait until the job's message carries its result, and return that message."""
+
+    def done() -> bool:
+        original = it.original
+        return original is not None and original["content"].startswith("**/") and " · " in original["content"]
+
+    await world.discord.wait_for(done, timeout)
+    assert it.original is not None
+    return it.original

@@ -1,0 +1,141 @@
+"""Workflows as commands, end to end: /reload, /workflows, server-backed choices, attached images."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import WORKFLOWS
+from tests.e2e_world import Start, World, finished
+from tests.fakes.comfyui import make_png
+
+pytestmark = pytest.mark.e2e
+
+
+def workflows_dir(tmp_path: Path, *names: str) -> Path:
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    for name in names:
+        for suffix in (".json", ".toml"):
+            shutil.copy(WORKFLOWS / f"{name}{suffix}", folder / f"{name}{suffix}")
+    return folder
+
+
+async def private_text(world: World, it) -> str:
+    await world.discord.wait_for(lambda: bool(world.private_replies(it)))
+    return "\n".join(world.private_replies(it))
+
+
+async def test_reload_adds_a_command_that_then_runs(start: Start, tmp_path: Path) -> None:
+    folder = workflows_dir(tmp_path, "image")
+    world = await start(workflows=folder)
+    guild = world.discord.guild_id
+    assert [c["name"] for c in world.discord.commands[guild]] == ["image", "reload", "workflows"]
+
+    for suffix in (".json", ".toml"):
+        shutil.copy(WORKFLOWS / f"music{suffix}", folder / f"music{suffix}")
+    reload = await world.discord.invoke_slash("reload")
+    assert await private_text(world, reload) == "Added: /music\n2 command(s) active."
+    assert sorted(c["name"] for c in world.discord.commands[guild]) == ["image", "music", "reload", "workflows"]
+
+    it = await world.discord.invoke_slash("music", {"tags": "lofi", "lyrics": "[instrumental]"})
+    message = await finished(world, it)
+    assert [a["filename"] for a in message["attachments"]] == ["ComfyUI_00001_.mp3"]
+
+
+async def test_reload_reports_what_it_skipped_and_why(start: Start, tmp_path: Path) -> None:
+    folder = workflows_dir(tmp_path, "image", "music")
+    world = await start(workflows=folder)
+    shutil.copy(Path(__file__).parents[2] / "shared/workflow-samples/12_ui_sd15_default_template.json", folder)
+    world.comfy.models = {"checkpoints": ["v1-5-pruned-emaonly-fp16.safetensors"]}  # the music model is gone
+    reload = await world.discord.invoke_slash("reload")
+    assert await private_text(world, reload) == (
+        "Removed: /music\n"
+        "1 command(s) active.\n"
+        "Skipped: 12_ui_sd15_default_template.json: this is the editor (UI) format. In ComfyUI open the workflow "
+        "and use Workflow > Export (API), then save that file here instead.\n"
+        "Skipped: music.json: /music skipped: “Load Checkpoint” (CheckpointLoaderSimple, node 74:40): input "
+        "ckpt_name: 'ace_step_v1_3.5b.safetensors' is not available on the server (it has: "
+        "v1-5-pruned-emaonly-fp16.safetensors)."
+    )
+
+
+async def test_admin_commands_refuse_other_members(start: Start) -> None:
+    world = await start()
+    member = world.discord.make_user(name="member")
+    it = await world.discord.invoke_slash("reload", user=member)
+    assert await private_text(world, it) == "Only the bot's owner and members with the admin role can use /reload."
+
+
+async def test_admin_role_may_list_the_workflows(start: Start) -> None:
+    role_id = 424242424242424242
+    moderator = {"id": "515151515151515151", "username": "moderator", "roles": [role_id]}
+    world = await start(admin_role_id=role_id, members=(moderator,))
+    it = await world.discord.invoke_slash("workflows", user=world.discord._users[int(moderator["id"])])
+    listing = await private_text(world, it)
+    assert listing.splitlines()[:3] == [
+        "**/image** (image.json, image.toml): Generate an image from a text prompt (Stable Diffusion 1.5)",
+        "• `prompt` (text; required; ≤ 1000 chars) → 6.text",
+        "• `negative` (text; default 'text, watermark'; ≤ 1000 chars) → 7.text",
+    ]
+    assert "• `duration` (float; default 60; 5–240) → 74:17.seconds" in listing
+
+
+async def test_server_backed_choices_autocomplete_and_are_checked(start: Start, tmp_path: Path) -> None:
+    folder = workflows_dir(tmp_path, "image")
+    (folder / "image.toml").write_text(
+        (folder / "image.toml").read_text() + '\n[params.model]\ntype = "choice"\ndescription = "Checkpoint"\n'
+        'choices_from = "CheckpointLoaderSimple.ckpt_name"\ntarget = "4.ckpt_name"\n'
+    )
+    models = [f"model_{i:02d}.safetensors" for i in range(40)] + ["v1-5-pruned-emaonly-fp16.safetensors"]
+    world = await start(workflows=folder)
+    world.comfy.models = {"checkpoints": models}
+
+    choices = await world.discord.autocomplete("image", {"prompt": "a cat", "model": "model_3"}, focused="model")
+    assert [c["value"] for c in choices] == [f"model_{i}.safetensors" for i in range(30, 40)]
+    everything = await world.discord.autocomplete("image", {"prompt": "a cat", "model": ""}, focused="model")
+    assert len(everything) == 25  # Discord's cap, from a list of 41
+
+    it = await world.discord.invoke_slash("image", {"prompt": "a cat", "model": "model_07.safetensors"})
+    await finished(world, it)
+    assert world.prompts()[-1]["prompt"]["4"]["inputs"]["ckpt_name"] == "model_07.safetensors"
+
+    bad = await world.discord.invoke_slash("image", {"prompt": "a cat", "model": "nope.ckpt"})
+    assert await private_text(world, bad) == (
+        "model: 'nope.ckpt' is not available on the server. It has: model_00.safetensors, model_01.safetensors, "
+        "model_02.safetensors, model_03.safetensors, model_04.safetensors, model_05.safetensors, "
+        "model_06.safetensors, model_07.safetensors and 33 more."
+    )
+    assert len(world.prompts()) == 1
+
+
+async def test_an_attached_image_is_uploaded_to_the_server_that_runs_the_job(start: Start, tmp_path: Path) -> None:
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    (folder / "blur.json").write_text(
+        '{"1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},'
+        ' "2": {"class_type": "ImageBlur", "inputs": {"image": ["1", 0], "blur_radius": 3, "sigma": 1.0}},'
+        ' "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "blur"}}}'
+    )
+    (folder / "blur.toml").write_text(
+        '[command]\nname = "blur"\ndescription = "Blur a picture"\n'
+        '[params.picture]\ntype = "image"\nrequired = true\ntarget = "1.image"\n'
+    )
+    world = await start(workflows=folder)
+    picture = make_png(32, 16, (200, 10, 10))
+    it = await world.discord.invoke_slash("blur", attachments={"picture": ("holiday.png", picture)})
+    message = await finished(world, it)
+
+    [upload] = [r for r in world.comfy.requests if r.path == "/upload/image"]
+    assert upload.method == "POST"
+    assert world.comfy.files[("input", "discord-bot", "holiday.png")] == picture
+    assert world.prompts()[0]["prompt"]["1"]["inputs"]["image"] == "discord-bot/holiday.png"
+    assert [a["filename"] for a in message["attachments"]] == ["blur_00001_.png"]
+    assert "**picture:** holiday.png" in message["content"]
+
+    wrong = await world.discord.invoke_slash("blur", attachments={"picture": ("notes.txt", b"hello")})
+    assert await private_text(world, wrong) == (
+        "picture must be an image file (png, jpg, jpeg, webp, gif, bmp); got 'notes.txt'."
+    )
