@@ -15,22 +15,28 @@ from core.comfyui.client import ComfyClient
 from core.config import Settings
 from core.errors import BotError, ComfyServerError, ComfyUnreachable, InvalidInput
 from core.jobs.engine import Engine, JobResult, Progress
-from core.workflows import Catalog, Workflow, load_catalog, validate_graph
+from core.workflows import Catalog, InputFile, ParamType, Workflow, load_catalog, validate_graph
+from core.workflows.detect import binding_toml
 
 
-def parse_assignments(pairs: Sequence[str]) -> dict[str, str]:
-    """Turn `key=value` words into a dict; `key=@file.txt` reads the value from a file."""
-    values: dict[str, str] = {}
+def parse_assignments(pairs: Sequence[str], workflow: Workflow) -> dict[str, Any]:
+    """Turn `key=value` words into option values: `key=@file.txt` reads text from a file, and image/audio
+    options take a file path (`image=photo.png`), which is uploaded to the server that runs the job."""
+    values: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise InvalidInput(f'{pair!r} is not a key=value pair (e.g. prompt="a cat").')
-        if value.startswith("@"):
+        param = workflow.param(key)
+        is_file = param is not None and param.type in (ParamType.IMAGE, ParamType.AUDIO)
+        if is_file or value.startswith("@"):
+            path = Path(value.removeprefix("@"))
             try:
-                value = Path(value[1:]).read_text(encoding="utf-8")
+                values[key] = InputFile(path.name, path.read_bytes()) if is_file else path.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
-                raise InvalidInput(f"{key}: cannot read {value[1:]!r}: {exc}") from None
-        values[key] = value
+                raise InvalidInput(f"{key}: cannot read {str(path)!r}: {exc}") from None
+        else:
+            values[key] = value
     return values
 
 
@@ -46,8 +52,8 @@ async def run_jobs(settings: Settings, name: str, pairs: Sequence[str], out: Pat
     """Run `count` jobs of one workflow and save their files into `out`; exit code 0 when all succeed."""
     catalog = load_catalog(settings.workflows_dir)
     workflow = find_workflow(catalog, name)
-    given: dict[str, Any] = parse_assignments(pairs)
-    seed_param = next((p for p in workflow.params if p.type == "seed"), None)
+    given = parse_assignments(pairs, workflow)
+    seed_param = next((p for p in workflow.params if p.type is ParamType.SEED), None)
     batches = []
     for index in range(count):
         values = dict(given)
@@ -117,6 +123,12 @@ async def check(settings: Settings) -> int:
     print(f"Workflows in {settings.workflows_dir}/: {len(catalog.workflows)} command(s) ({names})")
     for problem in catalog.problems:
         print(f"  - {problem}")
+    for workflow in catalog.workflows.values():
+        if workflow.binding is None:
+            print(f"  /{workflow.name}: {workflow.source.name} has no binding file; detected options, which you can")
+            print(f"  save as {workflow.source.with_suffix('.toml').name} and adjust:")
+            toml = binding_toml(workflow.name, workflow.description, workflow.params)
+            print("\n".join(f"      {line}" if line else "" for line in toml.splitlines()))
     if not catalog.workflows:
         problems += 1
         print("  - no usable command: add an API-format .json and its .toml binding.")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, WORKFLOWS
-from tests.fakes.comfyui import FakeComfyUI
+from tests.conftest import ROOT, SHARED, WORKFLOWS
+from tests.fakes.comfyui import FakeComfyUI, make_png
 
 MODELS = {"checkpoints": ["v1-5-pruned-emaonly-fp16.safetensors", "ace_step_v1_3.5b.safetensors"]}
 
@@ -24,10 +24,10 @@ async def comfy() -> AsyncIterator[FakeComfyUI]:
     await fake.stop()
 
 
-async def bot_py(*args: str, url: str, cwd: Path) -> tuple[int, str, str]:
+async def bot_py(*args: str, url: str, cwd: Path, workflows: Path = WORKFLOWS) -> tuple[int, str, str]:
     """Run bot.py in a subprocess while the fake keeps serving on this event loop."""
     env = {k: v for k, v in os.environ.items() if k not in ("DISCORD_TOKEN", "DEV_GUILD_ID")}
-    env.update(COMFYUI_URL=url, WORKFLOWS_DIR=str(WORKFLOWS))
+    env.update(COMFYUI_URL=url, WORKFLOWS_DIR=str(workflows))
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         str(ROOT / "bot.py"),
@@ -125,3 +125,40 @@ async def test_check_reports_an_unreachable_server(tmp_path: Path, unused_tcp_po
     assert code == 1
     assert out.splitlines()[1].startswith(f"Server {url}: NOT reachable (GET /system_stats: ClientConnectorError")
     assert out.splitlines()[-1] == "1 problem(s) found."
+
+
+async def test_run_uploads_an_image_file(comfy: FakeComfyUI, tmp_path: Path) -> None:
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    (folder / "blur.json").write_text(
+        '{"1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},'
+        ' "2": {"class_type": "ImageBlur", "inputs": {"image": ["1", 0], "blur_radius": 3, "sigma": 1.0}},'
+        ' "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "blur"}}}'
+    )
+    (folder / "blur.toml").write_text('[params.picture]\ntype = "image"\nrequired = true\ntarget = "1.image"\n')
+    picture = make_png(8, 8)
+    (tmp_path / "holiday.png").write_bytes(picture)
+    code, out, err = await bot_py("run", "blur", "picture=holiday.png", url=comfy.url, cwd=tmp_path, workflows=folder)
+    assert code == 0, err
+    assert out.splitlines()[0].startswith("out/blur_") and out.strip().endswith("_blur_00001_.png")
+    assert comfy.files[("input", "discord-bot", "holiday.png")] == picture
+
+
+async def test_check_prints_the_options_it_detected(comfy: FakeComfyUI, tmp_path: Path) -> None:
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    (folder / "portrait.json").write_text((WORKFLOWS / "image.json").read_text())
+    (folder / "ui.json").write_text((SHARED / "workflow-samples" / "12_ui_sd15_default_template.json").read_text())
+    code, out, _ = await bot_py("check", url=comfy.url, cwd=tmp_path, workflows=folder)
+    lines = out.splitlines()
+    assert code == 1  # the UI-format file is a problem
+    assert lines[1] == (
+        "  - ui.json: this is the editor (UI) format. In ComfyUI open the workflow and use Workflow > Export (API), "
+        "then save that file here instead."
+    )
+    assert lines[2:4] == [
+        "  /portrait: portrait.json has no binding file; detected options, which you can",
+        "  save as portrait.toml and adjust:",
+    ]
+    assert '      target = "6.text"' in lines and '      target = "7.text"' in lines
+    assert "  /portrait (portrait.json): OK" in lines

@@ -36,13 +36,20 @@ async def test_reload_adds_a_command_that_then_runs(start: Start, tmp_path: Path
 
     for suffix in (".json", ".toml"):
         shutil.copy(WORKFLOWS / f"music{suffix}", folder / f"music{suffix}")
+    shutil.copy(WORKFLOWS / "image.json", folder / "portrait.json")  # no binding: options are detected
     reload = await world.discord.invoke_slash("reload")
-    assert await private_text(world, reload) == "Added: /music\n2 command(s) active."
-    assert sorted(c["name"] for c in world.discord.commands[guild]) == ["image", "music", "reload", "workflows"]
+    assert await private_text(world, reload) == "Added: /music, /portrait\n3 command(s) active."
+    names = sorted(c["name"] for c in world.discord.commands[guild])
+    assert names == ["image", "music", "portrait", "reload", "workflows"]
 
     it = await world.discord.invoke_slash("music", {"tags": "lofi", "lyrics": "[instrumental]"})
     message = await finished(world, it)
     assert [a["filename"] for a in message["attachments"]] == ["ComfyUI_00001_.mp3"]
+    it = await world.discord.invoke_slash("portrait", {"prompt": "a detected cat", "width": 640})
+    message = await finished(world, it)
+    assert [a["filename"] for a in message["attachments"]] == ["ComfyUI_00001_.png"]
+    prompt = world.prompts()[-1]["prompt"]
+    assert (prompt["6"]["inputs"]["text"], prompt["5"]["inputs"]["width"]) == ("a detected cat", 640)
 
 
 async def test_reload_reports_what_it_skipped_and_why(start: Start, tmp_path: Path) -> None:
