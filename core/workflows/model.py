@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import enum
+import math
 import random
 import re
 from collections.abc import Mapping
@@ -123,9 +124,9 @@ class Param:
             if isinstance(raw, bool):
                 raise ValueError
             value: int | float = int(raw) if whole else float(raw)
-            if whole and isinstance(raw, float) and raw != int(raw):
+            if (whole and isinstance(raw, float) and raw != int(raw)) or not math.isfinite(value):
                 raise ValueError
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             kind = "a whole number" if whole else "a number"
             raise InvalidInput(f"{self.name} must be {kind} (got {raw!r}).") from None
         low = 0 if self.type is ParamType.SEED else self.min
