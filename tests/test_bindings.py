@@ -138,9 +138,11 @@ def test_every_type_and_target_form_renders_golden_json(every: Workflow) -> None
             "seed": 99,
             "sampler": "uni_pc",
             "model": "b.safetensors",
-            "photo": "discord-bot/cat.png",
+            "photo": InputFile("cat.png", b"\x89PNG"),
         }
     )
+    assert values["photo"] == InputFile("cat.png", b"\x89PNG")
+    values["photo"] = "discord-bot/cat.png"  # what the engine puts there once it has uploaded the file
     expected = copy.deepcopy(GRAPH)
     expected["2"]["inputs"]["text"] = "a cat"
     expected["3"]["inputs"]["text"] = "line 1\nline 2"
@@ -209,6 +211,7 @@ def _server_info(object_info: dict[str, Any]) -> dict[str, Any]:
         "v1-5-pruned-emaonly-fp16.safetensors",
         "ace_step_v1_3.5b.safetensors",
     ]
+    info["LoadImage"]["input"]["required"]["image"][0].append("discord-bot/up.png")  # the upload below
     return info
 
 

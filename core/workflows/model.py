@@ -105,9 +105,8 @@ class Param:
             return self._coerce_file(raw)
         return self._coerce_number(raw)
 
-    def _coerce_file(self, raw: Any) -> InputFile | str:
-        if isinstance(raw, str):
-            return raw  # a file already on the server, e.g. the workflow's own default
+    def _coerce_file(self, raw: Any) -> InputFile:
+        # Only an attached file: when none is given, the workflow's own input file is used as exported.
         if not isinstance(raw, InputFile):
             raise InvalidInput(f"{self.name} must be an attached file.")
         extensions = IMAGE_EXTENSIONS if self.type is ParamType.IMAGE else AUDIO_EXTENSIONS
