@@ -12,11 +12,10 @@ import pytest
 
 from bot import ComfyBot
 from core.config import Settings
-from tests.conftest import WORKFLOWS
+from tests.conftest import MODELS, WORKFLOWS
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.discord_fake import FakeDiscord, Interaction, start_bot, stop_bot
 
-MODELS = {"checkpoints": ["v1-5-pruned-emaonly-fp16.safetensors", "ace_step_v1_3.5b.safetensors"]}
 EPHEMERAL = 64
 
 

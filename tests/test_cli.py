@@ -5,23 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import ROOT, SHARED, WORKFLOWS
+from tests.conftest import ROOT, SHARED, WORKFLOWS, write_blur_workflow
 from tests.fakes.comfyui import FakeComfyUI, make_png
-
-MODELS = {"checkpoints": ["v1-5-pruned-emaonly-fp16.safetensors", "ace_step_v1_3.5b.safetensors"]}
-
-
-@pytest.fixture
-async def comfy() -> AsyncIterator[FakeComfyUI]:
-    fake = FakeComfyUI(models=MODELS)
-    await fake.start()
-    yield fake
-    await fake.stop()
 
 
 async def bot_py(*args: str, url: str, cwd: Path, workflows: Path = WORKFLOWS) -> tuple[int, str, str]:
@@ -128,14 +115,7 @@ async def test_check_reports_an_unreachable_server(tmp_path: Path, unused_tcp_po
 
 
 async def test_run_uploads_an_image_file(comfy: FakeComfyUI, tmp_path: Path) -> None:
-    folder = tmp_path / "workflows"
-    folder.mkdir()
-    (folder / "blur.json").write_text(
-        '{"1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},'
-        ' "2": {"class_type": "ImageBlur", "inputs": {"image": ["1", 0], "blur_radius": 3, "sigma": 1.0}},'
-        ' "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "blur"}}}'
-    )
-    (folder / "blur.toml").write_text('[params.picture]\ntype = "image"\nrequired = true\ntarget = "1.image"\n')
+    folder = write_blur_workflow(tmp_path / "workflows")
     picture = make_png(8, 8)
     (tmp_path / "holiday.png").write_bytes(picture)
     code, out, err = await bot_py("run", "blur", "picture=holiday.png", url=comfy.url, cwd=tmp_path, workflows=folder)

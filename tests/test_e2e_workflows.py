@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WORKFLOWS
+from tests.conftest import WORKFLOWS, write_blur_workflow
 from tests.e2e_world import Start, World, finished
 from tests.fakes.comfyui import make_png
 
@@ -119,17 +119,7 @@ async def test_server_backed_choices_autocomplete_and_are_checked(start: Start, 
 
 
 async def test_an_attached_image_is_uploaded_to_the_server_that_runs_the_job(start: Start, tmp_path: Path) -> None:
-    folder = tmp_path / "workflows"
-    folder.mkdir()
-    (folder / "blur.json").write_text(
-        '{"1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},'
-        ' "2": {"class_type": "ImageBlur", "inputs": {"image": ["1", 0], "blur_radius": 3, "sigma": 1.0}},'
-        ' "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "blur"}}}'
-    )
-    (folder / "blur.toml").write_text(
-        '[command]\nname = "blur"\ndescription = "Blur a picture"\n'
-        '[params.picture]\ntype = "image"\nrequired = true\ntarget = "1.image"\n'
-    )
+    folder = write_blur_workflow(tmp_path / "workflows")
     world = await start(workflows=folder)
     picture = make_png(32, 16, (200, 10, 10))
     it = await world.discord.invoke_slash("blur", attachments={"picture": ("holiday.png", picture)})

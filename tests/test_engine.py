@@ -17,17 +17,8 @@ from core.workflows import Workflow, load_catalog, load_workflow
 from tests.conftest import WORKFLOWS
 from tests.fakes.comfyui import FakeComfyUI
 
-MODELS = {"checkpoints": ["v1-5-pruned-emaonly-fp16.safetensors", "ace_step_v1_3.5b.safetensors"]}
 CATALOG = load_catalog(WORKFLOWS)
 IMAGE, MUSIC = CATALOG.workflows["image"], CATALOG.workflows["music"]
-
-
-@pytest.fixture
-async def comfy() -> AsyncIterator[FakeComfyUI]:
-    fake = FakeComfyUI(models=MODELS)
-    await fake.start()
-    yield fake
-    await fake.stop()
 
 
 @pytest.fixture
