@@ -92,3 +92,10 @@ class JobTimeout(BotError):
 
 class OutputTooLarge(BotError):
     """An output file is larger than the bot is willing to download."""
+
+
+class JobCancelled(BotError):
+    """The job was cancelled by its requester or an admin."""
+
+    def __init__(self) -> None:
+        super().__init__("The job was cancelled.")

@@ -158,9 +158,23 @@ async def test_websocket_drop_mid_run_is_recovered(comfy: FakeComfyUI, engine: E
     assert {r.query.get("clientId") for r in comfy.requests if r.path == "/ws"} == {listener(engine).client_id}
 
 
-async def test_server_restart_mid_run_is_reported(comfy: FakeComfyUI, engine: Engine) -> None:
-    job, _ = await hold_mid_run(comfy, engine)
+async def test_server_restart_mid_run_resubmits_the_job_once(comfy: FakeComfyUI, engine: Engine) -> None:
+    job, prompt_id = await hold_mid_run(comfy, engine)
     await comfy.restart(downtime=0.2)
+    comfy.resume()
+    result = await asyncio.wait_for(job, 10)
+    assert [f.filename for f in result.files] == ["ComfyUI_00001_.png"]
+    assert [b["prompt_id"] for b in submitted(comfy)] == [prompt_id, prompt_id]
+
+
+async def test_a_job_lost_twice_is_reported(comfy: FakeComfyUI, engine: Engine) -> None:
+    job, _ = await hold_mid_run(comfy, engine)
+    await comfy.restart(downtime=0.1)
+    comfy.node_delay = 0.1
+    comfy.resume()
+    await comfy.wait_for(lambda: len(submitted(comfy)) == 2 and bool(comfy.queue_snapshot()[0]))
+    comfy.pause()
+    await comfy.restart(downtime=0.1)
     comfy.resume()
     with pytest.raises(JobLost) as caught:
         await asyncio.wait_for(job, 10)

@@ -144,6 +144,10 @@ class ComfyListener:
         watch.submitted_at = time.monotonic()
         self._reconcile_wanted.set()
 
+    def request_reconcile(self) -> None:
+        """Compare the watched prompts with the server's queue and history soon (e.g. after a cancel)."""
+        self._reconcile_wanted.set()
+
     def unwatch(self, prompt_id: str) -> None:
         self.watches.pop(prompt_id, None)
 

@@ -7,7 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import aiohttp
@@ -21,10 +21,12 @@ from core.errors import (
     ComfyUnreachable,
     ExecutionFailed,
     InvalidInput,
+    JobCancelled,
     JobInterrupted,
     JobLost,
     JobTimeout,
 )
+from core.jobs.store import JobRecord, JobState, JobStore
 from core.media import MediaKind, kind_of
 from core.workflows import Workflow
 from core.workflows.model import InputFile
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 CONNECT_WAIT = 5.0  # how long a new job waits for a server's websocket before giving up
 OPTIONS_TTL = 30.0  # model lists change when an admin adds files; re-read them this often
 UPLOAD_SUBFOLDER = "discord-bot"  # where members' attachments go in ComfyUI's input folder
+MAX_ATTEMPTS = 2  # a job the server forgot (restart, cleared queue) is submitted once more, then reported
 FILE_KEYS = ("images", "gifs", "videos", "audio")
 MAX_ERROR_TEXT = 600
 
@@ -119,6 +122,7 @@ class Engine:
         job_timeout: float,
         max_output_bytes: int,
         reconcile_interval: float = 15.0,
+        store: JobStore | None = None,
     ) -> None:
         self.servers = [
             ComfyServer(
@@ -129,6 +133,8 @@ class Engine:
         ]
         self.job_timeout = job_timeout
         self.max_output_bytes = max_output_bytes
+        self.store = store
+        self._cancelled: set[str] = set()
 
     def start(self) -> None:
         """Open every server's websocket (before the first submit, so no event is missed)."""
@@ -139,30 +145,116 @@ class Engine:
         await asyncio.gather(*(s.listener.close() for s in self.servers))
 
     async def run(
-        self, workflow: Workflow, values: Mapping[str, Any], on_progress: OnProgress | None = None
+        self,
+        workflow: Workflow,
+        values: Mapping[str, Any],
+        on_progress: OnProgress | None = None,
+        *,
+        record: JobRecord | None = None,
     ) -> JobResult:
-        """Run `workflow` with resolved `values` and return its files; BotError says what went wrong."""
+        """Run `workflow` with resolved `values` and return its files; BotError says what went wrong.
+
+        With a store, `record` (made by the caller with its Discord ids) is written before anything is
+        submitted and kept up to date, so that a restarted bot can pick the job up again.
+        """
         started = time.monotonic()
-        job_id = uuid.uuid4().hex
-        server = await self._pick_server()
-        prompt = workflow.render(await self._server_values(server, workflow, values))
-        log.info("job %s: /%s on %s", job_id, workflow.name, server.client.name)
-        watch = server.listener.watch(job_id, prompt)
+        shown = {k: str(v) if isinstance(v, InputFile) else v for k, v in values.items()}
+        record = record or JobRecord(id=new_job_id(), workflow=workflow.name, values=shown)
+        await self._save(record)
+        try:
+            server = await self._pick_server()
+            prompt = workflow.render(await self._server_values(server, workflow, values))
+        except BotError as exc:
+            await self._save(record, state=JobState.FAILED, error=exc.user_message)
+            raise
+        record = await self._save(record, server=server.client.name, prompt=prompt)
+        log.info("job %s: /%s on %s", record.id, workflow.name, server.client.name)
+        return await self._execute(server, record, on_progress, started, submit=True)
+
+    async def resume(self, record: JobRecord, on_progress: OnProgress | None = None) -> JobResult:
+        """Pick up a job a previous run of the bot submitted: wait for it, fetch it, or resubmit it once."""
+        server = next((s for s in self.servers if s.client.name == record.server), None)
+        if server is None or record.prompt is None:
+            error = JobLost(detail=f"server {record.server!r} is no longer configured")
+            await self._save(record, state=JobState.FAILED, error=error.user_message)
+            raise error
+        await self._wait_connected(server)
+        return await self._execute(server, record, on_progress, time.monotonic(), submit=False)
+
+    async def cancel(self, job_id: str) -> bool:
+        """Stop a job of this process: removed if pending, interrupted if running; False if not running here."""
+        for server in self.servers:
+            watch = server.listener.watches.get(job_id)
+            if watch is not None:
+                self._cancelled.add(job_id)
+                await server.client.cancel(job_id)
+                server.listener.request_reconcile()
+                return True
+        return False
+
+    async def _execute(
+        self, server: ComfyServer, record: JobRecord, on_progress: OnProgress | None, started: float, *, submit: bool
+    ) -> JobResult:
+        assert record.prompt is not None
+        prompt = record.prompt
         try:
             async with asyncio.timeout(self.job_timeout):
-                await server.client.submit(prompt, client_id=server.listener.client_id, prompt_id=job_id)
-                server.listener.submitted(watch)
-                entry = await self._follow(watch, prompt, on_progress)
+                while True:
+                    watch = server.listener.watch(record.id, prompt)
+                    if submit:
+                        await server.client.submit(prompt, client_id=server.listener.client_id, prompt_id=record.id)
+                        record = await self._save(record, state=JobState.SUBMITTED, attempts=record.attempts + 1)
+                    server.listener.submitted(watch)
+                    try:
+                        entry = await self._follow(watch, prompt, on_progress)
+                        break
+                    except JobLost:
+                        if record.id in self._cancelled:
+                            raise JobCancelled() from None
+                        if record.attempts >= MAX_ATTEMPTS:
+                            raise
+                        log.warning("job %s vanished from %s; submitting it again", record.id, server.client.name)
+                        submit = True
+                if record.id in self._cancelled:
+                    raise JobCancelled()
                 _raise_if_failed(entry, prompt)
                 files, texts = await self._collect(server.client, entry, watch)
         except TimeoutError:
-            await _best_effort(server.client.cancel(job_id))
-            raise JobTimeout(self.job_timeout) from None
+            await _best_effort(server.client.cancel(record.id))
+            error: BotError = JobTimeout(self.job_timeout)
+            await self._save(record, state=JobState.FAILED, error=error.user_message)
+            raise error from None
+        except BotError as exc:
+            state = JobState.CANCELLED if isinstance(exc, JobCancelled) else JobState.FAILED
+            await self._save(record, state=state, error=exc.user_message)
+            raise
         finally:
-            server.listener.unwatch(job_id)
+            server.listener.unwatch(record.id)
+            self._cancelled.discard(record.id)
+        await self._save(record, state=JobState.DELIVERING)
         seconds = time.monotonic() - started
-        log.info("job %s: done in %.1fs with %d file(s)", job_id, seconds, len(files))
-        return JobResult(job_id, workflow.name, dict(values), server.client.name, files, texts, seconds)
+        log.info("job %s: done in %.1fs with %d file(s)", record.id, seconds, len(files))
+        return JobResult(record.id, record.workflow, dict(record.values), server.client.name, files, texts, seconds)
+
+    async def finish(self, job_id: str, state: JobState, error: str | None = None) -> None:
+        """Record how a job ended once the member has its result (or its error)."""
+        if self.store is not None and (record := await self.store.get(job_id)) is not None:
+            await self.store.update(record, state=state, error=error)
+
+    async def _save(self, record: JobRecord, **changes: Any) -> JobRecord:
+        if self.store is None:
+            return replace(record, **changes)
+        if not changes:
+            await self.store.add(record)
+            return record
+        return await self.store.update(record, **changes)
+
+    async def _wait_connected(self, server: ComfyServer) -> None:
+        try:
+            async with asyncio.timeout(CONNECT_WAIT):
+                await server.listener.connected.wait()
+        except TimeoutError:
+            pass  # reconciliation retries once the socket is back; the job timeout still applies
 
     async def _pick_server(self) -> ComfyServer:
         """The least busy server whose websocket is up.
@@ -261,6 +353,11 @@ class Engine:
                 detail=f"outputs: {entry.get('outputs')}",
             )
         return tuple(files), tuple(texts)
+
+
+def new_job_id() -> str:
+    """A job id, also used as ComfyUI's prompt_id and in button custom_ids (short enough for both)."""
+    return uuid.uuid4().hex
 
 
 def _short_label(prompt: Prompt, node_id: str) -> str:
