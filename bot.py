@@ -19,9 +19,11 @@ from discord.ext import commands
 from dotenv import load_dotenv
 
 import cli
+from cogs.generate import deliver_to_channel
 from core.config import Settings, load_settings, setup_logging
-from core.errors import BotError, ConfigError
+from core.errors import BotError, ConfigError, JobLost
 from core.jobs.engine import Engine
+from core.jobs.store import JobRecord, JobState, JobStore
 from core.workflows import Catalog, load_catalog, runnable
 
 log = logging.getLogger("bot")
@@ -90,6 +92,7 @@ class ComfyBot(commands.Bot):
     session: aiohttp.ClientSession
     engine: Engine
     catalog: Catalog
+    store: JobStore
     status_edit_interval = 2.0  # seconds between edits of a status message: Discord rate-limits edits
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
@@ -101,20 +104,61 @@ class ComfyBot(commands.Bot):
             **kwargs,
         )
         self.settings = settings
+        self.active_jobs: dict[str, int] = {}  # job id -> member id, for jobs waiting or running
+        self.last_job_start: dict[int, float] = {}  # member id -> time.monotonic() of their last job
+        self._recovery: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
         self.session = aiohttp.ClientSession()
+        self.store = await JobStore(self.settings.jobs_db).open()
         self.engine = Engine(
             self.session,
             self.settings.comfyui_urls,
             job_timeout=self.settings.job_timeout,
             max_output_bytes=self.settings.max_output_bytes,
+            store=self.store,
         )
         self.engine.start()
         self.catalog = await self.load_workflows()
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self.sync_commands()
+        self._recovery = asyncio.create_task(self.recover_jobs(), name="recover jobs")
+
+    async def recover_jobs(self) -> None:
+        """Finish what a previous run left: wait for, fetch or resubmit each stored job, then deliver it once."""
+        records = await self.store.unfinished()
+        if records:
+            log.info("picking up %d unfinished job(s) from the last run", len(records))
+        await asyncio.gather(*(self.recover_job(r) for r in records))
+
+    async def recover_job(self, record: JobRecord) -> None:
+        channel = self.get_partial_messageable(record.channel_id or 0)
+        mention = f"<@{record.user_id}>" if record.user_id else "someone"
+        header = f"**/{record.workflow}** for {mention}"
+        if record.user_id:
+            self.active_jobs[record.id] = record.user_id
+        try:
+            if record.prompt is None:  # never reached a server: nothing to wait for, start it afresh
+                workflow = self.catalog.workflows.get(record.workflow)
+                if workflow is None:
+                    raise JobLost(detail=f"workflow {record.workflow} is gone")
+                result = await self.engine.run(workflow, record.values, record=record)
+            else:
+                result = await self.engine.resume(record)
+            await deliver_to_channel(channel, record, result, mention)
+            await self.engine.finish(record.id, JobState.DONE)
+        except BotError as exc:
+            log.info("recovered job %s failed: %s | %s", record.id, exc.user_message, exc.detail or "")
+            await self.engine.finish(record.id, JobState.FAILED, exc.user_message)
+            if record.message_id:
+                await _quietly(channel.get_partial_message(record.message_id).edit(
+                    content=f"{header}\n❌ {exc.user_message}", view=None, attachments=[]
+                ))  # fmt: skip
+        except discord.HTTPException as exc:
+            log.warning("could not deliver recovered job %s: %s", record.id, exc)
+        finally:
+            self.active_jobs.pop(record.id, None)
 
     async def load_workflows(self) -> Catalog:
         """Read WORKFLOWS_DIR and keep what the servers can run; log why anything else was skipped."""
@@ -162,11 +206,22 @@ class ComfyBot(commands.Bot):
             log.info("synced %d global command(s); Discord may take a while to show changes", len(synced))
 
     async def close(self) -> None:
+        if self._recovery is not None:
+            self._recovery.cancel()
         await super().close()
         if hasattr(self, "engine"):
             await self.engine.close()
+        if hasattr(self, "store"):
+            await self.store.close()
         if hasattr(self, "session"):
             await self.session.close()
+
+
+async def _quietly(call: Any) -> None:
+    try:
+        await call
+    except discord.HTTPException as exc:
+        log.info("best-effort Discord call failed: %s", exc)
 
 
 def _shape(payload: Mapping[str, Any]) -> str:

@@ -20,15 +20,17 @@ import json
 import random
 import resource
 import statistics
+import tempfile
 import threading
 import time
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
 
 from bot import ComfyBot
-from core.config import Settings
+from core.config import load_settings
 from core.workflows import load_catalog
 from tests.conftest import WORKFLOWS
 from tests.fakes.comfyui import FakeComfyUI
@@ -196,16 +198,17 @@ async def throughput(fakes: Fakes, jobs: int) -> float:
 async def main(jobs: int) -> dict[str, float]:
     fakes = Fakes()
     await fakes.start()
-    settings = Settings(
-        discord_token=fakes.discord.token,
-        comfyui_urls=(fakes.comfy.url,),
-        workflows_dir=WORKFLOWS,
-        dev_guild_id=fakes.discord.guild_id,
-        admin_role_id=None,
-        log_level="WARNING",
-        job_timeout=600,
-        max_output_mb=50,
-    )
+    env = {
+        "DISCORD_TOKEN": fakes.discord.token,
+        "COMFYUI_URL": fakes.comfy.url,
+        "WORKFLOWS_DIR": str(WORKFLOWS),
+        "DEV_GUILD_ID": str(fakes.discord.guild_id),
+        "JOB_TIMEOUT": "600",
+        "MAX_OUTPUT_MB": "50",
+        "JOBS_DB": str(Path(tempfile.mkdtemp(prefix="bench-")) / "jobs.sqlite3"),
+        "MAX_PENDING_PER_MEMBER": str(jobs),  # the burst comes from one member
+    }
+    settings = load_settings(env, require_token=True)
     bot = ComfyBot(settings, guild_ready_timeout=0)
     task = await start_bot(bot, fakes.discord)
     start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -8,30 +8,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from cogs.access import admin_only
 from core.workflows import Param, ParamType, Workflow
 
 if TYPE_CHECKING:
     from bot import ComfyBot
 
 MAX_CONTENT = 2000
-
-
-class NotAdmin(app_commands.CheckFailure):
-    """The member is neither the bot's owner nor holds the configured admin role."""
-
-    def __init__(self, command: str) -> None:
-        super().__init__(f"Only the bot's owner and members with the admin role can use /{command}.")
-
-
-async def is_admin(interaction: discord.Interaction[Any]) -> bool:
-    """The bot's owner, or a member holding ADMIN_ROLE_ID."""
-    bot: ComfyBot = interaction.client  # type: ignore[assignment]
-    role_id = bot.settings.admin_role_id
-    if await bot.is_owner(interaction.user):
-        return True
-    if role_id and isinstance(interaction.user, discord.Member) and interaction.user.get_role(role_id):
-        return True
-    raise NotAdmin(interaction.command.name if interaction.command else "this command")
 
 
 class Admin(commands.Cog):
@@ -42,7 +25,7 @@ class Admin(commands.Cog):
 
     @app_commands.command(name="reload", description="Re-read the workflows folder, check it and update the commands")
     @app_commands.default_permissions(manage_guild=True)
-    @app_commands.check(is_admin)
+    @app_commands.check(admin_only)
     async def reload(self, interaction: discord.Interaction[Any]) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         report = await self.bot.reload_workflows()
@@ -50,7 +33,7 @@ class Admin(commands.Cog):
 
     @app_commands.command(name="workflows", description="List the workflow commands and their options")
     @app_commands.default_permissions(manage_guild=True)
-    @app_commands.check(is_admin)
+    @app_commands.check(admin_only)
     async def workflows(self, interaction: discord.Interaction[Any]) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         catalog = self.bot.catalog

@@ -10,6 +10,7 @@ import contextlib
 import inspect
 import io
 import logging
+import re
 import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
@@ -18,8 +19,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from core.errors import InvalidInput
-from core.jobs.engine import JobResult, OutputFile
+from cogs.access import is_admin
+from core.errors import InvalidInput, JobCancelled
+from core.jobs.engine import JobResult, OutputFile, new_job_id
+from core.jobs.store import JobRecord, JobState
 from core.workflows import InputFile, Param, ParamType, Workflow
 from core.workflows.model import MAX_SEED, MAX_UPLOAD_BYTES
 
@@ -31,6 +34,7 @@ log = logging.getLogger(__name__)
 TOKEN_LIFETIME = 14 * 60  # interaction tokens die at 15 minutes; switch to the bot token before that
 MAX_FILES = 10
 MAX_CHOICES = 25  # Discord's limit for fixed choices and for autocomplete answers
+DEFAULT_UPLOAD_LIMIT = 10 * 2**20  # Discord's per-file limit for servers without boosts
 MAX_CONTENT = 2000
 MAX_LYRICS_FILE = 64 * 1024
 MODAL_TEXT_MAX = 4000
@@ -55,10 +59,19 @@ class Generate(commands.Cog):
         self.commands: list[app_commands.Command[Any, ..., None]] = []
 
     async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(CancelButton)
         self.register()
 
     async def cog_unload(self) -> None:
+        self.bot.remove_dynamic_items(CancelButton)
         self.unregister()
+
+    @app_commands.command(name="cancel", description="Cancel your newest job that is still waiting or running")
+    async def cancel(self, interaction: discord.Interaction[Any]) -> None:
+        mine = [job for job, user in self.bot.active_jobs.items() if user == interaction.user.id]
+        if not mine:
+            raise InvalidInput("You have no job waiting or running.")
+        await cancel_job(interaction, mine[-1])
 
     def register(self) -> None:
         """Add one command per workflow in the bot's current catalog to the tree (sync is the caller's)."""
@@ -137,23 +150,98 @@ class Generate(commands.Cog):
                 given[name] = await _read_text_attachment(name, attachment)
         given = {k: v for k, v in given.items() if v is not None}
         workflow.resolve(_without_downloads(given))  # refuse bad input now, before any form or job
+        self._check_limits(interaction.user.id)
         missing = [p for p in workflow.params if p.type is ParamType.MULTILINE and p.name not in given]
         if missing:
             await interaction.response.send_modal(TextForm(self, workflow, given, missing))
             return
         await self.start_job(interaction, workflow, given)
 
+    def _check_limits(self, user_id: int) -> None:
+        """Refuse a new job from a member who has too many waiting or running, or is cooling down."""
+        settings = self.bot.settings
+        active = sum(1 for user in self.bot.active_jobs.values() if user == user_id)
+        if active >= settings.max_pending_per_member:
+            raise InvalidInput(
+                f"You already have {active} job(s) waiting or running; the limit is "
+                f"{settings.max_pending_per_member}. Please wait for one to finish, or cancel one with /cancel."
+            )
+        wait = self.bot.last_job_start.get(user_id, 0.0) + settings.cooldown_seconds - time.monotonic()
+        if wait > 0:
+            raise InvalidInput(f"Please wait {wait:.0f} more second(s) before starting another job.")
+
     async def start_job(self, interaction: discord.Interaction[Any], workflow: Workflow, given: dict[str, Any]) -> None:
+        self._check_limits(interaction.user.id)  # again: a form may have been open for a while
         await interaction.response.defer(thinking=True)
         values = workflow.resolve(await _download_attachments(given))
+        original = await interaction.original_response()
+        record = JobRecord(
+            id=new_job_id(),
+            workflow=workflow.name,
+            values={k: str(v) if isinstance(v, InputFile) else v for k, v in values.items()},
+            user_id=interaction.user.id,
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id,
+            message_id=original.id,
+            upload_limit=interaction.filesize_limit,
+        )
+        self.bot.active_jobs[record.id] = interaction.user.id
+        self.bot.last_job_start[interaction.user.id] = time.monotonic()
         header = f"**/{workflow.name}** for {interaction.user.mention}"
-        message = JobMessage(interaction, header, self.bot.status_edit_interval)
+        message = JobMessage(interaction, header, self.bot.status_edit_interval, record.id)
         message.show("Submitting…")
         try:
-            result = await self.bot.engine.run(workflow, values, lambda p: message.show(p.describe()))
+            result = await self.bot.engine.run(workflow, values, lambda p: message.show(p.describe()), record=record)
+        except JobCancelled:
+            await message.stop()
+            await message.edit_status("🚫 Cancelled.", view=None)
+            return
         finally:
             await message.stop()
+            self.bot.active_jobs.pop(record.id, None)
         await message.finish(result)
+        await self.bot.engine.finish(record.id, JobState.DONE)
+
+
+async def cancel_job(interaction: discord.Interaction[Any], job_id: str) -> None:
+    """Cancel a job for its requester or an admin; anyone else is refused politely."""
+    bot: ComfyBot = interaction.client  # type: ignore[assignment]
+    owner = bot.active_jobs.get(job_id)
+    if owner is None:
+        raise InvalidInput("This job has already finished.")
+    if owner != interaction.user.id and not await is_admin(interaction):
+        raise InvalidInput("Only the member who started this job (or an admin) can cancel it.")
+    await interaction.response.send_message("Cancelling the job…", ephemeral=True)
+    await bot.engine.cancel(job_id)
+
+
+class CancelButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"job:cancel:(?P<job>[0-9a-f]{32})"):
+    """The Cancel button on a status message; it works after a restart too (the job id is in its custom_id)."""
+
+    def __init__(self, job_id: str) -> None:
+        button: discord.ui.Button[Any] = discord.ui.Button(
+            label="Cancel", style=discord.ButtonStyle.secondary, custom_id=f"job:cancel:{job_id}"
+        )
+        super().__init__(button)
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(  # type: ignore[override]
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Button[Any], match: re.Match[str], /
+    ) -> CancelButton:
+        return cls(match["job"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:  # type: ignore[override]
+        try:
+            await cancel_job(interaction, self.job_id)
+        except InvalidInput as exc:
+            await interaction.response.send_message(exc.user_message, ephemeral=True)
+
+
+def cancel_view(job_id: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(CancelButton(job_id))
+    return view
 
 
 def _annotation(param: Param) -> Any:
@@ -246,10 +334,13 @@ class JobMessage:
     is posted as a new channel message that mentions the member.
     """
 
-    def __init__(self, interaction: discord.Interaction[Any], header: str, interval: float) -> None:
+    def __init__(
+        self, interaction: discord.Interaction[Any], header: str, interval: float, job_id: str | None = None
+    ) -> None:
         self.interaction = interaction
         self.header = header
         self.interval = interval
+        self.view = cancel_view(job_id) if job_id else None
         self.message_id: int | None = None
         self.expired = False
         self._latest = ""
@@ -271,7 +362,7 @@ class JobMessage:
             text = self._shown = self._latest
             self._last_edit = time.monotonic()
             try:
-                await self._edit_status(f"{self.header}\n{text}")
+                await self.edit_status(text, view=self.view)
             except discord.HTTPException as exc:
                 log.info("status edit skipped: %s", exc)
 
@@ -287,16 +378,19 @@ class JobMessage:
         await self.stop()
         content, batches = result_messages(result, self.interaction.user.mention, self.interaction.filesize_limit)
         first, *rest = batches
-        if not await self._with_token(self._edit_original(content=content, attachments=_files(first))):
-            await self._channel().send(content, files=_files(first))
-            await self._edit_status(f"{self.header}\nFinished: the result is in the message below.")
+        if not await self._with_token(self._edit_original(content=content, attachments=_files(first), view=None)):
+            # A new message notifies the member; the nonce makes a repeated send (after a restart) a no-op.
+            await self._channel().send(content, files=_files(first), nonce=result.job_id[:25])
+            await self.edit_status("Finished: the result is in the message below.", view=None)
         for batch in rest:
             if not await self._with_token(self.interaction.followup.send(files=_files(batch))):
                 await self._channel().send(files=_files(batch))
 
-    async def _edit_status(self, content: str) -> None:
-        if not await self._with_token(self._edit_original(content=content)) and self.message_id is not None:
-            await self._channel().get_partial_message(self.message_id).edit(content=content)
+    async def edit_status(self, text: str, *, view: discord.ui.View | None) -> None:
+        """Show `text` under the header, with the bot token once the interaction's has expired."""
+        content = f"{self.header}\n{text}"
+        if not await self._with_token(self._edit_original(content=content, view=view)) and self.message_id:
+            await self._channel().get_partial_message(self.message_id).edit(content=content, view=view)
 
     async def _edit_original(self, **fields: Any) -> None:
         message = await self.interaction.edit_original_response(**fields)
@@ -350,6 +444,27 @@ def result_messages(result: JobResult, mention: str, limit: int) -> tuple[str, l
         content = content[: MAX_CONTENT - 1] + "…"
     fitting = [f for f in result.files if len(f.data) <= limit]
     return content, [fitting[i : i + MAX_FILES] for i in range(0, len(fitting), MAX_FILES)] or [[]]
+
+
+async def deliver_to_channel(
+    channel: discord.PartialMessageable, record: JobRecord, result: JobResult, mention: str
+) -> None:
+    """Deliver a job without its interaction (after a restart): turn its status message into the result.
+
+    Editing is idempotent, so a delivery cut short by another restart is simply done again, never twice.
+    """
+    content, batches = result_messages(result, mention, record.upload_limit or DEFAULT_UPLOAD_LIMIT)
+    first, *rest = batches
+    edited = False
+    if record.message_id is not None:
+        with contextlib.suppress(discord.NotFound):  # the status message may have been deleted meanwhile
+            message = channel.get_partial_message(record.message_id)
+            await message.edit(content=content, attachments=_files(first), view=None)
+            edited = True
+    if not edited:
+        await channel.send(content, files=_files(first), nonce=record.id[:25])
+    for index, batch in enumerate(rest, start=1):
+        await channel.send(files=_files(batch), nonce=f"{record.id[:22]}-{index:02d}")
 
 
 def _size(n: int) -> str:

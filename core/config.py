@@ -29,6 +29,9 @@ class Settings:
     log_level: str
     job_timeout: float
     max_output_mb: float
+    jobs_db: Path
+    max_pending_per_member: int
+    cooldown_seconds: float
 
     @property
     def max_output_bytes(self) -> int:
@@ -102,6 +105,16 @@ def load_settings(env: Mapping[str, str], *, require_token: bool) -> Settings:
 
     job_timeout = _positive_number(text("JOB_TIMEOUT"), 3600.0, "JOB_TIMEOUT", "seconds", problems)
     max_output_mb = _positive_number(text("MAX_OUTPUT_MB"), 200.0, "MAX_OUTPUT_MB", "megabytes", problems)
+    max_pending = _positive_number(text("MAX_PENDING_PER_MEMBER"), 2, "MAX_PENDING_PER_MEMBER", "jobs", problems)
+    cooldown = 0.0
+    if raw_cooldown := text("COOLDOWN_SECONDS"):
+        try:
+            cooldown = float(raw_cooldown)
+        except ValueError:
+            cooldown = -1.0
+        if cooldown < 0:
+            problems.append("COOLDOWN_SECONDS must be a number of seconds, 0 or more (default 0: no cooldown).")
+            cooldown = 0.0
 
     if problems:
         raise ConfigError(problems)
@@ -114,6 +127,9 @@ def load_settings(env: Mapping[str, str], *, require_token: bool) -> Settings:
         log_level=log_level,
         job_timeout=job_timeout,
         max_output_mb=max_output_mb,
+        jobs_db=Path(text("JOBS_DB") or "data/jobs.sqlite3"),
+        max_pending_per_member=int(max_pending),
+        cooldown_seconds=cooldown,
     )
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bot import ComfyBot
-from core.config import Settings
+from core.config import load_settings
 from tests.conftest import MODELS, WORKFLOWS
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.discord_fake import FakeDiscord, Interaction, start_bot, stop_bot
@@ -44,7 +44,7 @@ Start = Callable[..., Awaitable[World]]
 
 
 @pytest.fixture
-async def start(caplog: pytest.LogCaptureFixture) -> AsyncIterator[Start]:
+async def start(caplog: pytest.LogCaptureFixture, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Start]:
     """Start fake ComfyUI, fake Discord and the bot; afterwards check nothing went unhandled or logged an error."""
     caplog.set_level(logging.INFO)
     stack: list[Callable[[], Awaitable[None]]] = []
@@ -56,8 +56,11 @@ async def start(caplog: pytest.LogCaptureFixture) -> AsyncIterator[Start]:
         workflows: Path = WORKFLOWS,
         admin_role_id: int | None = None,
         members: tuple[dict[str, Any], ...] = (),
+        jobs_db: Path | None = None,
+        settings_env: dict[str, str] | None = None,
         **discord_options: Any,
     ) -> World:
+        settings_env = settings_env or {}
         comfy = FakeComfyUI(models=MODELS, node_delay=0.01)
         await comfy.start()
         stack.append(comfy.stop)
@@ -72,16 +75,17 @@ async def start(caplog: pytest.LogCaptureFixture) -> AsyncIterator[Start]:
         await fake.start()
         stack.append(fake.stop)
         fakes.append(fake)
-        settings = Settings(
-            discord_token=fake.token,
-            comfyui_urls=(comfy.url,),
-            workflows_dir=workflows,
-            dev_guild_id=fake.guild_id,
-            admin_role_id=admin_role_id,
-            log_level="INFO",
-            job_timeout=30,
-            max_output_mb=50,
-        )
+        env = {
+            "DISCORD_TOKEN": fake.token,
+            "COMFYUI_URL": comfy.url,
+            "WORKFLOWS_DIR": str(workflows),
+            "DEV_GUILD_ID": str(fake.guild_id),
+            "ADMIN_ROLE_ID": str(admin_role_id or ""),
+            "JOB_TIMEOUT": "30",
+            "JOBS_DB": str(jobs_db or tmp_path_factory.mktemp("db") / "jobs.sqlite3"),
+            **settings_env,
+        }
+        settings = load_settings(env, require_token=True)
         bot = ComfyBot(settings, guild_ready_timeout=0)
         bot.status_edit_interval = 0.1
         task = await start_bot(bot, fake)

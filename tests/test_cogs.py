@@ -76,9 +76,14 @@ class Interaction:
         self.followup = Followup(self.log)
         self.command = None
         self.channel = None
+        self.guild_id = 7
+        self.channel_id = 8
 
     def is_expired(self) -> bool:
         return False
+
+    async def original_response(self) -> Any:
+        return discord.Object(1234)
 
     async def edit_original_response(self, **kw: Any) -> None:
         self.log.calls.append(("edit", kw))
@@ -95,15 +100,19 @@ class StubEngine:
         self.files = files
         self.error: Exception | None = None
         self.runs: list[dict[str, Any]] = []
+        self.finished: list[tuple[str, Any]] = []
 
-    async def run(self, workflow, values, on_progress=None) -> JobResult:
+    async def finish(self, job_id: str, state: Any, error: str | None = None) -> None:
+        self.finished.append((job_id, state))
+
+    async def run(self, workflow, values, on_progress=None, *, record=None) -> JobResult:
         self.runs.append(dict(values))
         for progress in (Progress(position=2), Progress(position=1), Progress(node="KSampler", step=10, steps=20)):
             on_progress(progress)
             await asyncio.sleep(0.03)
         if self.error:
             raise self.error
-        return JobResult("abcdef123456", workflow.name, dict(values), "http://comfy", self.files, (), 1.25)
+        return JobResult(record.id if record else "abcdef123456", workflow.name, dict(values), "http://comfy", self.files, (), 1.25)
 
 
 @pytest.fixture
