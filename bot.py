@@ -107,6 +107,7 @@ class ComfyBot(commands.Bot):
         self.active_jobs: dict[str, int] = {}  # job id -> member id, for jobs waiting or running
         self.last_job_start: dict[int, float] = {}  # member id -> time.monotonic() of their last job
         self._recovery: asyncio.Task[None] | None = None
+        self.job_tasks: set[asyncio.Task[Any]] = set()  # running jobs, stopped on close and resumed next start
 
     async def setup_hook(self) -> None:
         self.session = aiohttp.ClientSession()
@@ -133,6 +134,7 @@ class ComfyBot(commands.Bot):
         await asyncio.gather(*(self.recover_job(r) for r in records))
 
     async def recover_job(self, record: JobRecord) -> None:
+        self.track_job()
         channel = self.get_partial_messageable(record.channel_id or 0)
         mention = f"<@{record.user_id}>" if record.user_id else "someone"
         header = f"**/{record.workflow}** for {mention}"
@@ -191,6 +193,12 @@ class ComfyBot(commands.Bot):
         lines += [f"Skipped: {p}" for p in catalog.problems]
         return "\n".join(lines)
 
+    def track_job(self) -> None:
+        """Remember the running task as a job's, so that close() stops it like a crash would."""
+        if (task := asyncio.current_task()) is not None:
+            self.job_tasks.add(task)
+            task.add_done_callback(self.job_tasks.discard)
+
     async def sync_commands(self) -> None:
         """Sync to the development guild when one is set (instant); otherwise globally, only when changed."""
         if self.settings.dev_guild_id:
@@ -206,8 +214,10 @@ class ComfyBot(commands.Bot):
             log.info("synced %d global command(s); Discord may take a while to show changes", len(synced))
 
     async def close(self) -> None:
-        if self._recovery is not None:
-            self._recovery.cancel()
+        # Jobs stay in the store as they are; the next start waits for them, fetches or resubmits them.
+        for task in [self._recovery, *self.job_tasks]:
+            if task is not None:
+                task.cancel()
         await super().close()
         if hasattr(self, "engine"):
             await self.engine.close()

@@ -186,6 +186,7 @@ class Generate(commands.Cog):
             upload_limit=interaction.filesize_limit,
         )
         self.bot.active_jobs[record.id] = interaction.user.id
+        self.bot.track_job()
         self.bot.last_job_start[interaction.user.id] = time.monotonic()
         header = f"**/{workflow.name}** for {interaction.user.mention}"
         message = JobMessage(interaction, header, self.bot.status_edit_interval, record.id)
@@ -211,8 +212,8 @@ async def cancel_job(interaction: discord.Interaction[Any], job_id: str) -> None
         raise InvalidInput("This job has already finished.")
     if owner != interaction.user.id and not await is_admin(interaction):
         raise InvalidInput("Only the member who started this job (or an admin) can cancel it.")
-    await interaction.response.send_message("Cancelling the job…", ephemeral=True)
     await bot.engine.cancel(job_id)
+    await interaction.response.send_message("Cancelling the job…", ephemeral=True)
 
 
 class CancelButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"job:cancel:(?P<job>[0-9a-f]{32})"):

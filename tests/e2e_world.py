@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from bot import ComfyBot
-from core.config import load_settings
+from core.config import Settings, load_settings
 from tests.conftest import MODELS, WORKFLOWS
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.discord_fake import FakeDiscord, Interaction, start_bot, stop_bot
@@ -24,6 +25,25 @@ class World:
     comfy: FakeComfyUI
     discord: FakeDiscord
     bot: ComfyBot
+    settings: Settings
+    task: asyncio.Task[None] | None = None
+
+    async def start_bot(self) -> ComfyBot:
+        """Start a new bot process (same settings, same job store) against the same fakes."""
+        self.bot = ComfyBot(self.settings, guild_ready_timeout=0)
+        self.bot.status_edit_interval = 0.1
+        self.task = await start_bot(self.bot, self.discord)
+        return self.bot
+
+    async def stop_bot(self) -> None:
+        """Stop the bot as a crash would leave things: nothing is finished on the way out."""
+        if self.task is not None:
+            task, self.task = self.task, None
+            await stop_bot(self.bot, task)
+
+    async def restart_bot(self) -> ComfyBot:
+        await self.stop_bot()
+        return await self.start_bot()
 
     def prompts(self) -> list[dict[str, Any]]:
         """What reached ComfyUI's POST /prompt."""
@@ -86,11 +106,10 @@ async def start(caplog: pytest.LogCaptureFixture, tmp_path_factory: pytest.TempP
             **settings_env,
         }
         settings = load_settings(env, require_token=True)
-        bot = ComfyBot(settings, guild_ready_timeout=0)
-        bot.status_edit_interval = 0.1
-        task = await start_bot(bot, fake)
-        stack.append(lambda: stop_bot(bot, task))
-        return World(comfy, fake, bot)
+        world = World(comfy, fake, ComfyBot(settings), settings)
+        await world.start_bot()
+        stack.append(world.stop_bot)
+        return world
 
     yield _start
     for stop in reversed(stack):

@@ -112,7 +112,9 @@ class StubEngine:
             await asyncio.sleep(0.03)
         if self.error:
             raise self.error
-        return JobResult(record.id if record else "abcdef123456", workflow.name, dict(values), "http://comfy", self.files, (), 1.25)
+        return JobResult(
+            record.id if record else "abcdef123456", workflow.name, dict(values), "http://comfy", self.files, (), 1.25
+        )
 
 
 @pytest.fixture

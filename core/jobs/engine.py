@@ -181,16 +181,16 @@ class Engine:
         await self._wait_connected(server)
         return await self._execute(server, record, on_progress, time.monotonic(), submit=False)
 
-    async def cancel(self, job_id: str) -> bool:
-        """Stop a job of this process: removed if pending, interrupted if running; False if not running here."""
-        for server in self.servers:
-            watch = server.listener.watches.get(job_id)
-            if watch is not None:
-                self._cancelled.add(job_id)
-                await server.client.cancel(job_id)
-                server.listener.request_reconcile()
-                return True
-        return False
+    async def cancel(self, job_id: str) -> None:
+        """Stop a job of this process: removed if pending, interrupted if running (never anyone else's)."""
+        if job_id in self._cancelled:
+            raise InvalidInput("This job is already being cancelled.")
+        server = next((s for s in self.servers if job_id in s.listener.watches), None)
+        if server is None:
+            raise InvalidInput("This job is just being submitted; try again in a moment.")
+        self._cancelled.add(job_id)
+        await server.client.cancel(job_id)
+        server.listener.request_reconcile()
 
     async def _execute(
         self, server: ComfyServer, record: JobRecord, on_progress: OnProgress | None, started: float, *, submit: bool
