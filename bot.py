@@ -118,6 +118,7 @@ class ComfyBot(commands.Bot):
             job_timeout=self.settings.job_timeout,
             max_output_bytes=self.settings.max_output_bytes,
             store=self.store,
+            client_id=await self.store.client_id(),
         )
         self.engine.start()
         self.catalog = await self.load_workflows()

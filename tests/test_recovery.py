@@ -5,11 +5,15 @@ starting a new one on the same job store, against the same fake Discord and fake
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
 from typing import Any
 
 import pytest
 
 from core.jobs.store import JobState
+from tests.conftest import ROOT, WORKFLOWS
 from tests.e2e_world import Start, World, finished
 from tests.fakes.discord_fake import Interaction
 
@@ -236,3 +240,48 @@ async def test_member_limit_refuses_a_third_job(start: Start) -> None:
     world.comfy.resume()
     await delivered_once(world, "one")
     await delivered_once(world, "two")
+
+
+async def test_kill_9_mid_job_then_restart_delivers_once(
+    start: Start, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The bot as its own OS process, killed with SIGKILL while the job runs, then started again."""
+    world = await start()
+    await world.stop_bot()  # this test runs the bot as a separate process instead
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "COMFYUI_", "JOBS_"))},
+        "DISCORD_TOKEN": world.discord.token,
+        "COMFYUI_URL": world.comfy.url,
+        "WORKFLOWS_DIR": str(WORKFLOWS),
+        "DEV_GUILD_ID": str(world.discord.guild_id),
+        "JOBS_DB": str(tmp_path_factory.mktemp("kill9") / "jobs.sqlite3"),
+        "LOG_LEVEL": "INFO",
+    }
+
+    async def spawn() -> asyncio.subprocess.Process:
+        connections = len(world.discord.gateway_connections)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.fakes.bot_process", world.discord.url,
+            cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        await world.discord.wait_for(lambda: len(world.discord.gateway_connections) > connections, timeout=30)
+        await asyncio.sleep(2.5)  # a plain `python bot.py` waits for guilds (guild_ready_timeout) before it is ready
+        return process
+
+    first = await spawn()
+    world.comfy.node_delay = 0.1
+    it = await world.discord.invoke_slash("image", {"prompt": "killed cat"})
+    job_id = await job_id_for(world, "killed cat")
+    await world.comfy.wait_for(lambda: bool(world.comfy.queue_snapshot()[0]), timeout=10)
+    world.comfy.pause()
+    first.send_signal(signal.SIGKILL)
+    assert await first.wait() == -signal.SIGKILL
+    world.comfy.resume()
+    second = await spawn()
+    try:
+        message = await delivered_once(world, "killed cat")
+    finally:
+        second.terminate()
+        await second.wait()
+    assert int(message["id"]) == it.original_id
+    assert [p["prompt_id"] for p in world.prompts()] == [job_id]

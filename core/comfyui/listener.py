@@ -99,9 +99,10 @@ class ComfyListener:
         *,
         reconcile_interval: float = 15.0,
         max_frame_bytes: int = 256 * 1024 * 1024,
+        client_id: str | None = None,
     ) -> None:
         self.client = client
-        self.client_id = uuid.uuid4().hex
+        self.client_id = client_id or uuid.uuid4().hex
         self.connected = asyncio.Event()
         self.last_failure = 0.0  # monotonic time of the last failed connection attempt
         self.reconcile_interval = reconcile_interval

@@ -123,11 +123,14 @@ class Engine:
         max_output_bytes: int,
         reconcile_interval: float = 15.0,
         store: JobStore | None = None,
+        client_id: str | None = None,
     ) -> None:
         self.servers = [
             ComfyServer(
                 client := ComfyClient(session, url),
-                ComfyListener(client, reconcile_interval=reconcile_interval, max_frame_bytes=max_output_bytes),
+                ComfyListener(
+                    client, reconcile_interval=reconcile_interval, max_frame_bytes=max_output_bytes, client_id=client_id
+                ),
             )
             for url in urls
         ]

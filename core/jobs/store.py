@@ -10,6 +10,7 @@ import enum
 import json
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -68,6 +69,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_state ON jobs (state);
     CREATE INDEX jobs_user ON jobs (user_id, state);
     """,
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
 )
 
 
@@ -130,6 +132,19 @@ class JobStore:
                 record.updated_at,
             ),
         )
+
+    async def client_id(self) -> str:
+        """The websocket clientId of this bot, the same after a restart.
+
+        ComfyUI sends a prompt's events to the clientId that submitted it, so a restarted bot that reconnects
+        under the same id keeps receiving the progress and completion of the jobs it had submitted.
+        """
+        return await self._run(self._client_id)
+
+    def _client_id(self) -> str:
+        assert self._db is not None
+        self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('client_id', ?)", (uuid.uuid4().hex,))
+        return self._db.execute("SELECT value FROM meta WHERE key = 'client_id'").fetchone()[0]
 
     async def get(self, job_id: str) -> JobRecord | None:
         rows = await self._run(self._select, "SELECT data FROM jobs WHERE id = ?", (job_id,))
