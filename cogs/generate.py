@@ -59,11 +59,11 @@ class Generate(commands.Cog):
         self.commands: list[app_commands.Command[Any, ..., None]] = []
 
     async def cog_load(self) -> None:
-        self.bot.add_dynamic_items(CancelButton)
+        self.bot.add_dynamic_items(JobButton)
         self.register()
 
     async def cog_unload(self) -> None:
-        self.bot.remove_dynamic_items(CancelButton)
+        self.bot.remove_dynamic_items(JobButton)
         self.unregister()
 
     @app_commands.command(name="cancel", description="Cancel your newest job that is still waiting or running")
@@ -216,33 +216,103 @@ async def cancel_job(interaction: discord.Interaction[Any], job_id: str) -> None
     await interaction.response.send_message("Cancelling the job…", ephemeral=True)
 
 
-class CancelButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"job:cancel:(?P<job>[0-9a-f]{32})"):
-    """The Cancel button on a status message; it works after a restart too (the job id is in its custom_id)."""
+JOB_BUTTON = r"job:(?P<action>cancel|reroll|details|delete):(?P<job>[0-9a-f]{32})"
+ACTIONS = {
+    "cancel": ("Cancel", discord.ButtonStyle.secondary),
+    "reroll": ("Re-roll", discord.ButtonStyle.primary),
+    "details": ("Details", discord.ButtonStyle.secondary),
+    "delete": ("Delete", discord.ButtonStyle.danger),
+}
 
-    def __init__(self, job_id: str) -> None:
-        button: discord.ui.Button[Any] = discord.ui.Button(
-            label="Cancel", style=discord.ButtonStyle.secondary, custom_id=f"job:cancel:{job_id}"
-        )
-        super().__init__(button)
-        self.job_id = job_id
+
+class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=JOB_BUTTON):
+    """A button on a job's message (Cancel while it runs; Re-roll, Details, Delete on the result).
+
+    Its custom_id carries the action and the job id and its state comes from the store, so it keeps
+    working after a restart.
+    """
+
+    def __init__(self, action: str, job_id: str) -> None:
+        label, style = ACTIONS[action]
+        super().__init__(discord.ui.Button(label=label, style=style, custom_id=f"job:{action}:{job_id}"))
+        self.action, self.job_id = action, job_id
 
     @classmethod
     async def from_custom_id(  # type: ignore[override]
         cls, interaction: discord.Interaction[Any], item: discord.ui.Button[Any], match: re.Match[str], /
-    ) -> CancelButton:
-        return cls(match["job"])
+    ) -> JobButton:
+        return cls(match["action"], match["job"])
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:  # type: ignore[override]
         try:
-            await cancel_job(interaction, self.job_id)
-        except InvalidInput as exc:
-            await interaction.response.send_message(exc.user_message, ephemeral=True)
+            if self.action == "cancel":
+                await cancel_job(interaction, self.job_id)
+                return
+            bot: ComfyBot = interaction.client  # type: ignore[assignment]
+            record = await bot.store.get(self.job_id)
+            if record is None:
+                raise InvalidInput("This job is no longer known to the bot.")
+            if self.action == "details":
+                await interaction.response.send_message(job_details(record), ephemeral=True)
+            elif self.action == "delete":
+                await delete_result(interaction, record)
+            else:
+                await reroll(interaction, record)
+        except Exception as exc:  # the tree's funnel explains it privately, as for commands
+            await bot_tree(interaction).on_error(interaction, exc)  # type: ignore[arg-type]
 
 
-def cancel_view(job_id: str) -> discord.ui.View:
+def bot_tree(interaction: discord.Interaction[Any]) -> app_commands.CommandTree[Any]:
+    return interaction.client.tree  # type: ignore[attr-defined]
+
+
+def job_view(job_id: str, *actions: str) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    view.add_item(CancelButton(job_id))
+    for action in actions:
+        view.add_item(JobButton(action, job_id))
     return view
+
+
+def result_view(job_id: str) -> discord.ui.View:
+    return job_view(job_id, "reroll", "details", "delete")
+
+
+def job_details(record: JobRecord) -> str:
+    """Everything about a job, for its Details button."""
+    lines = [f"**/{record.workflow}** · job `{record.id}` · {record.state.value}"]
+    lines += [f"**{name}:** {discord.utils.escape_markdown(str(value))[:300]}" for name, value in record.values.items()]
+    lines.append(f"**server:** {record.server or 'none yet'} · attempts {record.attempts}")
+    lines.append(f"**started:** <t:{int(record.created_at)}:f> · last change <t:{int(record.updated_at)}:R>")
+    if record.error:
+        lines.append(f"**error:** {record.error}")
+    return "\n".join(lines)[:MAX_CONTENT]
+
+
+async def delete_result(interaction: discord.Interaction[Any], record: JobRecord) -> None:
+    """Delete a result message for its requester or an admin."""
+    if record.user_id != interaction.user.id and not await is_admin(interaction):
+        raise InvalidInput("Only the member who asked for this result (or an admin) can delete it.")
+    await interaction.response.send_message("Deleted.", ephemeral=True)
+    if interaction.message is not None:
+        await interaction.message.delete()
+
+
+async def reroll(interaction: discord.Interaction[Any], record: JobRecord) -> None:
+    """Run the same job again with a new seed."""
+    bot: ComfyBot = interaction.client  # type: ignore[assignment]
+    workflow = bot.catalog.workflows.get(record.workflow)
+    if workflow is None:
+        raise InvalidInput(f"/{record.workflow} is no longer available.")
+    if any(p.type in (ParamType.IMAGE, ParamType.AUDIO) for p in workflow.params):
+        raise InvalidInput("Re-roll is not available for jobs with attached files; run the command again.")
+    given = {
+        p.name: record.values[p.name]
+        for p in workflow.params
+        if p.type is not ParamType.SEED and p.name in record.values
+    }
+    cog = bot.get_cog("Generate")
+    assert cog is not None
+    await cog.start_job(interaction, workflow, given)  # type: ignore[attr-defined]
 
 
 def _annotation(param: Param) -> Any:
@@ -341,7 +411,7 @@ class JobMessage:
         self.interaction = interaction
         self.header = header
         self.interval = interval
-        self.view = cancel_view(job_id) if job_id else None
+        self.view = job_view(job_id, "cancel") if job_id else None
         self.message_id: int | None = None
         self.expired = False
         self._latest = ""
@@ -379,9 +449,10 @@ class JobMessage:
         await self.stop()
         content, batches = result_messages(result, self.interaction.user.mention, self.interaction.filesize_limit)
         first, *rest = batches
-        if not await self._with_token(self._edit_original(content=content, attachments=_files(first), view=None)):
+        view = result_view(result.job_id)
+        if not await self._with_token(self._edit_original(content=content, attachments=_files(first), view=view)):
             # A new message notifies the member; the nonce makes a repeated send (after a restart) a no-op.
-            await self._channel().send(content, files=_files(first), nonce=result.job_id[:25])
+            await self._channel().send(content, files=_files(first), nonce=result.job_id[:25], view=view)
             await self.edit_status("Finished: the result is in the message below.", view=None)
         for batch in rest:
             if not await self._with_token(self.interaction.followup.send(files=_files(batch))):
@@ -460,10 +531,10 @@ async def deliver_to_channel(
     if record.message_id is not None:
         with contextlib.suppress(discord.NotFound):  # the status message may have been deleted meanwhile
             message = channel.get_partial_message(record.message_id)
-            await message.edit(content=content, attachments=_files(first), view=None)
+            await message.edit(content=content, attachments=_files(first), view=result_view(record.id))
             edited = True
     if not edited:
-        await channel.send(content, files=_files(first), nonce=record.id[:25])
+        await channel.send(content, files=_files(first), nonce=record.id[:25], view=result_view(record.id))
     for index, batch in enumerate(rest, start=1):
         await channel.send(files=_files(batch), nonce=f"{record.id[:22]}-{index:02d}")
 

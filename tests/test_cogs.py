@@ -113,7 +113,7 @@ class StubEngine:
         if self.error:
             raise self.error
         return JobResult(
-            record.id if record else "abcdef123456", workflow.name, dict(values), "http://comfy", self.files, (), 1.25
+            record.id if record else "abcdef12" * 4, workflow.name, dict(values), "http://comfy", self.files, (), 1.25
         )
 
 
@@ -262,7 +262,7 @@ async def test_files_over_the_limit_are_named_and_batches_hold_ten(bot: ComfyBot
         *tuple(OutputFile(f"img_{i:02d}.png", PNG, "9") for i in range(12)),
         OutputFile("huge.mp4", b"\x00" * 3000, "10"),
     )
-    result = JobResult("abc", "image", {"prompt": "a cat"}, "http://comfy", files, (), 2.0)
+    result = JobResult("a" * 32, "image", {"prompt": "a cat"}, "http://comfy", files, (), 2.0)
     it = Interaction(limit=2048)
     await JobMessage(it, "header", 0.0).finish(result)  # type: ignore[arg-type]
     (first, kw1), (second, kw2) = it.calls

@@ -285,3 +285,43 @@ async def test_kill_9_mid_job_then_restart_delivers_once(
         await second.wait()
     assert int(message["id"]) == it.original_id
     assert [p["prompt_id"] for p in world.prompts()] == [job_id]
+
+
+def buttons(message: dict[str, Any]) -> dict[str, str]:
+    """Label -> custom_id of a message's buttons."""
+    return {c["label"]: c["custom_id"] for row in message.get("components", []) for c in row.get("components", [])}
+
+
+async def test_result_buttons_work_after_a_restart(start: Start) -> None:
+    world = await start()
+    it = await world.discord.invoke_slash("image", {"prompt": "button cat", "seed": 11})
+    message = await finished(world, it)
+    job_id = await job_id_for(world, "button cat")
+    assert buttons(message) == {
+        "Re-roll": f"job:reroll:{job_id}",
+        "Details": f"job:details:{job_id}",
+        "Delete": f"job:delete:{job_id}",
+    }
+    await wait_state(world, job_id, JobState.DONE)
+    await world.restart_bot()  # the buttons are read back from their custom_id and the store
+
+    details = await world.discord.click(int(message["id"]), buttons(message)["Details"])
+    await world.discord.wait_for(lambda: bool(world.private_replies(details)))
+    [text] = world.private_replies(details)
+    assert text.splitlines()[0] == f"**/image** · job `{job_id}` · done"
+    assert "**seed:** 11" in text and f"**server:** {world.comfy.url}" in text
+
+    reroll = await world.discord.click(int(message["id"]), buttons(message)["Re-roll"])
+    await world.discord.wait_for(lambda: len(results(world, "button cat")) == 2, timeout=10)
+    first, second = world.prompts()[0]["prompt"], world.prompts()[1]["prompt"]
+    assert second["6"]["inputs"]["text"] == first["6"]["inputs"]["text"] == "button cat"
+    assert second["3"]["inputs"]["seed"] != 11
+    assert reroll.original_id is not None and reroll.original_id != it.original_id  # a new message
+
+    stranger = world.discord.make_user(name="stranger")
+    refused = await world.discord.click(int(message["id"]), buttons(message)["Delete"], user=stranger)
+    await world.discord.wait_for(lambda: bool(world.private_replies(refused)))
+    assert world.private_replies(refused) == ["Only the member who asked for this result (or an admin) can delete it."]
+    deleted = await world.discord.click(int(message["id"]), buttons(message)["Delete"])
+    await world.discord.wait_for(lambda: int(message["id"]) not in world.discord.messages)
+    assert world.private_replies(deleted) == ["Deleted."]
