@@ -119,6 +119,7 @@ class ComfyBot(commands.Bot):
             max_output_bytes=self.settings.max_output_bytes,
             store=self.store,
             client_id=await self.store.client_id(),
+            max_jobs_per_server=self.settings.max_jobs_per_server,
         )
         self.engine.start()
         self.catalog = await self.load_workflows()

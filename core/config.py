@@ -31,6 +31,7 @@ class Settings:
     max_output_mb: float
     jobs_db: Path
     max_pending_per_member: int
+    max_jobs_per_server: int
     cooldown_seconds: float
 
     @property
@@ -106,6 +107,7 @@ def load_settings(env: Mapping[str, str], *, require_token: bool) -> Settings:
     job_timeout = _positive_number(text("JOB_TIMEOUT"), 3600.0, "JOB_TIMEOUT", "seconds", problems)
     max_output_mb = _positive_number(text("MAX_OUTPUT_MB"), 200.0, "MAX_OUTPUT_MB", "megabytes", problems)
     max_pending = _positive_number(text("MAX_PENDING_PER_MEMBER"), 2, "MAX_PENDING_PER_MEMBER", "jobs", problems)
+    per_server = _positive_number(text("MAX_JOBS_PER_SERVER"), 4, "MAX_JOBS_PER_SERVER", "jobs", problems)
     cooldown = 0.0
     if raw_cooldown := text("COOLDOWN_SECONDS"):
         try:
@@ -114,7 +116,8 @@ def load_settings(env: Mapping[str, str], *, require_token: bool) -> Settings:
             cooldown = -1.0
         if cooldown < 0:
             problems.append("COOLDOWN_SECONDS must be a number of seconds, 0 or more (default 0: no cooldown).")
-            cooldown = 0.0
+            per_server = _positive_number(text("MAX_JOBS_PER_SERVER"), 4, "MAX_JOBS_PER_SERVER", "jobs", problems)
+    cooldown = 0.0
 
     if problems:
         raise ConfigError(problems)
@@ -129,6 +132,7 @@ def load_settings(env: Mapping[str, str], *, require_token: bool) -> Settings:
         max_output_mb=max_output_mb,
         jobs_db=Path(text("JOBS_DB") or "data/jobs.sqlite3"),
         max_pending_per_member=int(max_pending),
+        max_jobs_per_server=int(per_server),
         cooldown_seconds=cooldown,
     )
 

@@ -11,7 +11,15 @@ import aiohttp
 import pytest
 
 from core.comfyui.listener import ComfyListener
-from core.errors import ComfyUnreachable, ExecutionFailed, JobInterrupted, JobLost, JobTimeout, PromptRejected
+from core.errors import (
+    ComfyUnreachable,
+    ExecutionFailed,
+    JobCancelled,
+    JobInterrupted,
+    JobLost,
+    JobTimeout,
+    PromptRejected,
+)
 from core.jobs.engine import Engine, Progress
 from core.workflows import Workflow, load_catalog, load_workflow
 from tests.conftest import WORKFLOWS
@@ -253,3 +261,36 @@ async def test_timeout_gives_up_and_cancels_on_the_server(comfy: FakeComfyUI, se
     assert caught.value.user_message == "The job did not finish within 1 minute(s), so the bot stopped waiting for it."
     job_id = submitted(comfy)[0]["prompt_id"]
     assert ("/interrupt", {"prompt_id": job_id}) in [(r.path, r.json) for r in comfy.requests]
+
+
+async def test_server_slots_hold_back_extra_jobs_in_order_and_allow_cancelling(
+    comfy: FakeComfyUI, session: aiohttp.ClientSession
+) -> None:
+    engine = Engine(session, (comfy.url,), job_timeout=15, max_output_bytes=2**24, max_jobs_per_server=1)
+    engine.start()
+    try:
+        comfy.pause()
+        seen: dict[str, list[str]] = {"b": [], "c": []}
+        a = asyncio.create_task(engine.run(IMAGE, IMAGE.resolve({"prompt": "a"})))
+        await comfy.wait_for(lambda: len(submitted(comfy)) == 1)
+        b = asyncio.create_task(
+            engine.run(IMAGE, IMAGE.resolve({"prompt": "b"}), lambda p: seen["b"].append(p.describe()))
+        )
+        await comfy.wait_for(lambda: bool(seen["b"]))
+        c = asyncio.create_task(
+            engine.run(IMAGE, IMAGE.resolve({"prompt": "c"}), lambda p: seen["c"].append(p.describe()))
+        )
+        await comfy.wait_for(lambda: bool(seen["c"]))
+        assert seen["b"] == ["Waiting for a free slot: position 1 in the bot's queue"]
+        assert seen["c"] == ["Waiting for a free slot: position 2 in the bot's queue"]
+        assert len(submitted(comfy)) == 1  # only one job on the server at a time
+        await engine.cancel(engine._waiting[0])  # b gives up its place
+        with pytest.raises(JobCancelled):
+            await b
+        await comfy.wait_for(lambda: "Waiting for a free slot: position 1 in the bot's queue" in seen["c"])
+        comfy.resume()
+        await asyncio.gather(a, c)
+        assert [body["prompt"]["6"]["inputs"]["text"] for body in submitted(comfy)] == ["a", "c"]
+    finally:
+        comfy.resume()
+        await engine.close()

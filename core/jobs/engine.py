@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -49,8 +50,11 @@ class Progress:
     node: str | None = None  # the running node, named for people
     step: int | None = None
     steps: int | None = None
+    waiting: int | None = None  # place in the bot's own queue, before any server has a free slot
 
     def describe(self) -> str:
+        if self.waiting:
+            return f"Waiting for a free slot: position {self.waiting} in the bot's queue"
         if self.position:
             return f"Queued: position {self.position} in line"
         if self.node is None:
@@ -96,10 +100,11 @@ class ComfyServer:
     client: ComfyClient
     listener: ComfyListener
     _options: dict[str, tuple[float, list[str]]] = field(default_factory=dict)
+    active: set[str] = field(default_factory=set)  # jobs given to this server and not finished yet
 
     @property
     def load(self) -> int:
-        return len(self.listener.watches)
+        return len(self.active)
 
     async def options(self, source: str) -> list[str]:
         """The server's values for "Class.input" (model files and the like), refreshed every OPTIONS_TTL s."""
@@ -124,6 +129,7 @@ class Engine:
         reconcile_interval: float = 15.0,
         store: JobStore | None = None,
         client_id: str | None = None,
+        max_jobs_per_server: int = 0,
     ) -> None:
         self.servers = [
             ComfyServer(
@@ -137,7 +143,10 @@ class Engine:
         self.job_timeout = job_timeout
         self.max_output_bytes = max_output_bytes
         self.store = store
+        self.max_jobs_per_server = max_jobs_per_server  # 0: no limit
         self._cancelled: set[str] = set()
+        self._waiting: list[str] = []  # job ids waiting for a slot, first come first served
+        self._slot_freed = asyncio.Condition()
 
     def start(self) -> None:
         """Open every server's websocket (before the first submit, so no event is missed)."""
@@ -164,11 +173,15 @@ class Engine:
         shown = {k: str(v) if isinstance(v, InputFile) else v for k, v in values.items()}
         record = record or JobRecord(id=new_job_id(), workflow=workflow.name, values=shown)
         await self._save(record)
+        server = None
         try:
-            server = await self._pick_server()
+            server = await self._pick_server(record.id, on_progress)
             prompt = workflow.render(await self._server_values(server, workflow, values))
         except BotError as exc:
-            await self._save(record, state=JobState.FAILED, error=exc.user_message)
+            state = JobState.CANCELLED if isinstance(exc, JobCancelled) else JobState.FAILED
+            await self._save(record, state=state, error=exc.user_message)
+            if server is not None:
+                await self._release(server, record.id)
             raise
         record = await self._save(record, server=server.client.name, prompt=prompt)
         log.info("job %s: /%s on %s", record.id, workflow.name, server.client.name)
@@ -182,12 +195,18 @@ class Engine:
             await self._save(record, state=JobState.FAILED, error=error.user_message)
             raise error
         await self._wait_connected(server)
+        server.active.add(record.id)
         return await self._execute(server, record, on_progress, time.monotonic(), submit=False)
 
     async def cancel(self, job_id: str) -> None:
         """Stop a job of this process: removed if pending, interrupted if running (never anyone else's)."""
         if job_id in self._cancelled:
             raise InvalidInput("This job is already being cancelled.")
+        if job_id in self._waiting:
+            self._cancelled.add(job_id)
+            async with self._slot_freed:
+                self._slot_freed.notify_all()
+            return
         server = next((s for s in self.servers if job_id in s.listener.watches), None)
         if server is None:
             raise InvalidInput("This job is just being submitted; try again in a moment.")
@@ -234,6 +253,7 @@ class Engine:
         finally:
             server.listener.unwatch(record.id)
             self._cancelled.discard(record.id)
+            await self._release(server, record.id)
         await self._save(record, state=JobState.DELIVERING)
         seconds = time.monotonic() - started
         log.info("job %s: done in %.1fs with %d file(s)", record.id, seconds, len(files))
@@ -259,22 +279,49 @@ class Engine:
         except TimeoutError:
             pass  # reconciliation retries once the socket is back; the job timeout still applies
 
-    async def _pick_server(self) -> ComfyServer:
-        """The least busy server whose websocket is up.
+    async def _pick_server(self, job_id: str, on_progress: OnProgress | None) -> ComfyServer:
+        """The least busy server whose websocket is up and that has a free slot; first come, first served.
 
         A job arriving while a socket reconnects waits briefly, but not once every server has just
         failed a connection attempt: then the member hears at once that ComfyUI is unreachable.
         """
         asked = time.monotonic()
-        while True:
-            connected = [s for s in self.servers if s.listener.connected.is_set()]
-            if connected:
-                return min(connected, key=lambda s: s.load)
-            all_failed = all(s.listener.last_failure > asked for s in self.servers)
-            if all_failed or time.monotonic() - asked > CONNECT_WAIT:
-                names = ", ".join(s.client.name for s in self.servers)
-                raise ComfyUnreachable(names, "websocket not connected")
-            await asyncio.sleep(0.05)
+        self._waiting.append(job_id)
+        shown: int | None = None
+        try:
+            while True:
+                if job_id in self._cancelled:
+                    self._cancelled.discard(job_id)
+                    raise JobCancelled()
+                connected = [s for s in self.servers if s.listener.connected.is_set()]
+                if not connected:
+                    all_failed = all(s.listener.last_failure > asked for s in self.servers)
+                    if all_failed or time.monotonic() - asked > CONNECT_WAIT:
+                        names = ", ".join(s.client.name for s in self.servers)
+                        raise ComfyUnreachable(names, "websocket not connected")
+                    await asyncio.sleep(0.05)
+                    continue
+                free = [s for s in connected if not self.max_jobs_per_server or s.load < self.max_jobs_per_server]
+                position = self._waiting.index(job_id) + 1
+                if free and position == 1:
+                    server = min(free, key=lambda s: s.load)
+                    server.active.add(job_id)
+                    return server
+                if on_progress is not None and position != shown:
+                    shown = position
+                    await _call(on_progress, Progress(waiting=position))
+                async with self._slot_freed:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._slot_freed.wait(), 1.0)
+        finally:
+            self._waiting.remove(job_id)
+            async with self._slot_freed:
+                self._slot_freed.notify_all()  # the next in line may go now
+
+    async def _release(self, server: ComfyServer, job_id: str) -> None:
+        server.active.discard(job_id)
+        async with self._slot_freed:
+            self._slot_freed.notify_all()
 
     async def object_infos(self) -> list[dict[str, Any]]:
         """The /object_info of every server that answers, to validate workflows against."""
@@ -330,9 +377,7 @@ class Engine:
                 assert isinstance(event, Running)
                 label = _short_label(prompt, event.node) if event.node else None
                 progress = Progress(node=label, step=event.value, steps=event.max)
-            result = on_progress(progress)
-            if result is not None:
-                await result
+            await _call(on_progress, progress)
 
     async def _collect(
         self, client: ComfyClient, entry: HistoryEntry, watch: Watch
@@ -386,6 +431,12 @@ def _raise_if_failed(entry: HistoryEntry, prompt: Prompt) -> None:
             raise JobInterrupted(detail=f"interrupted at node {data.get('node_id')}")
     if status.get("status_str") == "error":
         raise ExecutionFailed("The job failed on the ComfyUI server without saying why.", detail=str(status))
+
+
+async def _call(on_progress: OnProgress, progress: Progress) -> None:
+    result = on_progress(progress)
+    if result is not None:
+        await result
 
 
 async def _best_effort(call: Awaitable[Any]) -> None:
