@@ -66,6 +66,22 @@ class Generate(commands.Cog):
         self.bot.remove_dynamic_items(JobButton)
         self.unregister()
 
+    @app_commands.command(name="queue", description="Show your jobs that are waiting or running (admins see all)")
+    async def queue(self, interaction: discord.Interaction[Any]) -> None:
+        everyone = await is_admin(interaction)
+        jobs = [(job, user) for job, user in self.bot.active_jobs.items() if everyone or user == interaction.user.id]
+        lines = []
+        for job_id, user in jobs:
+            record = await self.bot.store.get(job_id)
+            workflow = record.workflow if record else "?"
+            who = f" for <@{user}>" if everyone else ""
+            lines.append(f"• `{job_id[:8]}` /{workflow}{who}: {self.bot.engine.whereabouts(job_id)}")
+        if not lines:
+            lines = ["No job is waiting or running." if everyone else "You have no job waiting or running."]
+        await interaction.response.send_message(
+            "\n".join(lines)[:MAX_CONTENT], ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+        )
+
     @app_commands.command(name="cancel", description="Cancel your newest job that is still waiting or running")
     async def cancel(self, interaction: discord.Interaction[Any]) -> None:
         mine = [job for job, user in self.bot.active_jobs.items() if user == interaction.user.id]

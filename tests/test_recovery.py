@@ -325,3 +325,28 @@ async def test_result_buttons_work_after_a_restart(start: Start) -> None:
     deleted = await world.discord.click(int(message["id"]), buttons(message)["Delete"])
     await world.discord.wait_for(lambda: int(message["id"]) not in world.discord.messages)
     assert world.private_replies(deleted) == ["Deleted."]
+
+
+async def test_queue_lists_the_members_jobs_and_where_they_are(start: Start) -> None:
+    world = await start(settings_env={"MAX_JOBS_PER_SERVER": "1"})
+    first, first_id = await hold_running(world, "first cat")
+    member = world.discord.make_user(name="member")
+    await world.discord.invoke_slash("image", {"prompt": "second cat"}, user=member)
+    await world.discord.wait_for(lambda: len(world.bot.active_jobs) == 2)
+    second_id = next(job for job, user in world.bot.active_jobs.items() if user == int(member["id"]))
+    await world.discord.wait_for(lambda: second_id in world.bot.engine._waiting)
+
+    mine = await world.discord.invoke_slash("queue", user=member)
+    await world.discord.wait_for(lambda: bool(world.private_replies(mine)))
+    assert world.private_replies(mine) == [
+        f"• `{second_id[:8]}` /image: waiting for a free slot (position 1 in the bot's queue)"
+    ]
+    everything = await world.discord.invoke_slash("queue")  # the owner is an admin
+    await world.discord.wait_for(lambda: bool(world.private_replies(everything)))
+    assert world.private_replies(everything)[0].splitlines() == [
+        f"• `{first_id[:8]}` /image for <@{first.user['id']}>: running on {world.comfy.url}",
+        f"• `{second_id[:8]}` /image for <@{member['id']}>: waiting for a free slot (position 1 in the bot's queue)",
+    ]
+    world.comfy.resume()
+    await delivered_once(world, "first cat")
+    await delivered_once(world, "second cat")

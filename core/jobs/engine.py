@@ -198,6 +198,20 @@ class Engine:
         server.active.add(record.id)
         return await self._execute(server, record, on_progress, time.monotonic(), submit=False)
 
+    def whereabouts(self, job_id: str) -> str:
+        """Where a job of this process is now, in words for /queue."""
+        if job_id in self._waiting:
+            return f"waiting for a free slot (position {self._waiting.index(job_id) + 1} in the bot's queue)"
+        for server in self.servers:
+            watch = server.listener.watches.get(job_id)
+            if watch is not None:
+                if watch.last_position == 0:
+                    return f"running on {server.client.name}"
+                if watch.last_position:
+                    return f"queued on {server.client.name} (position {watch.last_position})"
+                return f"submitted to {server.client.name}"
+        return "being prepared or delivered"
+
     async def cancel(self, job_id: str) -> None:
         """Stop a job of this process: removed if pending, interrupted if running (never anyone else's)."""
         if job_id in self._cancelled:
