@@ -23,6 +23,7 @@ from cogs.access import is_admin
 from core.errors import InvalidInput, JobCancelled
 from core.jobs.engine import JobResult, OutputFile, new_job_id
 from core.jobs.store import JobRecord, JobState
+from core.media import fit_file, human_size
 from core.workflows import InputFile, Param, ParamType, Workflow
 from core.workflows.model import MAX_SEED, MAX_UPLOAD_BYTES
 
@@ -463,7 +464,8 @@ class JobMessage:
     async def finish(self, result: JobResult) -> None:
         """Turn the status message into the result: files (10 per message) and the parameters used."""
         await self.stop()
-        content, batches = result_messages(result, self.interaction.user.mention, self.interaction.filesize_limit)
+        mention, limit = self.interaction.user.mention, self.interaction.filesize_limit
+        content, batches = await result_messages(result, mention, limit)
         first, *rest = batches
         view = result_view(result.job_id)
         if not await self._with_token(self._edit_original(content=content, attachments=_files(first), view=view)):
@@ -514,8 +516,12 @@ def _files(batch: list[OutputFile]) -> list[discord.File]:
     return [discord.File(io.BytesIO(f.data), filename=f.filename) for f in batch]
 
 
-def result_messages(result: JobResult, mention: str, limit: int) -> tuple[str, list[list[OutputFile]]]:
-    """The result text (who asked, the parameters used, what did not fit) and the files in batches of ten."""
+async def result_messages(result: JobResult, mention: str, limit: int) -> tuple[str, list[list[OutputFile]]]:
+    """The result text (who asked, the options used, what was shrunk or left out) and the files, ten a batch.
+
+    A file over the upload limit is re-encoded or scaled down to fit (in a thread: it is CPU work); one
+    that cannot be made to fit is named with its size instead of failing the whole message.
+    """
     lines = [f"**/{result.workflow}** for {mention} · {result.seconds:.1f} s"]
     for name, value in result.values.items():
         text = str(value)
@@ -523,15 +529,23 @@ def result_messages(result: JobResult, mention: str, limit: int) -> tuple[str, l
             text = text.replace("\n", " / ")[:300] + ("…" if len(text) > 300 else "")
         lines.append(f"**{name}:** {discord.utils.escape_markdown(text)}")
     lines.extend(f"```\n{text[:500]}\n```" for text in result.texts)
-    too_big = [f for f in result.files if len(f.data) > limit]
+    files: list[OutputFile] = []
+    too_big: list[OutputFile] = []
+    for file in result.files:
+        fitted = await asyncio.to_thread(fit_file, file.filename, file.data, limit)
+        if fitted is None:
+            too_big.append(file)
+            continue
+        files.append(OutputFile(fitted.filename, fitted.data, file.node_id))
+        if fitted.note:
+            lines.append(f"{file.filename}: {fitted.note}.")
     if too_big:
-        names = ", ".join(f"{f.filename} ({_size(len(f.data))})" for f in too_big)
-        lines.append(f"Too large for this server's {_size(limit)} upload limit, so not attached: {names}")
+        names = ", ".join(f"{f.filename} ({human_size(len(f.data))})" for f in too_big)
+        lines.append(f"Too large for this server's {human_size(limit)} upload limit, so not attached: {names}")
     content = "\n".join(lines)
     if len(content) > MAX_CONTENT:
         content = content[: MAX_CONTENT - 1] + "…"
-    fitting = [f for f in result.files if len(f.data) <= limit]
-    return content, [fitting[i : i + MAX_FILES] for i in range(0, len(fitting), MAX_FILES)] or [[]]
+    return content, [files[i : i + MAX_FILES] for i in range(0, len(files), MAX_FILES)] or [[]]
 
 
 async def deliver_to_channel(
@@ -541,7 +555,7 @@ async def deliver_to_channel(
 
     Editing is idempotent, so a delivery cut short by another restart is simply done again, never twice.
     """
-    content, batches = result_messages(result, mention, record.upload_limit or DEFAULT_UPLOAD_LIMIT)
+    content, batches = await result_messages(result, mention, record.upload_limit or DEFAULT_UPLOAD_LIMIT)
     first, *rest = batches
     edited = False
     if record.message_id is not None:
@@ -553,10 +567,6 @@ async def deliver_to_channel(
         await channel.send(content, files=_files(first), nonce=record.id[:25], view=result_view(record.id))
     for index, batch in enumerate(rest, start=1):
         await channel.send(files=_files(batch), nonce=f"{record.id[:22]}-{index:02d}")
-
-
-def _size(n: int) -> str:
-    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{max(1, round(n / 1024))} KB"
 
 
 async def setup(bot: ComfyBot) -> None:

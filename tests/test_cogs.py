@@ -267,7 +267,7 @@ async def test_files_over_the_limit_are_named_and_batches_hold_ten(bot: ComfyBot
     await JobMessage(it, "header", 0.0).finish(result)  # type: ignore[arg-type]
     (first, kw1), (second, kw2) = it.calls
     assert first == "edit" and len(kw1["attachments"]) == 10
-    assert kw1["content"].endswith("Too large for this server's 2 KB upload limit, so not attached: huge.mp4 (3 KB)")
+    assert kw1["content"].endswith("Too large for this server's 2 KB upload limit, so not attached: huge.mp4 (2.9 KB)")
     assert second == "followup" and [f.filename for f in kw2["files"]] == ["img_10.png", "img_11.png"]
 
 

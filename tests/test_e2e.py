@@ -155,6 +155,7 @@ async def test_queue_position_is_shown_while_waiting(start: Start) -> None:
     await finished(world, second)
 
 
+@pytest.mark.recovery
 async def test_a_job_that_outlives_the_token_still_posts_its_result(start: Start) -> None:
     world = await start(token_ttl=0.6)
     world.comfy.node_delay = 0.15  # the job takes about a second
@@ -173,20 +174,34 @@ async def test_a_job_that_outlives_the_token_still_posts_its_result(start: Start
     assert expired and all(r.response["code"] == 50027 for r in expired)
 
 
-async def test_an_output_over_the_upload_limit_is_explained(start: Start) -> None:
+@pytest.mark.recovery
+async def test_an_output_over_the_upload_limit_is_fitted(start: Start) -> None:
     world = await start(attachment_size_limit=200_000)
-    world.comfy.output_padding = 300_000
+    world.comfy.output_padding = 300_000  # a 300 KB PNG against a 195 KB limit
     it = await world.discord.invoke_slash("image", {"prompt": "a huge cat"})
     message = await finished(world, it)
-    assert message["attachments"] == []
-    assert (
-        message["content"]
-        .splitlines()[-1]
-        .startswith("Too large for this server's 195 KB upload limit, so not attached: ComfyUI_00001_.png (29")
+    [attachment] = message["attachments"]
+    assert attachment["filename"] == "ComfyUI_00001_.webp" and attachment["size"] <= 200_000
+    assert message["content"].splitlines()[-1] == (
+        "ComfyUI_00001_.png: re-encoded as WebP (quality 90) to fit the 195.3 KB upload limit."
     )
     assert not [r for r in world.discord.requests if r.status == 413]
 
 
+@pytest.mark.recovery
+async def test_an_output_that_cannot_be_fitted_is_named_with_its_size(start: Start) -> None:
+    world = await start(attachment_size_limit=200_000)
+    world.comfy.output_padding = 300_000  # the fake's MP3 is not real audio: it cannot be re-encoded
+    it = await world.discord.invoke_slash("music", {"tags": "lofi", "lyrics": "[instrumental]"})
+    message = await finished(world, it)
+    assert message["attachments"] == []
+    assert message["content"].splitlines()[-1] == (
+        "Too large for this server's 195.3 KB upload limit, so not attached: ComfyUI_00001_.mp3 (293.4 KB)"
+    )
+    assert not [r for r in world.discord.requests if r.status == 413]
+
+
+@pytest.mark.recovery
 async def test_a_rate_limited_edit_is_retried(start: Start) -> None:
     world = await start()
     world.discord.inject_rate_limit("PATCH", r"/messages/@original$", retry_after=0.2, count=1)
