@@ -84,6 +84,7 @@ async def test_bot_restart_while_queued_on_comfyui(start: Start) -> None:
 async def test_bot_restart_while_running(start: Start) -> None:
     world = await start()
     it, job_id = await hold_running(world, "running cat")
+    await wait_state(world, job_id, JobState.RUNNING)
     await world.stop_bot()
     world.comfy.resume()
     await world.start_bot()
@@ -102,6 +103,21 @@ async def test_job_finished_while_the_bot_was_down_is_delivered_after_start(star
     await world.start_bot()
     await delivered_once(world, "finished cat")
     await wait_state(world, job_id, JobState.DONE)
+
+
+async def test_a_server_that_never_comes_back_fails_the_job_with_a_message(start: Start) -> None:
+    world = await start(settings_env={"JOB_TIMEOUT": "2"})
+    it, job_id = await hold_running(world, "stranded cat")
+    await world.stop_bot()
+    await world.comfy.stop()  # and it stays down
+    await world.start_bot()
+    await wait_state(world, job_id, JobState.FAILED)
+    await world.discord.wait_for(lambda: "❌" in ((it.original or {}).get("content") or ""))
+    assert it.original is not None
+    assert it.original["content"] == (
+        f"**/image** for <@{it.user['id']}>\n"
+        "❌ The job did not finish within 1 minute(s), so the bot stopped waiting for it."
+    )
 
 
 async def test_restart_mid_delivery_does_not_post_twice(start: Start) -> None:

@@ -242,7 +242,7 @@ class Engine:
                         record = await self._save(record, state=JobState.SUBMITTED, attempts=record.attempts + 1)
                     server.listener.submitted(watch)
                     try:
-                        entry = await self._follow(watch, prompt, on_progress)
+                        entry = await self._follow(watch, prompt, self._noting_start(record, on_progress))
                         break
                     except JobLost:
                         if record.id in self._cancelled:
@@ -272,6 +272,20 @@ class Engine:
         seconds = time.monotonic() - started
         log.info("job %s: done in %.1fs with %d file(s)", record.id, seconds, len(files))
         return JobResult(record.id, record.workflow, dict(record.values), server.client.name, files, texts, seconds)
+
+    def _noting_start(self, record: JobRecord, on_progress: OnProgress | None) -> OnProgress:
+        """Pass progress on, and record the moment ComfyUI starts running the job."""
+        noted = False
+
+        async def forward(progress: Progress) -> None:
+            nonlocal noted
+            if not noted and progress.position is None and progress.waiting is None:
+                noted = True
+                await self._save(record, state=JobState.RUNNING)
+            if on_progress is not None:
+                await _call(on_progress, progress)
+
+        return forward
 
     async def finish(self, job_id: str, state: JobState, error: str | None = None) -> None:
         """Record how a job ended once the member has its result (or its error)."""

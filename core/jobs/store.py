@@ -22,7 +22,8 @@ T = TypeVar("T")
 
 class JobState(enum.StrEnum):
     QUEUED = "queued"  # accepted by the bot, waiting for a server slot
-    SUBMITTED = "submitted"  # on a ComfyUI server (pending or running there)
+    SUBMITTED = "submitted"  # on a ComfyUI server, waiting in its queue
+    RUNNING = "running"  # ComfyUI has started it
     DELIVERING = "delivering"  # finished on ComfyUI, files on their way to Discord
     DONE = "done"
     FAILED = "failed"
