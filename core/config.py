@@ -80,44 +80,28 @@ def load_settings(env: Mapping[str, str], *, require_token: bool) -> Settings:
             "Set it to the folder holding your workflow .json and .toml files."
         )
 
-    dev_guild_id: int | None = None
-    if raw_guild := text("DEV_GUILD_ID"):
-        if raw_guild.isdigit() and int(raw_guild) > 0:
-            dev_guild_id = int(raw_guild)
-        else:
-            problems.append(
-                "DEV_GUILD_ID must be a server id (digits only; right-click the server > Copy Server ID "
-                "with Developer Mode on), or left empty."
-            )
-
-    admin_role_id: int | None = None
-    if raw_role := text("ADMIN_ROLE_ID"):
-        if raw_role.isdigit() and int(raw_role) > 0:
-            admin_role_id = int(raw_role)
-        else:
-            problems.append(
-                "ADMIN_ROLE_ID must be a role id (digits only; Server Settings > Roles > right-click > Copy Role ID), "
-                "or left empty."
-            )
+    dev_guild_id = _discord_id(
+        text("DEV_GUILD_ID"),
+        "DEV_GUILD_ID must be a server id (digits only; right-click the server > Copy Server ID "
+        "with Developer Mode on), or left empty.",
+        problems,
+    )
+    admin_role_id = _discord_id(
+        text("ADMIN_ROLE_ID"),
+        "ADMIN_ROLE_ID must be a role id (digits only; Server Settings > Roles > right-click > Copy Role ID), "
+        "or left empty.",
+        problems,
+    )
 
     log_level = (text("LOG_LEVEL") or "INFO").upper()
     if log_level not in LOG_LEVELS:
         problems.append(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}.")
 
-    job_timeout = _positive_number(text("JOB_TIMEOUT"), 3600.0, "JOB_TIMEOUT", "seconds", problems)
-    max_output_mb = _positive_number(text("MAX_OUTPUT_MB"), 200.0, "MAX_OUTPUT_MB", "megabytes", problems)
-    max_pending = _positive_number(text("MAX_PENDING_PER_MEMBER"), 2, "MAX_PENDING_PER_MEMBER", "jobs", problems)
-    per_server = _positive_number(text("MAX_JOBS_PER_SERVER"), 4, "MAX_JOBS_PER_SERVER", "jobs", problems)
-    cooldown = 0.0
-    if raw_cooldown := text("COOLDOWN_SECONDS"):
-        try:
-            cooldown = float(raw_cooldown)
-        except ValueError:
-            cooldown = -1.0
-        if cooldown < 0:
-            problems.append("COOLDOWN_SECONDS must be a number of seconds, 0 or more (default 0: no cooldown).")
-            per_server = _positive_number(text("MAX_JOBS_PER_SERVER"), 4, "MAX_JOBS_PER_SERVER", "jobs", problems)
-    cooldown = 0.0
+    job_timeout = _number(text("JOB_TIMEOUT"), 3600.0, "JOB_TIMEOUT", "seconds", problems)
+    max_output_mb = _number(text("MAX_OUTPUT_MB"), 200.0, "MAX_OUTPUT_MB", "megabytes", problems)
+    max_pending = _number(text("MAX_PENDING_PER_MEMBER"), 2, "MAX_PENDING_PER_MEMBER", "jobs", problems)
+    per_server = _number(text("MAX_JOBS_PER_SERVER"), 4, "MAX_JOBS_PER_SERVER", "jobs", problems)
+    cooldown = _number(text("COOLDOWN_SECONDS"), 0, "COOLDOWN_SECONDS", "seconds", problems, zero_ok=True)
 
     if problems:
         raise ConfigError(problems)
@@ -137,17 +121,29 @@ def load_settings(env: Mapping[str, str], *, require_token: bool) -> Settings:
     )
 
 
-def _positive_number(raw: str, default: float, key: str, unit: str, problems: list[str]) -> float:
+def _number(
+    raw: str, default: float, key: str, unit: str, problems: list[str], *, zero_ok: bool = False
+) -> float:
     if not raw:
         return default
     try:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if value <= 0:
-        problems.append(f"{key} must be a positive number of {unit} (default {default:g}).")
+    if value < 0 or (value == 0 and not zero_ok):
+        amount = f"0 or more {unit}" if zero_ok else f"a positive number of {unit}"
+        problems.append(f"{key} must be {amount} (default {default:g}).")
         return default
     return value
+
+
+def _discord_id(raw: str, problem: str, problems: list[str]) -> int | None:
+    if not raw:
+        return None
+    if raw.isdigit() and int(raw) > 0:
+        return int(raw)
+    problems.append(problem)
+    return None
 
 
 def redact_url(url: str) -> str:

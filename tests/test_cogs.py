@@ -6,6 +6,7 @@ The full path through the real discord.py client and a fake Discord comes with t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
@@ -273,3 +274,12 @@ async def test_files_over_the_limit_are_named_and_batches_hold_ten(bot: ComfyBot
 
 def _command(bot: ComfyBot) -> app_commands.Command[Any, ..., Any]:
     return Generate(bot).build_command(bot.catalog.workflows["image"])
+
+
+async def test_cooldown_refuses_a_second_job_too_soon(bot: ComfyBot) -> None:
+    bot.settings = dataclasses.replace(bot.settings, cooldown_seconds=60)
+    cog = Generate(bot)
+    await cog.invoke(Interaction(), bot.catalog.workflows["image"], {"prompt": "one"}, {})  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput) as caught:
+        await cog.invoke(Interaction(), bot.catalog.workflows["image"], {"prompt": "two"}, {})  # type: ignore[arg-type]
+    assert caught.value.user_message == "Please wait 60 more second(s) before starting another job."

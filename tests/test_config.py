@@ -83,3 +83,22 @@ def test_bot_without_token_explains_and_exits_2(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("The configuration has 1 problem(s):\n  - DISCORD_TOKEN is not set.")
     assert "see .env.example" in proc.stderr
+
+
+def test_queue_settings_are_read_and_checked() -> None:
+    env = {
+        "WORKFLOWS_DIR": str(ROOT / "workflows"),
+        "COOLDOWN_SECONDS": "30",
+        "MAX_JOBS_PER_SERVER": "1",
+        "MAX_PENDING_PER_MEMBER": "5",
+        "JOBS_DB": "/tmp/x/jobs.sqlite3",
+    }
+    settings = load_settings(env, require_token=False)
+    assert (settings.cooldown_seconds, settings.max_jobs_per_server, settings.max_pending_per_member) == (30, 1, 5)
+    assert str(settings.jobs_db) == "/tmp/x/jobs.sqlite3"
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**env, "COOLDOWN_SECONDS": "-1", "MAX_JOBS_PER_SERVER": "0"}, require_token=False)
+    assert caught.value.problems == [
+        "MAX_JOBS_PER_SERVER must be a positive number of jobs (default 4).",
+        "COOLDOWN_SECONDS must be 0 or more seconds (default 0).",
+    ]
