@@ -74,6 +74,7 @@ async def send_private(interaction: discord.Interaction[Any], message: str) -> N
                 content=f"❌ /{_command_name(interaction)} did not finish; the reason was sent to "
                 f"{interaction.user.mention} privately.",
                 attachments=[],
+                view=None,
             )
             await interaction.followup.send(message, ephemeral=True)
             return

@@ -21,7 +21,7 @@ from discord.ext import commands
 
 from cogs.access import is_admin
 from core.errors import InvalidInput, JobCancelled
-from core.jobs.engine import JobResult, OutputFile, new_job_id
+from core.jobs.engine import JobResult, OutputFile, new_job_id, shown_values
 from core.jobs.store import JobRecord, JobState
 from core.media import fit_file, human_size
 from core.workflows import InputFile, Param, ParamType, Workflow
@@ -195,7 +195,7 @@ class Generate(commands.Cog):
         record = JobRecord(
             id=new_job_id(),
             workflow=workflow.name,
-            values={k: str(v) if isinstance(v, InputFile) else v for k, v in values.items()},
+            values=shown_values(values),
             user_id=interaction.user.id,
             guild_id=interaction.guild_id,
             channel_id=interaction.channel_id,
@@ -211,7 +211,7 @@ class Generate(commands.Cog):
         try:
             result = await self.bot.engine.run(workflow, values, lambda p: message.show(p.describe()), record=record)
         except JobCancelled:
-            await message.stop()
+            await message.stop()  # so that no pending progress edit lands after this one
             await message.edit_status("🚫 Cancelled.", view=None)
             return
         finally:

@@ -170,8 +170,7 @@ class Engine:
         submitted and kept up to date, so that a restarted bot can pick the job up again.
         """
         started = time.monotonic()
-        shown = {k: str(v) if isinstance(v, InputFile) else v for k, v in values.items()}
-        record = record or JobRecord(id=new_job_id(), workflow=workflow.name, values=shown)
+        record = record or JobRecord(id=new_job_id(), workflow=workflow.name, values=shown_values(values))
         await self._save(record)
         server = None
         try:
@@ -429,6 +428,11 @@ class Engine:
                 detail=f"outputs: {entry.get('outputs')}",
             )
         return tuple(files), tuple(texts)
+
+
+def shown_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Option values as they are stored and shown: an attached file by its name."""
+    return {k: str(v) if isinstance(v, InputFile) else v for k, v in values.items()}
 
 
 def new_job_id() -> str:
