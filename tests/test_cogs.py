@@ -240,7 +240,14 @@ async def test_error_funnel_after_a_defer_marks_the_status_and_answers_privately
     error = ExecutionFailed("The job failed in KSampler (node 3): CUDA out of memory")
     await bot.tree.on_error(it, app_commands.CommandInvokeError(_command(bot), error))  # type: ignore[arg-type]
     assert it.calls == [
-        ("edit", {"content": "❌ /image did not finish; the reason was sent to <@42> privately.", "attachments": [], "view": None}),
+        (
+            "edit",
+            {
+                "content": "❌ /image did not finish; the reason was sent to <@42> privately.",
+                "attachments": [],
+                "view": None,
+            },
+        ),
         ("followup", {"content": "The job failed in KSampler (node 3): CUDA out of memory", "ephemeral": True}),
     ]
 
