@@ -121,9 +121,7 @@ def load_settings(env: Mapping[str, str], *, require_token: bool) -> Settings:
     )
 
 
-def _number(
-    raw: str, default: float, key: str, unit: str, problems: list[str], *, zero_ok: bool = False
-) -> float:
+def _number(raw: str, default: float, key: str, unit: str, problems: list[str], *, zero_ok: bool = False) -> float:
     if not raw:
         return default
     try:
