@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import random
 import time
-from array import array
 from collections.abc import Callable
 
 import av
 from PIL import Image, ImageFilter
 
 from core.media import fit_file, human_size
+from tests.media_samples import noisy_clip
 
 MB = 2**20
 
@@ -75,29 +74,7 @@ def long_wav(seconds: int = 180) -> bytes:
 
 def clip_720p(seconds: int = 5, fps: int = 24) -> bytes:
     """A near-lossless 1280×720 H.264 clip with moving content, grain and an AAC tone."""
-    rng = random.Random(5)
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format="mp4") as out:
-        video = out.add_stream("libx264", rate=fps)
-        video.width, video.height, video.pix_fmt = 1280, 720, "yuv420p"
-        video.codec_context.options = {"crf": "4", "preset": "ultrafast"}
-        audio = out.add_stream("aac", rate=48000)
-        audio.layout = "stereo"
-        base = Image.linear_gradient("L").resize((1280, 720)).convert("RGB")
-        for index in range(seconds * fps):
-            grain = Image.frombytes("RGB", (1280, 720), rng.randbytes(1280 * 720 * 3))
-            frame = av.VideoFrame.from_image(Image.blend(base.rotate(index * 3), grain, 0.15))
-            frame.pts = index
-            out.mux(video.encode(frame))
-        out.mux(video.encode(None))
-        tone = array("f", [0.3 * math.sin(2 * math.pi * 440 * i / 48000) for i in range(48000) for _ in (0, 1)])
-        for second in range(seconds):
-            frame = av.AudioFrame(format="flt", layout="stereo", samples=48000)
-            frame.planes[0].update(bytes(tone))
-            frame.sample_rate, frame.pts = 48000, second * 48000
-            out.mux(audio.encode(frame))
-        out.mux(audio.encode(None))
-    return buffer.getvalue()
+    return noisy_clip(1280, 720, frames=seconds * fps, fps=fps, crf=4, rate=48000, turn=3, grain=0.15, seed=5)
 
 
 CASES: list[tuple[str, str, Callable[[], bytes], int]] = [

@@ -7,7 +7,6 @@ import math
 import random
 import struct
 import wave
-from array import array
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +16,7 @@ from PIL import Image, PngImagePlugin
 
 from core import media
 from core.media import Fitted, fit_file, human_size, kind_of
+from tests.media_samples import noisy_clip
 
 KB = 2**10
 
@@ -101,29 +101,7 @@ def flac(wav: bytes) -> bytes:
 @pytest.fixture(scope="module")
 def mp4() -> bytes:
     """Two seconds of 320×240 at 24 fps, near-lossless H.264 of moving noise, with an AAC tone (~4.5 MB)."""
-    rng = random.Random(4)
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format="mp4") as out:
-        video = out.add_stream("libx264", rate=24)
-        video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
-        video.codec_context.options = {"crf": "0", "preset": "ultrafast"}
-        audio = out.add_stream("aac", rate=44100)
-        audio.layout = "stereo"
-        base = Image.linear_gradient("L").resize((320, 240)).convert("RGB")
-        for index in range(48):
-            grain = Image.frombytes("RGB", (320, 240), rng.randbytes(320 * 240 * 3))
-            frame = av.VideoFrame.from_image(Image.blend(base.rotate(index * 5), grain, 0.3))
-            frame.pts = index
-            out.mux(video.encode(frame))
-        out.mux(video.encode(None))
-        tone = array("f", [0.3 * math.sin(2 * math.pi * 440 * i / 44100) for i in range(1024) for _ in (0, 1)])
-        for block in range(2 * 44100 // 1024):
-            samples = av.AudioFrame(format="flt", layout="stereo", samples=1024)
-            samples.planes[0].update(bytes(tone))
-            samples.sample_rate, samples.pts = 44100, block * 1024
-            out.mux(audio.encode(samples))
-        out.mux(audio.encode(None))
-    return buffer.getvalue()
+    return noisy_clip(320, 240, frames=48, fps=24, crf=0, rate=44100, turn=5, grain=0.3, seed=4)
 
 
 # --- what a result must look like ------------------------------------------------------------------------------
