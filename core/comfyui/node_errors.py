@@ -10,6 +10,13 @@ MAX_OPTIONS_SHOWN = 8
 MAX_MESSAGE = 1500
 
 
+def list_options(values: list[str]) -> str:
+    """A server's allowed values, shortened for a message: "a, b, c and 12 more"."""
+    shown = ", ".join(values[:MAX_OPTIONS_SHOWN])
+    more = f" and {len(values) - MAX_OPTIONS_SHOWN} more" if len(values) > MAX_OPTIONS_SHOWN else ""
+    return shown + more
+
+
 def node_label(prompt: Prompt, node_id: str, class_type: str | None = None) -> str:
     """Name a node the way an admin finds it in the ComfyUI editor: title, class and id."""
     node = prompt.get(node_id, {})
@@ -81,9 +88,7 @@ def _describe_item(err: NodeErrorItem, class_type: str, options: dict[tuple[str,
             return text
         if not allowed:
             return text + " The server has none installed."
-        shown = ", ".join(allowed[:MAX_OPTIONS_SHOWN])
-        more = f" and {len(allowed) - MAX_OPTIONS_SHOWN} more" if len(allowed) > MAX_OPTIONS_SHOWN else ""
-        return text + f" It has: {shown}{more}."
+        return text + f" It has: {list_options(allowed)}."
     if kind == "required_input_missing":
         return f"required input {name} is missing."
     if kind in ("value_smaller_than_min", "value_bigger_than_max"):

@@ -15,7 +15,7 @@ import aiohttp
 
 from core.comfyui.client import ComfyClient
 from core.comfyui.listener import ComfyListener, Finished, Lost, Queued, Running, Watch
-from core.comfyui.node_errors import node_label
+from core.comfyui.node_errors import list_options, node_label
 from core.comfyui.types import FileRef, HistoryEntry, Prompt
 from core.errors import (
     BotError,
@@ -177,8 +177,7 @@ class Engine:
             server = await self._pick_server(record.id, on_progress)
             prompt = workflow.render(await self._server_values(server, workflow, values))
         except BotError as exc:
-            state = JobState.CANCELLED if isinstance(exc, JobCancelled) else JobState.FAILED
-            await self._save(record, state=state, error=exc.user_message)
+            await self._end(record, exc)
             if server is not None:
                 await self._release(server, record.id)
             raise
@@ -191,7 +190,7 @@ class Engine:
         server = next((s for s in self.servers if s.client.name == record.server), None)
         if server is None or record.prompt is None:
             error = JobLost(detail=f"server {record.server!r} is no longer configured")
-            await self._save(record, state=JobState.FAILED, error=error.user_message)
+            await self._end(record, error)
             raise error
         await self._wait_connected(server)
         server.active.add(record.id)
@@ -257,11 +256,10 @@ class Engine:
         except TimeoutError:
             await _best_effort(server.client.cancel(record.id))
             error: BotError = JobTimeout(self.job_timeout)
-            await self._save(record, state=JobState.FAILED, error=error.user_message)
+            await self._end(record, error)
             raise error from None
         except BotError as exc:
-            state = JobState.CANCELLED if isinstance(exc, JobCancelled) else JobState.FAILED
-            await self._save(record, state=state, error=exc.user_message)
+            await self._end(record, exc)
             raise
         finally:
             server.listener.unwatch(record.id)
@@ -290,6 +288,11 @@ class Engine:
         """Record how a job ended once the member has its result (or its error)."""
         if self.store is not None and (record := await self.store.get(job_id)) is not None:
             await self.store.update(record, state=state, error=error)
+
+    async def _end(self, record: JobRecord, error: BotError) -> None:
+        """Record a job that ends with `error`: cancelled when that was asked for, failed otherwise."""
+        state = JobState.CANCELLED if isinstance(error, JobCancelled) else JobState.FAILED
+        await self._save(record, state=state, error=error.user_message)
 
     async def _save(self, record: JobRecord, **changes: Any) -> JobRecord:
         if self.store is None:
@@ -381,9 +384,9 @@ class Engine:
             if param.choices_from and value is not None:
                 offered = await server.options(param.choices_from)
                 if str(value) not in offered:
-                    shown = ", ".join(offered[:8]) + (f" and {len(offered) - 8} more" if len(offered) > 8 else "")
                     raise InvalidInput(
-                        f"{param.name}: {value!r} is not available on the server. It has: {shown or 'none'}."
+                        f"{param.name}: {value!r} is not available on the server. "
+                        f"It has: {list_options(offered) or 'none'}."
                     )
             if isinstance(value, InputFile):
                 ready[param.name] = await server.client.upload(value.filename, value.data, subfolder=UPLOAD_SUBFOLDER)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from core.comfyui.node_errors import MAX_OPTIONS_SHOWN, node_label
+from core.comfyui.node_errors import list_options, node_label
 from core.comfyui.types import Prompt
 from core.workflows.loader import Catalog
 
@@ -56,9 +56,7 @@ def _check_value(graph: Prompt, name: str, value: Any, config: Any) -> str | Non
             return None
         if not allowed:
             return f"{value!r} is not available on the server (it has none)."
-        shown = ", ".join(allowed[:MAX_OPTIONS_SHOWN])
-        more = f" and {len(allowed) - MAX_OPTIONS_SHOWN} more" if len(allowed) > MAX_OPTIONS_SHOWN else ""
-        return f"{value!r} is not available on the server (it has: {shown}{more})."
+        return f"{value!r} is not available on the server (it has: {list_options(allowed)})."
     if kind in ("INT", "FLOAT") and isinstance(value, (int, float)) and not isinstance(value, bool):
         low, high = options.get("min"), options.get("max")
         if low is not None and value < low:
