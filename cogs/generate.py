@@ -233,7 +233,9 @@ async def cancel_job(interaction: discord.Interaction[Any], job_id: str) -> None
     await interaction.response.send_message("Cancelling the job…", ephemeral=True)
 
 
-JOB_BUTTON = r"job:(?P<action>cancel|reroll|details|delete):(?P<job>[0-9a-f]{32})"
+# Job ids are UUIDs; jobs stored before they were (32 hex digits) keep their working buttons.
+JOB_ID = r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}|[0-9a-f]{32}"
+JOB_BUTTON = rf"job:(?P<action>cancel|reroll|details|delete):(?P<job>{JOB_ID})"
 ACTIONS = {
     "cancel": ("Cancel", discord.ButtonStyle.secondary),
     "reroll": ("Re-roll", discord.ButtonStyle.primary),

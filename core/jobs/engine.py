@@ -439,8 +439,12 @@ def shown_values(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def new_job_id() -> str:
-    """A job id, also used as ComfyUI's prompt_id and in button custom_ids (short enough for both)."""
-    return uuid.uuid4().hex
+    """A job id, also ComfyUI's prompt_id and part of button custom_ids.
+
+    Canonical lowercase hyphenated UUID: newer ComfyUI refuses any other prompt_id, 0.3.64 takes it as is.
+    Jobs stored by earlier versions keep their 32-hex ids; nothing parses an id, so both keep working.
+    """
+    return str(uuid.uuid4())
 
 
 def _short_label(prompt: Prompt, node_id: str) -> str:
