@@ -105,8 +105,6 @@ class ComfyBot(commands.Bot):
             **kwargs,
         )
         self.settings = settings
-        self.active_jobs: dict[str, int] = {}  # job id -> member id, for jobs waiting or running
-        self.last_job_start: dict[int, float] = {}  # member id -> time.monotonic() of their last job
         self._recovery: asyncio.Task[None] | None = None
         self.job_tasks: set[asyncio.Task[Any]] = set()  # running jobs, stopped on close and resumed next start
 
@@ -121,6 +119,8 @@ class ComfyBot(commands.Bot):
             store=self.store,
             client_id=await self.store.client_id(),
             max_jobs_per_server=self.settings.max_jobs_per_server,
+            max_pending_per_member=self.settings.max_pending_per_member,
+            cooldown_seconds=self.settings.cooldown_seconds,
         )
         self.engine.start()
         self.catalog = await self.load_workflows()
@@ -141,8 +141,8 @@ class ComfyBot(commands.Bot):
         channel = self.get_partial_messageable(record.channel_id or 0)
         mention = f"<@{record.user_id}>" if record.user_id else "someone"
         header = f"**/{record.workflow}** for {mention}"
-        if record.user_id:
-            self.active_jobs[record.id] = record.user_id
+        # A recovered job counts towards its member's pending jobs like a new one (it is never refused).
+        reservation = self.engine.limits.adopt(record.user_id, record.id) if record.user_id else None
         try:
             if record.prompt is None:  # never reached a server: nothing to wait for, start it afresh
                 workflow = self.catalog.workflows.get(record.workflow)
@@ -163,7 +163,8 @@ class ComfyBot(commands.Bot):
         except discord.HTTPException as exc:
             log.warning("could not deliver recovered job %s: %s", record.id, exc)
         finally:
-            self.active_jobs.pop(record.id, None)
+            if reservation is not None:
+                reservation.release()
 
     async def load_workflows(self) -> Catalog:
         """Read WORKFLOWS_DIR and keep what the servers can run; log why anything else was skipped."""
@@ -195,6 +196,11 @@ class ComfyBot(commands.Bot):
         lines.append(f"{len(after)} command(s) active." if lines else f"No change; {len(after)} command(s) active.")
         lines += [f"Skipped: {p}" for p in catalog.problems]
         return "\n".join(lines)
+
+    @property
+    def active_jobs(self) -> Mapping[str, int]:
+        """Job id -> member id of the jobs waiting or running, as the engine's limits count them."""
+        return self.engine.limits.active
 
     def track_job(self) -> None:
         """Remember the running task as a job's, so that close() stops it like a crash would."""

@@ -22,6 +22,7 @@ from discord.ext import commands
 from cogs.access import is_admin
 from core.errors import InvalidInput, JobCancelled
 from core.jobs.engine import JobResult, OutputFile, new_job_id, shown_values
+from core.jobs.limits import Reservation
 from core.jobs.store import JobRecord, JobState
 from core.media import fit_file, human_size
 from core.workflows import InputFile, Param, ParamType, Workflow
@@ -162,38 +163,42 @@ class Generate(commands.Cog):
         files: dict[str, discord.Attachment | None],
     ) -> None:
         """Check the options, ask for missing multi-line text in a form, then run the job."""
+        # Only checked here, before the first await, so that a member over a limit hears it at once; the
+        # place is reserved in start_job, when the job really starts (a form may stay open for 15 minutes
+        # or be abandoned, so it holds no place).
+        self.bot.engine.limits.check(interaction.user.id)
         for name, attachment in files.items():
             if attachment is not None:
                 given[name] = await _read_text_attachment(name, attachment)
         given = {k: v for k, v in given.items() if v is not None}
         workflow.resolve(_without_downloads(given))  # refuse bad input now, before any form or job
-        self._check_limits(interaction.user.id)
         missing = [p for p in workflow.params if p.type is ParamType.MULTILINE and p.name not in given]
         if missing:
             await interaction.response.send_modal(TextForm(self, workflow, given, missing))
             return
         await self.start_job(interaction, workflow, given)
 
-    def _check_limits(self, user_id: int) -> None:
-        """Refuse a new job from a member who has too many waiting or running, or is cooling down."""
-        settings = self.bot.settings
-        active = sum(1 for user in self.bot.active_jobs.values() if user == user_id)
-        if active >= settings.max_pending_per_member:
-            raise InvalidInput(
-                f"You already have {active} job(s) waiting or running; the limit is "
-                f"{settings.max_pending_per_member}. Please wait for one to finish, or cancel one with /cancel."
-            )
-        wait = self.bot.last_job_start.get(user_id, 0.0) + settings.cooldown_seconds - time.monotonic()
-        if wait > 0:
-            raise InvalidInput(f"Please wait {wait:.0f} more second(s) before starting another job.")
-
     async def start_job(self, interaction: discord.Interaction[Any], workflow: Workflow, given: dict[str, Any]) -> None:
-        self._check_limits(interaction.user.id)  # again: a form may have been open for a while
+        """Reserve the member's place under every limit before the first await, run the job, give it back.
+
+        Commands, form submissions and Re-roll clicks all come here, so concurrent ones from one member
+        are counted atomically: only as many as the limits allow get past `reserve`.
+        """
+        reservation = self.bot.engine.limits.reserve(interaction.user.id, new_job_id())
+        try:
+            await self._run_job(interaction, workflow, given, reservation)
+        finally:
+            reservation.release()
+
+    async def _run_job(
+        self, interaction: discord.Interaction[Any], workflow: Workflow, given: dict[str, Any], reservation: Reservation
+    ) -> None:
+        self.bot.track_job()
         await interaction.response.defer(thinking=True)
         values = workflow.resolve(await _download_attachments(given))
         original = await interaction.original_response()
         record = JobRecord(
-            id=new_job_id(),
+            id=reservation.job_id,
             workflow=workflow.name,
             values=shown_values(values),
             user_id=interaction.user.id,
@@ -201,10 +206,8 @@ class Generate(commands.Cog):
             channel_id=interaction.channel_id,
             message_id=original.id,
             upload_limit=interaction.filesize_limit,
+            created_at=reservation.created_at,  # JOB_TIMEOUT counts the attachment download too
         )
-        self.bot.active_jobs[record.id] = interaction.user.id
-        self.bot.track_job()
-        self.bot.last_job_start[interaction.user.id] = time.monotonic()
         header = f"**/{workflow.name}** for {interaction.user.mention}"
         message = JobMessage(interaction, header, self.bot.status_edit_interval, record.id)
         message.show("Submitting…")
@@ -216,7 +219,6 @@ class Generate(commands.Cog):
             return
         finally:
             await message.stop()
-            self.bot.active_jobs.pop(record.id, None)
         await message.finish(result)
         await self.bot.engine.finish(record.id, JobState.DONE)
 

@@ -6,7 +6,6 @@ The full path through the real discord.py client and a fake Discord comes with t
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +19,7 @@ from cogs.generate import Generate, JobMessage, TextForm
 from core.config import load_settings
 from core.errors import ExecutionFailed, InvalidInput
 from core.jobs.engine import JobResult, OutputFile, Progress
+from core.jobs.limits import Limits
 from core.workflows import load_catalog
 from tests.conftest import WORKFLOWS
 
@@ -102,6 +102,7 @@ class StubEngine:
         self.error: Exception | None = None
         self.runs: list[dict[str, Any]] = []
         self.finished: list[tuple[str, Any]] = []
+        self.limits = Limits(max_pending_per_member=2)
 
     async def finish(self, job_id: str, state: Any, error: str | None = None) -> None:
         self.finished.append((job_id, state))
@@ -284,7 +285,7 @@ def _command(bot: ComfyBot) -> app_commands.Command[Any, ..., Any]:
 
 
 async def test_cooldown_refuses_a_second_job_too_soon(bot: ComfyBot) -> None:
-    bot.settings = dataclasses.replace(bot.settings, cooldown_seconds=60)
+    bot.engine.limits = Limits(cooldown_seconds=60)
     cog = Generate(bot)
     await cog.invoke(Interaction(), bot.catalog.workflows["image"], {"prompt": "one"}, {})  # type: ignore[arg-type]
     with pytest.raises(InvalidInput) as caught:

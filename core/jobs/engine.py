@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
@@ -27,6 +27,7 @@ from core.errors import (
     JobLost,
     JobTimeout,
 )
+from core.jobs.limits import Limits
 from core.jobs.store import JobRecord, JobState, JobStore
 from core.media import MediaKind, kind_of
 from core.workflows import Workflow
@@ -130,6 +131,9 @@ class Engine:
         store: JobStore | None = None,
         client_id: str | None = None,
         max_jobs_per_server: int = 0,
+        max_pending_per_member: int = 0,
+        cooldown_seconds: float = 0.0,
+        max_queued_jobs: int = 100,
     ) -> None:
         self.servers = [
             ComfyServer(
@@ -144,6 +148,12 @@ class Engine:
         self.max_output_bytes = max_output_bytes
         self.store = store
         self.max_jobs_per_server = max_jobs_per_server  # 0: no limit
+        # Fronts reserve a job's place here before their first await; the engine frees its queue place.
+        self.limits = Limits(
+            max_pending_per_member=max_pending_per_member,
+            cooldown_seconds=cooldown_seconds,
+            max_queued_jobs=max_queued_jobs,
+        )
         self._cancelled: set[str] = set()
         self._waiting: list[str] = []  # job ids waiting for a slot, first come first served
         self._slot_freed = asyncio.Condition()
@@ -167,21 +177,24 @@ class Engine:
         """Run `workflow` with resolved `values` and return its files; BotError says what went wrong.
 
         With a store, `record` (made by the caller with its Discord ids) is written before anything is
-        submitted and kept up to date, so that a restarted bot can pick the job up again.
+        submitted and kept up to date, so that a restarted bot can pick the job up again. JOB_TIMEOUT
+        counts from the record's creation: the bot's own queue and the upload of attachments are part of it.
         """
-        started = time.monotonic()
         record = record or JobRecord(id=new_job_id(), workflow=workflow.name, values=shown_values(values))
+        started = time.monotonic() - max(0.0, time.time() - record.created_at)
         await self._save(record)
-        server = None
+        server: ComfyServer | None = None
         try:
-            server = await self._pick_server(record.id, on_progress)
-            prompt = workflow.render(await self._server_values(server, workflow, values))
-        except BotError as exc:
-            await self._end(record, exc)
-            if server is not None:
+            async with self._deadline(started):
+                server = await self._pick_server(record.id, on_progress)
+                prompt = workflow.render(await self._server_values(server, workflow, values))
+            record = await self._save(record, server=server.client.name, prompt=prompt)
+        except BaseException as exc:
+            if server is not None:  # whatever went wrong, the slot goes back before anything else is awaited
                 await self._release(server, record.id)
+            if isinstance(exc, BotError):
+                await self._end(record, exc)
             raise
-        record = await self._save(record, server=server.client.name, prompt=prompt)
         log.info("job %s: /%s on %s", record.id, workflow.name, server.client.name)
         return await self._execute(server, record, on_progress, started, submit=True)
 
@@ -232,7 +245,7 @@ class Engine:
         assert record.prompt is not None
         prompt = record.prompt
         try:
-            async with asyncio.timeout(self.job_timeout):
+            async with asyncio.timeout(max(0.0, started + self.job_timeout - time.monotonic())):
                 while True:
                     watch = server.listener.watch(record.id, prompt)
                     if submit:
@@ -309,6 +322,18 @@ class Engine:
         except TimeoutError:
             pass  # reconciliation retries once the socket is back; the job timeout still applies
 
+    @contextlib.asynccontextmanager
+    async def _deadline(self, started: float) -> AsyncIterator[None]:
+        """Raise JobTimeout once JOB_TIMEOUT has passed since `started` (a time.monotonic() value)."""
+        window = asyncio.timeout(max(0.0, started + self.job_timeout - time.monotonic()))
+        try:
+            async with window:
+                yield
+        except TimeoutError:
+            if not window.expired():
+                raise  # someone else's timeout, not the job's
+            raise JobTimeout(self.job_timeout) from None
+
     async def _pick_server(self, job_id: str, on_progress: OnProgress | None) -> ComfyServer:
         """The least busy server whose websocket is up and that has a free slot; first come, first served.
 
@@ -345,6 +370,7 @@ class Engine:
                         await asyncio.wait_for(self._slot_freed.wait(), 1.0)
         finally:
             self._waiting.remove(job_id)
+            self.limits.left_queue(job_id)
             async with self._slot_freed:
                 self._slot_freed.notify_all()  # the next in line may go now
 
