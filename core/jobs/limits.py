@@ -86,7 +86,7 @@ class Limits:
                 raise InvalidInput(f"Please wait {math.ceil(wait)} more second(s) before starting another job.")
         if self.max_queued_jobs and len(self._queued) >= self.max_queued_jobs:
             raise InvalidInput(
-                f"The bot's queue is full: {len(self._queued)} jobs are already waiting for a ComfyUI server. "
+                f"The bot's queue is full ({len(self._queued)} job(s) waiting for a ComfyUI server). "
                 "Please try again in a few minutes."
             )
 
