@@ -18,6 +18,8 @@ from core.workflows import load_catalog
 from tests.conftest import WORKFLOWS
 from tests.fakes.comfyui import FakeComfyUI
 
+pytestmark = pytest.mark.abuse  # issue 11: limits that hold, a server slot that never leaks, JOB_TIMEOUT
+
 IMAGE = load_catalog(WORKFLOWS).workflows["image"]
 PENDING_REFUSAL = (
     "You already have 2 job(s) waiting or running; the limit is 2. Please wait for one to finish, "
