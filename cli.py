@@ -289,7 +289,7 @@ async def run_jobs(
             if late:
                 assert timeout is not None
                 await _stop_late_jobs(engine, late)
-                for task in late:
+                for task in (t for t in tasks if t in late):  # in job order
                     terminal.say(
                         f"{tasks[task].tag} failed: not finished when --timeout ({timeout:g} s) ran out; "
                         "it was cancelled on the server."
@@ -377,25 +377,29 @@ def _write_new(path: Path, data: bytes) -> Path:
 
 
 async def watch_servers(servers: Sequence[ComfyServer], say: Callable[[str], None]) -> None:
-    """Say when a server stops answering and when it answers again (its jobs wait for it meanwhile).
+    """Say when a server stops answering and when it answers again (its jobs wait for it meanwhile)."""
+    await asyncio.gather(*(_watch_server(server, say) for server in servers))
 
-    A dropped websocket alone is not news: the listener reconnects at once. A server is down once a
-    reconnection attempt has failed since it was last seen connected.
-    """
-    last_up: dict[str, float] = {}
-    down: set[str] = set()
+
+async def _watch_server(server: ComfyServer, say: Callable[[str], None]) -> None:
+    # A dropped websocket alone is not news: the listener reconnects at once. The server is down once a
+    # connection attempt has failed since it was last seen connected.
+    name, listener = server.client.name, server.listener
+    down = False
     while True:
-        for server in servers:
-            name, listener = server.client.name, server.listener
-            if listener.connected.is_set():
-                if name in down:
-                    down.discard(name)
-                    say(f"ComfyUI server {name} is answering again.")
-                last_up[name] = time.monotonic()
-            elif name not in down and name in last_up and listener.last_failure > last_up[name]:
-                down.add(name)
-                say(f"ComfyUI server {name} stopped answering; its jobs wait until it is back.")
-        await asyncio.sleep(SERVER_POLL)
+        await listener.connected.wait()  # woken before the reconciliation that follows a reconnect
+        if down:
+            say(f"ComfyUI server {name} is answering again.")
+            down = False
+        up_at = time.monotonic()
+        while listener.connected.is_set():
+            up_at = time.monotonic()
+            await asyncio.sleep(SERVER_POLL)
+        while not listener.connected.is_set() and listener.last_failure <= up_at:
+            await asyncio.sleep(SERVER_POLL)
+        if not listener.connected.is_set():
+            say(f"ComfyUI server {name} stopped answering; its jobs wait until it is back.")
+            down = True
 
 
 async def check(settings: Settings) -> int:
