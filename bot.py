@@ -282,8 +282,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         prog="bot.py",
         description="A Discord bot that runs ComfyUI workflows. Without a command it runs the bot; "
         "`run` and `check` work from the command line and need no Discord token.",
-        epilog=cli.EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="`bot.py run --help` and `bot.py check --help` describe them and their exit codes.",
     )
     cli.add_commands(parser.add_subparsers(dest="command", metavar="{run,check}"))
     return parser.parse_args(argv)

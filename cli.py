@@ -47,9 +47,11 @@ def add_commands(sub: Any) -> None:
     run = sub.add_parser(
         "run",
         help="run a workflow once (or --count times) and save its files",
-        description="Run a workflow on the ComfyUI server(s) of COMFYUI_URL and save the files it makes. "
-        "The saved paths are printed on stdout, one per line; progress and messages go to stderr "
-        "(plain lines when stderr is not a terminal, e.g. in a nightly job's log). DISCORD_TOKEN is not used.",
+        description="""\
+Run a workflow on the ComfyUI server(s) of COMFYUI_URL and save the files it makes.
+The saved paths are printed on stdout, one per line. Progress and messages go to stderr:
+one updating line on a terminal, plain lines otherwise (e.g. in a nightly job's log).
+DISCORD_TOKEN is not used.""",
         epilog=f"""\
 examples:
   bot.py run image prompt="a cat" --out pics
@@ -85,11 +87,13 @@ examples:
     sub.add_parser(
         "check",
         help="check the settings, the servers and every workflow on them",
-        description="Check what the bot and `run` would use, without running anything: the settings "
-        "(environment and .env; DISCORD_TOKEN is not needed), every workflow in WORKFLOWS_DIR (API format, "
-        "binding file; for a workflow without one, the options it detected, ready to save as its .toml), "
-        "and for each server in COMFYUI_URL: whether it answers, its ComfyUI version, and whether each "
-        "workflow can run there (node classes, models and other values it offers).",
+        description="""\
+Check what the bot and `run` would use, without running anything:
+  - the settings (environment and .env; DISCORD_TOKEN is not needed),
+  - every workflow in WORKFLOWS_DIR (API format, binding file; for a workflow without
+    one, the options detected in it, ready to save as its .toml),
+  - each server in COMFYUI_URL: whether it answers, its ComfyUI version, and whether each
+    workflow can run there (node classes, models and other values it offers).""",
         epilog=f"examples:\n  bot.py check\n  COMFYUI_URL=http://gpu-box:8188 bot.py check\n\n{EXIT_CODES}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -390,16 +394,15 @@ async def _watch_server(server: ComfyServer, say: Callable[[str], None]) -> None
         await listener.connected.wait()  # woken before the reconciliation that follows a reconnect
         if down:
             say(f"ComfyUI server {name} is answering again.")
-            down = False
         up_at = time.monotonic()
-        while listener.connected.is_set():
-            up_at = time.monotonic()
+        while True:  # connected, or reconnecting after a drop
             await asyncio.sleep(SERVER_POLL)
-        while not listener.connected.is_set() and listener.last_failure <= up_at:
-            await asyncio.sleep(SERVER_POLL)
-        if not listener.connected.is_set():
-            say(f"ComfyUI server {name} stopped answering; its jobs wait until it is back.")
-            down = True
+            if listener.connected.is_set():
+                up_at = time.monotonic()
+            elif listener.last_failure > up_at:
+                break
+        say(f"ComfyUI server {name} stopped answering; its jobs wait until it is back.")
+        down = True
 
 
 async def check(settings: Settings) -> int:

@@ -71,7 +71,11 @@ async def test_run_music_batch_with_lyrics_from_a_file(
         assert (in_tmp / path).read_bytes().startswith(b"ID3")
     prompts = [r.json["prompt"] for r in comfy.requests if r.method == "POST" and r.path == "/prompt"]
     assert {p["74:14"]["inputs"]["lyrics"] for p in prompts} == {"[verse]\nnight drive\n[chorus]\nneon"}
-    assert sorted(lasting(err)) == ["2 of 2 jobs succeeded.", "[1/2] done: 1 file(s) saved.", "[2/2] done: 1 file(s) saved."]
+    assert sorted(lasting(err)) == [
+        "2 of 2 jobs succeeded.",
+        "[1/2] done: 1 file(s) saved.",
+        "[2/2] done: 1 file(s) saved.",
+    ]
 
 
 async def test_run_refuses_bad_input_before_submitting(comfy: FakeComfyUI, capsys: pytest.CaptureFixture[str]) -> None:
@@ -79,7 +83,10 @@ async def test_run_refuses_bad_input_before_submitting(comfy: FakeComfyUI, capsy
     code, _, err = await bot_py(capsys, "run", "video", "prompt=x", url=comfy.url)
     assert (code, err) == (2, "There is no workflow 'video'. Available: image, music.\n")
     code, _, err = await bot_py(capsys, "run", "image", "prompt=x", "colour=red", url=comfy.url)
-    assert (code, err) == (2, "image has no option 'colour'. Its options are: prompt, negative, seed, steps, width, height.\n")
+    assert (code, err) == (
+        2,
+        "image has no option 'colour'. Its options are: prompt, negative, seed, steps, width, height.\n",
+    )
     assert not [r for r in comfy.requests if r.path == "/prompt"]
 
 
@@ -97,7 +104,9 @@ async def test_run_reports_a_rejected_workflow_and_makes_no_out_folder(
     assert not (in_tmp / "out").exists()  # made only when a file is written
 
 
-async def test_run_refuses_an_out_that_is_a_file(comfy: FakeComfyUI, capsys: pytest.CaptureFixture[str], in_tmp: Path) -> None:
+async def test_run_refuses_an_out_that_is_a_file(
+    comfy: FakeComfyUI, capsys: pytest.CaptureFixture[str], in_tmp: Path
+) -> None:
     (in_tmp / "pics").write_text("not a folder")
     code, out, err = await bot_py(capsys, "run", "image", "prompt=a cat", "--out", "pics", url=comfy.url)
     assert (code, out, err) == (2, "", "--out 'pics' is a file, not a folder.\n")
@@ -286,7 +295,9 @@ async def test_check_names_both_missing_checkpoints(comfy: FakeComfyUI, capsys: 
     ]
 
 
-async def test_check_passes_when_the_server_has_everything(comfy: FakeComfyUI, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_check_passes_when_the_server_has_everything(
+    comfy: FakeComfyUI, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, _ = await bot_py(capsys, "check", url=comfy.url)
     assert code == 0
     assert out.splitlines()[-3:] == ["  /image (image.json): OK", "  /music (music.json): OK", "All good."]
