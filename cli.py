@@ -70,13 +70,17 @@ examples:
         "image/audio options take a file path",
     )
     run.add_argument(
-        "--out", type=Path, default=Path("out"), help="folder for the files, made when the first one is saved "
-        "(default: out)"
-    )  # fmt: skip
+        "--out",
+        type=Path,
+        default=Path("out"),
+        help="folder for the files, made when the first one is saved (default: out)",
+    )
     run.add_argument(
-        "--count", type=_positive(int), default=1, help="number of jobs; each gets a new random seed, "
-        "or the next seed when seed= is given (default: 1)"
-    )  # fmt: skip
+        "--count",
+        type=_positive(int),
+        default=1,
+        help="number of jobs; each gets a new random seed, or the next seed when seed= is given (default: 1)",
+    )
     run.add_argument(
         "--timeout",
         type=_positive(float),
@@ -296,7 +300,7 @@ async def run_jobs(
                 for task in (t for t in tasks if t in late):  # in job order
                     terminal.say(
                         f"{tasks[task].tag} failed: not finished when --timeout ({timeout:g} s) ran out; "
-                        "it was cancelled on the server."
+                        "it was cancelled."
                     )
         finally:
             watcher.cancel()
@@ -358,7 +362,7 @@ def save_result(result: JobResult, out: Path) -> list[Path]:
     stem = f"{result.workflow}_{seed}" if seed is not None else f"{result.workflow}_{result.job_id[:8]}"
     paths = []
     for file in result.files:
-        path = out / f"{stem}_{Path(file.filename).name}"
+        path = out / f"{stem}_{_CONTROL.sub('_', Path(file.filename).name)}"  # the name comes from the server
         try:
             out.mkdir(parents=True, exist_ok=True)
             paths.append(_write_new(path, file.data))

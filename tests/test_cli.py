@@ -116,8 +116,9 @@ async def test_run_refuses_an_out_that_is_a_file(
 def test_saving_never_overwrites_a_file(in_tmp: Path) -> None:
     (in_tmp / "out").mkdir()
     (in_tmp / "out" / "image_5_a.png").write_bytes(b"last night")
-    result = JobResult("0" * 32, "image", {"seed": 5}, "s", (OutputFile("a.png", b"tonight", "9"),), (), 1.0)
-    assert cli.save_result(result, Path("out")) == [Path("out/image_5_a_2.png")]
+    files = (OutputFile("a.png", b"tonight", "9"), OutputFile("b\x1b[2J.png", b"odd name", "9"))
+    result = JobResult("0" * 32, "image", {"seed": 5}, "s", files, (), 1.0)
+    assert cli.save_result(result, Path("out")) == [Path("out/image_5_a_2.png"), Path("out/image_5_b_[2J.png")]
     assert (in_tmp / "out" / "image_5_a.png").read_bytes() == b"last night"
     assert (in_tmp / "out" / "image_5_a_2.png").read_bytes() == b"tonight"
 
@@ -182,8 +183,8 @@ async def test_timeout_cancels_unfinished_jobs_on_the_server(
     code, out, err = await asyncio.wait_for(bot_py(capsys, *argv, url=comfy.url), 30)
     assert (code, out) == (1, "")
     assert lasting(err) == [
-        "[1/2] failed: not finished when --timeout (1 s) ran out; it was cancelled on the server.",
-        "[2/2] failed: not finished when --timeout (1 s) ran out; it was cancelled on the server.",
+        "[1/2] failed: not finished when --timeout (1 s) ran out; it was cancelled.",
+        "[2/2] failed: not finished when --timeout (1 s) ran out; it was cancelled.",
         "0 of 2 jobs succeeded.",
     ]
     submitted = {r.json["prompt_id"] for r in comfy.requests if r.method == "POST" and r.path == "/prompt"}
