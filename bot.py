@@ -9,7 +9,6 @@ import os
 import secrets
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -285,24 +284,23 @@ def run_bot(settings: Settings) -> int:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="bot.py", description="A Discord bot that runs ComfyUI workflows.")
-    sub = parser.add_subparsers(dest="command")
-    run = sub.add_parser("run", help="run a workflow once (or --count times) and save its files")
-    run.add_argument("workflow", help="command name, e.g. image or music")
-    run.add_argument(
-        "values", nargs="*", metavar="key=value", help='option values, e.g. prompt="a cat"; key=@file reads a file'
+    parser = argparse.ArgumentParser(
+        prog="bot.py",
+        description="A Discord bot that runs ComfyUI workflows. Without a command it runs the bot; "
+        "`run` and `check` work from the command line and need no Discord token.",
+        epilog="`bot.py run --help` and `bot.py check --help` describe them and their exit codes.",
     )
-    run.add_argument("--out", type=Path, default=Path("out"), help="folder for the files (default: out)")
-    run.add_argument("--count", type=int, default=1, help="number of jobs, each with a new random seed")
-    sub.add_parser("check", help="check the settings, the servers and every workflow on them")
+    cli.add_commands(parser.add_subparsers(dest="command", metavar="{run,check}"))
     return parser.parse_args(argv)
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     load_dotenv()
+    # `run` and `check` never talk to Discord: a placeholder or malformed token must not stop them.
+    env = os.environ if args.command is None else {k: v for k, v in os.environ.items() if k != "DISCORD_TOKEN"}
     try:
-        settings = load_settings(os.environ, require_token=args.command is None)
+        settings = load_settings(env, require_token=args.command is None)
     except ConfigError as exc:
         print(
             f"{exc.user_message}\nSettings are read from the environment and from .env (see .env.example).",
@@ -314,17 +312,7 @@ def main(argv: list[str]) -> int:
     setup_logging(settings.log_level if args.command is None else cli_level)
     if args.command is None:
         return run_bot(settings)
-    try:
-        if args.command == "check":
-            return asyncio.run(cli.check(settings))
-        if args.count < 1:
-            raise BotError("--count must be at least 1.")
-        return asyncio.run(cli.run_jobs(settings, args.workflow, args.values, args.out, args.count))
-    except BotError as exc:
-        print(exc.user_message, file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return cli.main(args, settings)
 
 
 if __name__ == "__main__":

@@ -2,21 +2,228 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import re
+import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import aiohttp
 
 from core.comfyui.client import ComfyClient
 from core.config import Settings
 from core.errors import BotError, ComfyServerError, ComfyUnreachable, InvalidInput
-from core.jobs.engine import Engine, JobResult, Progress
+from core.jobs.engine import ComfyServer, Engine, JobResult, Progress
 from core.workflows import Catalog, InputFile, ParamType, Workflow, load_catalog, validate_graph
 from core.workflows.detect import binding_toml
+
+EXIT_CODES = """\
+exit codes:
+  0  every job finished (check: everything is usable)
+  1  some jobs failed or timed out (check: problems were found)
+  2  configuration or usage error; nothing was run"""
+PLAIN_PROGRESS_INTERVAL = 10.0  # seconds between progress lines when stderr is a log file, not a terminal
+SERVER_POLL = 0.1  # how often the server watch looks at each websocket's state
+CANCEL_WAIT = 10.0  # how long cancelling jobs at the --timeout deadline may take
+# Core messages speak to Discord members; at a terminal the reader runs the servers themselves.
+TERMINAL_WORDING = {
+    "Please try again in a few minutes; if it keeps happening, tell a server admin.": (
+        "Check that ComfyUI is running and that COMFYUI_URL points to it."
+    ),
+    "Please try again later; if it keeps happening, tell a server admin.": "The ComfyUI console may say why.",
+    "Please run the command again.": "Run it again.",
+    "An admin should check that it ends": "Check that it ends",
+}
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # everything but \t and \n: no \r, no ANSI escapes
+
+
+def add_commands(sub: Any) -> None:
+    """Add `run` and `check` to the parser's subcommands (`sub` is what add_subparsers returned)."""
+    run = sub.add_parser(
+        "run",
+        help="run a workflow once (or --count times) and save its files",
+        description="""\
+Run a workflow on the ComfyUI server(s) of COMFYUI_URL and save the files it makes.
+The saved paths are printed on stdout, one per line. Progress and messages go to stderr:
+one updating line on a terminal, plain lines otherwise (e.g. in a nightly job's log).
+DISCORD_TOKEN is not used.""",
+        epilog=f"""\
+examples:
+  bot.py run image prompt="a cat" --out pics
+  bot.py run music tags="city pop" lyrics=@lyrics.txt --count 10 --timeout 3600
+  bot.py run blur picture=holiday.png
+
+{EXIT_CODES}""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("workflow", help="command name, e.g. image or music (see `bot.py check`)")
+    run.add_argument(
+        "values",
+        nargs="*",
+        metavar="key=value",
+        help='option values, e.g. prompt="a cat"; key=@file reads the text from a file; '
+        "image/audio options take a file path",
+    )
+    run.add_argument(
+        "--out",
+        type=Path,
+        default=Path("out"),
+        help="folder for the files, made when the first one is saved (default: out)",
+    )
+    run.add_argument(
+        "--count",
+        type=_positive(int),
+        default=1,
+        help="number of jobs; each gets a new random seed, or the next seed when seed= is given (default: 1)",
+    )
+    run.add_argument(
+        "--timeout",
+        type=_positive(float),
+        metavar="SECONDS",
+        help="time limit for the whole batch: jobs not finished by then are cancelled on the server and "
+        "reported as failed (default: none; each job still has JOB_TIMEOUT)",
+    )
+    sub.add_parser(
+        "check",
+        help="check the settings, the servers and every workflow on them",
+        description="""\
+Check what the bot and `run` would use, without running anything:
+  - the settings (environment and .env; DISCORD_TOKEN is not needed),
+  - every workflow in WORKFLOWS_DIR (API format, binding file; for a workflow without
+    one, the options detected in it, ready to save as its .toml),
+  - each server in COMFYUI_URL: whether it answers, its ComfyUI version, and whether each
+    workflow can run there (node classes, models and other values it offers).""",
+        epilog=f"examples:\n  bot.py check\n  COMFYUI_URL=http://gpu-box:8188 bot.py check\n\n{EXIT_CODES}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be more than 0 (got {text})")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def main(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the `run` or `check` command; the exit code is described in EXIT_CODES."""
+    try:
+        return asyncio.run(execute(args, settings))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def execute(args: argparse.Namespace, settings: Settings) -> int:
+    """`main` without the event loop, for tests: a BotError before any job runs is a usage error (2)."""
+    try:
+        if args.command == "check":
+            return await check(settings)
+        return await run_jobs(settings, args.workflow, args.values, args.out, args.count, timeout=args.timeout)
+    except BotError as exc:
+        print(_clean(for_terminal(exc)), file=sys.stderr)
+        return 2
+
+
+def for_terminal(error: BotError) -> str:
+    """The error's message in words for the person at the terminal, with the server's own reason."""
+    text = error.user_message
+    for discord_words, terminal_words in TERMINAL_WORDING.items():
+        text = text.replace(discord_words, terminal_words)
+    if isinstance(error, ComfyUnreachable | ComfyServerError) and error.detail:
+        text += f" ({' '.join(error.detail.split())})"
+    return text
+
+
+class Terminal:
+    """Everything `run` tells the person running it on stderr: lasting lines, and progress that suits the stream.
+
+    On a terminal, progress is one line redrawn in place. Otherwise (a log file, a pipe) it is a plain line
+    at most every `interval` seconds, and nothing written contains a control character but newlines.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        *,
+        live: bool | None = None,
+        interval: float = PLAIN_PROGRESS_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty() if live is None else live
+        self.interval = interval
+        self.clock = clock
+        self._statuses: dict[str, str] = {}  # job tag -> its latest progress, for unfinished jobs
+        self._drawn = ""  # the live line now on screen
+        self._printed: tuple[float, str] | None = None  # when and what the last plain progress line said
+
+    def say(self, text: str) -> None:
+        """Write a line that stays (a failure, a server going away, a summary)."""
+        self._erase()
+        print(_clean(text), file=self.stream, flush=True)
+        self._show()
+
+    def result(self, text: str) -> None:
+        """Print a saved file's path on stdout, where scripts read them."""
+        self._erase()
+        print(text, flush=True)
+        self._show()
+
+    def progress(self, tag: str, text: str) -> None:
+        self._statuses[tag] = text
+        self._show()
+
+    def done(self, tag: str) -> None:
+        self._statuses.pop(tag, None)
+        self._show()
+
+    def close(self) -> None:
+        self._statuses.clear()
+        self._erase()
+
+    def _summary(self) -> str:
+        if not self._statuses:
+            return ""
+        tag, text = next(iter(self._statuses.items()))
+        others = len(self._statuses) - 1
+        return _clean(f"{tag} {text}" + (f" (+{others} more)" if others else "")).replace("\n", " ")
+
+    def _show(self) -> None:
+        summary = self._summary()
+        if self.live:
+            width = shutil.get_terminal_size().columns - 1
+            if summary[:width] != self._drawn:
+                self._erase()
+                self._drawn = summary[:width]
+                self.stream.write(self._drawn)
+                self.stream.flush()
+            return
+        now = self.clock()
+        last_time, last_text = self._printed or (-self.interval, "")
+        if summary and summary != last_text and now - last_time >= self.interval:
+            self._printed = (now, summary)
+            print(summary, file=self.stream, flush=True)
+
+    def _erase(self) -> None:
+        if self.live and self._drawn:
+            self.stream.write("\r\x1b[K")
+            self._drawn = ""
+
+
+def _clean(text: str) -> str:
+    return _CONTROL.sub("\ufffd", text)
 
 
 def parse_assignments(pairs: Sequence[str], workflow: Workflow) -> dict[str, Any]:
@@ -28,7 +235,10 @@ def parse_assignments(pairs: Sequence[str], workflow: Workflow) -> dict[str, Any
         if not sep or not key:
             raise InvalidInput(f'{pair!r} is not a key=value pair (e.g. prompt="a cat").')
         param = workflow.param(key)
-        is_file = param is not None and param.type in (ParamType.IMAGE, ParamType.AUDIO)
+        if param is None:
+            names = ", ".join(p.name for p in workflow.params) or "none"
+            raise InvalidInput(f"{workflow.name} has no option {key!r}. Its options are: {names}.")
+        is_file = param.type in (ParamType.IMAGE, ParamType.AUDIO)
         if is_file or value.startswith("@"):
             path = Path(value.removeprefix("@"))
             try:
@@ -48,20 +258,30 @@ def find_workflow(catalog: Catalog, name: str) -> Workflow:
     return workflow
 
 
-async def run_jobs(settings: Settings, name: str, pairs: Sequence[str], out: Path, count: int) -> int:
-    """Run `count` jobs of one workflow and save their files into `out`; exit code 0 when all succeed."""
+@dataclass(frozen=True, slots=True)
+class _Job:
+    tag: str  # "[3/10]", how the job is named in every line about it
+    values: dict[str, Any]
+
+
+async def run_jobs(
+    settings: Settings, name: str, pairs: Sequence[str], out: Path, count: int, *, timeout: float | None = None
+) -> int:
+    """Run `count` jobs of one workflow and save their files into `out`; 0 when all succeed, 1 otherwise."""
     catalog = load_catalog(settings.workflows_dir)
     workflow = find_workflow(catalog, name)
     given = parse_assignments(pairs, workflow)
+    if out.exists() and not out.is_dir():
+        raise InvalidInput(f"--out {str(out)!r} is a file, not a folder.")
     seed_param = next((p for p in workflow.params if p.type is ParamType.SEED), None)
-    batches = []
+    jobs = []
     for index in range(count):
         values = dict(given)
         if seed_param and str(given.get(seed_param.name, "")).isdigit() and index:
             values[seed_param.name] = int(given[seed_param.name]) + index  # a fixed seed walks forward
-        batches.append(workflow.resolve(values))
-    out.mkdir(parents=True, exist_ok=True)
+        jobs.append(_Job(f"[{index + 1}/{count}]", workflow.resolve(values)))
 
+    terminal = Terminal()
     async with aiohttp.ClientSession() as session:
         engine = Engine(
             session,
@@ -70,49 +290,123 @@ async def run_jobs(settings: Settings, name: str, pairs: Sequence[str], out: Pat
             max_output_bytes=settings.max_output_bytes,
         )
         engine.start()
+        watcher = asyncio.create_task(watch_servers(engine.servers, terminal.say))
+        tasks = {asyncio.create_task(_one_job(engine, workflow, job, out, terminal)): job for job in jobs}
         try:
-            results = await asyncio.gather(
-                *(_one_job(engine, workflow, values, out, f"[{i + 1}/{count}]") for i, values in enumerate(batches))
-            )
+            done, late = await asyncio.wait(tasks, timeout=timeout)
+            if late:
+                assert timeout is not None
+                await _stop_late_jobs(engine, late)
+                for task in (t for t in tasks if t in late):  # in job order
+                    terminal.say(
+                        f"{tasks[task].tag} failed: not finished when --timeout ({timeout:g} s) ran out; "
+                        "it was cancelled."
+                    )
         finally:
+            watcher.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(watcher, *tasks, return_exceptions=True)
             await engine.close()
-    failed = results.count(False)
+            terminal.close()
+    succeeded = sum(1 for task in done if task.result())
     if count > 1:
-        print(f"{count - failed} of {count} jobs succeeded.", file=sys.stderr)
-    return 1 if failed else 0
+        terminal.say(f"{succeeded} of {count} jobs succeeded.")
+    return 0 if succeeded == count else 1
 
 
-async def _one_job(engine: Engine, workflow: Workflow, values: dict[str, Any], out: Path, tag: str) -> bool:
-    last = [0.0, ""]
+async def _stop_late_jobs(engine: Engine, tasks: set[asyncio.Task[bool]]) -> None:
+    """Stop jobs at the batch deadline, here and on the server (which would otherwise run them anyway)."""
+    # Jobs watched by a listener have been (or are being) submitted; the others never reached a server.
+    submitted = [(server, job_id) for server in engine.servers for job_id in server.listener.watches]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for server, job_id in submitted:
+        try:
+            async with asyncio.timeout(CANCEL_WAIT):
+                await server.client.cancel(job_id)
+        except (BotError, TimeoutError):
+            pass  # the server is gone, and the job with it
 
+
+async def _one_job(engine: Engine, workflow: Workflow, job: _Job, out: Path, terminal: Terminal) -> bool:
     def show(progress: Progress) -> None:
-        text = progress.describe()
-        if text != last[1] and time.monotonic() - last[0] >= 1.0:
-            last[:] = [time.monotonic(), text]
-            print(f"{tag} {text}", file=sys.stderr)
+        if progress.resubmitted:
+            terminal.say(f"{job.tag} {progress.describe()}")
+        else:
+            terminal.progress(job.tag, progress.describe())
 
     try:
-        result = await engine.run(workflow, values, show)
+        result = await engine.run(workflow, job.values, show)
+        paths = save_result(result, out)
     except BotError as exc:
-        print(f"{tag} failed: {exc.user_message}", file=sys.stderr)
+        terminal.say(f"{job.tag} failed: {for_terminal(exc)}")
         return False
-    for path in save_result(result, out):
-        print(path)
+    finally:
+        terminal.done(job.tag)
+    for path in paths:
+        terminal.result(str(path))
     for text in result.texts:
-        print(f"{tag} text output: {text}", file=sys.stderr)
+        terminal.say(f"{job.tag} text output: {text}")
+    terminal.say(f"{job.tag} done: {len(paths)} file(s) saved.")
     return True
 
 
 def save_result(result: JobResult, out: Path) -> list[Path]:
-    """Write a job's files into `out`, named after the workflow and seed so batches do not collide."""
+    """Write a job's files into `out` (made now, when there is something to write), never over an existing file.
+
+    Files are named after the workflow and seed so that batches do not collide.
+    """
     seed = result.values.get("seed")
     stem = f"{result.workflow}_{seed}" if seed is not None else f"{result.workflow}_{result.job_id[:8]}"
     paths = []
     for file in result.files:
-        path = out / f"{stem}_{Path(file.filename).name}"
-        path.write_bytes(file.data)
-        paths.append(path)
+        path = out / f"{stem}_{_CONTROL.sub('_', Path(file.filename).name)}"  # the name comes from the server
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            paths.append(_write_new(path, file.data))
+        except OSError as exc:
+            raise BotError(f"Cannot save {path}: {exc.strerror or exc}.") from None
     return paths
+
+
+def _write_new(path: Path, data: bytes) -> Path:
+    """Write `data` to `path`, or to `path` with _2, _3… added when that name is taken."""
+    candidate, number = path, 1
+    while True:
+        try:
+            with candidate.open("xb") as f:
+                f.write(data)
+            return candidate
+        except FileExistsError:
+            number += 1
+            candidate = path.with_stem(f"{path.stem}_{number}")
+
+
+async def watch_servers(servers: Sequence[ComfyServer], say: Callable[[str], None]) -> None:
+    """Say when a server stops answering and when it answers again (its jobs wait for it meanwhile)."""
+    await asyncio.gather(*(_watch_server(server, say) for server in servers))
+
+
+async def _watch_server(server: ComfyServer, say: Callable[[str], None]) -> None:
+    # A dropped websocket alone is not news: the listener reconnects at once. The server is down once a
+    # connection attempt has failed since it was last seen connected.
+    name, listener = server.client.name, server.listener
+    down = False
+    while True:
+        await listener.connected.wait()  # woken before the reconciliation that follows a reconnect
+        if down:
+            say(f"ComfyUI server {name} is answering again.")
+        up_at = time.monotonic()
+        while True:  # connected, or reconnecting after a drop
+            await asyncio.sleep(SERVER_POLL)
+            if listener.connected.is_set():
+                up_at = time.monotonic()
+            elif listener.last_failure > up_at:
+                break
+        say(f"ComfyUI server {name} stopped answering; its jobs wait until it is back.")
+        down = True
 
 
 async def check(settings: Settings) -> int:
@@ -136,14 +430,13 @@ async def check(settings: Settings) -> int:
         for url in settings.comfyui_urls:
             client = ComfyClient(session, url)
             try:
-                stats = await client.system_stats()
+                version = await server_version(client)
                 object_info = await client.object_info()
             except (ComfyUnreachable, ComfyServerError) as exc:
                 problems += 1
                 state = "NOT reachable" if isinstance(exc, ComfyUnreachable) else "answered with an error"
                 print(f"Server {client.name}: {state} ({exc.reason})")
                 continue
-            version = stats.get("system", {}).get("comfyui_version", "unknown version")
             print(f"Server {client.name}: reachable (ComfyUI {version}, {len(object_info)} node classes)")
             for workflow in catalog.workflows.values():
                 found = validate_graph(workflow.graph, object_info)
@@ -154,3 +447,11 @@ async def check(settings: Settings) -> int:
                     print(f"    - {line}")
     print("All good." if not problems else f"{problems} problem(s) found.")
     return 0 if not problems else 1
+
+
+async def server_version(client: ComfyClient) -> str:
+    """The server's ComfyUI version as it reports it in /system_stats."""
+    stats = await client.system_stats()
+    system = stats.get("system") if isinstance(stats, dict) else None
+    version = system.get("comfyui_version") if isinstance(system, dict) else None
+    return str(version)[:40] if version else "unknown version"

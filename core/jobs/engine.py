@@ -52,8 +52,11 @@ class Progress:
     step: int | None = None
     steps: int | None = None
     waiting: int | None = None  # place in the bot's own queue, before any server has a free slot
+    resubmitted: bool = False  # the server lost the job (restart, cleared queue); it is submitted again
 
     def describe(self) -> str:
+        if self.resubmitted:
+            return "The server lost the job (it restarted or its queue was cleared); submitting it again."
         if self.waiting:
             return f"Waiting for a free slot: position {self.waiting} in the bot's queue"
         if self.position:
@@ -261,6 +264,8 @@ class Engine:
                         if record.attempts >= MAX_ATTEMPTS:
                             raise
                         log.warning("job %s vanished from %s; submitting it again", record.id, server.client.name)
+                        if on_progress is not None:
+                            await _call(on_progress, Progress(resubmitted=True))
                         submit = True
                 if record.id in self._cancelled:
                     raise JobCancelled()
