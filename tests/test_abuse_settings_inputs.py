@@ -69,7 +69,9 @@ async def test_a_file_still_on_the_server_is_used_as_it_is(
     record = await submitted_job(client, store)
     assert await ensure_inputs(client, record, store) == record
     assert comfy.files[("input", "discord-bot", "cat.png")] == CAT
-    assert [k for k in comfy.files if k[0] == "input" and k[1] == "discord-bot"] == [("input", "discord-bot", "cat.png")]
+    assert [k for k in comfy.files if k[0] == "input" and k[1] == "discord-bot"] == [
+        ("input", "discord-bot", "cat.png")
+    ]
 
 
 async def test_a_file_the_server_lost_is_uploaded_again_from_the_copy(

@@ -131,15 +131,28 @@ def test_new_limits_have_their_defaults_and_can_be_set() -> None:
     assert settings.comfyui_urls == ("https://comfy.example.com:443/api", "http://[::1]:8188")
 
 
-def _whole(key: str, unit: str, low: str, high: str, default: str, got: str) -> str:
-    return (
-        f"{key} must be a whole number of {unit} from {low} to {high}, written with the digits 0-9 only "
-        f"(default {default}); got {got}."
+# key -> unit, lowest, highest, default, whole number
+RANGES = {
+    "JOB_TIMEOUT": ("seconds", "1", "2,592,000", "3,600", False),
+    "MAX_OUTPUT_MB": ("megabytes", "1", "100,000", "200", False),
+    "MAX_JOB_OUTPUT_MB": ("megabytes", "1", "100,000", "500", False),
+    "MAX_JOBS_PER_SERVER": ("jobs", "1", "1,000", "4", True),
+    "MAX_PENDING_PER_MEMBER": ("jobs", "1", "1,000", "2", True),
+    "MAX_QUEUED_JOBS": ("jobs", "1", "100,000", "100", True),
+    "MAX_OUTPUTS_PER_JOB": ("files", "1", "1,000", "20", True),
+    "MAX_IMAGE_PIXELS": ("pixels", "1,000,000", "1,000,000,000", "100,000,000", True),
+    "COOLDOWN_SECONDS": ("seconds", "0", "2,592,000", "0", False),
+}
+
+
+def _out_of_range(key: str, got: str) -> str:
+    unit, low, high, default, whole = RANGES[key]
+    kind, shape = (
+        (f"a whole number of {unit}", "written with the digits 0-9 only")
+        if whole
+        else (f"a number of {unit}", "written like 90 or 2.5")
     )
-
-
-def _decimal(key: str, unit: str, low: str, high: str, default: str, got: str) -> str:
-    return f"{key} must be a number of {unit} from {low} to {high}, written like 90 or 2.5 (default {default}); got {got}."
+    return f"{key} must be {kind} from {low} to {high}, {shape} (default {default}); got {got}."
 
 
 def _url(shown: str, problem: str) -> str:
@@ -158,6 +171,8 @@ ROLE = (
     "or left empty; got {}."
 )
 PORT = "the port must be a number from 1 to 65535"
+SCHEME = "it must start with http:// or https:// followed by a host name"
+NOT_ASCII = "it contains spaces or characters that are not plain ASCII"
 
 # Every setting with the bad values an admin could type, and the exact line they get. Before issue 11, 16 of
 # these stopped the bot with a traceback (nan/inf/1e999 in counts and sizes, "²" in ids, "http://[::1") and
@@ -169,10 +184,10 @@ BAD_VALUES: list[tuple[str, str, str]] = [
     ("COMFYUI_URL", "http://h:+80", _url("'http://h:+80'", PORT)),
     ("COMFYUI_URL", "http://user:secret@h:99999", _url("'http://***@h:99999'", PORT)),
     ("COMFYUI_URL", "http://[::1", _url("'http://[::1'", "it cannot be read as a URL")),
-    ("COMFYUI_URL", "localhost:8188", _url("'localhost:8188'", "it must start with http:// or https:// followed by a host name")),
-    ("COMFYUI_URL", "ftp://h", _url("'ftp://h'", "it must start with http:// or https:// followed by a host name")),
-    ("COMFYUI_URL", "http://h:٨١٨٨", _url("'http://h:٨١٨٨'", "it contains spaces or characters that are not plain ASCII")),
-    ("COMFYUI_URL", "http://my host", _url("'http://my host'", "it contains spaces or characters that are not plain ASCII")),
+    ("COMFYUI_URL", "localhost:8188", _url("'localhost:8188'", SCHEME)),
+    ("COMFYUI_URL", "ftp://h", _url("'ftp://h'", SCHEME)),
+    ("COMFYUI_URL", "http://h:٨١٨٨", _url("'http://h:٨١٨٨'", NOT_ASCII)),
+    ("COMFYUI_URL", "http://my host", _url("'http://my host'", NOT_ASCII)),
     ("COMFYUI_URL", "http://h?x=1", _url("'http://h?x=1'", "it must not have a ?query or #fragment")),
     ("DEV_GUILD_ID", "my server", GUILD.format("'my server'")),
     ("DEV_GUILD_ID", "٣", GUILD.format("'٣'")),
@@ -184,35 +199,35 @@ BAD_VALUES: list[tuple[str, str, str]] = [
     ("ADMIN_ROLE_ID", "81384788765712384.0", ROLE.format("'81384788765712384.0'")),
     ("LOG_LEVEL", "loud", "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR (default INFO); got 'loud'."),
     ("LOG_LEVEL", "ınfo", "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR (default INFO); got 'ınfo'."),
-    ("JOB_TIMEOUT", "nan", _decimal("JOB_TIMEOUT", "seconds", "1", "2,592,000", "3,600", "'nan'")),
-    ("JOB_TIMEOUT", "inf", _decimal("JOB_TIMEOUT", "seconds", "1", "2,592,000", "3,600", "'inf'")),
-    ("JOB_TIMEOUT", "1e3", _decimal("JOB_TIMEOUT", "seconds", "1", "2,592,000", "3,600", "'1e3'")),
-    ("JOB_TIMEOUT", "٣", _decimal("JOB_TIMEOUT", "seconds", "1", "2,592,000", "3,600", "'٣'")),
-    ("JOB_TIMEOUT", "0", _decimal("JOB_TIMEOUT", "seconds", "1", "2,592,000", "3,600", "'0'")),
-    ("JOB_TIMEOUT", "9" * 400, _decimal("JOB_TIMEOUT", "seconds", "1", "2,592,000", "3,600", f"'{'9' * 40}…'")),
-    ("MAX_OUTPUT_MB", "nan", _decimal("MAX_OUTPUT_MB", "megabytes", "1", "100,000", "200", "'nan'")),
-    ("MAX_OUTPUT_MB", "inf", _decimal("MAX_OUTPUT_MB", "megabytes", "1", "100,000", "200", "'inf'")),
-    ("MAX_OUTPUT_MB", "1e999", _decimal("MAX_OUTPUT_MB", "megabytes", "1", "100,000", "200", "'1e999'")),
-    ("MAX_OUTPUT_MB", "1_000", _decimal("MAX_OUTPUT_MB", "megabytes", "1", "100,000", "200", "'1_000'")),
-    ("MAX_OUTPUT_MB", "+5", _decimal("MAX_OUTPUT_MB", "megabytes", "1", "100,000", "200", "'+5'")),
-    ("MAX_JOB_OUTPUT_MB", "-1", _decimal("MAX_JOB_OUTPUT_MB", "megabytes", "1", "100,000", "500", "'-1'")),
-    ("MAX_JOBS_PER_SERVER", "2.5", _whole("MAX_JOBS_PER_SERVER", "jobs", "1", "1,000", "4", "'2.5'")),
-    ("MAX_JOBS_PER_SERVER", "nan", _whole("MAX_JOBS_PER_SERVER", "jobs", "1", "1,000", "4", "'nan'")),
-    ("MAX_JOBS_PER_SERVER", "inf", _whole("MAX_JOBS_PER_SERVER", "jobs", "1", "1,000", "4", "'inf'")),
-    ("MAX_JOBS_PER_SERVER", "1e999", _whole("MAX_JOBS_PER_SERVER", "jobs", "1", "1,000", "4", "'1e999'")),
-    ("MAX_PENDING_PER_MEMBER", "1e3", _whole("MAX_PENDING_PER_MEMBER", "jobs", "1", "1,000", "2", "'1e3'")),
-    ("MAX_PENDING_PER_MEMBER", "٣", _whole("MAX_PENDING_PER_MEMBER", "jobs", "1", "1,000", "2", "'٣'")),
-    ("MAX_PENDING_PER_MEMBER", "+3", _whole("MAX_PENDING_PER_MEMBER", "jobs", "1", "1,000", "2", "'+3'")),
-    ("MAX_PENDING_PER_MEMBER", "1 000", _whole("MAX_PENDING_PER_MEMBER", "jobs", "1", "1,000", "2", "'1 000'")),
-    ("MAX_PENDING_PER_MEMBER", "nan", _whole("MAX_PENDING_PER_MEMBER", "jobs", "1", "1,000", "2", "'nan'")),
-    ("MAX_QUEUED_JOBS", "0", _whole("MAX_QUEUED_JOBS", "jobs", "1", "100,000", "100", "'0'")),
-    ("MAX_QUEUED_JOBS", "ten", _whole("MAX_QUEUED_JOBS", "jobs", "1", "100,000", "100", "'ten'")),
-    ("MAX_OUTPUTS_PER_JOB", "20.0", _whole("MAX_OUTPUTS_PER_JOB", "files", "1", "1,000", "20", "'20.0'")),
-    ("MAX_IMAGE_PIXELS", "4096*4096", _whole("MAX_IMAGE_PIXELS", "pixels", "1,000,000", "1,000,000,000", "100,000,000", "'4096*4096'")),
-    ("MAX_IMAGE_PIXELS", "1e8", _whole("MAX_IMAGE_PIXELS", "pixels", "1,000,000", "1,000,000,000", "100,000,000", "'1e8'")),
-    ("COOLDOWN_SECONDS", "nan", _decimal("COOLDOWN_SECONDS", "seconds", "0", "2,592,000", "0", "'nan'")),
-    ("COOLDOWN_SECONDS", "inf", _decimal("COOLDOWN_SECONDS", "seconds", "0", "2,592,000", "0", "'inf'")),
-    ("COOLDOWN_SECONDS", "-0.5", _decimal("COOLDOWN_SECONDS", "seconds", "0", "2,592,000", "0", "'-0.5'")),
+    ("JOB_TIMEOUT", "nan", _out_of_range("JOB_TIMEOUT", "'nan'")),
+    ("JOB_TIMEOUT", "inf", _out_of_range("JOB_TIMEOUT", "'inf'")),
+    ("JOB_TIMEOUT", "1e3", _out_of_range("JOB_TIMEOUT", "'1e3'")),
+    ("JOB_TIMEOUT", "٣", _out_of_range("JOB_TIMEOUT", "'٣'")),
+    ("JOB_TIMEOUT", "0", _out_of_range("JOB_TIMEOUT", "'0'")),
+    ("JOB_TIMEOUT", "9" * 400, _out_of_range("JOB_TIMEOUT", f"'{'9' * 40}…'")),
+    ("MAX_OUTPUT_MB", "nan", _out_of_range("MAX_OUTPUT_MB", "'nan'")),
+    ("MAX_OUTPUT_MB", "inf", _out_of_range("MAX_OUTPUT_MB", "'inf'")),
+    ("MAX_OUTPUT_MB", "1e999", _out_of_range("MAX_OUTPUT_MB", "'1e999'")),
+    ("MAX_OUTPUT_MB", "1_000", _out_of_range("MAX_OUTPUT_MB", "'1_000'")),
+    ("MAX_OUTPUT_MB", "+5", _out_of_range("MAX_OUTPUT_MB", "'+5'")),
+    ("MAX_JOB_OUTPUT_MB", "-1", _out_of_range("MAX_JOB_OUTPUT_MB", "'-1'")),
+    ("MAX_JOBS_PER_SERVER", "2.5", _out_of_range("MAX_JOBS_PER_SERVER", "'2.5'")),
+    ("MAX_JOBS_PER_SERVER", "nan", _out_of_range("MAX_JOBS_PER_SERVER", "'nan'")),
+    ("MAX_JOBS_PER_SERVER", "inf", _out_of_range("MAX_JOBS_PER_SERVER", "'inf'")),
+    ("MAX_JOBS_PER_SERVER", "1e999", _out_of_range("MAX_JOBS_PER_SERVER", "'1e999'")),
+    ("MAX_PENDING_PER_MEMBER", "1e3", _out_of_range("MAX_PENDING_PER_MEMBER", "'1e3'")),
+    ("MAX_PENDING_PER_MEMBER", "٣", _out_of_range("MAX_PENDING_PER_MEMBER", "'٣'")),
+    ("MAX_PENDING_PER_MEMBER", "+3", _out_of_range("MAX_PENDING_PER_MEMBER", "'+3'")),
+    ("MAX_PENDING_PER_MEMBER", "1 000", _out_of_range("MAX_PENDING_PER_MEMBER", "'1 000'")),
+    ("MAX_PENDING_PER_MEMBER", "nan", _out_of_range("MAX_PENDING_PER_MEMBER", "'nan'")),
+    ("MAX_QUEUED_JOBS", "0", _out_of_range("MAX_QUEUED_JOBS", "'0'")),
+    ("MAX_QUEUED_JOBS", "ten", _out_of_range("MAX_QUEUED_JOBS", "'ten'")),
+    ("MAX_OUTPUTS_PER_JOB", "20.0", _out_of_range("MAX_OUTPUTS_PER_JOB", "'20.0'")),
+    ("MAX_IMAGE_PIXELS", "4096*4096", _out_of_range("MAX_IMAGE_PIXELS", "'4096*4096'")),
+    ("MAX_IMAGE_PIXELS", "1e8", _out_of_range("MAX_IMAGE_PIXELS", "'1e8'")),
+    ("COOLDOWN_SECONDS", "nan", _out_of_range("COOLDOWN_SECONDS", "'nan'")),
+    ("COOLDOWN_SECONDS", "inf", _out_of_range("COOLDOWN_SECONDS", "'inf'")),
+    ("COOLDOWN_SECONDS", "-0.5", _out_of_range("COOLDOWN_SECONDS", "'-0.5'")),
 ]
 
 
@@ -235,7 +250,7 @@ def test_all_bad_values_are_reported_at_once_with_exit_code_2_and_no_traceback(t
         "The configuration has 4 problem(s):\n"
         f"  - {_url(repr('http://[::1'), 'it cannot be read as a URL')}\n"
         f"  - {GUILD.format(repr('²'))}\n"
-        f"  - {_decimal('JOB_TIMEOUT', 'seconds', '1', '2,592,000', '3,600', repr('nan'))}\n"
-        f"  - {_whole('MAX_JOBS_PER_SERVER', 'jobs', '1', '1,000', '4', repr('inf'))}\n"
+        f"  - {_out_of_range('JOB_TIMEOUT', repr('nan'))}\n"
+        f"  - {_out_of_range('MAX_JOBS_PER_SERVER', repr('inf'))}\n"
         "Settings are read from the environment and from .env (see .env.example).\n"
     )
