@@ -287,10 +287,12 @@ class JobStore:
 
     async def unfinished(self) -> list[JobRecord]:
         """Return the jobs a restart must pick up again, oldest first."""
-        # Those still under way and those that ended without their member being told. Reported implies ended
-        # (Engine.finish sets both), so "not reported" covers both kinds.
+        # Those not ended, and those that ended (done, failed, cancelled) without their member being told
+        ended = tuple(s.value for s in JobState if s.finished)
         return await self._run(
-            self._select, "SELECT data, reported FROM jobs WHERE reported = 0 ORDER BY created_at", ()
+            self._select,
+            "SELECT data, reported FROM jobs WHERE state NOT IN (?, ?, ?) OR reported = 0 ORDER BY created_at",
+            ended,
         )
 
     def _select(self, sql: str, params: tuple[Any, ...]) -> list[JobRecord]:
