@@ -22,7 +22,7 @@ from cogs.generate import deliver_to_channel
 from core.config import Settings, load_settings, setup_logging
 from core.errors import BotError, ConfigError, JobLost
 from core.jobs.engine import Engine
-from core.jobs.store import JobRecord, JobState, JobStore
+from core.jobs.store import JobRecord, JobState, JobStore, StoreError
 from core.workflows import Catalog, load_catalog, runnable
 
 log = logging.getLogger("bot")
@@ -108,8 +108,9 @@ class ComfyBot(commands.Bot):
         self.job_tasks: set[asyncio.Task[Any]] = set()  # running jobs, stopped on close and resumed next start
 
     async def setup_hook(self) -> None:
-        self.session = aiohttp.ClientSession()
+        # The store first: a bad JOBS_DB or a second copy of the bot stops here (StoreError, see run_bot)
         self.store = await JobStore(self.settings.jobs_db).open()
+        self.session = aiohttp.ClientSession()
         self.engine = Engine(
             self.session,
             self.settings.comfyui_urls,
@@ -279,6 +280,9 @@ def run_bot(settings: Settings) -> int:
             "and put the new one in .env.",
             file=sys.stderr,
         )
+        return 2
+    except StoreError as exc:  # an unusable JOBS_DB, or another bot process holding it: one line, no traceback
+        print(exc.user_message, file=sys.stderr)
         return 2
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,6 +16,41 @@ DEFAULT_COMFYUI_URL = "http://127.0.0.1:8188"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # Three dot-separated base64url parts; the exact lengths have changed over the years, so only the shape is checked.
 _TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{10,}$")
+# ASCII digits only: str.isdigit() and int() also take "٣" or "²", and float() takes "1e3", "nan", "+1", "1_0".
+_WHOLE = re.compile(r"[0-9]+", re.ASCII)
+_DECIMAL = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+", re.ASCII)
+# A Discord snowflake: a 64-bit id whose timestamp puts it after Discord's first weeks, i.e. 17 to 20 digits.
+_SNOWFLAKE = re.compile(r"[1-9][0-9]{16,19}", re.ASCII)
+_MAX_SNOWFLAKE = 2**64 - 1
+_SHOWN_VALUE = 40  # characters of a bad value quoted back to the admin
+_MONTH = 30 * 24 * 3600
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class _Number:
+    """How one numeric setting is read: its bounds, its unit and whether fractions make sense."""
+
+    key: str
+    default: float
+    minimum: float
+    maximum: float
+    unit: str
+    whole: bool
+
+
+# Upper bounds keep every value far from overflow and from "effectively never" timeouts that hide mistakes.
+_NUMBERS = (
+    _Number("JOB_TIMEOUT", 3600, 1, _MONTH, "seconds", whole=False),
+    _Number("MAX_OUTPUT_MB", 200, 1, 100_000, "megabytes", whole=False),
+    _Number("MAX_JOB_OUTPUT_MB", 500, 1, 100_000, "megabytes", whole=False),
+    _Number("MAX_JOBS_PER_SERVER", 4, 1, 1000, "jobs", whole=True),
+    _Number("MAX_PENDING_PER_MEMBER", 2, 1, 1000, "jobs", whole=True),
+    _Number("MAX_QUEUED_JOBS", 100, 1, 100_000, "jobs", whole=True),
+    _Number("MAX_OUTPUTS_PER_JOB", 20, 1, 1000, "files", whole=True),
+    _Number("MAX_IMAGE_PIXELS", 100_000_000, 1_000_000, 1_000_000_000, "pixels", whole=True),
+    _Number("COOLDOWN_SECONDS", 0, 0, _MONTH, "seconds", whole=False),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,10 +69,18 @@ class Settings:
     max_pending_per_member: int
     max_jobs_per_server: int
     cooldown_seconds: float
+    max_queued_jobs: int
+    max_outputs_per_job: int
+    max_job_output_mb: float
+    max_image_pixels: int
 
     @property
     def max_output_bytes(self) -> int:
-        return int(self.max_output_mb * 1024 * 1024)
+        return int(self.max_output_mb * MB)
+
+    @property
+    def max_job_output_bytes(self) -> int:
+        return int(self.max_job_output_mb * MB)
 
 
 def load_settings(env: Mapping[str, str], *, require_token: bool) -> Settings:
@@ -44,6 +88,7 @@ def load_settings(env: Mapping[str, str], *, require_token: bool) -> Settings:
     problems: list[str] = []
 
     def text(key: str) -> str:
+        # An empty or blank value means "not set", as in .env.example's `DEV_GUILD_ID=`.
         return env.get(key, "").strip()
 
     token = text("DISCORD_TOKEN") or None
@@ -62,10 +107,10 @@ def load_settings(env: Mapping[str, str], *, require_token: bool) -> Settings:
     urls: list[str] = []
     for raw in (text("COMFYUI_URL") or DEFAULT_COMFYUI_URL).split(","):
         url = raw.strip().rstrip("/")
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        problem = _url_problem(url)
+        if problem is not None:
             problems.append(
-                f"COMFYUI_URL has an invalid address {redact_url(url)!r}: use http://host:port, "
+                f"COMFYUI_URL has an invalid address {_shown(_redacted(url))}: {problem}. Use http://host:port, "
                 f"e.g. {DEFAULT_COMFYUI_URL} (several servers: separate them with commas)."
             )
         elif url in urls:
@@ -80,28 +125,28 @@ def load_settings(env: Mapping[str, str], *, require_token: bool) -> Settings:
             "Set it to the folder holding your workflow .json and .toml files."
         )
 
-    dev_guild_id = _discord_id(
+    dev_guild_id = _snowflake(
         text("DEV_GUILD_ID"),
-        "DEV_GUILD_ID must be a server id (digits only; right-click the server > Copy Server ID "
-        "with Developer Mode on), or left empty.",
+        "DEV_GUILD_ID must be a server id (17 to 20 digits; right-click the server > Copy Server ID "
+        "with Developer Mode on), or left empty",
         problems,
     )
-    admin_role_id = _discord_id(
+    admin_role_id = _snowflake(
         text("ADMIN_ROLE_ID"),
-        "ADMIN_ROLE_ID must be a role id (digits only; Server Settings > Roles > right-click > Copy Role ID), "
-        "or left empty.",
+        "ADMIN_ROLE_ID must be a role id (17 to 20 digits; Server Settings > Roles > right-click > Copy Role ID), "
+        "or left empty",
         problems,
     )
 
-    log_level = (text("LOG_LEVEL") or "INFO").upper()
-    if log_level not in LOG_LEVELS:
-        problems.append(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}.")
+    raw_level = text("LOG_LEVEL")
+    log_level = raw_level.upper() if raw_level.isascii() else raw_level  # "ınfo".upper() is "INFO"
+    if not log_level:
+        log_level = "INFO"
+    elif log_level not in LOG_LEVELS:
+        problems.append(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)} (default INFO); got {_shown(raw_level)}.")
+        log_level = "INFO"
 
-    job_timeout = _number(text("JOB_TIMEOUT"), 3600.0, "JOB_TIMEOUT", "seconds", problems)
-    max_output_mb = _number(text("MAX_OUTPUT_MB"), 200.0, "MAX_OUTPUT_MB", "megabytes", problems)
-    max_pending = _number(text("MAX_PENDING_PER_MEMBER"), 2, "MAX_PENDING_PER_MEMBER", "jobs", problems)
-    per_server = _number(text("MAX_JOBS_PER_SERVER"), 4, "MAX_JOBS_PER_SERVER", "jobs", problems)
-    cooldown = _number(text("COOLDOWN_SECONDS"), 0, "COOLDOWN_SECONDS", "seconds", problems, zero_ok=True)
+    numbers = {spec.key: _number(spec, text(spec.key), problems) for spec in _NUMBERS}
 
     if problems:
         raise ConfigError(problems)
@@ -112,36 +157,83 @@ def load_settings(env: Mapping[str, str], *, require_token: bool) -> Settings:
         dev_guild_id=dev_guild_id,
         admin_role_id=admin_role_id,
         log_level=log_level,
-        job_timeout=job_timeout,
-        max_output_mb=max_output_mb,
+        job_timeout=float(numbers["JOB_TIMEOUT"]),
+        max_output_mb=float(numbers["MAX_OUTPUT_MB"]),
         jobs_db=Path(text("JOBS_DB") or "data/jobs.sqlite3"),
-        max_pending_per_member=int(max_pending),
-        max_jobs_per_server=int(per_server),
-        cooldown_seconds=cooldown,
+        max_pending_per_member=int(numbers["MAX_PENDING_PER_MEMBER"]),
+        max_jobs_per_server=int(numbers["MAX_JOBS_PER_SERVER"]),
+        cooldown_seconds=float(numbers["COOLDOWN_SECONDS"]),
+        max_queued_jobs=int(numbers["MAX_QUEUED_JOBS"]),
+        max_outputs_per_job=int(numbers["MAX_OUTPUTS_PER_JOB"]),
+        max_job_output_mb=float(numbers["MAX_JOB_OUTPUT_MB"]),
+        max_image_pixels=int(numbers["MAX_IMAGE_PIXELS"]),
     )
 
 
-def _number(raw: str, default: float, key: str, unit: str, problems: list[str], *, zero_ok: bool = False) -> float:
+def _number(spec: _Number, raw: str, problems: list[str]) -> float:
+    """Read one numeric setting; on a bad value record why and return the default."""
     if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if value < 0 or (value == 0 and not zero_ok):
-        amount = f"0 or more {unit}" if zero_ok else f"a positive number of {unit}"
-        problems.append(f"{key} must be {amount} (default {default:g}).")
-        return default
-    return value
+        return spec.default
+    value: float | None = None
+    if (_WHOLE if spec.whole else _DECIMAL).fullmatch(raw):
+        value = int(raw) if spec.whole else float(raw)  # "9" * 400 is a valid decimal that float() makes inf
+    if value is not None and math.isfinite(value) and spec.minimum <= value <= spec.maximum:
+        return value
+    kind = f"a whole number of {spec.unit}" if spec.whole else f"a number of {spec.unit}"
+    shape = "written with the digits 0-9 only" if spec.whole else "written like 90 or 2.5"
+    problems.append(
+        f"{spec.key} must be {kind} from {_figure(spec.minimum)} to {_figure(spec.maximum)}, {shape} "
+        f"(default {_figure(spec.default)}); got {_shown(raw)}."
+    )
+    return spec.default
 
 
-def _discord_id(raw: str, problem: str, problems: list[str]) -> int | None:
+def _figure(value: float) -> str:
+    """Write a bound or default the way an admin types it, with thousands separators: 100,000,000."""
+    return f"{int(value):,}" if value == int(value) else f"{value:,}"
+
+
+def _snowflake(raw: str, problem: str, problems: list[str]) -> int | None:
     if not raw:
         return None
-    if raw.isdigit() and int(raw) > 0:
+    if _SNOWFLAKE.fullmatch(raw) and int(raw) <= _MAX_SNOWFLAKE:
         return int(raw)
-    problems.append(problem)
+    problems.append(f"{problem}; got {_shown(raw)}.")
     return None
+
+
+def _url_problem(url: str) -> str | None:
+    """Why `url` cannot be a ComfyUI address, or None when it can."""
+    if not url.isascii() or any(c.isspace() or not c.isprintable() for c in url):
+        return "it contains spaces or characters that are not plain ASCII"
+    try:
+        parts = urlsplit(url)  # raises on an unclosed IPv6 bracket
+    except ValueError:
+        return "it cannot be read as a URL"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "it must start with http:// or https:// followed by a host name"
+    host_port = parts.netloc.rpartition("@")[2]
+    port = "" if host_port.endswith("]") or ":" not in host_port else host_port.rpartition(":")[2]
+    if port and not (_WHOLE.fullmatch(port) and 1 <= int(port) <= 65535):  # urlsplit allows "+80", "٨٠"
+        return "the port must be a number from 1 to 65535"
+    if parts.query or parts.fragment:
+        return "it must not have a ?query or #fragment"
+    return None
+
+
+def _shown(value: str) -> str:
+    """Quote a bad value back to the admin, cut so that a pasted file cannot flood the message."""
+    cut = value if len(value) <= _SHOWN_VALUE else value[:_SHOWN_VALUE] + "…"
+    return repr(cut)
+
+
+def _redacted(url: str) -> str:
+    """Like redact_url, for text that may not even parse as a URL."""
+    head, at, tail = url.rpartition("@")
+    if not at:
+        return url
+    scheme, sep, _ = head.partition("://")
+    return f"{scheme}{sep}***@{tail}" if sep else f"***@{tail}"
 
 
 def redact_url(url: str) -> str:

@@ -15,7 +15,14 @@ import av
 from av.container import InputContainer
 from PIL import Image
 
+from core.errors import OutputTooLarge
+
 log = logging.getLogger(__name__)
+
+DEFAULT_MAX_IMAGE_PIXELS = 100_000_000  # MAX_IMAGE_PIXELS: above the largest usual outputs (8K is 33 MP)
+# Pillow's own guard warns above ~89 MP and refuses above ~179 MP without saying the size; `fit_file` checks
+# every picture's header against its own `max_image_pixels` before decoding, and reports the size by name.
+Image.MAX_IMAGE_PIXELS = None
 
 MediaKind = Literal["image", "audio", "video", "text", "file"]
 
@@ -41,16 +48,37 @@ class Fitted:
     note: str | None
 
 
-def fit_file(filename: str, data: bytes, limit: int) -> Fitted | None:
-    """Make `data` at most `limit` bytes, re-encoding or scaling it down; None when nothing fits."""
+class TooManyPixels(OutputTooLarge):
+    """A picture too large to decode safely; its message names it with its size in pixels and bytes."""
+
+    def __init__(self, filename: str, width: int, height: int, size: int, max_pixels: int) -> None:
+        super().__init__(
+            f"{filename} is {width}×{height} pixels ({_megapixels(width * height)}, {human_size(size)}), "
+            f"more than the {_megapixels(max_pixels)} the bot decodes to shrink a file, so it was not attached."
+        )
+
+
+def fit_file(
+    filename: str, data: bytes, limit: int, *, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+) -> Fitted | None:
+    """Make `data` at most `limit` bytes, re-encoding or scaling it down; None when nothing fits.
+
+    Raises TooManyPixels for a picture over `max_image_pixels`, found from its header without decoding it.
+    """
     # None is the caller's cue to tell the member the file was too big; it also covers undecodable files.
     if len(data) <= limit:
         return Fitted(filename, data, None)
-    fitter = _FITTERS.get(kind_of(filename))
-    if fitter is None or limit <= 0:
+    kind = kind_of(filename)
+    if limit <= 0 or kind not in ("image", "video", "audio"):
         return None
     try:
-        return fitter(filename, data, limit)
+        if kind == "image":
+            return _fit_image(filename, data, limit, max_image_pixels)
+        if kind == "video":
+            return _fit_video(filename, data, limit, max_image_pixels)
+        return _fit_audio(filename, data, limit)
+    except TooManyPixels:
+        raise
     except Exception as exc:  # a corrupt or undecodable output is "cannot fit", never a crash of the job
         log.info("could not shrink %s (%d bytes) below %d bytes: %r", filename, len(data), limit, exc)
         return None
@@ -72,6 +100,10 @@ def _renamed(filename: str, suffix: str) -> str:
 
 def _to_fit(limit: int) -> str:
     return f"to fit the {human_size(limit)} upload limit"
+
+
+def _megapixels(pixels: int) -> str:
+    return f"{pixels / 1_000_000:.1f}".removesuffix(".0") + " MP"
 
 
 # --- still images -----------------------------------------------------------------------------------------------
@@ -96,8 +128,11 @@ class _Encoded:
     quality: int
 
 
-def _fit_image(filename: str, data: bytes, limit: int) -> Fitted | None:
-    img = Image.open(io.BytesIO(data))
+def _fit_image(filename: str, data: bytes, limit: int, max_pixels: int) -> Fitted | None:
+    img = Image.open(io.BytesIO(data))  # reads the header only: nothing is decoded before load()
+    width, height = img.size
+    if width * height > max_pixels:
+        raise TooManyPixels(filename, width, height, len(data), max_pixels)
     # Multi-page TIFFs are pages, not animations: their first page is the picture
     if img.format in ("GIF", "PNG", "WEBP") and getattr(img, "n_frames", 1) > 1:
         return _fit_animation(filename, img, limit)
@@ -280,18 +315,21 @@ class _Clip:
     frames: Callable[[], Iterator[av.VideoFrame | av.AudioFrame]]
 
 
-def _fit_video(filename: str, data: bytes, limit: int) -> Fitted | None:
+def _fit_video(filename: str, data: bytes, limit: int, max_pixels: int) -> Fitted | None:
     with av.open(io.BytesIO(data), "r") as container:
         if not container.streams.video:
             # An audio-only WebM/MP4/MKV: treat it as the audio it is
             return _fit_audio(filename, data, limit) if container.streams.audio else None
         video = container.streams.video[0]
+        width, height = video.codec_context.width, video.codec_context.height  # from the stream header
+        if width * height > max_pixels:
+            raise TooManyPixels(filename, width, height, len(data), max_pixels)
         audio = container.streams.audio[0] if container.streams.audio else None
         duration = _duration_of(container, video)
         fps = video.average_rate or video.guessed_rate or Fraction(25)
         clip = _Clip(
-            width=video.codec_context.width,
-            height=video.codec_context.height,
+            width=width,
+            height=height,
             duration=duration,
             fps=Fraction(fps),
             time_base=video.time_base or Fraction(1, 90000),
@@ -493,10 +531,3 @@ def _encode_mp3(data: bytes, kbps: int, rate: int, channels: int) -> bytes:
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
     return buffer.getvalue()
-
-
-_FITTERS: dict[MediaKind, Callable[[str, bytes, int], Fitted | None]] = {
-    "image": _fit_image,
-    "audio": _fit_audio,
-    "video": _fit_video,
-}

@@ -7,6 +7,7 @@ import math
 import random
 import struct
 import wave
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -422,3 +423,54 @@ def test_kinds_are_unchanged() -> None:
         "text",
         "file",
     ]
+
+
+# --- pixel cap (issue 11) ---------------------------------------------------------------------------------------
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that claims `width`×`height` RGB pixels but holds no image data: only a header to read."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+@pytest.mark.abuse
+def test_a_144_megapixel_png_is_named_with_its_size_and_never_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = png_header(12000, 12000)
+
+    def no_decoding(self: Image.Image) -> None:
+        raise AssertionError("the picture was decoded")
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", no_decoding)
+    with pytest.raises(media.TooManyPixels) as caught:
+        fit_file("ComfyUI_00001_.png", data, 10)
+    assert caught.value.user_message == (
+        f"ComfyUI_00001_.png is 12000×12000 pixels (144 MP, {len(data)} bytes), more than the "
+        "100 MP the bot decodes to shrink a file, so it was not attached."
+    )
+
+
+@pytest.mark.abuse
+def test_the_pixel_cap_is_an_argument(noisy_png: bytes) -> None:
+    with pytest.raises(media.TooManyPixels) as caught:
+        fit_file("ComfyUI_00002_.png", noisy_png, 780 * KB, max_image_pixels=1_000_000)
+    assert caught.value.user_message == (
+        f"ComfyUI_00002_.png is 1024×1024 pixels (1 MP, {human_size(len(noisy_png))}), more than the "
+        "1 MP the bot decodes to shrink a file, so it was not attached."
+    )
+    fitted = fit_file("ComfyUI_00002_.png", noisy_png, 780 * KB, max_image_pixels=1024 * 1024)
+    assert fitted is not None and len(fitted.data) <= 780 * KB
+
+
+@pytest.mark.abuse
+def test_a_video_over_the_pixel_cap_is_named_too(mp4: bytes) -> None:
+    with pytest.raises(media.TooManyPixels) as caught:
+        fit_file("ComfyUI_00007_.mp4", mp4, 200 * KB, max_image_pixels=50_000)
+    assert caught.value.user_message == (
+        f"ComfyUI_00007_.mp4 is 320×240 pixels (0.1 MP, {human_size(len(mp4))}), more than the 0.1 MP the bot "
+        "decodes to shrink a file, so it was not attached."
+    )

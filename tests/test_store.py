@@ -1,20 +1,33 @@
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import re
+import signal
 import sqlite3
+import sys
 from pathlib import Path
 
-from core.jobs.store import MIGRATIONS, JobRecord, JobState, JobStore
+import aiohttp
+import pytest
+
+from core.jobs.engine import Engine
+from core.jobs.store import MIGRATIONS, JobRecord, JobState, JobStore, StoreError, StoreLocked
+from tests.conftest import ROOT
+
+JOB_A, JOB_B, JOB_C = "a" * 32, "b" * 32, "c" * 32
 
 
 async def test_jobs_survive_a_reopen_and_only_unfinished_ones_come_back(tmp_path: Path) -> None:
     path = tmp_path / "db" / "jobs.sqlite3"
     store = await JobStore(path).open()
-    first = JobRecord(id="a" * 32, workflow="image", values={"prompt": "a cat", "seed": 1}, user_id=42)
+    first = JobRecord(id=JOB_A, workflow="image", values={"prompt": "a cat", "seed": 1}, user_id=42)
     await store.add(first)
     second = await store.update(
-        JobRecord(id="b" * 32, workflow="music", values={"tags": "lofi"}), state=JobState.SUBMITTED, server="http://x"
+        JobRecord(id=JOB_B, workflow="music", values={"tags": "lofi"}), state=JobState.SUBMITTED, server="http://x"
     )
-    await store.update(first, state=JobState.DONE)
+    await store.update(first, state=JobState.DONE, reported=True)
     client_id = await store.client_id()
     await store.close()
 
@@ -28,3 +41,181 @@ async def test_jobs_survive_a_reopen_and_only_unfinished_ones_come_back(tmp_path
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@pytest.mark.abuse
+async def test_a_failure_recorded_but_not_reported_comes_back_until_finish_reports_it(tmp_path: Path) -> None:
+    store = await JobStore(tmp_path / "jobs.sqlite3").open()
+    failed = await store.update(
+        JobRecord(id=JOB_A, workflow="image", values={}), state=JobState.FAILED, error="The job was cancelled."
+    )
+    assert [(r.id, r.state, r.reported) for r in await store.unfinished()] == [(JOB_A, JobState.FAILED, False)]
+    async with aiohttp.ClientSession() as session:
+        engine = Engine(session, (), job_timeout=60, max_output_bytes=1, store=store)
+        await engine.finish(failed.id, JobState.FAILED, failed.error)
+    assert await store.unfinished() == []
+    told = await store.get(JOB_A)
+    assert told is not None and told.reported and told.state is JobState.FAILED
+    assert told.error == "The job was cancelled."
+    await store.close()
+
+
+@pytest.mark.abuse
+async def test_the_migration_keeps_old_jobs_and_does_not_report_old_endings_again(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    with sqlite3.connect(path) as db:  # a store as the previous release left it: schema version 2
+        for number, script in enumerate(MIGRATIONS[:2], start=1):
+            db.executescript(f"{script}; PRAGMA user_version = {number};")
+        for job_id, state in ((JOB_A, "done"), (JOB_B, "failed"), (JOB_C, "submitted")):
+            data = {"id": job_id, "workflow": "image", "values": {"prompt": "x"}, "state": state, "attempts": 1}
+            db.execute(
+                "INSERT INTO jobs (id, workflow, state, data, user_id, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (job_id, "image", state, json.dumps(data), 7, 1.0, 1.0),
+            )
+    store = await JobStore(path).open()
+    assert [(r.id, r.reported, r.inputs) for r in await store.unfinished()] == [(JOB_C, False, {})]
+    old_failure = await store.get(JOB_B)
+    assert old_failure is not None and old_failure.reported and old_failure.state is JobState.FAILED
+    await store.close()
+
+
+@pytest.mark.abuse
+async def test_kept_inputs_are_readable_until_the_job_is_reported(tmp_path: Path) -> None:
+    store = await JobStore(tmp_path / "db" / "jobs.sqlite3").open()
+    record = JobRecord(id=JOB_A, workflow="blur", values={}, inputs={"picture": "discord-bot/cat.png"})
+    await store.add(record)
+    await store.keep_input(JOB_A, "picture", b"\x89PNG cat")
+    assert await store.kept_input(JOB_A, "picture") == b"\x89PNG cat"
+    assert await store.kept_input(JOB_A, "mask") is None
+    assert (tmp_path / "db" / "inputs" / JOB_A / "picture").read_bytes() == b"\x89PNG cat"
+    failed = await store.update(record, state=JobState.FAILED)  # recorded, not yet told: keep the copy
+    assert await store.kept_input(JOB_A, "picture") == b"\x89PNG cat"
+    await store.update(failed, reported=True)
+    assert await store.kept_input(JOB_A, "picture") is None
+    assert not (tmp_path / "db" / "inputs" / JOB_A).exists()
+    assert (await store.get(JOB_A)).inputs == {"picture": "discord-bot/cat.png"}  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match=re.escape("not a safe file name: '../../etc'")):
+        await store.keep_input(JOB_A, "../../etc", b"x")
+    await store.close()
+
+
+def _damaged(path: Path) -> None:
+    """A real store whose pages in the middle were overwritten, as a failing disk would leave it."""
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE t (x TEXT)")
+        db.executemany("INSERT INTO t VALUES (?)", [("x" * 500,)] * 200)
+    data = bytearray(path.read_bytes())
+    data[4096 * 3 : 4096 * 4] = b"\xa5" * 4096
+    path.write_bytes(bytes(data))
+
+
+UNUSABLE = [
+    (
+        "folder",
+        lambda p: p.mkdir(),
+        "The job store JOBS_DB={p} cannot be used: it is a folder. Set JOBS_DB to a file in it, e.g. {p}/jobs.sqlite3.",
+    ),
+    (
+        "text file",
+        lambda p: p.write_text("these are my notes, not a database\n" * 20),
+        "The job store JOBS_DB={p} cannot be used: it is not a SQLite database or it is damaged (file is not a "
+        "database). Move the file away (the bot then starts an empty store) or restore it from a backup.",
+    ),
+    (
+        "damaged",
+        _damaged,
+        "The job store JOBS_DB={p} cannot be used: it is not a SQLite database or it is damaged (database disk "
+        "image is malformed). Move the file away (the bot then starts an empty store) or restore it from a backup.",
+    ),
+]
+
+
+@pytest.mark.abuse
+@pytest.mark.parametrize(("case", "make", "message"), UNUSABLE, ids=[c[0] for c in UNUSABLE])
+async def test_an_unusable_jobs_db_is_one_clear_line(tmp_path: Path, case: str, make, message: str) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "jobs.sqlite3"
+    make(path)
+    with pytest.raises(StoreError) as caught:
+        await JobStore(path).open()
+    assert caught.value.user_message == message.format(p=path)
+    assert "\n" not in caught.value.user_message
+    await (await JobStore(tmp_path / "other.sqlite3").open()).close()  # the failed open left no lock behind
+
+
+@pytest.mark.abuse
+async def test_a_jobs_db_below_a_file_names_the_bad_folder(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("a file where a folder should be")
+    path = tmp_path / "data" / "jobs.sqlite3"
+    with pytest.raises(StoreError) as caught:
+        await JobStore(path).open()
+    assert caught.value.user_message == (
+        f"The job store JOBS_DB={path} cannot be used: {tmp_path / 'data'} is not a folder (part of that path is "
+        "a file). Set JOBS_DB to a path inside a folder, e.g. data/jobs.sqlite3."
+    )
+
+
+@pytest.mark.abuse
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write to any folder, so it cannot be refused")
+async def test_a_jobs_db_in_a_read_only_folder_says_to_make_it_writable(tmp_path: Path) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir(mode=0o500)
+    path = folder / "jobs.sqlite3"
+    try:
+        with pytest.raises(StoreError) as caught:
+            await JobStore(path).open()
+    finally:
+        folder.chmod(0o700)
+    assert caught.value.user_message == (
+        f"The job store JOBS_DB={path} cannot be used: the bot cannot write there (Permission denied). "
+        f"Let the user running the bot write to {folder}, or set JOBS_DB to a writable place."
+    )
+
+
+HOLDER = """
+import asyncio, sys
+from pathlib import Path
+from core.jobs.store import JobStore
+
+async def main() -> None:
+    await JobStore(Path(sys.argv[1])).open()
+    print("holding", flush=True)
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.abuse
+async def test_a_second_process_on_the_same_store_is_refused_until_the_first_dies(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", HOLDER, str(path), cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and await holder.stdout.readline() == b"holding\n"
+        with pytest.raises(StoreLocked) as caught:
+            await JobStore(path).open()
+        assert caught.value.pid == holder.pid
+        assert caught.value.user_message == (
+            f"The job store JOBS_DB={path} is in use by process {holder.pid}: another copy of the bot is running "
+            "on it. Stop that copy first, or give this one its own JOBS_DB (two bots on one store would run and "
+            "deliver the same jobs twice)."
+        )
+    finally:
+        holder.send_signal(signal.SIGKILL)  # no cleanup runs: the operating system must drop the lock
+        await holder.wait()
+    store = await JobStore(path).open()
+    assert (tmp_path / "jobs.sqlite3.lock").read_text() == f"{os.getpid()}\n"
+    await store.close()
+
+
+@pytest.mark.abuse
+async def test_two_stores_in_one_process_cannot_share_a_file_either(tmp_path: Path) -> None:
+    first = await JobStore(tmp_path / "jobs.sqlite3").open()
+    with pytest.raises(StoreLocked) as caught:
+        await JobStore(tmp_path / "jobs.sqlite3").open()
+    assert caught.value.pid == os.getpid()
+    await first.close()
+    await (await JobStore(tmp_path / "jobs.sqlite3").open()).close()  # closing released it

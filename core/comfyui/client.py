@@ -153,6 +153,17 @@ class ComfyClient:
         stored = await self._call("POST", "/upload/image", read, data=form, timeout=DOWNLOAD_TIMEOUT)
         return f"{stored['subfolder']}/{stored['name']}" if stored.get("subfolder") else str(stored["name"])
 
+    async def input_exists(self, filename: str, *, subfolder: str) -> bool:
+        """Whether the server still has this file in its input folder (GET /view answers 200, or 404)."""
+        params = {"filename": filename, "subfolder": subfolder, "type": "input"}
+
+        async def read(resp: aiohttp.ClientResponse) -> bool:
+            if resp.status not in (200, 404):
+                raise ComfyServerError(self.name, f"GET /view {filename} (input) -> {resp.status}")
+            return resp.status == 200  # the body is not read: the connection is dropped instead of drained
+
+        return await self._call("GET", "/view", read, params=params)
+
     async def history(self, prompt_id: str) -> HistoryEntry | None:
         """The finished prompt's history entry, or None while it is unknown, queued or running."""
         data = await self._get_json(f"/history/{prompt_id}")

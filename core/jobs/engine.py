@@ -303,14 +303,15 @@ class Engine:
         return forward
 
     async def finish(self, job_id: str, state: JobState, error: str | None = None) -> None:
-        """Record how a job ended once the member has its result (or its error)."""
+        """Record how a job ended once the member has its result (or its error): it is reported now."""
         if self.store is not None and (record := await self.store.get(job_id)) is not None:
-            await self.store.update(record, state=state, error=error)
+            await self.store.update(record, state=state, error=error, reported=True)
 
     async def _end(self, record: JobRecord, error: BotError) -> None:
         """Record a job that ends with `error`: cancelled when that was asked for, failed otherwise."""
         state = JobState.CANCELLED if isinstance(error, JobCancelled) else JobState.FAILED
-        await self._save(record, state=state, error=error.user_message)
+        # Not reported yet: if the bot dies before the front tells the member, recovery tells them.
+        await self._save(record, state=state, error=error.user_message, reported=False)
 
     async def _save(self, record: JobRecord, **changes: Any) -> JobRecord:
         if self.store is None:
