@@ -43,6 +43,7 @@ class MiniComfy:
         self.object_info: Any = {}
         self.upload_reply: Any = {"name": "cat.png", "subfolder": "discord-bot", "type": "input"}
         self.prompted = asyncio.Event()
+        self.ws_opened = asyncio.Event()
         self.runner: web.AppRunner | None = None
         self.url = ""
 
@@ -101,6 +102,7 @@ class MiniComfy:
         await ws.prepare(request)
         self.client_ids.append(request.query.get("clientId", ""))
         self.sockets.append(ws)
+        self.ws_opened.set()
         async for _ in ws:
             pass
         return ws
@@ -137,6 +139,11 @@ class MiniComfy:
                     await ws.send_bytes(frame)
                 else:
                     await ws.send_str(frame if isinstance(frame, str) else json.dumps(frame))
+
+    async def wait_connections(self, count: int) -> None:
+        while len(self.client_ids) < count:
+            self.ws_opened.clear()
+            await self.ws_opened.wait()
 
     async def drop_sockets(self) -> None:
         for ws in self.sockets:
@@ -238,7 +245,8 @@ async def test_the_listener_probes_on_every_connection_with_a_fresh_client_id(mi
     assert listener.client.info == ServerInfo("0.38.1", True)
     mini.stats = {"system": {"comfyui_version": "0.40.0"}}  # upgraded while the socket was down
     await mini.drop_sockets()
-    await asyncio.wait_for(_until(lambda: len(mini.client_ids) == 2 and listener.connected.is_set()), 5)
+    await asyncio.wait_for(mini.wait_connections(2), 5)
+    await asyncio.wait_for(listener.connected.wait(), 5)
     assert listener.client.info == ServerInfo("0.40.0", True)
     assert mini.client_ids[0] != mini.client_ids[1] == listener.client_id
 
@@ -365,7 +373,7 @@ async def test_a_job_submitted_before_a_reconnect_is_followed_by_polling(
 ) -> None:
     job, prompt_id = await start_job(engine, mini, workflow)
     await mini.drop_sockets()
-    await asyncio.wait_for(_until(lambda: len(mini.client_ids) == 2), 5)
+    await asyncio.wait_for(mini.wait_connections(2), 5)
     await asyncio.sleep(0.3)
     mini.files["pic_00001.png"] = PNG
     # The server would send the end to the old clientId, which nobody holds any more: no frame at all.
@@ -574,8 +582,3 @@ async def test_outputs_over_the_byte_caps_are_named_with_their_size(
         "huge.png (4.0 MB): not downloaded, larger than 3.0 MB (MAX_OUTPUT_MB)",
         "c.png (2.0 MB): not downloaded, the job's files would pass 5.0 MB (MAX_JOB_OUTPUT_MB)",
     )
-
-
-async def _until(condition: Any) -> None:
-    while not condition():
-        await asyncio.sleep(0.02)
