@@ -99,3 +99,15 @@ class JobCancelled(BotError):
 
     def __init__(self) -> None:
         super().__init__("The job was cancelled.")
+
+
+class UnreadableAnswer(ComfyServerError):
+    """ComfyUI answered 200 but in a shape the bot cannot use (a custom node, an unknown version, a proxy)."""
+
+    def __init__(self, server: str, route: str, problem: str) -> None:
+        super().__init__(server, f"{route}: unexpected answer: {problem}")
+        self.user_message = (
+            f"The ComfyUI server {server} sent an answer the bot cannot read ({route}). "
+            "Tell a server admin; the bot's log has the details."
+        )
+        self.args = (self.user_message,)

@@ -3,8 +3,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from core.comfyui.node_errors import describe_rejection, missing_option_inputs
 from tests.conftest import TRANSCRIPTS, WORKFLOWS
+
+needs_transcripts = pytest.mark.skipif(
+    not TRANSCRIPTS.is_dir(), reason="the recorded ComfyUI transcripts (../shared/comfyui-transcripts) are absent"
+)
 
 
 def _prompt_responses(scenario: str) -> list[tuple[dict[str, Any], int, Any]]:
@@ -16,6 +22,7 @@ def _prompt_responses(scenario: str) -> list[tuple[dict[str, Any], int, Any]]:
     ]
 
 
+@needs_transcripts
 def test_missing_checkpoint_names_node_input_and_what_the_server_has() -> None:
     _request, status, body = _prompt_responses("05_sd15_missing_checkpoint.json")[0]
     assert status == 400
@@ -27,9 +34,10 @@ def test_missing_checkpoint_names_node_input_and_what_the_server_has() -> None:
     )
 
 
+@needs_transcripts
 def test_every_recorded_rejection_reads_well() -> None:
     described = [
-        describe_rejection(body.get("error"), body["node_errors"], request["prompt"])
+        describe_rejection(body.get("error"), body["node_errors"], request["prompt"], version="0.3.64")
         for request, status, body in _prompt_responses("12_bad_prompts.json")
         if isinstance(body, dict)
         and (status == 400 or body.get("node_errors"))
@@ -40,8 +48,8 @@ def test_every_recorded_rejection_reads_well() -> None:
         "ComfyUI refused the workflow:\n• Prompt has no outputs",
         "ComfyUI refused the workflow:\n• Cannot execute because a node is missing the class_type property "
         "(Node ID '#1').",
-        "ComfyUI refused the workflow:\n• Cannot execute because node NoSuchNode does not exist (Node ID '#1'). "
-        "The server is missing the custom node that provides it.",
+        "ComfyUI refused the workflow:\n• Node 1 uses NoSuchNode, which this server does not have: a custom node, "
+        "or a core node of a newer ComfyUI than this server's 0.3.64.",
         "ComfyUI refused the workflow:\n• Prompt has no outputs",
         "ComfyUI refused the workflow:\n• EmptyImage (node 1): required input width is missing.",
         "ComfyUI refused the workflow:\n• EmptyImage (node 1): Failed to convert an input value to a INT value "

@@ -7,14 +7,29 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 
 from core.comfyui.node_errors import describe_rejection, missing_option_inputs
-from core.comfyui.types import FileRef, HistoryEntry, NodeErrors, Prompt, PromptError
+from core.comfyui.types import (
+    FileRef,
+    HistoryEntry,
+    Prompt,
+    QueueState,
+    load_json,
+    parse_history,
+    parse_input_options,
+    parse_job,
+    parse_jobs_page,
+    parse_object_info,
+    parse_prompt_reply,
+    parse_queue,
+    parse_system_stats,
+    parse_upload,
+)
 from core.config import redact_url
-from core.errors import ComfyServerError, ComfyUnreachable, OutputTooLarge, PromptRejected
+from core.errors import ComfyServerError, ComfyUnreachable, PromptRejected
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -23,30 +38,34 @@ API_TIMEOUT = aiohttp.ClientTimeout(total=30, connect=5)
 OBJECT_INFO_TIMEOUT = aiohttp.ClientTimeout(total=120, connect=5)
 DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=5, sock_read=60)
 
+__all__ = ["ComfyClient", "QueueState", "ServerInfo", "TooLarge"]
+
 
 @dataclass(frozen=True, slots=True)
-class QueueState:
-    """Prompt ids on the server: the running ones and the pending ones in execution order."""
+class ServerInfo:
+    """What one server is: its ComfyUI version (None until read) and whether it has the /api/jobs routes."""
 
-    running: tuple[str, ...]
-    pending: tuple[str, ...]
+    version: str | None = None
+    jobs_api: bool = False
 
-    def position(self, prompt_id: str) -> int | None:
-        """0 when running, 1.. for the place in line, None when not queued at all."""
-        if prompt_id in self.running:
-            return 0
-        if prompt_id in self.pending:
-            return self.pending.index(prompt_id) + 1
-        return None
+
+class TooLarge(Exception):
+    """An output file is over the caller's limit; `size` is its full size when the server announced it."""
+
+    def __init__(self, size: int | None, limit: int) -> None:
+        super().__init__(f"{size if size is not None else 'more than ' + str(limit)} bytes")
+        self.size = size
+        self.limit = limit
 
 
 class ComfyClient:
-    """One ComfyUI server's HTTP API."""
+    """One ComfyUI server's HTTP API. Every answer is checked for shape (core.comfyui.types) before use."""
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
         self.session = session
         self.base_url = base_url.rstrip("/")
         self.name = redact_url(self.base_url)
+        self.info = ServerInfo()  # refreshed by probe() on every websocket (re)connect
 
     @property
     def ws_url(self) -> str:
@@ -70,11 +89,17 @@ class ComfyClient:
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError, OSError) as exc:
             raise ComfyUnreachable(self.name, f"{method} {path}: {type(exc).__name__}: {exc}") from exc
 
-    async def _get_json(self, path: str, *, timeout: aiohttp.ClientTimeout = API_TIMEOUT, **kw: Any) -> Any:
+    async def _get_json(
+        self, path: str, route: str, *, timeout: aiohttp.ClientTimeout = API_TIMEOUT, missing: Any = ..., **kw: Any
+    ) -> Any:
+        """GET a JSON answer; a 404 gives `missing` when one is given, any other error status ComfyServerError."""
+
         async def read(resp: aiohttp.ClientResponse) -> Any:
+            if resp.status == 404 and missing is not ...:
+                return missing
             if resp.status != 200:
                 raise ComfyServerError(self.name, f"GET {path} -> {resp.status}: {(await resp.text())[:200]}")
-            return await self._json(resp, f"GET {path}")
+            return load_json(await resp.read(), self.name, route)
 
         return await self._call("GET", path, read, timeout=timeout, **kw)
 
@@ -85,12 +110,16 @@ class ComfyClient:
 
         await self._call("POST", path, read, json=body)
 
-    async def _json(self, resp: aiohttp.ClientResponse, what: str) -> Any:
-        text = await resp.text()
-        try:
-            return json.loads(text)
-        except ValueError as exc:
-            raise ComfyServerError(self.name, f"{what}: not JSON: {text[:200]!r}") from exc
+    async def probe(self) -> ServerInfo:
+        """Read the server's version and whether it has the /api/jobs routes; keep and return it."""
+        version = parse_system_stats(await self._get_json("/system_stats", "GET /system_stats"), self.name)
+        page = await self._get_json("/api/jobs", "GET /api/jobs", missing=None, params={"limit": "1"})
+        if page is not None:
+            parse_jobs_page(page, self.name)
+        jobs_api = page is not None
+        self.info = ServerInfo(version, jobs_api)
+        log.info("%s: ComfyUI %s, jobs API %s", self.name, version or "of unknown version", jobs_api)
+        return self.info
 
     async def submit(self, prompt: Prompt, *, client_id: str, prompt_id: str) -> float:
         """Queue `prompt` under our client and prompt id; return its queue number.
@@ -103,21 +132,19 @@ class ComfyClient:
         async def read(resp: aiohttp.ClientResponse) -> tuple[int, Any]:
             if resp.status not in (200, 400):
                 raise ComfyServerError(self.name, f"POST /prompt -> {resp.status}: {(await resp.text())[:200]}")
-            return resp.status, await self._json(resp, "POST /prompt")
+            return resp.status, load_json(await resp.read(), self.name, "POST /prompt")
 
         status, data = await self._call("POST", "/prompt", read, json=body)
-        if not isinstance(data, dict):
-            raise ComfyServerError(self.name, f"POST /prompt -> {status}: unexpected body {str(data)[:200]}")
-        node_errors: dict[str, NodeErrors] = data.get("node_errors") or {}
-        if status == 200 and not node_errors:
-            return float(data.get("number", 0))
+        reply = parse_prompt_reply(data, self.name)
+        if status == 200 and not reply.node_errors:
+            return reply.number or 0.0
         if status == 200:
             log.warning("%s queued %s with node errors; removing the partial run", self.name, prompt_id)
             await self.cancel(prompt_id)
-        error: PromptError | None = data.get("error")
-        log.warning("%s rejected prompt %s: %s %s", self.name, prompt_id, json.dumps(error), json.dumps(node_errors))
-        options = await self._options_for(missing_option_inputs(node_errors))
-        raise PromptRejected(describe_rejection(error, node_errors, prompt, options), detail=json.dumps(data)[:2000])
+        log.warning("%s rejected prompt %s: %s", self.name, prompt_id, json.dumps(data)[:2000])
+        options = await self._options_for(missing_option_inputs(reply.node_errors))
+        message = describe_rejection(reply.error, reply.node_errors, prompt, options, version=self.info.version)
+        raise PromptRejected(message, detail=json.dumps(data)[:2000])
 
     async def _options_for(self, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
         """Fetch the allowed values ComfyUI left out of a long value_not_in_list error."""
@@ -125,18 +152,14 @@ class ComfyClient:
         for class_type, input_name in wanted:
             try:
                 found[(class_type, input_name)] = await self.input_options(class_type, input_name)
-            except (ComfyUnreachable, ComfyServerError, AttributeError):
+            except (ComfyUnreachable, ComfyServerError):
                 continue
         return found
 
     async def input_options(self, class_type: str, input_name: str) -> list[str]:
         """The values the server accepts for one combo input (e.g. its checkpoint files), [] if none."""
-        info = (await self._get_json(f"/object_info/{class_type}")).get(class_type) or {}
-        for section in ("required", "optional"):
-            spec = info.get("input", {}).get(section, {}).get(input_name)
-            if spec and isinstance(spec[0], list):
-                return [str(v) for v in spec[0]]
-        return []
+        data = await self._get_json(f"/object_info/{quote(class_type, safe='')}", "GET /object_info")
+        return parse_input_options(data, class_type, input_name, self.name)
 
     async def upload(self, filename: str, data: bytes, *, subfolder: str) -> str:
         """Put an input file (image or audio) on the server; return the name a LoadImage/LoadAudio input takes."""
@@ -148,10 +171,10 @@ class ComfyClient:
         async def read(resp: aiohttp.ClientResponse) -> Any:
             if resp.status != 200:
                 raise ComfyServerError(self.name, f"POST /upload/image {filename} -> {resp.status}")
-            return await self._json(resp, "POST /upload/image")
+            return load_json(await resp.read(), self.name, "POST /upload/image")
 
         stored = await self._call("POST", "/upload/image", read, data=form, timeout=DOWNLOAD_TIMEOUT)
-        return f"{stored['subfolder']}/{stored['name']}" if stored.get("subfolder") else str(stored["name"])
+        return parse_upload(stored, self.name)
 
     async def input_exists(self, filename: str, *, subfolder: str) -> bool:
         """Whether the server still has this file in its input folder (GET /view answers 200, or 404)."""
@@ -166,49 +189,51 @@ class ComfyClient:
 
     async def history(self, prompt_id: str) -> HistoryEntry | None:
         """The finished prompt's history entry, or None while it is unknown, queued or running."""
-        data = await self._get_json(f"/history/{prompt_id}")
-        return data.get(prompt_id) if isinstance(data, dict) else None
+        return parse_history(await self._get_json(f"/history/{prompt_id}", "GET /history"), prompt_id, self.name)
+
+    async def job_status(self, prompt_id: str) -> str | None:
+        """GET /api/jobs/{id}: pending, in_progress, completed, failed, cancelled (or newer); None if unknown."""
+        data = await self._get_json(f"/api/jobs/{prompt_id}", "GET /api/jobs", missing=None)
+        return None if data is None else parse_job(data, self.name)
 
     async def queue(self) -> QueueState:
-        data = await self._get_json("/queue")
-        running = tuple(str(item[1]) for item in data.get("queue_running", []))
-        # queue_pending is a raw heap: sort by the priority number to get execution order.
-        pending = sorted(data.get("queue_pending", []), key=lambda item: (item[0], str(item[1])))
-        return QueueState(running, tuple(str(item[1]) for item in pending))
+        return parse_queue(await self._get_json("/queue", "GET /queue"), self.name)
 
     async def object_info(self) -> dict[str, Any]:
-        return await self._get_json("/object_info", timeout=OBJECT_INFO_TIMEOUT)
+        data = await self._get_json("/object_info", "GET /object_info", timeout=OBJECT_INFO_TIMEOUT)
+        return parse_object_info(data, self.name)
 
     async def system_stats(self) -> dict[str, Any]:
-        return await self._get_json("/system_stats")
+        data = await self._get_json("/system_stats", "GET /system_stats")
+        parse_system_stats(data, self.name)
+        return data
 
     async def cancel(self, prompt_id: str) -> None:
-        """Remove the prompt if pending, and stop it if it is the one running (never anyone else's)."""
+        """Remove the prompt if pending, and stop it if running (never anyone else's).
+
+        Newer servers do both atomically in POST /api/jobs/{id}/cancel; older ones take a queue delete
+        and an interrupt that names the prompt.
+        """
+        if self.info.jobs_api:
+            await self._post(f"/api/jobs/{prompt_id}/cancel", None)
+            return
         await self._post("/queue", {"delete": [prompt_id]})
         await self._post("/interrupt", {"prompt_id": prompt_id})
 
     async def download(self, ref: FileRef, *, max_bytes: int) -> bytes:
-        """Stream one output file from /view, refusing files larger than `max_bytes`."""
-        params = {"filename": ref["filename"], "subfolder": ref.get("subfolder", ""), "type": ref.get("type", "output")}
+        """Stream one output file from /view; raise TooLarge, having read no more, past `max_bytes`."""
+        params = {"filename": ref["filename"], "subfolder": ref["subfolder"], "type": ref["type"]}
 
         async def read(resp: aiohttp.ClientResponse) -> bytes:
             if resp.status != 200:
                 raise ComfyServerError(self.name, f"GET /view {ref['filename']} -> {resp.status}")
             if resp.content_length is not None and resp.content_length > max_bytes:
-                raise _too_large(ref, resp.content_length, max_bytes)
+                raise TooLarge(resp.content_length, max_bytes)
             data = bytearray()
             async for chunk in resp.content.iter_chunked(1 << 16):
                 data += chunk
                 if len(data) > max_bytes:
-                    raise _too_large(ref, len(data), max_bytes)
+                    raise TooLarge(None, max_bytes)
             return bytes(data)
 
         return await self._call("GET", "/view", read, timeout=DOWNLOAD_TIMEOUT, params=params)
-
-
-def _too_large(ref: FileRef, size: int, limit: int) -> OutputTooLarge:
-    return OutputTooLarge(
-        f"The output {ref['filename']} is larger than {limit / 1048576:.0f} MB, the most this bot downloads "
-        "(MAX_OUTPUT_MB). It is still on the ComfyUI server.",
-        detail=f"{ref} >= {size} bytes",
-    )

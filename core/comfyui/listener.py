@@ -1,10 +1,12 @@
 """One websocket per ComfyUI server: routes its events to the jobs waiting on them.
 
-The socket uses one clientId for the life of the process (a second socket with the same id would
-silence both, see the protocol doc §4.1), so it is only reopened after the old one has closed. Events
-can still be missed (drops, restarts), so every unfinished prompt is reconciled through /queue and
-/history after each reconnect and periodically: finished prompts are picked up from history and
-prompts the server no longer knows are reported lost instead of being waited on forever.
+Every connection uses a fresh clientId: reconnecting under the same id can leave the new socket
+orphaned (ComfyUI bug #16010, still open), and a restarted bot could collide with its own dying socket.
+ComfyUI sends a prompt's events only to the clientId that submitted it, so a prompt submitted under an
+earlier id (before a reconnect or a restart) is followed by polling instead, every POLL_INTERVAL, until
+it ends. All prompts are also reconciled after each reconnect and every `reconcile_interval`: finished
+ones are picked up from history, and ones the server no longer knows are reported lost instead of being
+waited on forever. A frame of the wrong shape is logged and skipped; it never drops the socket.
 """
 
 from __future__ import annotations
@@ -14,25 +16,25 @@ import contextlib
 import json
 import logging
 import random
-import struct
 import time
 import uuid
 from dataclasses import dataclass, field
 
 import aiohttp
 
-from core.comfyui.client import ComfyClient
-from core.comfyui.types import HistoryEntry, Prompt
-from core.errors import BotError
+from core.comfyui.client import ComfyClient, QueueState
+from core.comfyui.types import HistoryEntry, Prompt, parse_binary_frame, parse_ws_message
+from core.errors import BotError, ComfyServerError, ComfyUnreachable, UnreadableAnswer
 
 log = logging.getLogger(__name__)
 
-# Binary frame event types (protocol doc §4.3).
-PREVIEW_IMAGE = 1
-PREVIEW_IMAGE_WITH_METADATA = 4
+POLL_INTERVAL = 1.0  # how often prompts whose events cannot reach us are checked
 WEBSOCKET_OUTPUT_CLASSES = frozenset({"SaveImageWebsocket"})
 # Asking for preview metadata makes binary frames carry their prompt and node id (type 4 instead of 1).
 FEATURE_FLAGS = json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
+# Messages after which our prompt has ended; its history says how (written before or just after them).
+END_MESSAGES = frozenset({"execution_success", "execution_error", "execution_interrupted"})
+FINISHED_JOB_STATES = frozenset({"completed", "failed", "cancelled"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +67,14 @@ class Lost:
     reason: str
 
 
-PromptEvent = Queued | Running | Finished | Lost
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """The server's answer about this prompt has a shape the bot cannot use: the job fails with it."""
+
+    error: ComfyServerError
+
+
+PromptEvent = Queued | Running | Finished | Lost | Unreadable
 
 
 @dataclass(eq=False, slots=True)
@@ -76,11 +85,15 @@ class Watch:
     prompt: Prompt
     events: asyncio.Queue[PromptEvent] = field(default_factory=asyncio.Queue)
     ws_images: list[tuple[str, bytes]] = field(default_factory=list)  # (node id, PNG/JPEG bytes)
+    ws_dropped: list[tuple[str, int]] = field(default_factory=list)  # (node id, size) of images over the caps
+    max_images: int | None = None  # caps on ws_images, so that a flood of frames is not kept in memory
+    max_image_bytes: int | None = None
     submitted_at: float | None = None
+    client_id: str | None = None  # the clientId it was submitted under; None: by an earlier run of the bot
     last_position: int | None = None
     ended: bool = False
 
-    def end(self, event: Finished | Lost) -> None:
+    def end(self, event: Finished | Lost | Unreadable) -> None:
         if not self.ended:
             self.ended = True
             self.events.put_nowait(event)
@@ -88,6 +101,15 @@ class Watch:
     def is_ws_output(self, node_id: str | None) -> bool:
         node = self.prompt.get(node_id or "", {})
         return node.get("class_type") in WEBSOCKET_OUTPUT_CLASSES
+
+    def keep_image(self, node_id: str, image: bytes) -> None:
+        kept = sum(len(data) for _, data in self.ws_images)
+        if (self.max_images is not None and len(self.ws_images) >= self.max_images) or (
+            self.max_image_bytes is not None and kept + len(image) > self.max_image_bytes
+        ):
+            self.ws_dropped.append((node_id, len(image)))
+        else:
+            self.ws_images.append((node_id, image))
 
 
 class ComfyListener:
@@ -99,13 +121,14 @@ class ComfyListener:
         *,
         reconcile_interval: float = 15.0,
         max_frame_bytes: int = 256 * 1024 * 1024,
-        client_id: str | None = None,
+        poll_interval: float = POLL_INTERVAL,
     ) -> None:
         self.client = client
-        self.client_id = client_id or uuid.uuid4().hex
+        self.client_id = uuid.uuid4().hex  # replaced on every connection
         self.connected = asyncio.Event()
         self.last_failure = 0.0  # monotonic time of the last failed connection attempt
         self.reconcile_interval = reconcile_interval
+        self.poll_interval = poll_interval
         self.max_frame_bytes = max_frame_bytes
         self.watches: dict[str, Watch] = {}
         self._flags_acknowledged = False
@@ -140,9 +163,10 @@ class ComfyListener:
         self.watches[prompt_id] = watch
         return watch
 
-    def submitted(self, watch: Watch) -> None:
-        """Mark the prompt as accepted by the server and ask for its queue position."""
+    def submitted(self, watch: Watch, client_id: str | None) -> None:
+        """Mark the prompt as accepted under `client_id` (None: by an earlier run) and ask for its position."""
         watch.submitted_at = time.monotonic()
+        watch.client_id = client_id
         self._reconcile_wanted.set()
 
     def request_reconcile(self) -> None:
@@ -152,12 +176,18 @@ class ComfyListener:
     def unwatch(self, prompt_id: str) -> None:
         self.watches.pop(prompt_id, None)
 
+    def _deaf(self, watch: Watch) -> bool:
+        """True when the prompt's events cannot reach us, so that it must be polled."""
+        return not self.connected.is_set() or watch.client_id != self.client_id
+
     # -- websocket ---------------------------------------------------------------------------------
 
     async def _connect_forever(self) -> None:
         delay = 0.5
         while True:
+            self.client_id = uuid.uuid4().hex
             try:
+                # Only the query string: no Origin or Sec-Fetch-* header, which newer servers refuse (403).
                 async with self.client.session.ws_connect(
                     self.client.ws_url,
                     params={"clientId": self.client_id},
@@ -166,6 +196,7 @@ class ComfyListener:
                 ) as ws:
                     self._flags_acknowledged = False  # the server may have been upgraded meanwhile
                     await ws.send_str(FEATURE_FLAGS)
+                    await self._probe()
                     log.info("connected to %s websocket", self.client.name)
                     self.connected.set()
                     self._reconcile_wanted.set()  # events may have been missed while we were away
@@ -186,21 +217,26 @@ class ComfyListener:
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, 30.0)
 
+    async def _probe(self) -> None:
+        """Re-read the server's version and routes (it may have been upgraded); keep the old ones if it fails."""
+        try:
+            await self.client.probe()
+        except BotError as exc:
+            log.warning("cannot read the version of %s: %s", self.client.name, exc.detail)
+
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for msg in ws:
-            if msg.type == aiohttp.WSMsgType.TEXT:
-                try:
-                    data = json.loads(msg.data)
-                except ValueError:
-                    log.debug("ignoring non-JSON text frame from %s", self.client.name)
-                    continue
-                if isinstance(data, dict):
-                    self._on_message(str(data.get("type")), data.get("data") or {})
-            elif msg.type == aiohttp.WSMsgType.BINARY:
-                self._on_binary(msg.data)
-            elif msg.type == aiohttp.WSMsgType.ERROR:
-                log.warning("websocket error from %s: %s", self.client.name, ws.exception())
-                return
+            try:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    message = parse_ws_message(msg.data, self.client.name)
+                    self._on_message(message["type"], message["data"])
+                elif msg.type == aiohttp.WSMsgType.BINARY:
+                    self._on_binary(msg.data)
+                elif msg.type == aiohttp.WSMsgType.ERROR:
+                    log.warning("websocket error from %s: %s", self.client.name, ws.exception())
+                    return
+            except ComfyServerError as exc:
+                log.warning("skipped a websocket frame: %s", exc.detail)
 
     def _on_message(self, kind: str, data: dict) -> None:
         if kind == "status":
@@ -213,22 +249,19 @@ class ComfyListener:
         watch = self.watches.get(str(data.get("prompt_id")))
         if watch is None:
             return
-        if kind == "executing":
-            node = data.get("node")
-            if node is None:
-                self._running = None
-                task = asyncio.create_task(self._finish(watch))
-                self._finishing.add(task)
-                task.add_done_callback(self._finishing.discard)
-            else:
-                self._running = (watch.prompt_id, str(node))
-                self._progress(watch, Running(str(node)))
+        if kind in END_MESSAGES or (kind == "executing" and data["node"] is None):
+            self._running = None
+            task = asyncio.create_task(self._finish(watch))
+            self._finishing.add(task)
+            task.add_done_callback(self._finishing.discard)
+        elif kind == "executing":
+            self._running = (watch.prompt_id, data["node"])
+            self._progress(watch, Running(data["node"]))
         elif kind == "execution_start":
             self._running = (watch.prompt_id, None)
             self._progress(watch, Running(None))
         elif kind == "progress":
-            node = data.get("node")
-            self._progress(watch, Running(str(node) if node is not None else None, data.get("value"), data.get("max")))
+            self._progress(watch, Running(data["node"], data["value"], data["max"]))
 
     def _progress(self, watch: Watch, event: Running) -> None:
         if not watch.ended:
@@ -236,34 +269,30 @@ class ComfyListener:
             watch.events.put_nowait(event)
 
     def _on_binary(self, frame: bytes) -> None:
-        if len(frame) < 8:
-            return
-        (event_type,) = struct.unpack(">I", frame[:4])
-        if event_type == PREVIEW_IMAGE_WITH_METADATA:
-            (meta_len,) = struct.unpack(">I", frame[4:8])
-            try:
-                meta = json.loads(frame[8 : 8 + meta_len])
-            except ValueError:
-                return
-            watch = self.watches.get(str(meta.get("prompt_id")))
-            node = meta.get("node_id")
-            image = frame[8 + meta_len :]
-        elif event_type == PREVIEW_IMAGE and not self._flags_acknowledged and self._running:
+        preview = parse_binary_frame(frame, self.client.name)
+        if preview is None:
+            return  # progress text and other kinds
+        if preview.with_metadata:
+            watch = self.watches.get(str(preview.prompt_id))
+            node = preview.node_id
+        elif not self._flags_acknowledged and self._running:
             # A server without preview metadata: the frame belongs to whatever of ours runs now.
             prompt_id, node = self._running
             watch = self.watches.get(prompt_id)
-            image = frame[8:]
         else:
-            return  # sampler previews of other clients, text frames
-        if watch is not None and watch.is_ws_output(node):
-            watch.ws_images.append((str(node), bytes(image)))
+            return  # sampler previews of other clients
+        if watch is not None and node is not None and watch.is_ws_output(node):
+            watch.keep_image(node, preview.image)
 
     # -- completion and reconciliation ---------------------------------------------------------------
 
     async def _finish(self, watch: Watch) -> None:
-        """Fetch the history entry of a prompt that just ended (it is written before the signal)."""
+        """Fetch the history entry of a prompt that just ended (reconcile again if it is not there yet)."""
         try:
             entry = await self.client.history(watch.prompt_id)
+        except UnreadableAnswer as exc:
+            watch.end(Unreadable(exc))
+            return
         except BotError as exc:
             log.warning("history of %s not readable yet: %s", watch.prompt_id, exc.detail)
             self._reconcile_wanted.set()
@@ -275,35 +304,63 @@ class ComfyListener:
 
     async def _reconcile_forever(self) -> None:
         while True:
+            deaf = any(self._deaf(w) for w in self.watches.values() if w.submitted_at and not w.ended)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.reconcile_interval):
+                async with asyncio.timeout(self.poll_interval if deaf else self.reconcile_interval):
                     await self._reconcile_wanted.wait()
             self._reconcile_wanted.clear()
             if self.watches:
                 try:
                     await self.reconcile()
                 except BotError as exc:
-                    log.info("reconcile with %s postponed: %s", self.client.name, exc.detail)
+                    log.log(
+                        logging.INFO if self.connected.is_set() else logging.DEBUG,
+                        "reconcile with %s postponed: %s",
+                        self.client.name,
+                        exc.detail,
+                    )
                 except Exception:
                     log.exception("reconcile with %s failed", self.client.name)
             await asyncio.sleep(0.25)  # coalesce bursts of status broadcasts
 
     async def reconcile(self) -> None:
-        """Compare every submitted prompt with the server's queue and history."""
+        """Compare every submitted prompt with the server; one prompt's bad answer never stops the others."""
         asked_at = time.monotonic()
-        queue = await self.client.queue()
+        try:
+            queue: QueueState | None = await self.client.queue()
+        except UnreadableAnswer as exc:
+            log.warning("%s: queue unreadable, checking each job instead: %s", self.client.name, exc.detail)
+            queue = None
         for watch in list(self.watches.values()):
             if watch.ended or watch.submitted_at is None or watch.submitted_at > asked_at:
                 continue  # not on the server yet when the queue was read
-            position = queue.position(watch.prompt_id)
-            if position is None:
-                # Gone from the queue: finished (history is written first) or lost.
-                entry = await self.client.history(watch.prompt_id)
-                if entry is not None:
-                    watch.end(Finished(entry))
-                else:
-                    log.warning("%s no longer knows prompt %s", self.client.name, watch.prompt_id)
-                    watch.end(Lost("not in the queue nor in the history"))
-            elif position != watch.last_position:
+            try:
+                await self._check(watch, queue)
+            except UnreadableAnswer as exc:
+                log.warning("job %s fails: %s", watch.prompt_id, exc.detail)
+                watch.end(Unreadable(exc))
+            except ComfyUnreachable:
+                raise  # the server is down: the other prompts cannot be checked either
+            except BotError as exc:
+                log.info("job %s not checked on %s: %s", watch.prompt_id, self.client.name, exc.detail)
+
+    async def _check(self, watch: Watch, queue: QueueState | None) -> None:
+        """Report a prompt's place in line, or end it when it finished or the server forgot it."""
+        position = queue.position(watch.prompt_id) if queue is not None else None
+        if position is not None:
+            if position != watch.last_position:
                 watch.last_position = position
                 watch.events.put_nowait(Running(None) if position == 0 else Queued(position))
+            return
+        # Not in the queue: finished (history is written first) or lost. The jobs API tells them apart.
+        jobs_api = self.client.info.jobs_api
+        state = await self.client.job_status(watch.prompt_id) if jobs_api else None
+        if state is not None and state not in FINISHED_JOB_STATES:
+            return  # pending or running after all (it moved between the reads), or a state newer than the bot
+        entry = await self.client.history(watch.prompt_id)
+        if entry is not None:
+            watch.end(Finished(entry))
+        elif jobs_api or queue is not None:  # without either, "not in the history" proves nothing
+            reason = "unknown to GET /api/jobs" if jobs_api and state is None else "not in the queue nor in the history"
+            log.warning("%s no longer knows prompt %s (%s)", self.client.name, watch.prompt_id, reason)
+            watch.end(Lost(reason))

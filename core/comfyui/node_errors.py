@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from core.comfyui.types import NodeErrorItem, NodeErrors, Prompt, PromptError
+from core.comfyui.types import NodeErrorItem, NodeErrors, Prompt, PromptError, combo_options
 
 MAX_OPTIONS_SHOWN = 8
 MAX_MESSAGE = 1500
@@ -27,16 +28,29 @@ def node_label(prompt: Prompt, node_id: str, class_type: str | None = None) -> s
     return f"{class_type} (node {node_id})"
 
 
+def missing_class(prompt: Prompt, node_id: str, class_type: str, version: str | None) -> str:
+    """Say that the server lacks a node's class: a custom node, or a core node newer than the server."""
+    node = prompt.get(node_id, {})
+    title = (node.get("_meta") or {}).get("title")
+    label = f"{node_id} “{str(title)[:80]}”" if title and title != class_type else node_id
+    return (
+        f"Node {label} uses {class_type[:80]}, which this server does not have: a custom node, "
+        f"or a core node of a newer ComfyUI than this server's {version or '(unknown version)'}."
+    )
+
+
 def describe_rejection(
     error: PromptError | None,
     node_errors: dict[str, NodeErrors],
     prompt: Prompt,
     options: dict[tuple[str, str], list[str]] | None = None,
+    *,
+    version: str | None = None,
 ) -> str:
     """Build the member-facing text for a 400 (or a 200 with node_errors) from POST /prompt.
 
     `options` maps (class_type, input_name) to the server's allowed values, for lists that ComfyUI
-    elides from the error when they are long.
+    elides from the error when they are long; `version` is the server's, for a class it lacks.
     """
     lines: list[str] = []
     for node_id, entry in node_errors.items():
@@ -44,16 +58,34 @@ def describe_rejection(
         for err in entry.get("errors", []):
             lines.append(f"• {label}: {_describe_item(err, entry.get('class_type', ''), options or {})}")
     if not lines and error is not None:
-        text = error.get("message", "validation failed")
-        if error.get("details") and error["details"] != text:
-            text = f"{text.rstrip('.')} ({error['details']})."
-        if error.get("type") == "invalid_prompt" and "does not exist" in text:
-            text += " The server is missing the custom node that provides it."
-        lines.append(f"• {text}")
+        lines.append(f"• {_missing_class(error, prompt, version) or _describe_error(error)}")
     message = "ComfyUI refused the workflow:\n" + "\n".join(lines or ["• no reason given"])
     if len(message) > MAX_MESSAGE:
         message = message[: MAX_MESSAGE - 1] + "…"
     return message
+
+
+def _describe_error(error: PromptError) -> str:
+    text = error.get("message") or "validation failed"
+    if error.get("details") and error["details"] != text:
+        text = f"{text.rstrip('.')} ({error['details']})."
+    return text
+
+
+def _missing_class(error: PromptError, prompt: Prompt, version: str | None) -> str | None:
+    """The sentence for a class the server lacks: `missing_node_type` (newer) or 0.3.64's invalid_prompt."""
+    extra = error.get("extra_info") or {}
+    found = re.search(r"#([^']+)'", error.get("details") or "")
+    node_id = str(extra.get("node_id") or (found.group(1) if found else ""))
+    if error.get("type") == "missing_node_type":
+        class_type = extra.get("class_type") or prompt.get(node_id, {}).get("class_type")
+    elif error.get("type") == "invalid_prompt" and (
+        named := re.search(r"node (.+) does not exist", error.get("message") or "")
+    ):
+        class_type = named.group(1)
+    else:
+        return None
+    return missing_class(prompt, node_id, str(class_type), version) if node_id and class_type else None
 
 
 def missing_option_inputs(node_errors: dict[str, NodeErrors]) -> set[tuple[str, str]]:
@@ -68,10 +100,8 @@ def missing_option_inputs(node_errors: dict[str, NodeErrors]) -> set[tuple[str, 
 
 
 def _listed_options(extra: dict[str, Any]) -> list[str] | None:
-    config = extra.get("input_config")
-    if isinstance(config, list) and config and isinstance(config[0], list):
-        return [str(v) for v in config[0]]
-    return None
+    options = combo_options(extra.get("input_config"))
+    return None if options is None else [str(v) for v in options]
 
 
 def _describe_item(err: NodeErrorItem, class_type: str, options: dict[tuple[str, str], list[str]]) -> str:

@@ -9,14 +9,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
 
-from core.comfyui.client import ComfyClient
-from core.comfyui.listener import ComfyListener, Finished, Lost, Queued, Running, Watch
+from core.comfyui.client import ComfyClient, TooLarge
+from core.comfyui.listener import ComfyListener, Finished, Lost, Queued, Running, Unreadable, Watch
 from core.comfyui.node_errors import list_options, node_label
-from core.comfyui.types import FileRef, HistoryEntry, Prompt
+from core.comfyui.types import FILE_KEYS, HistoryEntry, Prompt
 from core.errors import (
     BotError,
     ComfyUnreachable,
@@ -39,8 +39,8 @@ CONNECT_WAIT = 5.0  # how long a new job waits for a server's websocket before g
 OPTIONS_TTL = 30.0  # model lists change when an admin adds files; re-read them this often
 UPLOAD_SUBFOLDER = "discord-bot"  # where members' attachments go in ComfyUI's input folder
 MAX_ATTEMPTS = 2  # a job the server forgot (restart, cleared queue) is submitted once more, then reported
-FILE_KEYS = ("images", "gifs", "videos", "audio")
 MAX_ERROR_TEXT = 600
+MAX_NAME_SHOWN = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +92,7 @@ class JobResult:
     files: tuple[OutputFile, ...]
     texts: tuple[str, ...]
     seconds: float
+    skipped: tuple[str, ...] = ()  # one line per output over a cap: its name, size and which cap
 
 
 OnProgress = Callable[[Progress], Awaitable[None] | None]
@@ -130,6 +131,8 @@ class Engine:
         *,
         job_timeout: float,
         max_output_bytes: int,
+        max_outputs_per_job: int = 20,
+        max_job_output_bytes: int = 500 * 1024 * 1024,
         reconcile_interval: float = 15.0,
         store: JobStore | None = None,
         client_id: str | None = None,
@@ -141,14 +144,15 @@ class Engine:
         self.servers = [
             ComfyServer(
                 client := ComfyClient(session, url),
-                ComfyListener(
-                    client, reconcile_interval=reconcile_interval, max_frame_bytes=max_output_bytes, client_id=client_id
-                ),
+                # `client_id` is no longer used: every connection takes a fresh one (see ComfyListener).
+                ComfyListener(client, reconcile_interval=reconcile_interval, max_frame_bytes=max_output_bytes),
             )
             for url in urls
         ]
         self.job_timeout = job_timeout
         self.max_output_bytes = max_output_bytes
+        self.max_outputs_per_job = max_outputs_per_job
+        self.max_job_output_bytes = max_job_output_bytes
         self.store = store
         self.max_jobs_per_server = max_jobs_per_server  # 0: no limit
         # Fronts reserve a job's place here before their first await; the engine frees its queue place.
@@ -251,10 +255,13 @@ class Engine:
             async with asyncio.timeout(max(0.0, started + self.job_timeout - time.monotonic())):
                 while True:
                     watch = server.listener.watch(record.id, prompt)
+                    watch.max_images, watch.max_image_bytes = self.max_outputs_per_job, self.max_job_output_bytes
+                    client_id = None  # submitted by an earlier run of the bot: its events go to an old clientId
                     if submit:
-                        await server.client.submit(prompt, client_id=server.listener.client_id, prompt_id=record.id)
+                        client_id = server.listener.client_id
+                        await server.client.submit(prompt, client_id=client_id, prompt_id=record.id)
                         record = await self._save(record, state=JobState.SUBMITTED, attempts=record.attempts + 1)
-                    server.listener.submitted(watch)
+                    server.listener.submitted(watch, client_id)
                     try:
                         entry = await self._follow(watch, prompt, self._noting_start(record, on_progress))
                         break
@@ -270,7 +277,7 @@ class Engine:
                 if record.id in self._cancelled:
                     raise JobCancelled()
                 _raise_if_failed(entry, prompt)
-                files, texts = await self._collect(server.client, entry, watch)
+                files, texts, skipped = await self._collect(server.client, entry, watch)
         except TimeoutError:
             await _best_effort(server.client.cancel(record.id))
             error: BotError = JobTimeout(self.job_timeout)
@@ -286,7 +293,9 @@ class Engine:
         await self._save(record, state=JobState.DELIVERING)
         seconds = time.monotonic() - started
         log.info("job %s: done in %.1fs with %d file(s)", record.id, seconds, len(files))
-        return JobResult(record.id, record.workflow, dict(record.values), server.client.name, files, texts, seconds)
+        return JobResult(
+            record.id, record.workflow, dict(record.values), server.client.name, files, texts, seconds, skipped
+        )
 
     def _noting_start(self, record: JobRecord, on_progress: OnProgress | None) -> OnProgress:
         """Pass progress on, and record the moment ComfyUI starts running the job."""
@@ -431,6 +440,8 @@ class Engine:
                 return event.history
             if isinstance(event, Lost):
                 raise JobLost(detail=event.reason)
+            if isinstance(event, Unreadable):
+                raise event.error
             if on_progress is None:
                 continue
             if isinstance(event, Queued):
@@ -443,26 +454,57 @@ class Engine:
 
     async def _collect(
         self, client: ComfyClient, entry: HistoryEntry, watch: Watch
-    ) -> tuple[tuple[OutputFile, ...], tuple[str, ...]]:
+    ) -> tuple[tuple[OutputFile, ...], tuple[str, ...], tuple[str, ...]]:
+        """Download the job's output files within the caps; name the ones over them instead."""
         files: list[OutputFile] = []
         texts: list[str] = []
-        for node_id, output in entry.get("outputs", {}).items():
+        skipped: list[str] = []
+        total = 0
+        count_cap = f"the job made more than {self.max_outputs_per_job} files (MAX_OUTPUTS_PER_JOB)"
+        total_cap = f"the job's files would pass {_size(self.max_job_output_bytes)} (MAX_JOB_OUTPUT_MB)"
+        file_cap = f"larger than {_size(self.max_output_bytes)} (MAX_OUTPUT_MB)"
+        for node_id, output in entry["outputs"].items():
             for key in FILE_KEYS:
-                for ref in output.get(key) or []:
-                    if isinstance(ref, dict) and ref.get("type") == "output":
-                        data = await client.download(cast(FileRef, ref), max_bytes=self.max_output_bytes)
-                        files.append(OutputFile(ref["filename"], data, node_id))
-            texts.extend(str(t) for t in output.get("text") or [])
+                for ref in output["files"][key]:
+                    if ref["type"] != "output":
+                        continue  # previews in the temp folder
+                    if len(files) >= self.max_outputs_per_job:
+                        skipped.append(_skipped(ref["filename"], None, count_cap))
+                        continue
+                    room = self.max_job_output_bytes - total
+                    limit = min(self.max_output_bytes, room)
+                    try:
+                        data = await client.download(ref, max_bytes=limit)
+                    except TooLarge as exc:
+                        over_file = limit == self.max_output_bytes or (exc.size or 0) > self.max_output_bytes
+                        skipped.append(
+                            _skipped(ref["filename"], exc.size or -limit, file_cap if over_file else total_cap)
+                        )
+                        continue
+                    total += len(data)
+                    files.append(OutputFile(ref["filename"], data, node_id))
+            texts.extend(output["text"])
         for index, (node_id, data) in enumerate(watch.ws_images, start=1):
             extension = "jpg" if data[:2] == b"\xff\xd8" else "png"
-            files.append(OutputFile(f"{watch.prompt_id[:8]}_{index:02d}.{extension}", data, node_id))
-        if not files and not texts:
+            name = f"{watch.prompt_id[:8]}_{index:02d}.{extension}"
+            if len(files) >= self.max_outputs_per_job:
+                skipped.append(_skipped(name, len(data), count_cap))
+            elif total + len(data) > self.max_job_output_bytes:
+                skipped.append(_skipped(name, len(data), total_cap))
+            else:
+                total += len(data)
+                files.append(OutputFile(name, data, node_id))
+        first_dropped = len(watch.ws_images) + 1
+        for index, (_node_id, size) in enumerate(watch.ws_dropped, start=first_dropped):
+            cap = count_cap if first_dropped > self.max_outputs_per_job else total_cap
+            skipped.append(_skipped(f"{watch.prompt_id[:8]}_{index:02d}", size, cap))
+        if not files and not texts and not skipped:
             raise BotError(
                 "The workflow finished but saved no output. An admin should check that it ends in a Save node "
                 "(SaveImage, SaveAudio, …) rather than only a Preview node.",
-                detail=f"outputs: {entry.get('outputs')}",
+                detail=f"outputs: {entry['outputs']}",
             )
-        return tuple(files), tuple(texts)
+        return tuple(files), tuple(texts), tuple(skipped)
 
 
 def shown_values(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -479,6 +521,19 @@ def new_job_id() -> str:
     return str(uuid.uuid4())
 
 
+def _size(size: int) -> str:
+    return f"{size / 1048576:.1f} MB" if size >= 1048576 else f"{size / 1024:.0f} KB"
+
+
+def _skipped(filename: str, size: int | None, cap: str) -> str:
+    """One line naming an output that was not downloaded; a negative size means "more than -size"."""
+    name = filename if len(filename) <= MAX_NAME_SHOWN else filename[: MAX_NAME_SHOWN - 1] + "…"
+    if size is None:
+        return f"{name}: not downloaded, {cap}"
+    shown = f"more than {_size(-size)}" if size < 0 else _size(size)
+    return f"{name} ({shown}): not downloaded, {cap}"
+
+
 def _short_label(prompt: Prompt, node_id: str) -> str:
     node = prompt.get(node_id, {})
     return (node.get("_meta") or {}).get("title") or node.get("class_type") or f"node {node_id}"
@@ -486,21 +541,20 @@ def _short_label(prompt: Prompt, node_id: str) -> str:
 
 def _raise_if_failed(entry: HistoryEntry, prompt: Prompt) -> None:
     """Turn an unsuccessful history entry into the error that explains it."""
-    status = entry.get("status") or {}
-    for kind, data in status.get("messages", []):
+    status = entry["status"]
+    for kind, data in status["messages"]:
         if kind == "execution_error":
-            label = node_label(prompt, str(data.get("node_id")), data.get("node_type"))
-            message = str(data.get("exception_message", "")).strip() or "no message"
+            label = node_label(prompt, str(data["node_id"]), data["node_type"])
+            message = data["exception_message"].strip() or "no message"
             if len(message) > MAX_ERROR_TEXT:
                 message = message[:MAX_ERROR_TEXT] + "…"
             raise ExecutionFailed(
                 f"The job failed in {label}: {message}",
-                detail=f"{data.get('exception_type')}: {data.get('exception_message')}\n"
-                + "".join(data.get("traceback") or []),
+                detail=f"{data.get('exception_type')}: {data.get('exception_message')}\n" + "".join(data["traceback"]),
             )
         if kind == "execution_interrupted":
             raise JobInterrupted(detail=f"interrupted at node {data.get('node_id')}")
-    if status.get("status_str") == "error":
+    if status["status_str"] == "error":
         raise ExecutionFailed("The job failed on the ComfyUI server without saying why.", detail=str(status))
 
 

@@ -1,0 +1,584 @@
+"""The ComfyUI protocol over real HTTP and websockets: versions, routes, messages, odd answers, output caps.
+
+A small scripted ComfyUI (MiniComfy) runs on a real port, so every request goes through aiohttp as in
+production; each test sets exactly the answers it is about.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import struct
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from core.comfyui.client import ComfyClient, ServerInfo
+from core.comfyui.listener import ComfyListener, Finished, Lost, Unreadable
+from core.errors import ExecutionFailed, JobInterrupted, JobLost, PromptRejected, UnreadableAnswer
+from core.jobs.engine import Engine
+from core.jobs.store import JobRecord, JobState, JobStore
+from core.workflows import Workflow, load_workflow
+
+
+class MiniComfy:
+    """A scripted ComfyUI: records every request and answers what the test put in its fields."""
+
+    def __init__(self, *, version: str | None = "0.38.1", jobs_api: bool = True) -> None:
+        self.jobs_api = jobs_api
+        self.stats: Any = {"system": {"comfyui_version": version, "os": "linux"}}
+        self.requests: list[tuple[str, str, dict[str, str], Any]] = []  # method, path, headers, JSON body
+        self.sockets: list[web.WebSocketResponse] = []
+        self.client_ids: list[str] = []
+        self.prompt_reply: tuple[int, Any] | None = None
+        self.queue: Any = {"queue_running": [], "queue_pending": []}
+        self.history: dict[str, Any] = {}
+        self.jobs: dict[str, str] = {}
+        self.files: dict[str, bytes] = {}
+        self.object_info: Any = {}
+        self.upload_reply: Any = {"name": "cat.png", "subfolder": "discord-bot", "type": "input"}
+        self.prompted = asyncio.Event()
+        self.ws_opened = asyncio.Event()
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self, credentials: str = "") -> None:
+        app = web.Application(middlewares=[self._record])
+        r = app.router
+        r.add_get("/system_stats", _json(lambda: self.stats))
+        r.add_get("/api/jobs", self._jobs)
+        r.add_get("/api/jobs/{id}", self._job)
+        r.add_post("/api/jobs/{id}/cancel", _json(lambda: {"cancelled": True}))
+        r.add_get("/ws", self._ws)
+        r.add_post("/prompt", self._prompt)
+        r.add_get("/queue", _json(lambda: self.queue))
+        r.add_post("/queue", _json(lambda: None))
+        r.add_post("/interrupt", _json(lambda: None))
+        r.add_get("/history/{id}", self._history)
+        r.add_get("/view", self._view)
+        r.add_get("/object_info", _json(lambda: self.object_info))
+        r.add_get("/object_info/{cls}", _json(lambda: self.object_info))
+        r.add_post("/upload/image", _json(lambda: self.upload_reply))
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://{credentials}127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        for ws in self.sockets:
+            await ws.close()
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+    @web.middleware
+    async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        body = await request.json() if request.can_read_body and request.content_type == "application/json" else None
+        self.requests.append((request.method, request.path, dict(request.headers), body))
+        return await handler(request)
+
+    def paths(self, method: str = "") -> list[str]:
+        return [path for m, path, _, _ in self.requests if not method or m == method]
+
+    async def _jobs(self, _: web.Request) -> web.Response:
+        if not self.jobs_api:
+            return web.Response(status=404, text="404: Not Found")
+        return web.json_response({"jobs": [], "pagination": {"offset": 0, "limit": 1, "total": 0, "has_more": False}})
+
+    async def _job(self, request: web.Request) -> web.Response:
+        status = self.jobs.get(request.match_info["id"])
+        if not self.jobs_api or status is None:
+            return web.json_response({"error": "Job not found"}, status=404)
+        return web.json_response({"id": request.match_info["id"], "status": status})
+
+    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self.client_ids.append(request.query.get("clientId", ""))
+        self.sockets.append(ws)
+        self.ws_opened.set()
+        async for _ in ws:
+            pass
+        return ws
+
+    async def _prompt(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if self.prompt_reply is not None:
+            status, reply = self.prompt_reply
+            return web.json_response(reply, status=status)
+        prompt_id = body["prompt_id"]
+        self.queue["queue_running"].append([1, prompt_id, {}, {}, []])
+        self.jobs[prompt_id] = "in_progress"
+        self.prompted.set()
+        return web.json_response({"prompt_id": prompt_id, "number": 1, "node_errors": {}})
+
+    async def _history(self, request: web.Request) -> web.Response:
+        prompt_id = request.match_info["id"]
+        return web.json_response({prompt_id: self.history[prompt_id]} if prompt_id in self.history else {})
+
+    async def _view(self, request: web.Request) -> web.Response:
+        data = self.files.get(request.query["filename"])
+        return web.Response(status=404) if data is None else web.Response(body=data)
+
+    def finish(self, prompt_id: str, entry: Any, status: str = "completed") -> None:
+        """End a prompt the way ComfyUI does: history written, then gone from the queue."""
+        self.history[prompt_id] = entry
+        self.jobs[prompt_id] = status
+        self.queue = {"queue_running": [], "queue_pending": []}
+
+    async def send(self, *frames: str | bytes | dict[str, Any]) -> None:
+        for ws in [s for s in self.sockets if not s.closed]:
+            for frame in frames:
+                if isinstance(frame, bytes):
+                    await ws.send_bytes(frame)
+                else:
+                    await ws.send_str(frame if isinstance(frame, str) else json.dumps(frame))
+
+    async def wait_connections(self, count: int) -> None:
+        while len(self.client_ids) < count:
+            self.ws_opened.clear()
+            await self.ws_opened.wait()
+
+    async def drop_sockets(self) -> None:
+        for ws in self.sockets:
+            await ws.close()
+
+
+def _json(answer: Any) -> Any:
+    """A handler that answers 200 with the JSON `answer()` gives (an empty body for None)."""
+
+    async def handler(_: web.Request) -> web.Response:
+        body = answer()
+        return web.Response() if body is None else web.json_response(body)
+
+    return handler
+
+
+def ok_entry(outputs: dict[str, Any] | None = None, *messages: list[Any], status: str = "success") -> dict[str, Any]:
+    return {
+        "prompt": [1, "x", {}, {}, []],
+        "outputs": outputs or {},
+        "status": {"status_str": status, "completed": status == "success", "messages": list(messages)},
+        "meta": {},
+    }
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 2040  # 2 KB
+
+
+@pytest.fixture
+async def mini() -> AsyncIterator[MiniComfy]:
+    server = MiniComfy()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.fixture
+def workflow(tmp_path: Path) -> Workflow:
+    (tmp_path / "pic.json").write_text(
+        json.dumps(
+            {
+                "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8}, "_meta": {"title": "Canvas"}},
+                "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "pic"}},
+            }
+        )
+    )
+    (tmp_path / "pic.toml").write_text('[params.prefix]\ntype = "text"\ntarget = "2.filename_prefix"\n')
+    return load_workflow(tmp_path / "pic.toml")
+
+
+@pytest.fixture
+async def engine(mini: MiniComfy, session: aiohttp.ClientSession) -> AsyncIterator[Engine]:
+    eng = make_engine(session, mini)
+    eng.start()
+    await eng.servers[0].listener.connected.wait()
+    yield eng
+    await eng.close()
+
+
+def make_engine(session: aiohttp.ClientSession, mini: MiniComfy, **kw: Any) -> Engine:
+    kw = {"job_timeout": 10, "max_output_bytes": 2**20, "reconcile_interval": 60, **kw}
+    return Engine(session, (mini.url,), **kw)
+
+
+async def start_job(engine: Engine, mini: MiniComfy, workflow: Workflow) -> tuple[asyncio.Task[Any], str]:
+    job = asyncio.create_task(engine.run(workflow, workflow.resolve({"prefix": "pic"})))
+    await asyncio.wait_for(mini.prompted.wait(), 5)
+    return job, [body for _, path, _, body in mini.requests if path == "/prompt"][-1]["prompt_id"]
+
+
+def unreadable(server: str, route: str) -> str:
+    return (
+        f"The ComfyUI server {server} sent an answer the bot cannot read ({route}). "
+        "Tell a server admin; the bot's log has the details."
+    )
+
+
+# -- version, routes, headers ------------------------------------------------------------------------
+
+
+async def test_probe_reads_the_version_and_finds_the_jobs_api(mini: MiniComfy, session: aiohttp.ClientSession) -> None:
+    client = ComfyClient(session, mini.url)
+    assert client.info == ServerInfo(None, False)
+    assert await client.probe() == ServerInfo("0.38.1", True) == client.info
+    mini.jobs_api, mini.stats = False, {"system": {"comfyui_version": "0.3.64", "os": "posix"}}
+    assert await client.probe() == ServerInfo("0.3.64", False)
+    mini.stats = {"system": {}}
+    assert await client.probe() == ServerInfo(None, False)
+
+
+async def test_the_listener_probes_on_every_connection_with_a_fresh_client_id(mini: MiniComfy, engine: Engine) -> None:
+    listener = engine.servers[0].listener
+    assert listener.client.info == ServerInfo("0.38.1", True)
+    mini.stats = {"system": {"comfyui_version": "0.40.0"}}  # upgraded while the socket was down
+    await mini.drop_sockets()
+    await asyncio.wait_for(mini.wait_connections(2), 5)
+    await asyncio.wait_for(listener.connected.wait(), 5)
+    assert listener.client.info == ServerInfo("0.40.0", True)
+    assert mini.client_ids[0] != mini.client_ids[1] == listener.client_id
+
+
+async def test_no_origin_or_sec_fetch_header_is_sent(mini: MiniComfy, engine: Engine, workflow: Workflow) -> None:
+    job, prompt_id = await start_job(engine, mini, workflow)
+    mini.files["pic_00001.png"] = PNG
+    mini.finish(
+        prompt_id, ok_entry({"2": {"images": [{"filename": "pic_00001.png", "subfolder": "", "type": "output"}]}})
+    )
+    await mini.send({"type": "executing", "data": {"node": None, "prompt_id": prompt_id}})
+    await asyncio.wait_for(job, 5)
+    paths = {path for _, path, _, _ in mini.requests}
+    assert {"/ws", "/system_stats", "/api/jobs", "/prompt", "/history/" + prompt_id, "/view"} <= paths
+    sent = {name.lower() for _, _, headers, _ in mini.requests for name in headers}
+    assert "origin" not in sent and not [h for h in sent if h.startswith("sec-fetch")]
+
+
+async def test_cancel_uses_the_atomic_route_when_the_server_has_it(
+    mini: MiniComfy, session: aiohttp.ClientSession
+) -> None:
+    client = ComfyClient(session, mini.url)
+    await client.probe()
+    await client.cancel("0b5c1f56-1f1e-4c55-9a5e-3c1f0c8f6a01")
+    mini.jobs_api = False
+    await client.probe()
+    await client.cancel("0b5c1f56-1f1e-4c55-9a5e-3c1f0c8f6a01")
+    assert [(p, body) for m, p, _, body in mini.requests if m == "POST"] == [
+        ("/api/jobs/0b5c1f56-1f1e-4c55-9a5e-3c1f0c8f6a01/cancel", None),
+        ("/queue", {"delete": ["0b5c1f56-1f1e-4c55-9a5e-3c1f0c8f6a01"]}),
+        ("/interrupt", {"prompt_id": "0b5c1f56-1f1e-4c55-9a5e-3c1f0c8f6a01"}),
+    ]
+
+
+async def test_input_options_accept_both_combo_forms(mini: MiniComfy, session: aiohttp.ClientSession) -> None:
+    client = ComfyClient(session, mini.url)
+    mini.object_info = {
+        "UpscaleModelLoader": {"input": {"required": {"model_name": ["COMBO", {"options": ["4x.pth"]}]}}}
+    }
+    assert await client.input_options("UpscaleModelLoader", "model_name") == ["4x.pth"]
+    mini.object_info = {"CheckpointLoaderSimple": {"input": {"required": {"ckpt_name": [["a.safetensors"], {}]}}}}
+    assert await client.input_options("CheckpointLoaderSimple", "ckpt_name") == ["a.safetensors"]
+    assert await client.input_options("CheckpointLoaderSimple", "other") == []
+
+
+# -- messages and outcomes -----------------------------------------------------------------------------
+
+
+async def test_missing_node_type_names_the_node_and_the_server_version(
+    mini: MiniComfy, engine: Engine, workflow: Workflow
+) -> None:
+    mini.prompt_reply = (400, {
+        "error": {
+            "type": "missing_node_type",
+            "message": "Node 'Canvas' not found. The custom node may not be installed.",
+            "details": "Node ID '#1'",
+            "extra_info": {"node_id": "1", "class_type": "EmptyImage", "node_title": "Canvas"},
+        },
+        "node_errors": {},
+    })  # fmt: skip
+    with pytest.raises(PromptRejected) as caught:
+        await engine.run(workflow, workflow.resolve({"prefix": "pic"}))
+    assert caught.value.user_message == (
+        "ComfyUI refused the workflow:\n• Node 1 “Canvas” uses EmptyImage, which this server does not have: "
+        "a custom node, or a core node of a newer ComfyUI than this server's 0.38.1."
+    )
+
+
+async def test_an_unknown_error_type_is_shown_with_its_message(
+    mini: MiniComfy, engine: Engine, workflow: Workflow
+) -> None:
+    mini.prompt_reply = (
+        400,
+        {"error": {"type": "brand_new", "message": "Something new", "details": ""}, "node_errors": []},
+    )
+    with pytest.raises(PromptRejected) as caught:
+        await engine.run(workflow, workflow.resolve({"prefix": "pic"}))
+    assert caught.value.user_message == "ComfyUI refused the workflow:\n• Something new"
+
+
+@pytest.mark.parametrize("end", ["execution_interrupted", "execution_error"])
+async def test_an_end_message_alone_ends_the_job(mini: MiniComfy, engine: Engine, workflow: Workflow, end: str) -> None:
+    job, prompt_id = await start_job(engine, mini, workflow)
+    data = {"prompt_id": prompt_id, "node_id": "2", "node_type": "SaveImage", "exception_message": "disk full",
+            "exception_type": "OSError", "traceback": ["line 1\n"], "executed": [], "timestamp": 1}  # fmt: skip
+    mini.finish(prompt_id, ok_entry(None, ["execution_start", {}], [end, data], status="error"))
+    await mini.send({"type": end, "data": data})  # no `executing` with node null follows
+    with pytest.raises((JobInterrupted, ExecutionFailed)) as caught:
+        await asyncio.wait_for(job, 5)
+    assert caught.value.user_message == (
+        "The job was interrupted on the ComfyUI server before it finished."
+        if end == "execution_interrupted"
+        else "The job failed in SaveImage (node 2): disk full"
+    )
+
+
+async def test_newer_output_shapes_are_collected_as_named(mini: MiniComfy, engine: Engine, workflow: Workflow) -> None:
+    job, prompt_id = await start_job(engine, mini, workflow)
+    mini.files = {"clip_00001.mp4": b"video", "pic_00001.png": PNG}
+    outputs = {
+        "3": {"images": [{"filename": "clip_00001.mp4", "subfolder": "", "type": "output", "id": "a1",
+                          "metadata": {"kind": "video", "width": 8, "height": 8, "fps": 24}}], "animated": [True]},
+        "2": {"images": [{"filename": "pic_00001.png", "subfolder": "", "type": "output", "preview_id": "p",
+                          "metadata": {"kind": "image", "width": 8, "height": 8}},
+                         {"filename": "preview.png", "subfolder": "", "type": "temp"}]},
+        "4": {"text": ["a caption"]},
+        "5": {"result": ["model.glb"], "3d": [{"filename": "model.glb"}]},
+    }  # fmt: skip
+    mini.finish(prompt_id, ok_entry(outputs))
+    await mini.send({"type": "execution_success", "data": {"prompt_id": prompt_id, "timestamp": 1}})
+    result = await asyncio.wait_for(job, 5)
+    assert [(f.filename, f.data, f.node_id) for f in result.files] == [
+        ("clip_00001.mp4", b"video", "3"),
+        ("pic_00001.png", PNG, "2"),
+    ]
+    assert result.texts == ("a caption",) and result.skipped == ()
+
+
+# -- jobs whose events cannot reach us -----------------------------------------------------------------
+
+
+async def test_a_job_submitted_before_a_reconnect_is_followed_by_polling(
+    mini: MiniComfy, engine: Engine, workflow: Workflow
+) -> None:
+    job, prompt_id = await start_job(engine, mini, workflow)
+    await mini.drop_sockets()
+    await asyncio.wait_for(mini.wait_connections(2), 5)
+    await asyncio.sleep(0.3)
+    mini.files["pic_00001.png"] = PNG
+    # The server would send the end to the old clientId, which nobody holds any more: no frame at all.
+    mini.finish(
+        prompt_id, ok_entry({"2": {"images": [{"filename": "pic_00001.png", "subfolder": "", "type": "output"}]}})
+    )
+    result = await asyncio.wait_for(job, 5)  # reconcile_interval is 60 s: only polling can end it
+    assert [f.filename for f in result.files] == ["pic_00001.png"]
+    assert f"/api/jobs/{prompt_id}" in mini.paths("GET")
+
+
+@pytest.mark.parametrize("jobs_api", [True, False])
+async def test_a_job_of_an_earlier_run_is_polled_until_it_is_lost(
+    session: aiohttp.ClientSession, tmp_path: Path, workflow: Workflow, jobs_api: bool
+) -> None:
+    mini = MiniComfy(jobs_api=jobs_api)
+    await mini.start()
+    store = await JobStore(tmp_path / "jobs.sqlite3").open()
+    engine = make_engine(session, mini, store=store)
+    engine.start()
+    try:
+        record = JobRecord(id="0b5c1f56-1f1e-4c55-9a5e-3c1f0c8f6a02", workflow="pic", values={}, server=mini.url,
+                           prompt=workflow.graph, attempts=2, state=JobState.RUNNING)  # fmt: skip
+        await store.add(record)
+        mini.queue = {"queue_running": [[1, record.id, {}, {}, []]], "queue_pending": []}
+        mini.jobs[record.id] = "in_progress"
+        job = asyncio.create_task(engine.resume(record))
+        await asyncio.sleep(1.5)
+        assert not job.done()
+        mini.queue = {"queue_running": [], "queue_pending": []}  # the server restarted
+        mini.jobs.clear()
+        with pytest.raises(JobLost):
+            await asyncio.wait_for(job, 5)
+        stored = await store.get(record.id)
+        assert stored is not None and stored.state == JobState.FAILED
+    finally:
+        await engine.close()
+        await store.close()
+        await mini.stop()
+
+
+# -- broken answers (issue 11) ---------------------------------------------------------------------------
+
+
+@pytest.mark.abuse
+async def test_bad_websocket_frames_are_skipped_and_the_socket_stays(
+    mini: MiniComfy, engine: Engine, workflow: Workflow, caplog: pytest.LogCaptureFixture
+) -> None:
+    job, prompt_id = await start_job(engine, mini, workflow)
+    caplog.set_level(logging.WARNING, "core.comfyui.listener")
+    await mini.send(
+        "[1, 2]",
+        "not json {",
+        {"type": 5},
+        {"type": "progress", "data": {"prompt_id": prompt_id, "node": "2", "value": "x", "max": 5}},
+        {"type": "executing", "data": {"prompt_id": prompt_id, "node": ["2"]}},
+        {"type": "executing", "data": []},
+        b"\x00\x00",
+        struct.pack(">II", 4, 9999) + b"{}",
+        struct.pack(">II", 4, 2) + b"[]",
+        {"type": "progress", "data": {"prompt_id": prompt_id, "node": 2, "value": 1, "max": 5}},
+    )
+    mini.files["pic_00001.png"] = PNG
+    mini.finish(
+        prompt_id, ok_entry({"2": {"images": [{"filename": "pic_00001.png", "subfolder": "", "type": "output"}]}})
+    )
+    await mini.send({"type": "executing", "data": {"node": None, "prompt_id": prompt_id}})
+    result = await asyncio.wait_for(job, 5)
+    assert [f.filename for f in result.files] == ["pic_00001.png"]
+    assert len(mini.client_ids) == 1  # never reconnected
+    skipped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped a websocket frame")]
+    assert len(skipped) == 9
+
+
+@pytest.mark.abuse
+async def test_a_malformed_history_fails_the_job_once_and_names_the_server(
+    session: aiohttp.ClientSession, tmp_path: Path, workflow: Workflow
+) -> None:
+    mini = MiniComfy()
+    await mini.start(credentials="bot:s3cret@")
+    store = await JobStore(tmp_path / "jobs.sqlite3").open()
+    engine = make_engine(session, mini, store=store)
+    engine.start()
+    try:
+        job, prompt_id = await start_job(engine, mini, workflow)
+        bad = {"2": {"images": [{"filename": "../../.bashrc", "subfolder": "", "type": "output"}]}}
+        mini.finish(prompt_id, ok_entry(bad))
+        await mini.send({"type": "executing", "data": {"node": None, "prompt_id": prompt_id}})
+        with pytest.raises(UnreadableAnswer) as caught:
+            await asyncio.wait_for(job, 5)
+    finally:
+        await engine.close()
+        await store.close()
+        await mini.stop()
+    server = mini.url.replace("bot:s3cret@", "***@")
+    assert caught.value.user_message == unreadable(server, "GET /history")
+    assert "s3cret" not in caught.value.user_message + (caught.value.detail or "")
+    reopened = await JobStore(tmp_path / "jobs.sqlite3").open()
+    try:
+        stored = await reopened.get(prompt_id)
+        assert stored is not None and (stored.state, stored.error) == (JobState.FAILED, caught.value.user_message)
+        assert await reopened.unfinished() == []  # a restart does not try it again
+    finally:
+        await reopened.close()
+
+
+@pytest.mark.abuse
+async def test_reconciling_many_jobs_goes_past_a_bad_answer(mini: MiniComfy, session: aiohttp.ClientSession) -> None:
+    client = ComfyClient(session, mini.url)
+    await client.probe()
+    listener = ComfyListener(client)
+    ids = [f"0b5c1f56-1f1e-4c55-9a5e-3c1f0c8f6a1{i}" for i in range(4)]
+    watches = [listener.watch(i, {}) for i in ids]
+    for watch in watches:
+        listener.submitted(watch, None)
+    await asyncio.sleep(0.01)
+    mini.jobs = {ids[0]: "completed", ids[1]: "completed", ids[2]: "completed"}
+    mini.history = {ids[0]: {"outputs": [], "status": {}}, ids[1]: "junk", ids[2]: ok_entry()}
+    await listener.reconcile()
+    events = [w.events.get_nowait() for w in watches]
+    assert [type(e) for e in events] == [Unreadable, Unreadable, Finished, Lost]
+    assert isinstance(events[0], Unreadable) and events[0].error.user_message == unreadable(mini.url, "GET /history")
+
+
+@pytest.mark.abuse
+@pytest.mark.parametrize(
+    ("method", "answer", "route"),
+    [
+        ("probe", ["not", "an", "object"], "GET /system_stats"),
+        ("upload", {"name": "../../x.png"}, "POST /upload/image"),
+        ("queue", {"queue_running": [["x"]]}, "GET /queue"),
+        ("object_info", {"KSampler": 3}, "GET /object_info"),
+    ],
+)
+async def test_odd_answers_become_one_clear_message(
+    mini: MiniComfy, session: aiohttp.ClientSession, method: str, answer: Any, route: str
+) -> None:
+    client = ComfyClient(session, mini.url)
+    mini.stats = mini.upload_reply = mini.queue = mini.object_info = answer
+    calls = {
+        "probe": client.probe,
+        "upload": lambda: client.upload("cat.png", PNG, subfolder="discord-bot"),
+        "queue": client.queue,
+        "object_info": client.object_info,
+    }
+    with pytest.raises(UnreadableAnswer) as caught:
+        await calls[method]()
+    assert caught.value.user_message == unreadable(mini.url, route)
+
+
+@pytest.mark.abuse
+async def test_a_malformed_prompt_reply_is_reported(mini: MiniComfy, engine: Engine, workflow: Workflow) -> None:
+    mini.prompt_reply = (200, {"prompt_id": "x", "number": "one", "node_errors": {}})
+    with pytest.raises(UnreadableAnswer) as caught:
+        await engine.run(workflow, workflow.resolve({"prefix": "pic"}))
+    assert caught.value.user_message == unreadable(mini.url, "POST /prompt")
+
+
+# -- output caps ------------------------------------------------------------------------------------------
+
+
+def _refs(*names: str) -> dict[str, Any]:
+    return {"2": {"images": [{"filename": n, "subfolder": "", "type": "output"} for n in names]}}
+
+
+@pytest.mark.abuse
+async def test_outputs_over_the_count_cap_are_named_not_downloaded(
+    mini: MiniComfy, session: aiohttp.ClientSession, workflow: Workflow
+) -> None:
+    engine = make_engine(session, mini, max_outputs_per_job=2)
+    engine.start()
+    try:
+        job, prompt_id = await start_job(engine, mini, workflow)
+        names = [f"pic_{i:05d}_.png" for i in range(1, 5)]
+        mini.files = dict.fromkeys(names, PNG)
+        mini.finish(prompt_id, ok_entry(_refs(*names)))
+        await mini.send({"type": "executing", "data": {"node": None, "prompt_id": prompt_id}})
+        result = await asyncio.wait_for(job, 5)
+    finally:
+        await engine.close()
+    assert [f.filename for f in result.files] == names[:2]
+    assert result.skipped == (
+        "pic_00003_.png: not downloaded, the job made more than 2 files (MAX_OUTPUTS_PER_JOB)",
+        "pic_00004_.png: not downloaded, the job made more than 2 files (MAX_OUTPUTS_PER_JOB)",
+    )
+    assert len([p for p in mini.paths("GET") if p == "/view"]) == 2  # the others were never asked for
+
+
+@pytest.mark.abuse
+async def test_outputs_over_the_byte_caps_are_named_with_their_size(
+    mini: MiniComfy, session: aiohttp.ClientSession, workflow: Workflow
+) -> None:
+    engine = make_engine(session, mini, max_output_bytes=3 * 2**20, max_job_output_bytes=5 * 2**20)
+    engine.start()
+    try:
+        job, prompt_id = await start_job(engine, mini, workflow)
+        mini.files = {"a.png": b"a" * 2 * 2**20, "huge.png": b"h" * 4 * 2**20, "b.png": b"b" * 2 * 2**20,
+                      "c.png": b"c" * 2 * 2**20, "d.png": b"d" * 2**19}  # fmt: skip
+        mini.finish(prompt_id, ok_entry(_refs("a.png", "huge.png", "b.png", "c.png", "d.png")))
+        await mini.send({"type": "executing", "data": {"node": None, "prompt_id": prompt_id}})
+        result = await asyncio.wait_for(job, 5)
+    finally:
+        await engine.close()
+    assert [f.filename for f in result.files] == ["a.png", "b.png", "d.png"]
+    assert result.skipped == (
+        "huge.png (4.0 MB): not downloaded, larger than 3.0 MB (MAX_OUTPUT_MB)",
+        "c.png (2.0 MB): not downloaded, the job's files would pass 5.0 MB (MAX_JOB_OUTPUT_MB)",
+    )
