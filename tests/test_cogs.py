@@ -16,7 +16,9 @@ import pytest
 from discord import app_commands
 
 from bot import ComfyBot
-from cogs.generate import Generate, JobMessage, TextForm
+from cogs.generate import Generate
+from discord_ui.forms import TextForm
+from discord_ui.status import JobMessage, StatusScheduler
 from core.config import load_settings
 from core.errors import ExecutionFailed, InvalidInput
 from core.jobs.engine import JobResult, OutputFile, Progress
