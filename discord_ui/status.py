@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import math
 import time
@@ -42,7 +43,7 @@ Edit = Callable[[str], Awaitable[None]]
 
 @dataclass(eq=False, slots=True)
 class _Status:
-    edit: Edit
+    write: Edit
     latest: str
     queued: bool
     shown: str | None = None
@@ -86,7 +87,7 @@ class StatusScheduler:
         if status is None:
             self._statuses[key] = _Status(edit, text, queued)
         else:
-            status.edit, status.latest, status.queued = edit, text, queued
+            status.write, status.latest, status.queued = edit, text, queued
         self._wake.set()
         if self._runner is None or self._runner.done():
             self._runner = asyncio.create_task(self._run(), name="status edits")
@@ -109,7 +110,7 @@ class StatusScheduler:
 
     async def _run(self) -> None:
         while True:
-            waiting = sorted((s for s in self._statuses.values() if s.waiting), key=lambda s: s.last_edit)
+            waiting = [s for s in self._statuses.values() if s.waiting]
             busy = any(s.in_flight is not None and not s.in_flight.done() for s in self._statuses.values())
             if not waiting and not busy:
                 return
@@ -117,17 +118,23 @@ class StatusScheduler:
             self._tokens = min(self._burst, self._tokens + (now - self._refilled) * self.queue_rate)
             self._refilled = now
             next_at = math.inf
+            rationed: list[_Status] = []
             for status in waiting:
-                due = status.last_edit + self.interval
-                if due > now:
+                if (due := status.last_edit + self.interval) > now:
                     next_at = min(next_at, due)
                     continue
                 if status.queued and status.shown is not None:
-                    if self._tokens < 1:
-                        next_at = min(next_at, now + (1 - self._tokens) / self.queue_rate)
-                        continue
+                    rationed.append(status)
+                else:
+                    self._start(status, now)
+            if rationed:
+                # The longest-unchanged messages go first; the rest wait for the budget to refill.
+                chosen = heapq.nsmallest(int(min(self._tokens, len(rationed))), rationed, key=lambda s: s.last_edit)
+                for status in chosen:
                     self._tokens -= 1
-                self._start(status, now)
+                    self._start(status, now)
+                if len(chosen) < len(rationed):
+                    next_at = min(next_at, now + max(1 - self._tokens, 0.0) / self.queue_rate)
             await self._nap(next_at - now)
 
     def _start(self, status: _Status, now: float) -> None:
@@ -136,7 +143,7 @@ class StatusScheduler:
 
     async def _edit(self, status: _Status, text: str) -> None:
         try:
-            await status.edit(text)
+            await status.write(text)
         except discord.HTTPException as exc:
             log.info("status edit skipped: %s", exc)
         finally:

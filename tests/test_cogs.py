@@ -17,12 +17,12 @@ from discord import app_commands
 
 from bot import ComfyBot
 from cogs.generate import Generate
-from discord_ui.forms import TextForm
-from discord_ui.status import JobMessage, StatusScheduler
 from core.config import load_settings
 from core.errors import ExecutionFailed, InvalidInput
 from core.jobs.engine import JobResult, OutputFile, Progress
 from core.workflows import load_catalog
+from discord_ui.forms import TextForm
+from discord_ui.status import JobMessage, StatusScheduler
 from tests.conftest import WORKFLOWS
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 100
