@@ -115,7 +115,8 @@ class StatusScheduler:
             if not waiting and not busy:
                 return
             now = self._clock()
-            self._tokens = min(self._burst, self._tokens + (now - self._refilled) * self.queue_rate)
+            if math.isfinite(self.queue_rate):
+                self._tokens = min(self._burst, self._tokens + (now - self._refilled) * self.queue_rate)
             self._refilled = now
             next_at = math.inf
             rationed: list[_Status] = []

@@ -114,6 +114,7 @@ async def test_the_newest_state_wins_and_a_dropped_status_is_never_edited() -> N
     assert shown_texts == ["c", "e"]
 
 
+@pytest.mark.abuse
 def test_batches_hold_ten_files_and_one_request_worth_of_bytes() -> None:
     mb = 2**20
     big = [OutputFile(f"big{i}.png", b"\0" * (8 * mb), "9") for i in range(4)]
