@@ -6,84 +6,30 @@ import argparse
 import asyncio
 import logging
 import os
-import secrets
 import sys
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
 import discord
-from discord import app_commands
 from discord.ext import commands
 from dotenv import load_dotenv
 
 import cli
-from cogs.generate import deliver_to_channel
 from core.config import Settings, load_settings, setup_logging
-from core.errors import BotError, ConfigError, JobLost
+from core.errors import BotError, ConfigError, JobCancelled, JobLost
 from core.jobs.engine import Engine
 from core.jobs.store import JobRecord, JobState, JobStore, StoreError
 from core.workflows import Catalog, load_catalog, runnable
+from discord_ui.delivery import deliver_to_channel, failure_text, tell_in_channel
+from discord_ui.errors import BotTree
+from discord_ui.logs import install_token_filter
+from discord_ui.messages import CANCELLED
+from discord_ui.status import StatusScheduler
 
 log = logging.getLogger("bot")
 EXTENSIONS = ("cogs.generate", "cogs.admin")
-
-
-class BotTree(app_commands.CommandTree):
-    """The one error funnel: every failure of a command or form reaches the member as a private message."""
-
-    async def on_error(self, interaction: discord.Interaction[Any], error: Exception) -> None:
-        original = error.original if isinstance(error, app_commands.CommandInvokeError) else error
-        if isinstance(original, BotError):
-            log.info(
-                "/%s failed for %s: %s | %s",
-                _command_name(interaction),
-                interaction.user.id,
-                original.user_message.splitlines()[0],
-                original.detail or "",
-            )
-            message = original.user_message
-        elif isinstance(original, app_commands.AppCommandError) and not isinstance(
-            original, app_commands.CommandInvokeError
-        ):
-            message = str(original) or "This command cannot be used here."
-        else:
-            ref = secrets.token_hex(3)
-            log.error("unexpected error in /%s (ref %s)", _command_name(interaction), ref, exc_info=original)
-            message = (
-                f"Something went wrong on the bot's side (reference {ref}). A server admin can look it up in the log."
-            )
-        await send_private(interaction, message)
-
-
-def _command_name(interaction: discord.Interaction[Any]) -> str:
-    return interaction.command.qualified_name if interaction.command else "?"
-
-
-async def send_private(interaction: discord.Interaction[Any], message: str) -> None:
-    """Tell only the member who ran the command, whatever state the interaction is in."""
-    try:
-        if not interaction.response.is_done():
-            await interaction.response.send_message(message, ephemeral=True)
-            return
-        if not interaction.is_expired():
-            # After a public defer the first followup would replace the status message; edit it first
-            # so that the followup is a new, private message.
-            await interaction.edit_original_response(
-                content=f"❌ /{_command_name(interaction)} did not finish; the reason was sent to "
-                f"{interaction.user.mention} privately.",
-                attachments=[],
-                view=None,
-            )
-            await interaction.followup.send(message, ephemeral=True)
-            return
-    except discord.HTTPException as exc:
-        log.warning("could not report an error through the interaction: %s", exc)
-    channel = interaction.channel
-    if isinstance(channel, discord.abc.Messageable):
-        await channel.send(
-            f"{interaction.user.mention} {message}", allowed_mentions=discord.AllowedMentions(users=True)
-        )
 
 
 class ComfyBot(commands.Bot):
@@ -93,7 +39,6 @@ class ComfyBot(commands.Bot):
     engine: Engine
     catalog: Catalog
     store: JobStore
-    status_edit_interval = 2.0  # seconds between edits of a status message: Discord rate-limits edits
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         super().__init__(
@@ -101,9 +46,13 @@ class ComfyBot(commands.Bot):
             intents=discord.Intents.default(),
             tree_cls=BotTree,
             help_command=None,
+            allowed_mentions=discord.AllowedMentions.none(),  # a safe default; discord_ui sets each message's
             **kwargs,
         )
+        install_token_filter()
         self.settings = settings
+        # Every status edit of the bot is paced here: Discord rate-limits edits.
+        self.statuses = StatusScheduler(interval=2.0)
         self._recovery: asyncio.Task[None] | None = None
         self.job_tasks: set[asyncio.Task[Any]] = set()  # running jobs, stopped on close and resumed next start
 
@@ -129,18 +78,35 @@ class ComfyBot(commands.Bot):
         await self.sync_commands()
         self._recovery = asyncio.create_task(self.recover_jobs(), name="recover jobs")
 
+    @property
+    def status_edit_interval(self) -> float:
+        """Seconds between two edits of one status message."""
+        return self.statuses.interval
+
+    @status_edit_interval.setter
+    def status_edit_interval(self, seconds: float) -> None:
+        self.statuses.interval = seconds
+
     async def recover_jobs(self) -> None:
-        """Finish what a previous run left: wait for, fetch or resubmit each stored job, then deliver it once."""
+        """Finish what a previous run left: wait for, fetch or resubmit each stored job, then deliver it once.
+
+        Jobs that ended but whose member was never told are told now, without running them again. One
+        job's failure never stops the others.
+        """
         records = await self.store.unfinished()
         if records:
             log.info("picking up %d unfinished job(s) from the last run", len(records))
-        await asyncio.gather(*(self.recover_job(r) for r in records))
+        outcomes = await asyncio.gather(*(self.recover_job(r) for r in records), return_exceptions=True)
+        for record, outcome in zip(records, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                log.error("recovering job %s failed", record.id, exc_info=outcome)
 
     async def recover_job(self, record: JobRecord) -> None:
         self.track_job()
         channel = self.get_partial_messageable(record.channel_id or 0)
-        mention = f"<@{record.user_id}>" if record.user_id else "someone"
-        header = f"**/{record.workflow}** for {mention}"
+        if record.state.finished:  # it ended, but its member was never told
+            await self.report_recovered(channel, record)
+            return
         # A recovered job counts towards its member's pending jobs like a new one (it is never refused).
         reservation = self.engine.limits.adopt(record.user_id, record.id) if record.user_id else None
         try:
@@ -151,20 +117,31 @@ class ComfyBot(commands.Bot):
                 result = await self.engine.run(workflow, record.values, record=record)
             else:
                 result = await self.engine.resume(record)
+            mention = f"<@{record.user_id}>" if record.user_id else "someone"
             await deliver_to_channel(channel, record, result, mention)
             await self.engine.finish(record.id, JobState.DONE)
         except BotError as exc:
             log.info("recovered job %s failed: %s | %s", record.id, exc.user_message, exc.detail or "")
-            await self.engine.finish(record.id, JobState.FAILED, exc.user_message)
-            if record.message_id:
-                await _quietly(channel.get_partial_message(record.message_id).edit(
-                    content=f"{header}\n❌ {exc.user_message}", view=None, attachments=[]
-                ))  # fmt: skip
+            state = JobState.CANCELLED if isinstance(exc, JobCancelled) else JobState.FAILED
+            await self.report_recovered(channel, replace(record, state=state, error=exc.user_message))
         except discord.HTTPException as exc:
             log.warning("could not deliver recovered job %s: %s", record.id, exc)
         finally:
             if reservation is not None:
                 reservation.release()
+
+    async def report_recovered(self, channel: discord.PartialMessageable, record: JobRecord) -> None:
+        """Tell the member how a job ended, then record that they were told."""
+        if record.state is JobState.DONE:
+            log.info("job %s was done before the restart; nothing more to tell", record.id)
+        else:
+            text = CANCELLED if record.state is JobState.CANCELLED else failure_text(record.error or "The job failed.")
+            try:
+                await tell_in_channel(channel, record, text)
+            except discord.HTTPException as exc:
+                log.warning("could not tell the member how job %s ended: %s", record.id, exc)
+                return  # still not reported: the next start tries again
+        await self.engine.finish(record.id, record.state, record.error)
 
     async def load_workflows(self) -> Catalog:
         """Read WORKFLOWS_DIR and keep what the servers can run; log why anything else was skipped."""
@@ -227,6 +204,7 @@ class ComfyBot(commands.Bot):
         for task in [self._recovery, *self.job_tasks]:
             if task is not None:
                 task.cancel()
+        await self.statuses.close()
         await super().close()
         if hasattr(self, "engine"):
             await self.engine.close()
@@ -234,13 +212,6 @@ class ComfyBot(commands.Bot):
             await self.store.close()
         if hasattr(self, "session"):
             await self.session.close()
-
-
-async def _quietly(call: Any) -> None:
-    try:
-        await call
-    except discord.HTTPException as exc:
-        log.info("best-effort Discord call failed: %s", exc)
 
 
 def _shape(payload: Mapping[str, Any]) -> str:

@@ -10,11 +10,10 @@ from discord.ext import commands
 
 from cogs.access import admin_only
 from core.workflows import Param, ParamType, Workflow
+from discord_ui.messages import MAX_CONTENT, NOTHING, cap, followup
 
 if TYPE_CHECKING:
     from bot import ComfyBot
-
-MAX_CONTENT = 2000
 
 
 class Admin(commands.Cog):
@@ -84,13 +83,13 @@ async def send_chunks(interaction: discord.Interaction[Any], text: str) -> None:
     """Send a long private answer as several messages of at most 2000 characters, split at line breaks."""
     chunks: list[str] = []
     for raw in text.splitlines():
-        line = raw[:MAX_CONTENT]
+        line = cap(raw)
         if chunks and len(chunks[-1]) + 1 + len(line) <= MAX_CONTENT:
             chunks[-1] += "\n" + line
         else:
             chunks.append(line)
-    for chunk in chunks or ["(nothing)"]:
-        await interaction.followup.send(chunk, ephemeral=True)
+    for chunk in chunks or [NOTHING]:
+        await followup(interaction, chunk, ephemeral=True)
 
 
 async def setup(bot: ComfyBot) -> None:

@@ -15,12 +15,14 @@ import pytest
 from discord import app_commands
 
 from bot import ComfyBot
-from cogs.generate import Generate, JobMessage, TextForm
+from cogs.generate import Generate
 from core.config import load_settings
 from core.errors import ExecutionFailed, InvalidInput
 from core.jobs.engine import JobResult, OutputFile, Progress
 from core.jobs.limits import Limits
 from core.workflows import load_catalog
+from discord_ui.forms import TextForm
+from discord_ui.status import JobMessage, StatusScheduler
 from tests.conftest import WORKFLOWS
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 100
@@ -36,6 +38,16 @@ class User:
 class Recorder:
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
+    def add(self, name: str, kw: dict[str, Any]) -> None:
+        """Record a call; allowed_mentions as the payload Discord would get, so tests can compare it."""
+        mentions = kw.get("allowed_mentions")
+        if isinstance(mentions, discord.AllowedMentions):
+            kw = {**kw, "allowed_mentions": mentions.to_dict()}
+        self.calls.append((name, kw))
+
+
+NOBODY = {"parse": []}  # allowed_mentions that ping no one
+
 
 class Response:
     def __init__(self, log: Recorder) -> None:
@@ -48,9 +60,9 @@ class Response:
         self.done = True
         self.log.calls.append(("defer", kw))
 
-    async def send_message(self, content: str, **kw: Any) -> None:
+    async def send_message(self, content: str | None = None, **kw: Any) -> None:
         self.done = True
-        self.log.calls.append(("send_message", {"content": content, **kw}))
+        self.log.add("send_message", {"content": content, **kw})
 
     async def send_modal(self, modal: discord.ui.Modal) -> None:
         self.done = True
@@ -62,7 +74,7 @@ class Followup:
         self.log = log
 
     async def send(self, content: str | None = None, **kw: Any) -> None:
-        self.log.calls.append(("followup", {"content": content, **kw}))
+        self.log.add("followup", {"content": content, **kw})
 
 
 class Interaction:
@@ -87,7 +99,7 @@ class Interaction:
         return discord.Object(1234)
 
     async def edit_original_response(self, **kw: Any) -> None:
-        self.log.calls.append(("edit", kw))
+        self.log.add("edit", kw)
 
     @property
     def calls(self) -> list[tuple[str, dict[str, Any]]]:
@@ -231,7 +243,9 @@ async def test_error_funnel_answers_privately_before_a_defer(bot: ComfyBot) -> N
     await bot.tree.on_error(
         it, app_commands.CommandInvokeError(_command(bot), InvalidInput("prompt must not be empty."))
     )  # type: ignore[arg-type]
-    assert it.calls == [("send_message", {"content": "prompt must not be empty.", "ephemeral": True})]
+    assert it.calls == [
+        ("send_message", {"content": "prompt must not be empty.", "ephemeral": True, "allowed_mentions": NOBODY})
+    ]
 
 
 async def test_error_funnel_after_a_defer_marks_the_status_and_answers_privately(bot: ComfyBot) -> None:
@@ -247,9 +261,17 @@ async def test_error_funnel_after_a_defer_marks_the_status_and_answers_privately
                 "content": "❌ /image did not finish; the reason was sent to <@42> privately.",
                 "attachments": [],
                 "view": None,
+                "allowed_mentions": NOBODY,
             },
         ),
-        ("followup", {"content": "The job failed in KSampler (node 3): CUDA out of memory", "ephemeral": True}),
+        (
+            "followup",
+            {
+                "content": "The job failed in KSampler (node 3): CUDA out of memory",
+                "ephemeral": True,
+                "allowed_mentions": NOBODY,
+            },
+        ),
     ]
 
 
@@ -273,7 +295,7 @@ async def test_files_over_the_limit_are_named_and_batches_hold_ten(bot: ComfyBot
     )
     result = JobResult("a" * 32, "image", {"prompt": "a cat"}, "http://comfy", files, (), 2.0)
     it = Interaction(limit=2048)
-    await JobMessage(it, "header", 0.0).finish(result)  # type: ignore[arg-type]
+    await JobMessage(it, "image", StatusScheduler(0.0)).finish(result)  # type: ignore[arg-type]
     (first, kw1), (second, kw2) = it.calls
     assert first == "edit" and len(kw1["attachments"]) == 10
     assert kw1["content"].endswith("Too large for this server's 2 KB upload limit, so not attached: huge.mp4 (2.9 KB)")

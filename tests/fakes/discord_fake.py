@@ -788,6 +788,10 @@ class FakeDiscord:
             f"last requests:\n{recent or '  (none)'}\nunhandled: {self.unhandled}"
         )
 
+    def delete_message(self, message_id: int) -> None:
+        """Delete a message as a member or moderator would (the bot gets MESSAGE_DELETE; edits then get 404 10008)."""
+        self._delete_message(message_id)
+
     async def disconnect_gateway(self, code: int = 4000) -> None:
         """Close the bot's gateway socket with ``code``; the session stays resumable (discord.py sends RESUME)."""
         conns = [c for c in self._conns if c.session is not None]

@@ -1,0 +1,123 @@
+"""Persistent job buttons: Cancel while a job runs; Re-roll, Details and Delete on its result.
+
+A button's custom_id carries the action and the job id, and its state comes from the store, so buttons
+keep working after a restart. What a button does beyond showing things (cancel, run again, who may act)
+belongs to the front that registered them, through `JobActions`.
+"""
+
+from __future__ import annotations
+
+import re
+import weakref
+from typing import Any, Protocol
+
+import discord
+
+from core.errors import InvalidInput
+from core.jobs.store import JobRecord
+from discord_ui.errors import report_error
+from discord_ui.messages import DELETED, MAX_CONTENT, cap, respond, shown
+
+# Job ids are UUIDs; jobs stored before they were (32 hex digits) keep their working buttons.
+JOB_ID = r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}|[0-9a-f]{32}"
+JOB_BUTTON = rf"job:(?P<action>cancel|reroll|details|delete):(?P<job>{JOB_ID})"
+ACTIONS = {
+    "cancel": ("Cancel", discord.ButtonStyle.secondary),
+    "reroll": ("Re-roll", discord.ButtonStyle.primary),
+    "details": ("Details", discord.ButtonStyle.secondary),
+    "delete": ("Delete", discord.ButtonStyle.danger),
+}
+NOT_KNOWN = "This job is no longer known to the bot."
+NOT_YOURS_TO_DELETE = "Only the member who asked for this result (or an admin) can delete it."
+
+
+class JobActions(Protocol):
+    """What job buttons need from the front that owns the jobs."""
+
+    async def job(self, job_id: str) -> JobRecord | None: ...
+
+    async def may_manage(self, interaction: discord.Interaction[Any], owner_id: int | None) -> bool: ...
+
+    async def cancel_job(self, interaction: discord.Interaction[Any], job_id: str) -> None: ...
+
+    async def reroll(self, interaction: discord.Interaction[Any], record: JobRecord) -> None: ...
+
+
+_actions: weakref.WeakKeyDictionary[discord.Client, JobActions] = weakref.WeakKeyDictionary()
+
+
+def install(client: discord.Client, actions: JobActions) -> None:
+    """Make job buttons clickable on `client` (also on messages sent before a restart)."""
+    _actions[client] = actions
+    client.add_dynamic_items(JobButton)
+
+
+def uninstall(client: discord.Client) -> None:
+    client.remove_dynamic_items(JobButton)
+    _actions.pop(client, None)
+
+
+class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=JOB_BUTTON):
+    """A button on a job's message; its custom_id is `job:<action>:<job id>`."""
+
+    def __init__(self, action: str, job_id: str) -> None:
+        label, style = ACTIONS[action]
+        super().__init__(discord.ui.Button(label=label, style=style, custom_id=f"job:{action}:{job_id}"))
+        self.action, self.job_id = action, job_id
+
+    @classmethod
+    async def from_custom_id(  # type: ignore[override]
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Button[Any], match: re.Match[str], /
+    ) -> JobButton:
+        return cls(match["action"], match["job"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:  # type: ignore[override]
+        record: JobRecord | None = None
+        try:
+            actions = _actions.get(interaction.client)
+            if actions is None:
+                raise InvalidInput(NOT_KNOWN)
+            record = await actions.job(self.job_id)
+            if self.action == "cancel":
+                await actions.cancel_job(interaction, self.job_id)
+                return
+            if record is None:
+                raise InvalidInput(NOT_KNOWN)
+            if self.action == "details":
+                await respond(interaction, job_details(record))
+            elif self.action == "delete":
+                if not await actions.may_manage(interaction, record.user_id):
+                    raise InvalidInput(NOT_YOURS_TO_DELETE)
+                await respond(interaction, DELETED)
+                if interaction.message is not None:
+                    await interaction.message.delete()
+            else:
+                await actions.reroll(interaction, record)
+        except Exception as exc:  # explained privately, as for commands, naming the job's command
+            await report_error(interaction, exc, command=record.workflow if record else None)
+
+
+def job_view(job_id: str, *actions: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for action in actions:
+        view.add_item(JobButton(action, job_id))
+    return view
+
+
+def status_view(job_id: str) -> discord.ui.View:
+    return job_view(job_id, "cancel")
+
+
+def result_view(job_id: str) -> discord.ui.View:
+    return job_view(job_id, "reroll", "details", "delete")
+
+
+def job_details(record: JobRecord) -> str:
+    """Everything about a job, for its Details button."""
+    lines = [f"**/{record.workflow}** · job `{record.id}` · {record.state.value}"]
+    lines += [f"**{name}:** {shown(value)}" for name, value in record.values.items()]
+    lines.append(f"**server:** {record.server or 'none yet'} · attempts {record.attempts}")
+    lines.append(f"**started:** <t:{int(record.created_at)}:f> · last change <t:{int(record.updated_at)}:R>")
+    if record.error:
+        lines.append(f"**error:** {cap(record.error, 600)}")
+    return cap("\n".join(lines), MAX_CONTENT)

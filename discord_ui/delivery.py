@@ -1,0 +1,119 @@
+"""Delivering a job's result: the text, the files fitted to the upload limit, and batches Discord accepts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+
+import discord
+
+from core.jobs.engine import JobResult, OutputFile
+from core.jobs.store import JobRecord
+from core.media import fit_file, human_size
+from discord_ui.buttons import result_view
+from discord_ui.messages import (
+    FAILED,
+    MAX_FILES,
+    TOO_LARGE,
+    cap,
+    channel_send,
+    edit_message,
+    header,
+    shown,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_UPLOAD_LIMIT = 10 * 2**20  # Discord's per-file limit for servers without boosts
+# Discord refuses a request over 25 MiB (413); keep room for the text and the multipart envelope.
+REQUEST_LIMIT = 25 * 2**20 - 2**20
+MAX_TEXT_OUTPUT = 500  # characters of a text output shown in a code block
+
+
+def batches(files: list[OutputFile], limit: int) -> list[list[OutputFile]]:
+    """Split files into messages of at most ten files and at most one request's worth of bytes each.
+
+    Every file already fits the per-file `limit`, so each one fits a message of its own.
+    """
+    budget = max(limit, REQUEST_LIMIT)
+    out: list[list[OutputFile]] = []
+    size = 0
+    for file in files:
+        if not out or len(out[-1]) >= MAX_FILES or size + len(file.data) > budget:
+            out.append([])
+            size = 0
+        out[-1].append(file)
+        size += len(file.data)
+    return out or [[]]
+
+
+def as_files(batch: list[OutputFile]) -> list[discord.File]:
+    return [discord.File(io.BytesIO(f.data), filename=f.filename) for f in batch]
+
+
+async def result_messages(result: JobResult, mention: str, limit: int) -> tuple[str, list[list[OutputFile]]]:
+    """The result text (who asked, the options used, what was shrunk or left out) and the files in batches.
+
+    A file over the upload limit is re-encoded or scaled down to fit (in a thread: it is CPU work); one
+    that cannot be made to fit is named with its size instead of failing the whole message.
+    """
+    lines = [f"**/{result.workflow}** for {mention} · {result.seconds:.1f} s"]
+    lines += [f"**{name}:** {shown(value)}" for name, value in result.values.items()]
+    lines += [f"```\n{cap(text, MAX_TEXT_OUTPUT).replace('```', 'ʼʼʼ')}\n```" for text in result.texts]
+    files: list[OutputFile] = []
+    too_big: list[OutputFile] = []
+    for file in result.files:
+        fitted = await asyncio.to_thread(fit_file, file.filename, file.data, limit)
+        if fitted is None:
+            too_big.append(file)
+            continue
+        files.append(OutputFile(fitted.filename, fitted.data, file.node_id))
+        if fitted.note:
+            lines.append(f"{cap(file.filename, 100)}: {fitted.note}.")
+    if too_big:
+        names = ", ".join(f"{cap(f.filename, 100)} ({human_size(len(f.data))})" for f in too_big)
+        lines.append(TOO_LARGE.format(limit=human_size(limit), names=names))
+    return cap("\n".join(lines)), batches(files, limit)
+
+
+async def deliver_to_channel(
+    channel: discord.PartialMessageable, record: JobRecord, result: JobResult, mention: str
+) -> None:
+    """Deliver a job without its interaction (after a restart): turn its status message into the result.
+
+    Editing is idempotent, so a delivery cut short by another restart is simply done again, never twice.
+    A status message deleted meanwhile is replaced by a new message.
+    """
+    content, parts = await result_messages(result, mention, record.upload_limit or DEFAULT_UPLOAD_LIMIT)
+    first, *rest = parts
+    ping = discord.Object(record.user_id) if record.user_id else None
+    edited = False
+    if record.message_id is not None:
+        with contextlib.suppress(discord.NotFound):  # the status message may have been deleted meanwhile
+            message = channel.get_partial_message(record.message_id)
+            await edit_message(message, content, ping=ping, attachments=as_files(first), view=result_view(record.id))
+            edited = True
+    if not edited:
+        await channel_send(
+            channel, content, ping=ping, files=as_files(first), nonce=record.id[:25], view=result_view(record.id)
+        )
+    for index, batch in enumerate(rest, start=1):
+        await channel_send(channel, files=as_files(batch), nonce=f"{record.id[:22]}-{index:02d}")
+
+
+async def tell_in_channel(channel: discord.PartialMessageable, record: JobRecord, text: str) -> None:
+    """Show how a job ended without its interaction: on its status message, or a new one if that is gone."""
+    content = f"{header(record.workflow, record.user_id)}\n{text}"
+    if record.message_id is not None:
+        try:
+            await edit_message(channel.get_partial_message(record.message_id), content, view=None, attachments=[])
+            return
+        except discord.NotFound:
+            log.info("status message of job %s is gone; telling the member in a new message", record.id)
+    await channel_send(channel, content, nonce=record.id[:25])
+
+
+def failure_text(reason: str) -> str:
+    return FAILED.format(reason=reason)

@@ -1,0 +1,46 @@
+"""The one error funnel: every failure of a command, form or button reaches the member privately."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from core.errors import BotError
+from discord_ui.messages import NOT_HERE, UNEXPECTED, command_name, is_unknown_interaction, send_private
+
+log = logging.getLogger(__name__)
+
+
+async def report_error(interaction: discord.Interaction[Any], error: Exception, *, command: str | None = None) -> None:
+    """Explain `error` to the member who caused it; `command` names the command of a form or button."""
+    original = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+    name = command_name(interaction, command)
+    if is_unknown_interaction(original):
+        # Discord gave up on the interaction before the bot answered (a slow moment): nobody can be told
+        # through it, and it is not the member's fault or a bug worth a traceback.
+        log.warning("/%s: interaction %s expired before the bot's first answer", name, interaction.id)
+        return
+    if isinstance(original, BotError):
+        first_line = original.user_message.splitlines()[0] if original.user_message else ""
+        log.info("/%s failed for %s: %s | %s", name, interaction.user.id, first_line, original.detail or "")
+        message = original.user_message
+    elif isinstance(original, app_commands.AppCommandError) and not isinstance(
+        original, app_commands.CommandInvokeError
+    ):
+        message = str(original) or NOT_HERE
+    else:
+        ref = secrets.token_hex(3)
+        log.error("unexpected error in /%s (ref %s)", name, ref, exc_info=original)
+        message = UNEXPECTED.format(ref=ref)
+    await send_private(interaction, message, command=command)
+
+
+class BotTree(app_commands.CommandTree):
+    """The command tree whose errors all go through `report_error`."""
+
+    async def on_error(self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError) -> None:
+        await report_error(interaction, error)

@@ -1,0 +1,160 @@
+"""What the bot says, and the one place that sends it: mentions limited, lengths capped.
+
+Every send and edit of the bot goes through the helpers below, so that text which came from a member,
+a workflow or a server never pings anyone and never makes a message longer than Discord accepts.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import discord
+
+log = logging.getLogger(__name__)
+
+MAX_CONTENT = 2000  # Discord's limit for a message's text
+MAX_VALUE = 300  # one option value as shown with a result or in Details
+MAX_FILES = 10  # attachments per message
+ELLIPSIS = "…"
+UNKNOWN_INTERACTION = 10062  # the interaction expired before its first answer (3 s)
+UNKNOWN_MESSAGE = 10008
+INVALID_WEBHOOK_TOKEN = 50027  # the interaction token expired (15 min)
+
+# Channels a slash command can come from, where the bot can post and edit its own messages.
+ReplyChannel = (
+    discord.TextChannel
+    | discord.VoiceChannel
+    | discord.StageChannel
+    | discord.Thread
+    | discord.DMChannel
+    | discord.PartialMessageable
+)
+
+# The message catalogue: every sentence the bot shows that is not an error's own message.
+STATUS_HEADER = "**/{command}** for {mention}"
+SUBMITTING = "Submitting…"
+CANCELLED = "🚫 Cancelled."
+CANCELLING = "Cancelling the job…"
+DELETED = "Deleted."
+FAILED = "❌ {reason}"
+RESULT_BELOW = "Finished: the result is in the message below."
+DID_NOT_FINISH = "❌ /{command} did not finish; the reason was sent to {mention} privately."
+UNEXPECTED = "Something went wrong on the bot's side (reference {ref}). A server admin can look it up in the log."
+NOT_HERE = "This command cannot be used here."
+TOO_LARGE = "Too large for this server's {limit} upload limit, so not attached: {names}"
+NOTHING = "(nothing)"
+NO_JOBS = "You have no job waiting or running."
+NO_JOBS_AT_ALL = "No job is waiting or running."
+
+
+def cap(text: str, limit: int = MAX_CONTENT) -> str:
+    """Cut `text` to `limit` characters, marking the cut with an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + ELLIPSIS
+
+
+def shown(value: object, limit: int = MAX_VALUE) -> str:
+    """A value from a member, a workflow or a server as shown inline: one line, markdown escaped, capped."""
+    text = str(value).replace("\n", " / ")
+    return discord.utils.escape_markdown(cap(text, limit))
+
+
+def header(command: str, user_id: int | None) -> str:
+    """The first line of a job's message: which command, for whom."""
+    return STATUS_HEADER.format(command=command, mention=f"<@{user_id}>" if user_id else "someone")
+
+
+def mentions(ping: discord.abc.Snowflake | None = None) -> discord.AllowedMentions:
+    """Nobody is pinged, except `ping` (the requester, when their result is posted)."""
+    return discord.AllowedMentions(everyone=False, roles=False, users=[ping] if ping else False, replied_user=False)
+
+
+def _fields(content: str | None, ping: discord.abc.Snowflake | None, extra: dict[str, Any]) -> dict[str, Any]:
+    fields = {"allowed_mentions": mentions(ping), **extra}
+    if content is not None:
+        fields["content"] = cap(content)
+    return fields
+
+
+async def respond(interaction: discord.Interaction[Any], content: str, *, ephemeral: bool = True, **extra: Any) -> None:
+    """Answer an interaction for the first time (privately unless told otherwise)."""
+    await interaction.response.send_message(ephemeral=ephemeral, **_fields(content, None, extra))
+
+
+async def followup(
+    interaction: discord.Interaction[Any],
+    content: str | None = None,
+    *,
+    ping: discord.abc.Snowflake | None = None,
+    **extra: Any,
+) -> None:
+    """Send a followup through the interaction's token."""
+    await interaction.followup.send(**_fields(content, ping, extra))
+
+
+async def edit_original(
+    interaction: discord.Interaction[Any],
+    content: str | None = None,
+    *,
+    ping: discord.abc.Snowflake | None = None,
+    **extra: Any,
+) -> discord.InteractionMessage | None:
+    """Edit the interaction's own message (the answer or the deferred "thinking" one)."""
+    return await interaction.edit_original_response(**_fields(content, ping, extra))
+
+
+async def channel_send(
+    channel: ReplyChannel, content: str | None = None, *, ping: discord.abc.Snowflake | None = None, **extra: Any
+) -> discord.Message:
+    """Post a new message in a channel with the bot's token."""
+    return await channel.send(**_fields(content, ping, extra))
+
+
+async def edit_message(
+    message: discord.PartialMessage | discord.Message,
+    content: str | None = None,
+    *,
+    ping: discord.abc.Snowflake | None = None,
+    **extra: Any,
+) -> discord.Message:
+    """Edit one of the bot's messages with the bot's token."""
+    return await message.edit(**_fields(content, ping, extra))
+
+
+def is_unknown_interaction(error: BaseException) -> bool:
+    """True for Discord's 10062: the interaction expired before the bot's first answer."""
+    return isinstance(error, discord.NotFound) and error.code == UNKNOWN_INTERACTION
+
+
+def command_name(interaction: discord.Interaction[Any], fallback: str | None = None) -> str:
+    """The command an interaction belongs to; forms and buttons pass theirs as `fallback`."""
+    if interaction.command is not None:
+        return interaction.command.qualified_name
+    return fallback or "?"
+
+
+async def send_private(interaction: discord.Interaction[Any], message: str, *, command: str | None = None) -> None:
+    """Tell only the member who ran the command, whatever state the interaction is in."""
+    try:
+        if not interaction.response.is_done():
+            await respond(interaction, message)
+            return
+        if not interaction.is_expired():
+            # After a public defer the first followup would replace the status message; edit it first
+            # so that the followup is a new, private message.
+            mention = interaction.user.mention
+            name = command_name(interaction, command)
+            await edit_original(
+                interaction, DID_NOT_FINISH.format(command=name, mention=mention), attachments=[], view=None
+            )
+            await followup(interaction, message, ephemeral=True)
+            return
+    except discord.HTTPException as exc:
+        if is_unknown_interaction(exc):
+            log.warning("interaction %s expired before the bot could answer; telling the member in the channel",
+                        interaction.id)  # fmt: skip
+        else:
+            log.warning("could not report an error through the interaction: %s", exc)
+    channel = interaction.channel
+    if isinstance(channel, ReplyChannel):
+        await channel_send(channel, f"{interaction.user.mention} {message}", ping=interaction.user)

@@ -1,0 +1,173 @@
+"""discord_ui without Discord: the status scheduler's pacing, batching by bytes, caps and token redaction."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import itertools
+import logging
+import math
+import re
+from collections import defaultdict
+
+import pytest
+
+from core.jobs.engine import OutputFile
+from discord_ui.delivery import REQUEST_LIMIT, batches
+from discord_ui.logs import install_token_filter, redact
+from discord_ui.messages import cap, mentions, shown
+from discord_ui.status import StatusScheduler
+from tests.conftest import ROOT
+
+
+class VirtualTime:
+    """A clock the test moves forward; sleepers wake when it passes their deadline."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.timers: list[tuple[float, asyncio.Future[None]]] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.timers.append((self.now + seconds, future))
+        await future
+
+    async def advance(self, seconds: float) -> None:
+        self.now += seconds
+        for deadline, future in list(self.timers):
+            if deadline <= self.now and not future.done():
+                future.set_result(None)
+        self.timers = [(d, f) for d, f in self.timers if not f.done()]
+        for _ in range(6):  # let the scheduler and the edits it started run
+            await asyncio.sleep(0)
+
+
+async def simulate_queue(jobs: int, *, interval: float, queue_rate: float, period: float) -> dict[str, list[float]]:
+    """`jobs` wait in line; every `period` s the first one starts and all others move up one place.
+
+    Returns the times of every edit of each job's status message.
+    """
+    time = VirtualTime()
+    scheduler = StatusScheduler(interval, queue_rate, clock=time.clock, sleep=time.sleep)
+    edits: dict[str, list[float]] = defaultdict(list)
+
+    def editor(key: str):
+        async def edit(text: str) -> None:
+            edits[key].append(time.now)
+
+        return edit
+
+    line = [f"job{i}" for i in range(jobs)]
+    for place, key in enumerate(line, start=1):
+        scheduler.show(key, f"position {place}", editor(key), queued=True)
+    running: str | None = None
+    while line:
+        await time.advance(period)
+        if running is not None:
+            await scheduler.drop(running)
+        running = line.pop(0)
+        scheduler.show(running, "Running…", editor(running))
+        for place, key in enumerate(line, start=1):
+            scheduler.show(key, f"position {place}", editor(key), queued=True)
+    await scheduler.close()
+    return edits
+
+
+@pytest.mark.abuse
+async def test_queue_position_edits_per_job_do_not_grow_with_the_queue() -> None:
+    # Issue 11 measured 27-30 edits per job with 1,000 queued when each job was only paced on its own.
+    alone = await simulate_queue(1000, interval=2.0, queue_rate=math.inf, period=0.06)
+    shared = await simulate_queue(1000, interval=2.0, queue_rate=2.0, period=0.06)
+    small = await simulate_queue(100, interval=2.0, queue_rate=2.0, period=0.06)
+
+    most_alone = max(len(t) for t in alone.values())
+    most = max(len(t) for t in shared.values())
+    mean, mean_small = (sum(len(t) for t in e.values()) / len(e) for e in (shared, small))
+    print(f"edits per job with 1,000 queued: paced per job {most_alone} max; scheduler {most} max, {mean:.2f} mean")
+    assert most_alone >= 25  # the old behaviour, reproduced
+    assert most <= 3
+    assert mean <= mean_small + 0.5  # ten times the queue, not more edits per job
+    for times in shared.values():  # and never two edits of one message within the interval
+        assert all(b - a >= 2.0 for a, b in itertools.pairwise(times))
+
+
+async def test_the_newest_state_wins_and_a_dropped_status_is_never_edited() -> None:
+    scheduler = StatusScheduler(interval=0.05)
+    shown_texts: list[str] = []
+
+    async def edit(text: str) -> None:
+        shown_texts.append(text)
+
+    for text in ("a", "b", "c"):
+        scheduler.show("job", text, edit)
+    await asyncio.sleep(0.01)
+    for text in ("d", "e"):
+        scheduler.show("job", text, edit)
+    await asyncio.sleep(0.1)
+    scheduler.show("job", "f", edit)
+    await scheduler.drop("job")
+    await asyncio.sleep(0.1)
+    await scheduler.close()
+    assert shown_texts == ["c", "e"]
+
+
+@pytest.mark.abuse
+def test_batches_hold_ten_files_and_one_request_worth_of_bytes() -> None:
+    mb = 2**20
+    big = [OutputFile(f"big{i}.png", b"\0" * (8 * mb), "9") for i in range(4)]
+    assert [[f.filename for f in b] for b in batches(big, 10 * mb)] == [
+        ["big0.png", "big1.png", "big2.png"],
+        ["big3.png"],
+    ]
+    small = [OutputFile(f"s{i}.png", b"\0" * 10, "9") for i in range(23)]
+    assert [len(b) for b in batches(small, 10 * mb)] == [10, 10, 3]
+    assert all(sum(len(f.data) for f in b) <= REQUEST_LIMIT for b in batches(big, 10 * mb))
+    huge = [OutputFile("h0.mp4", b"\0" * (40 * mb), "9"), OutputFile("h1.mp4", b"\0" * (40 * mb), "9")]
+    assert [len(b) for b in batches(huge, 50 * mb)] == [1, 1]  # a boosted server's larger limit
+    assert batches([], 10 * mb) == [[]]
+
+
+def test_caps_mark_the_cut_and_values_stay_on_one_line() -> None:
+    assert cap("x" * 3000) == "x" * 1999 + "…"
+    assert cap("short") == "short"
+    assert shown("line one\nline *two*", 300) == "line one / line \\*two\\*"
+    assert mentions().to_dict() == {"parse": []}
+
+
+@pytest.mark.abuse
+def test_tokens_are_redacted_from_discord_log_records(caplog: pytest.LogCaptureFixture) -> None:
+    token = "aW50ZXJhY3Rpb246MTIzOmFiYw"
+    assert redact(f"POST https://discord.com/api/v10/interactions/123/{token}/callback") == (
+        "POST https://discord.com/api/v10/interactions/123/[token]/callback"
+    )
+    assert redact(f"/webhooks/99/{token}/messages/@original") == "/webhooks/99/[token]/messages/@original"
+    assert redact(f"{{'id': '5', 'token': '{token}', 'type': 2}}") == "{'id': '5', 'token': '[token]', 'type': 2}"
+    install_token_filter()
+    caplog.set_level(logging.DEBUG)
+    logging.getLogger("discord.webhook.async_").debug("Webhook %s has returned %s", f"/webhooks/1/{token}", 200)
+    assert caplog.records[-1].getMessage() == "Webhook /webhooks/1/[token] has returned 200"
+
+
+def test_only_discord_ui_messages_sends_and_imports_point_down() -> None:
+    sends = re.compile(r"\.(send_message|send|edit|edit_original_response|edit_message)\(")
+    sources = [ROOT / "bot.py", *(ROOT / "cogs").glob("*.py"), *(ROOT / "discord_ui").glob("*.py")]
+    offenders = [
+        f"{path.name}:{number}"
+        for path in sources
+        if path.name != "messages.py"
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if sends.search(line)
+    ]
+    assert offenders == []  # every message goes through discord_ui.messages (mentions and caps set once)
+
+    def imported(path):
+        tree = ast.parse(path.read_text())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        return names | {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+
+    assert not {m for m in imported(ROOT / "bot.py") if m.startswith("cogs")}
+    for path in (ROOT / "discord_ui").glob("*.py"):
+        assert not {m for m in imported(path) if m.split(".")[0] in ("bot", "cogs", "cli")}, path.name
