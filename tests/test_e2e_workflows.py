@@ -44,7 +44,7 @@ async def test_reload_adds_a_command_that_then_runs(start: Start, tmp_path: Path
 
     it = await world.discord.invoke_slash("music", {"tags": "lofi", "lyrics": "[instrumental]"})
     message = await finished(world, it)
-    assert [a["filename"] for a in message["attachments"]] == ["ComfyUI_00001_.mp3"]
+    assert [a["filename"] for a in message["attachments"]] == [world.audio_name()]
     it = await world.discord.invoke_slash("portrait", {"prompt": "a detected cat", "width": 640})
     message = await finished(world, it)
     assert [a["filename"] for a in message["attachments"]] == ["ComfyUI_00001_.png"]
