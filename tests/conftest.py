@@ -19,6 +19,16 @@ WORKFLOWS = ROOT / "workflows"
 SHARED = ROOT.parent / "shared"
 TRANSCRIPTS = SHARED / "comfyui-transcripts"
 MODELS = {"checkpoints": ["v1-5-pruned-emaonly-fp16.safetensors", "ace_step_v1_3.5b.safetensors"]}
+
+
+def shared_path(*parts: str) -> Path:
+    """A file or folder of ../shared (steering material beside a checkout); skips the test when it is absent."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"../shared/{'/'.join(parts)} is not beside this checkout (a fresh clone has no ../shared)")
+    return path
+
+
 DEFAULT_PROFILE = "0.3.64"
 BOTH_PROFILES_MARKERS = ("e2e", "recovery")  # these suites run once per fake ComfyUI profile
 # Cases that fail on the current profile only because the bot lacks a newer ComfyUI feature: test name -> reason.

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from PIL import Image
 
-from tests.conftest import TRANSCRIPTS
+from tests.conftest import TRANSCRIPTS, shared_path
 from tests.fakes.comfyui import FakeComfyUI
 
 # --------------------------------------------------------------------------- helpers
@@ -25,9 +25,7 @@ from tests.fakes.comfyui import FakeComfyUI
 
 def events(name: str) -> list[dict[str, Any]]:
     """The recorded events of one transcript; the test is skipped when ../shared is not beside the repository."""
-    if not TRANSCRIPTS.is_dir():
-        pytest.skip(f"recorded ComfyUI transcripts not available (../shared/{TRANSCRIPTS.name} is absent)")
-    path = next(TRANSCRIPTS.glob(f"{name}_*.json"))
+    path = next(shared_path(TRANSCRIPTS.name).glob(f"{name}_*.json"))
     return json.loads(path.read_text())["events"]
 
 
