@@ -45,6 +45,10 @@ class World:
         await self.stop_bot()
         return await self.start_bot()
 
+    def audio_name(self, ext: str = "mp3", prefix: str = "ComfyUI", counter: int = 1) -> str:
+        """The name the fake ComfyUI gives a saved audio file: newer servers drop the trailing `_`."""
+        return f"{prefix}_{counter:05}{'' if self.comfy.profile.plain_audio_names else '_'}.{ext}"
+
     def prompts(self) -> list[dict[str, Any]]:
         """What reached ComfyUI's POST /prompt."""
         return [r.json for r in self.comfy.requests if r.method == "POST" and r.path == "/prompt"]
@@ -64,8 +68,11 @@ Start = Callable[..., Awaitable[World]]
 
 
 @pytest.fixture
-async def start(caplog: pytest.LogCaptureFixture, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Start]:
-    """Start fake ComfyUI, fake Discord and the bot; afterwards check nothing went unhandled or logged an error."""
+async def start(
+    caplog: pytest.LogCaptureFixture, tmp_path_factory: pytest.TempPathFactory, comfy_profile: str
+) -> AsyncIterator[Start]:
+    """Start fake ComfyUI (in the test's profile), fake Discord and the bot; afterwards check nothing went
+    unhandled or logged an error."""
     caplog.set_level(logging.INFO)
     stack: list[Callable[[], Awaitable[None]]] = []
     fakes: list[FakeDiscord] = []
@@ -81,7 +88,7 @@ async def start(caplog: pytest.LogCaptureFixture, tmp_path_factory: pytest.TempP
         **discord_options: Any,
     ) -> World:
         settings_env = settings_env or {}
-        comfy = FakeComfyUI(models=MODELS, node_delay=0.01)
+        comfy = FakeComfyUI(models=MODELS, node_delay=0.01, profile=comfy_profile)
         await comfy.start()
         stack.append(comfy.stop)
         fake = FakeDiscord(**discord_options)

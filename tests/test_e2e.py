@@ -53,13 +53,13 @@ async def test_music_takes_multiline_lyrics_through_the_form(start: Start) -> No
     submitted = await world.discord.submit_modal(it, {"lyrics": lyrics})
     message = await finished(world, submitted)
 
-    assert [a["filename"] for a in message["attachments"]] == ["ComfyUI_00001_.mp3"]
+    assert [a["filename"] for a in message["attachments"]] == [world.audio_name()]
     [body] = world.prompts()
     assert body["prompt"]["74:14"]["inputs"]["lyrics"] == lyrics
     assert body["prompt"]["74:14"]["inputs"]["tags"] == "lofi, jazz"
     assert body["prompt"]["74:17"]["inputs"]["seconds"] == 30.0
     mp3 = submitted.requests[-1].files[0]
-    assert mp3.data == world.comfy.files[("output", "audio", "ComfyUI_00001_.mp3")]
+    assert mp3.data == world.comfy.files[("output", "audio", world.audio_name())]
 
 
 async def test_music_reads_lyrics_from_an_attached_file(start: Start) -> None:
@@ -135,7 +135,7 @@ async def test_two_members_jobs_each_reach_their_own_channel(start: Start) -> No
     assert [a["filename"] for a in message_a["attachments"]] == ["ComfyUI_00001_.png"]
     assert message_b["channel_id"] == str(art)
     assert message_b["content"].startswith(f"**/music** for <@{bob['id']}>")
-    assert [a["filename"] for a in message_b["attachments"]] == ["ComfyUI_00001_.mp3"]
+    assert [a["filename"] for a in message_b["attachments"]] == [world.audio_name()]
 
 
 async def test_queue_position_is_shown_while_waiting(start: Start) -> None:
@@ -196,7 +196,7 @@ async def test_an_output_that_cannot_be_fitted_is_named_with_its_size(start: Sta
     message = await finished(world, it)
     assert message["attachments"] == []
     assert message["content"].splitlines()[-1] == (
-        "Too large for this server's 195.3 KB upload limit, so not attached: ComfyUI_00001_.mp3 (293.4 KB)"
+        f"Too large for this server's 195.3 KB upload limit, so not attached: {world.audio_name()} (293.4 KB)"
     )
     assert not [r for r in world.discord.requests if r.status == 413]
 

@@ -12,6 +12,7 @@ from tests.e2e_world import Start, World, finished
 from tests.fakes.comfyui import make_png
 
 pytestmark = pytest.mark.e2e
+FIXTURES = Path(__file__).parent / "fixtures" / "workflows"
 
 
 def workflows_dir(tmp_path: Path, *names: str) -> Path:
@@ -44,7 +45,7 @@ async def test_reload_adds_a_command_that_then_runs(start: Start, tmp_path: Path
 
     it = await world.discord.invoke_slash("music", {"tags": "lofi", "lyrics": "[instrumental]"})
     message = await finished(world, it)
-    assert [a["filename"] for a in message["attachments"]] == ["ComfyUI_00001_.mp3"]
+    assert [a["filename"] for a in message["attachments"]] == [world.audio_name()]
     it = await world.discord.invoke_slash("portrait", {"prompt": "a detected cat", "width": 640})
     message = await finished(world, it)
     assert [a["filename"] for a in message["attachments"]] == ["ComfyUI_00001_.png"]
@@ -55,13 +56,13 @@ async def test_reload_adds_a_command_that_then_runs(start: Start, tmp_path: Path
 async def test_reload_reports_what_it_skipped_and_why(start: Start, tmp_path: Path) -> None:
     folder = workflows_dir(tmp_path, "image", "music")
     world = await start(workflows=folder)
-    shutil.copy(Path(__file__).parents[2] / "shared/workflow-samples/12_ui_sd15_default_template.json", folder)
+    shutil.copy(FIXTURES / "ui_export_e2e.json", folder)  # saved from the editor instead of exported (API)
     world.comfy.models = {"checkpoints": ["v1-5-pruned-emaonly-fp16.safetensors"]}  # the music model is gone
     reload = await world.discord.invoke_slash("reload")
     assert await private_text(world, reload) == (
         "Removed: /music\n"
         "1 command(s) active.\n"
-        "Skipped: 12_ui_sd15_default_template.json: this is the editor (UI) format. In ComfyUI open the workflow "
+        "Skipped: ui_export_e2e.json: this is the editor (UI) format. In ComfyUI open the workflow "
         "and use Workflow > Export (API), then save that file here instead.\n"
         "Skipped: music.json: /music skipped: “Load Checkpoint” (CheckpointLoaderSimple, node 74:40): input "
         "ckpt_name: 'ace_step_v1_3.5b.safetensors' is not available on the server (it has: "

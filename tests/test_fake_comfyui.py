@@ -1,4 +1,5 @@
-"""Tests of the fake ComfyUI server itself, checked against the recorded transcripts."""
+"""Tests of the fake ComfyUI server itself: the 0.3.64 profile against the recorded transcripts, the current
+profile against the documented behaviour of newer ComfyUI."""
 
 from __future__ import annotations
 
@@ -10,27 +11,21 @@ import re
 import struct
 from collections import Counter
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from PIL import Image
 
+from tests.conftest import TRANSCRIPTS, shared_path
 from tests.fakes.comfyui import FakeComfyUI
-
-TRANSCRIPTS = Path(__file__).resolve().parent.parent.parent / "shared" / "comfyui-transcripts"
-if not TRANSCRIPTS.is_dir():  # pragma: no cover - alternative checkout layout
-    TRANSCRIPTS = Path("/work/shared/comfyui-transcripts")
-
-pytestmark = pytest.mark.skipif(not TRANSCRIPTS.is_dir(), reason="recorded ComfyUI transcripts not available")
-
 
 # --------------------------------------------------------------------------- helpers
 
 
 def events(name: str) -> list[dict[str, Any]]:
-    path = next(TRANSCRIPTS.glob(f"{name}_*.json"))
+    """The recorded events of one transcript; the test is skipped when ../shared is not beside the repository."""
+    path = next(shared_path(TRANSCRIPTS.name).glob(f"{name}_*.json"))
     return json.loads(path.read_text())["events"]
 
 
@@ -764,3 +759,335 @@ async def test_13_client_prompt_id(fake: FakeComfyUI, session: aiohttp.ClientSes
     entry = fake.history["discord-job-0001"]
     assert entry["prompt"][0] == results[2]["number"]
     assert entry["outputs"]["2"]["images"][0]["filename"] == "pid13dup_00001_.png"
+
+
+# --------------------------------------------------------------------------- the current profile (ComfyUI 0.38.1)
+
+# The body newer ComfyUI answers to a prompt_id that is not a canonical lowercase hyphenated UUID string, as
+# server.py writes it (quoted in the project's notes on current ComfyUI, section 4).
+INVALID_PROMPT_ID_BODY = (
+    '{"error": {"type": "invalid_prompt_id", "message": "prompt_id must be a valid UUID", "details": "prompt_id '
+    'must be a UUID string in canonical lowercase hyphenated form; omit it to let the server generate one", '
+    '"extra_info": {}}, "node_errors": {}}'
+)
+
+
+@pytest.fixture
+async def current() -> AsyncIterator[FakeComfyUI]:
+    async with FakeComfyUI(profile="current") as f:
+        yield f
+
+
+async def post_json(session: aiohttp.ClientSession, url: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
+    async with session.post(url, json=body, **kwargs) as resp:
+        return resp.status, (await resp.json() if resp.content_type == "application/json" else await resp.read())
+
+
+async def get_status_json(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
+    async with session.get(url) as resp:
+        return resp.status, (await resp.json() if resp.content_type == "application/json" else await resp.read())
+
+
+async def test_current_refuses_a_32_hex_prompt_id_like_the_real_server(
+    current: FakeComfyUI, session: aiohttp.ClientSession
+) -> None:
+    hex_id = "0123456789abcdef0123456789abcdef"  # what the bot sent before its ids were UUID strings
+    async with session.post(current.url + "/prompt", json={**image_prompt(1, "x"), "prompt_id": hex_id}) as resp:
+        assert resp.status == 400
+        assert resp.headers["Content-Type"] == "application/json; charset=utf-8"
+        assert await resp.text() == INVALID_PROMPT_ID_BODY
+    assert current.queue_snapshot() == ([], []) and current.history == {}
+    accepted = await submit(session, current, image_prompt(1, "x"))
+    assert accepted["number"] == 1  # the refused prompt still used up number 0
+
+
+@pytest.mark.parametrize(
+    "prompt_id",
+    [
+        "0123456789ABCDEF0123456789ABCDEF",
+        "01234567-89AB-CDEF-0123-456789ABCDEF",
+        "{01234567-89ab-cdef-0123-456789abcdef}",
+        "urn:uuid:01234567-89ab-cdef-0123-456789abcdef",
+        "discord-job-0001",
+        "",
+        12345,
+        ["01234567-89ab-cdef-0123-456789abcdef"],
+    ],
+)
+async def test_current_refuses_every_non_canonical_prompt_id(
+    current: FakeComfyUI, session: aiohttp.ClientSession, prompt_id: Any
+) -> None:
+    async with session.post(current.url + "/prompt", json={**image_prompt(1, "x"), "prompt_id": prompt_id}) as resp:
+        assert (resp.status, await resp.text()) == (400, INVALID_PROMPT_ID_BODY)
+
+
+async def test_current_accepts_canonical_and_minted_ids_and_0364_accepts_any(
+    current: FakeComfyUI, session: aiohttp.ClientSession
+) -> None:
+    canonical = "01234567-89ab-cdef-0123-456789abcdef"
+    assert (await submit(session, current, {**image_prompt(1, "x"), "prompt_id": canonical}))["prompt_id"] == canonical
+    for body in (image_prompt(2, "x"), {**image_prompt(3, "x"), "prompt_id": None}):
+        minted = (await submit(session, current, body))["prompt_id"]
+        assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", minted)
+    async with FakeComfyUI() as old:
+        hex_id = "0123456789abcdef0123456789abcdef"
+        assert (await submit(session, old, {**image_prompt(1, "x"), "prompt_id": hex_id}))["prompt_id"] == hex_id
+
+
+async def test_current_rejects_unknown_classes_as_missing_node_type(
+    current: FakeComfyUI, session: aiohttp.ClientSession
+) -> None:
+    body = image_prompt(1, "x")
+    body["prompt"]["1"] = {"class_type": "TotallyNotANode", "inputs": {}, "_meta": {"title": "My Loader"}}
+    assert await post_json(session, current.url + "/prompt", body) == (400, {
+        "error": {"type": "missing_node_type", "message": "Node 'My Loader' not found. The custom node may not be "
+                  "installed.", "details": "Node ID '#1'",
+                  "extra_info": {"node_id": "1", "class_type": "TotallyNotANode", "node_title": "My Loader"}},
+        "node_errors": {},
+    })  # fmt: skip
+    del body["prompt"]["1"]["_meta"]
+    status, answer = await post_json(session, current.url + "/prompt", body)
+    assert (status, answer["error"]["message"]) == (400, "Node 'TotallyNotANode' not found. The custom node may "
+                                                         "not be installed.")  # fmt: skip
+    body["prompt"]["1"] = {"inputs": {}}
+    status, answer = await post_json(session, current.url + "/prompt", body)
+    assert (status, answer["error"]) == (400, {
+        "type": "missing_node_type",
+        "message": "Node 'ID #1' has no class_type. The workflow may be corrupted or a custom node is missing.",
+        "details": "Node ID '#1'", "extra_info": {"node_id": "1", "class_type": None, "node_title": None},
+    })  # fmt: skip
+    async with FakeComfyUI() as old:
+        body["prompt"]["1"] = {"class_type": "TotallyNotANode", "inputs": {}}
+        status, answer = await post_json(session, old.url + "/prompt", body)
+        assert (status, answer["error"]["type"]) == (400, "invalid_prompt")
+
+
+async def test_current_system_stats_features_and_ws_flags(current: FakeComfyUI, session: aiohttp.ClientSession) -> None:
+    stats = await get_json(session, current.url + "/system_stats")
+    system = stats["system"]
+    assert (system["comfyui_version"], system["os"]) == ("0.38.1", "linux")
+    assert list(system) == [
+        "os", "ram_total", "ram_free", "comfyui_version", "required_frontend_version", "installed_templates_version",
+        "required_templates_version", "comfy_package_versions", "python_version", "pytorch_version",
+        "embedded_python", "deploy_environment", "argv",
+    ]  # fmt: skip
+    assert isinstance(stats["devices"], list) and stats["devices"][0]["type"] == "cpu"
+    features = await get_json(session, current.url + "/features")
+    assert features == {
+        "supports_preview_metadata": True, "max_upload_size": 104_857_600, "supports_model_type_tags": True,
+        "extension": {"manager": {"supports_v4": True}}, "node_replacements": True, "assets": True,
+    }  # fmt: skip
+    client = await connect(session, current, "flags", flags=True)
+    await current.wait_for(lambda: len(client.items) == 2)
+    assert client.items[1] == {"type": "feature_flags", "data": features}
+    async with FakeComfyUI() as old:
+        old_system = (await get_json(session, old.url + "/system_stats"))["system"]
+        assert (old_system["comfyui_version"], old_system["os"]) == ("0.3.64", "posix")
+        assert "comfy_package_versions" not in old_system
+        assert await get_json(session, old.url + "/features") == {"supports_preview_metadata": True,
+                                                                  "max_upload_size": 104_857_600}  # fmt: skip
+        for path in ("/api/jobs", "/api/jobs/x"):
+            assert (await get_status_json(session, old.url + path))[0] == 404
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("status=pending,done,Nope", "Invalid status value(s): done, nope. Valid values: pending, in_progress, "
+         "completed, failed, cancelled"),
+        ("sort_by=name", "sort_by must be 'created_at' or 'execution_duration'"),
+        ("sort_order=up", "sort_order must be 'asc' or 'desc'"),
+        ("limit=0", "limit must be a positive integer"),
+        ("limit=-3", "limit must be a positive integer"),
+        ("limit=ten", "limit must be an integer"),
+        ("offset=1.5", "offset must be an integer"),
+    ],
+)  # fmt: skip
+async def test_current_jobs_list_refuses_bad_queries(
+    current: FakeComfyUI, session: aiohttp.ClientSession, query: str, message: str
+) -> None:
+    assert await get_status_json(session, f"{current.url}/api/jobs?{query}") == (400, {"error": message})
+
+
+async def test_current_jobs_list_pages_sorts_filters_and_maps_statuses(
+    current: FakeComfyUI, session: aiohttp.ClientSession
+) -> None:
+    def tagged(color: int, workflow: str) -> dict[str, Any]:
+        return {**image_prompt(color, "j"), "extra_data": {"extra_pnginfo": {"workflow": {"id": workflow}}}}
+
+    current.fail_nodes["ImageInvert"] = ("RuntimeError", "boom")
+    done = await submit(session, current, tagged(1, "wf-a"))
+    await current.wait_for(lambda: done["prompt_id"] in current.history)
+    broken = image_prompt(2, "j")
+    broken["prompt"]["3"] = {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}}
+    broken["prompt"]["2"]["inputs"]["images"] = ["3", 0]
+    await asyncio.sleep(0.002)  # distinct create_time values
+    failed = await submit(session, current, broken)
+    await current.wait_for(lambda: failed["prompt_id"] in current.history)
+    current.pause()
+    await asyncio.sleep(0.002)
+    waiting = await submit(session, current, tagged(3, "wf-b"))
+
+    listing = await get_json(session, current.url + "/api/jobs")
+    ids = [waiting["prompt_id"], failed["prompt_id"], done["prompt_id"]]
+    assert [(job["id"], job["status"]) for job in listing["jobs"]] == list(
+        zip(ids, ["pending", "failed", "completed"], strict=True)
+    )
+    assert listing["pagination"] == {"offset": 0, "limit": None, "total": 3, "has_more": False}
+    pending, failed_job, completed = listing["jobs"]
+    assert pending == {"id": ids[0], "status": "pending", "priority": 2,
+                       "create_time": current.queue_snapshot()[1][0][3]["create_time"], "outputs_count": 0,
+                       "previewable_outputs_count": 0, "workflow_id": "wf-b"}  # fmt: skip
+    messages = dict(current.history[done["prompt_id"]]["status"]["messages"])
+    image = current.history[done["prompt_id"]]["outputs"]["2"]["images"][0]
+    assert completed == {
+        "id": ids[2], "status": "completed", "priority": 0,
+        "create_time": current.history[ids[2]]["prompt"][3]["create_time"],
+        "execution_start_time": messages["execution_start"]["timestamp"],
+        "execution_end_time": messages["execution_success"]["timestamp"],
+        "outputs_count": 1, "previewable_outputs_count": 1,
+        "preview_output": {**image, "nodeId": "2", "mediaType": "images"}, "workflow_id": "wf-a",
+    }  # fmt: skip
+    failed_messages = dict(current.history[ids[1]]["status"]["messages"])
+    assert failed_job["execution_error"] == failed_messages["execution_error"]
+    assert "workflow_id" not in failed_job and "preview_output" not in failed_job
+
+    page = await get_json(session, current.url + "/api/jobs?limit=1&offset=1&sort_order=ASC")
+    assert [job["id"] for job in page["jobs"]] == [ids[1]]
+    assert page["pagination"] == {"offset": 1, "limit": 1, "total": 3, "has_more": True}
+    clamped = await get_json(session, current.url + "/api/jobs?offset=-5&limit=2")
+    assert clamped["pagination"] == {"offset": 0, "limit": 2, "total": 3, "has_more": True}
+    some = await get_json(session, current.url + "/api/jobs?status=completed, PENDING")
+    assert [job["id"] for job in some["jobs"]] == [ids[0], ids[2]]
+    assert [job["id"] for job in (await get_json(session, current.url + "/api/jobs?workflow_id=wf-a"))["jobs"]] == [
+        ids[2]
+    ]
+    by_duration = await get_json(session, current.url + "/api/jobs?sort_by=execution_duration&status=completed,failed")
+    assert {job["id"] for job in by_duration["jobs"]} == {ids[1], ids[2]}
+    assert (await get_json(session, current.url + "/api/api/jobs?limit=1"))["pagination"]["total"] == 3
+    assert (await get_status_json(session, current.url + "/jobs"))[0] == 404
+    current.resume()
+
+
+async def test_current_one_job_in_each_state(current: FakeComfyUI, session: aiohttp.ClientSession) -> None:
+    assert await get_status_json(session, current.url + "/api/jobs/not-a-uuid") == (404, {"error": "Job not found"})
+    current.pause()
+    body = image_prompt(5, "one")
+    pid = (await submit(session, current, body))["prompt_id"]
+    job = await get_json(session, f"{current.url}/api/jobs/{pid}")
+    assert (job["status"], job["workflow"]["prompt"]) == ("pending", body["prompt"])
+    assert list(job["workflow"]["extra_data"]) == ["create_time"]
+    current.resume()
+    await current.wait_for(lambda: pid in current.history)
+    job = await get_json(session, f"{current.url}/api/jobs/{pid}")
+    entry = current.history[pid]
+    assert job["status"] == "completed"
+    assert (job["outputs"], job["execution_status"]) == (entry["outputs"], entry["status"])
+    assert job["workflow"] == {"prompt": entry["prompt"][2], "extra_data": entry["prompt"][3]}
+    assert list(job)[-3:] == ["outputs", "execution_status", "workflow"]
+
+
+async def test_current_cancel_one_job_by_state(current: FakeComfyUI, session: aiohttp.ClientSession) -> None:
+    current.node_delay = 0.05
+    watcher = await connect(session, current, "watch")
+    running = (await submit(session, current, image_prompt(1, "c", "watch")))["prompt_id"]
+    await current.wait_for(lambda: watcher.has("executing", node="1", prompt_id=running))
+    current.pause()
+    pending = (await submit(session, current, image_prompt(2, "c", "watch")))["prompt_id"]
+    statuses = kinds(watcher.items).count("status")
+    assert await post_json(session, f"{current.url}/api/jobs/{pending}/cancel") == (200, {"cancelled": True})
+    await current.wait_for(lambda: kinds(watcher.items).count("status") == statuses + 1)  # dequeued: a status only
+    assert await get_status_json(session, f"{current.url}/api/jobs/{pending}") == (404, {"error": "Job not found"})
+    assert await post_json(session, f"{current.url}/api/jobs/{running}/cancel") == (200, {"cancelled": True})
+    current.resume()
+    await current.wait_for(lambda: watcher.done(running))
+    assert watcher.has("execution_interrupted", prompt_id=running)
+    assert current.history[running]["status"]["status_str"] == "error"
+    assert (await get_json(session, f"{current.url}/api/jobs/{running}"))["status"] == "cancelled"
+    assert pending not in current.history
+    for finished_or_unknown in (running, "no-such-job"):
+        assert await post_json(session, f"{current.url}/api/jobs/{finished_or_unknown}/cancel") == (
+            200, {"cancelled": False})  # fmt: skip
+
+
+async def test_current_cancel_many_jobs(current: FakeComfyUI, session: aiohttp.ClientSession) -> None:
+    url = current.url + "/api/jobs/cancel"
+    async with session.post(url, data=b"{not json", headers={"Content-Type": "application/json"}) as resp:
+        assert (resp.status, await resp.json()) == (400, {"error": "Request body must be valid JSON"})
+    assert await post_json(session, url, {"job_ids": "abc"}) == (400, {"error": "job_ids must be a list"})
+    assert await post_json(session, url, ["abc"]) == (400, {"error": "job_ids must be a list"})
+    assert await post_json(session, url, {"job_ids": ["ok", 7, None]}) == (
+        400, {"error": "job_ids contains invalid id(s)", "invalid_ids": ["7", "None"]})  # fmt: skip
+    current.pause()
+    first = (await submit(session, current, image_prompt(1, "m")))["prompt_id"]
+    second = (await submit(session, current, image_prompt(2, "m")))["prompt_id"]
+    assert await post_json(session, url, {"job_ids": ["unknown", first]}) == (200, {"cancelled": True})
+    assert await post_json(session, url, {"job_ids": ["unknown"]}) == (200, {"cancelled": False})
+    assert [item[1] for item in current.queue_snapshot()[1]] == [second]
+    current.resume()
+
+
+async def test_current_hides_api_keys_from_the_queue_and_stamps_create_time(session: aiohttp.ClientSession) -> None:
+    body = {**image_prompt(1, "k"), "extra_data": {"api_key_comfy_org": "secret-key", "note": "kept"}}
+    for profile, shown in (("0.3.64", {"api_key_comfy_org": "secret-key", "note": "kept"}), ("current", None)):
+        async with FakeComfyUI(profile=profile) as fake:
+            fake.pause()
+            pid = (await submit(session, fake, body))["prompt_id"]
+            extra = (await get_json(session, fake.url + "/queue"))["queue_pending"][0][3]
+            if shown is not None:
+                assert extra == shown
+            else:
+                assert list(extra) == ["note", "create_time"] and isinstance(extra["create_time"], int)
+                assert extra["create_time"] > 1_600_000_000_000  # milliseconds
+            fake.resume()
+            await fake.wait_for(lambda pid=pid, fake=fake: pid in fake.history)
+            assert "api_key_comfy_org" not in fake.history[pid]["prompt"][3]
+
+
+async def test_current_output_shapes(current: FakeComfyUI, session: aiohttp.ClientSession) -> None:
+    current.files[("output", "audio", "t_00004_.flac")] = b"fLaC"  # written by an older server
+    body = {"prompt": {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 12, "batch_size": 1, "color": 3}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "meta"}},
+        "3": {"class_type": "LoadAudio", "inputs": {"audio": "tone.wav"}},
+        "4": {"class_type": "SaveAudioMP3", "inputs": {"audio": ["3", 0], "filename_prefix": "audio/t",
+              "quality": "V0"}},
+    }}  # fmt: skip
+    current.files[("input", "", "tone.wav")] = b"RIFF....WAVEfmt "
+    pid = (await submit(session, current, body))["prompt_id"]
+    await current.wait_for(lambda: pid in current.history)
+    outputs = current.history[pid]["outputs"]
+    assert outputs["2"]["images"] == [{"filename": "meta_00001_.png", "subfolder": "", "type": "output",
+                                       "metadata": {"kind": "image", "width": 16, "height": 12}}]  # fmt: skip
+    assert outputs["4"]["audio"] == [{"filename": "t_00005.mp3", "subfolder": "audio", "type": "output"}]
+    body["prompt"]["4"]["inputs"]["quality"] = "320k"  # not cached: the saver runs again
+    again = (await submit(session, current, body))["prompt_id"]
+    await current.wait_for(lambda: again in current.history)
+    assert current.history[again]["outputs"]["4"]["audio"][0]["filename"] == "t_00006.mp3"  # both forms count
+
+
+@pytest.mark.parametrize("profile", ["0.3.64", "current"])
+async def test_cross_site_requests_are_refused_only_by_current(session: aiohttp.ClientSession, profile: str) -> None:
+    async with FakeComfyUI(profile=profile) as fake:
+        for path in ("/queue", "/nope", "/prompt"):
+            async with session.get(fake.url + path, headers={"Sec-Fetch-Site": "cross-site"}) as resp:
+                if profile == "current":
+                    assert (resp.status, await resp.read()) == (403, b"")
+                else:
+                    assert resp.status != 403
+        async with session.get(fake.url + "/queue", headers={"Sec-Fetch-Site": "same-origin"}) as resp:
+            assert resp.status == 200
+
+
+@pytest.mark.parametrize("profile", ["0.3.64", "current"])
+async def test_same_client_id_reconnect_orphans_the_new_socket(session: aiohttp.ClientSession, profile: str) -> None:
+    async with FakeComfyUI(profile=profile) as fake:
+        old = await connect(session, fake, "same")
+        new = await connect(session, fake, "same")
+        await old.close()  # the old handler's cleanup unregisters the new socket (ComfyUI issue #16010)
+        await fake.wait_for(lambda: "same" not in fake.ws_client_ids())
+        before = len(new.items)
+        pid = (await submit(session, fake, image_prompt(1, "o", "same")))["prompt_id"]
+        await fake.wait_for(lambda: pid in fake.history)
+        await asyncio.sleep(0.02)
+        assert len(new.items) == before and not new.closed

@@ -194,6 +194,20 @@ async def cancel_button(world: World, it: Interaction) -> str:
     return custom_id
 
 
+def cancel_calls(world: World) -> list[tuple[str, Any]]:
+    """(path, body) of each request by which the bot asked ComfyUI to stop a job."""
+    return [
+        (r.path, r.json)
+        for r in world.comfy.requests
+        if r.method == "POST" and (r.path in ("/interrupt", "/queue") or r.path.startswith("/api/jobs/"))
+    ]
+
+
+def atomic_cancel_paths(world: World, job_id: str) -> tuple[list[str], list[str]]:
+    """(what the bot sent, what it should send) on a server with the jobs API: one cancel for that job."""
+    return [path for path, _ in cancel_calls(world)], [f"/api/jobs/{job_id}/cancel"]
+
+
 async def test_cancel_of_a_pending_job_removes_it_from_the_queue(start: Start) -> None:
     world = await start()
     await hold_running(world, "first cat")
@@ -203,7 +217,11 @@ async def test_cancel_of_a_pending_job_removes_it_from_the_queue(start: Start) -
     await world.discord.wait_for(lambda: "Cancelled" in ((it.original or {}).get("content") or ""))
     assert world.private_replies(click) == ["Cancelling the job…"]
     assert it.original is not None and it.original["content"].endswith("🚫 Cancelled.")
-    assert ("/queue", {"delete": [job_id]}) in [(r.path, r.json) for r in world.comfy.requests]
+    if world.comfy.profile.jobs_api:
+        sent, wanted = atomic_cancel_paths(world, job_id)
+        assert sent == wanted
+    else:
+        assert ("/queue", {"delete": [job_id]}) in cancel_calls(world)
     await wait_state(world, job_id, JobState.CANCELLED)
     world.comfy.resume()
     await delivered_once(world, "first cat")
@@ -214,11 +232,15 @@ async def test_cancel_of_a_running_job_interrupts_only_it(start: Start) -> None:
     world = await start()
     it, job_id = await hold_running(world, "running cat")
     await world.discord.click(it.original_id or 0, await cancel_button(world, it))
-    await world.comfy.wait_for(lambda: any(r.path == "/interrupt" for r in world.comfy.requests))
+    await world.comfy.wait_for(lambda: bool(cancel_calls(world)))
     world.comfy.resume()
     await world.discord.wait_for(lambda: "Cancelled" in ((it.original or {}).get("content") or ""))
-    interrupts = [r.json for r in world.comfy.requests if r.path == "/interrupt"]
-    assert interrupts == [{"prompt_id": job_id}]  # never a bare interrupt
+    if world.comfy.profile.jobs_api:
+        sent, wanted = atomic_cancel_paths(world, job_id)
+        assert sent == wanted
+    else:
+        interrupts = [body for path, body in cancel_calls(world) if path == "/interrupt"]
+        assert interrupts == [{"prompt_id": job_id}]  # never a bare interrupt
     await wait_state(world, job_id, JobState.CANCELLED)
     assert results(world, "running cat") == []
 
@@ -238,7 +260,11 @@ async def test_another_member_cannot_cancel_and_a_second_click_changes_nothing(s
     assert world.private_replies(again) == ["This job is already being cancelled."]
     world.comfy.resume()
     await wait_state(world, job_id, JobState.CANCELLED)
-    assert len([r for r in world.comfy.requests if r.path == "/interrupt"]) == 1
+    if world.comfy.profile.jobs_api:
+        sent, wanted = atomic_cancel_paths(world, job_id)
+        assert sent == wanted
+    else:
+        assert len([path for path, _ in cancel_calls(world) if path == "/interrupt"]) == 1
 
 
 async def test_member_limit_refuses_a_third_job(start: Start) -> None:

@@ -1,7 +1,7 @@
-"""An in-process fake of the ComfyUI 0.3.64 HTTP + websocket API, for tests.
+"""An in-process fake of the ComfyUI HTTP + websocket API, for tests, in two version profiles.
 
-It follows `shared/docs/comfyui-protocol.md` and the recorded transcripts in
-`shared/comfyui-transcripts/`: the same routes (plain and under ``/api``), the same
+Profile ``"0.3.64"`` follows the project's protocol notes for ComfyUI 0.3.64 and the transcripts
+recorded from it: the same routes (plain and under ``/api``), the same
 JSON bodies and key order, the same websocket message sequences (``status`` pairs,
 ``execution_start``, ``execution_cached``, ``progress_state``, ``executing``,
 ``progress``, ``executed``, ``execution_success`` / ``execution_error`` /
@@ -9,6 +9,12 @@ JSON bodies and key order, the same websocket message sequences (``status`` pair
 frames (types 1, 3 and 4), prompt validation with ComfyUI's error shapes, a heap
 queue with one worker, the classic output cache, and a ``restart()`` that behaves
 like a killed process.
+
+Profile ``"current"`` (ComfyUI 0.38.1) adds what changed since, per the notes on current ComfyUI:
+canonical-UUID prompt ids, ``missing_node_type`` rejections, the ``/api/jobs`` routes (list, one
+job, atomic cancel), ``create_time`` in ``extra_data``, API keys kept out of ``/queue``, ``metadata``
+on image outputs, audio names without the trailing ``_``, newer ``/system_stats`` and ``/features``
+keys, and a 403 for ``Sec-Fetch-Site: cross-site``. Both keep the same-clientId reconnect bug.
 
 No model runs: nodes produce placeholder values, and output nodes write small but
 valid files (PNG written by hand with zlib + struct) into an in-memory file store
@@ -28,6 +34,7 @@ import logging
 import mimetypes
 import posixpath
 import random
+import re
 import socket
 import struct
 import time
@@ -42,7 +49,7 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["FakeComfyUI", "RecordedRequest", "make_png"]
+__all__ = ["PROFILES", "FakeComfyUI", "Profile", "RecordedRequest", "make_png"]
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +183,87 @@ SYSTEM_STATS: dict[str, Any] = {
     ],
 }
 
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """What differs between the ComfyUI versions the fake imitates (one knob per behaviour)."""
+
+    name: str
+    version: str  # /system_stats system.comfyui_version
+    system_os: str  # os.name up to 0.3.64, sys.platform since
+    newer_server_info: bool  # /system_stats package versions and deploy environment; newer /features keys
+    uuid_prompt_ids: bool  # a given prompt_id must be a canonical lowercase hyphenated UUID string
+    missing_node_type: bool  # an unknown class is rejected as missing_node_type, not invalid_prompt
+    jobs_api: bool  # GET /api/jobs, GET /api/jobs/{id}, POST /api/jobs/{id}/cancel, POST /api/jobs/cancel
+    create_time: bool  # the server stamps extra_data.create_time (ms)
+    queue_hides_secrets: bool  # API keys in extra_data are left out of /queue
+    output_metadata: bool  # image output items carry metadata {kind, width, height}
+    plain_audio_names: bool  # audio savers write prefix_00001.ext (no trailing _)
+    cross_site_guard: bool  # Sec-Fetch-Site: cross-site gets 403 on every path
+
+
+PROFILES: dict[str, Profile] = {
+    "0.3.64": Profile(
+        name="0.3.64", version="0.3.64", system_os="posix", newer_server_info=False, uuid_prompt_ids=False,
+        missing_node_type=False, jobs_api=False, create_time=False, queue_hides_secrets=False,
+        output_metadata=False, plain_audio_names=False, cross_site_guard=False,
+    ),
+    "current": Profile(
+        name="current", version="0.38.1", system_os="linux", newer_server_info=True, uuid_prompt_ids=True,
+        missing_node_type=True, jobs_api=True, create_time=True, queue_hides_secrets=True,
+        output_metadata=True, plain_audio_names=True, cross_site_guard=True,
+    ),
+}  # fmt: skip
+
+NEWER_FEATURES: dict[str, Any] = {
+    "supports_model_type_tags": True,
+    "extension": {"manager": {"supports_v4": True}},
+    "node_replacements": True,
+    "assets": True,
+}
+PACKAGE_VERSIONS = [
+    {"name": "comfyui-frontend-package", "installed": "1.30.2", "required": "1.30.2"},
+    {"name": "comfyui-workflow-templates", "installed": "0.3.10", "required": "0.3.10"},
+]
+JOB_STATUSES = ["pending", "in_progress", "completed", "failed", "cancelled"]
+PREVIEWABLE_MEDIA = {"images", "video", "audio", "3d", "text"}
+INVALID_PROMPT_ID: dict[str, Any] = {
+    "error": {
+        "type": "invalid_prompt_id",
+        "message": "prompt_id must be a valid UUID",
+        "details": "prompt_id must be a UUID string in canonical lowercase hyphenated form; "
+        "omit it to let the server generate one",
+        "extra_info": {},
+    },
+    "node_errors": {},
+}
+
+
+def _system_stats(profile: Profile) -> dict[str, Any]:
+    system = dict(SYSTEM_STATS["system"])
+    system.update(os=profile.system_os, comfyui_version=profile.version)
+    if profile.newer_server_info:  # the newer keys, in the server's order
+        order = ["os", "ram_total", "ram_free", "comfyui_version", "required_frontend_version",
+                 "installed_templates_version", "required_templates_version", "comfy_package_versions",
+                 "python_version", "pytorch_version", "embedded_python", "deploy_environment", "argv"]  # fmt: skip
+        system.update(comfy_package_versions=copy.deepcopy(PACKAGE_VERSIONS), deploy_environment="local")
+        system = {key: system[key] for key in order}
+    return {"system": system, "devices": copy.deepcopy(SYSTEM_STATS["devices"])}
+
+
+def _features(profile: Profile) -> dict[str, Any]:
+    return {**SERVER_FEATURES, **(copy.deepcopy(NEWER_FEATURES) if profile.newer_server_info else {})}
+
+
+def _is_canonical_uuid(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
+
+
 # Traceback frames ComfyUI reports for a KeyError during validation (12_bad_prompts.json).
 VALIDATION_TRACEBACK = [
     '  File "<COMFYUI_ROOT>/execution.py", line 1010, in validate_prompt\n'
@@ -194,21 +282,8 @@ EXECUTION_TRACEBACK = [
 ]
 
 
-def _find_object_info() -> Path:
-    here = Path(__file__).resolve().parent
-    candidates = [
-        here / "object_info.json.gz",
-        here.parents[2] / "shared" / "comfyui-transcripts" / "object_info.json.gz",
-        Path("/work/shared/comfyui-transcripts/object_info.json.gz"),
-    ]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FileNotFoundError("object_info.json.gz not found next to the fake nor in shared/comfyui-transcripts")
-
-
 # Loaded once; every instance parses its own copy (a deep copy, cheaper than copy.deepcopy).
-_OBJECT_INFO_TEXT = gzip.decompress(_find_object_info().read_bytes()).decode("utf-8")
+_OBJECT_INFO_TEXT = gzip.decompress(Path(__file__).with_name("object_info.json.gz").read_bytes()).decode("utf-8")
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -432,6 +507,86 @@ def _types_compatible(received: Any, expected: Any) -> bool:
     return bool(got & want)
 
 
+# --------------------------------------------------------------------------- jobs API shapes
+
+
+def _prune(job: dict[str, Any]) -> dict[str, Any]:
+    """Jobs leave out keys whose value is None."""
+    return {key: value for key, value in job.items() if value is not None}
+
+
+def _workflow_id(extra_data: dict[str, Any]) -> Any:
+    workflow = (extra_data.get("extra_pnginfo") or {}).get("workflow") or {}
+    return workflow.get("id") if isinstance(workflow, dict) else None
+
+
+def _queue_job(item: list[Any], status: str, *, detail: bool = False) -> dict[str, Any]:
+    number, prompt_id, prompt, extra_data, _ = item
+    job = _prune({"id": prompt_id, "status": status, "priority": number, "create_time": extra_data.get("create_time"),
+                  "outputs_count": 0, "previewable_outputs_count": 0,
+                  "workflow_id": _workflow_id(extra_data)})  # fmt: skip
+    if detail:
+        job["workflow"] = {"prompt": prompt, "extra_data": extra_data}
+    return job
+
+
+def _history_job(prompt_id: str, entry: dict[str, Any], *, detail: bool = False) -> dict[str, Any]:
+    number, _, prompt, extra_data, _ = entry["prompt"]
+    status_info = entry.get("status") or {}
+    start = end = error = None
+    interrupted = False
+    for event, data in status_info.get("messages", []):
+        if event == "execution_start":
+            start = data.get("timestamp")
+        elif event in ("execution_success", "execution_error", "execution_interrupted"):
+            end = data.get("timestamp")
+            error = data if event == "execution_error" else error
+            interrupted = interrupted or event == "execution_interrupted"
+    failed = status_info.get("status_str") == "error"
+    status = ("cancelled" if interrupted else "failed") if failed else "completed"
+    outputs = entry.get("outputs", {})
+    count, preview, previewable = _outputs_summary(outputs)
+    job = _prune({"id": prompt_id, "status": status, "priority": number, "create_time": extra_data.get("create_time"),
+                  "execution_start_time": start, "execution_end_time": end, "execution_error": error,
+                  "outputs_count": count, "previewable_outputs_count": previewable, "preview_output": preview,
+                  "workflow_id": _workflow_id(extra_data)})  # fmt: skip
+    if detail:
+        job.update(outputs=outputs, execution_status=status_info, workflow={"prompt": prompt, "extra_data": extra_data})
+    return job
+
+
+def _outputs_summary(outputs: dict[str, Any]) -> tuple[int, dict[str, Any] | None, int]:
+    """(outputs_count, preview_output, previewable_outputs_count): saved media first, then temp, then text."""
+    count = previewable = 0
+    saved = other = text = None
+    for node_id, node_outputs in outputs.items():
+        for media_type, items in node_outputs.items():
+            if media_type == "animated" or not isinstance(items, list):
+                continue
+            for item in items:
+                if not isinstance(item, dict):  # text output strings are previews, not outputs
+                    if media_type == "text" and text is None:
+                        text = {"content": str(item)[:1024], "nodeId": node_id, "mediaType": media_type}
+                    continue
+                count += 1
+                if media_type not in PREVIEWABLE_MEDIA:
+                    continue
+                previewable += 1
+                enriched = {**item, "nodeId": node_id, "mediaType": item.get("mediaType", media_type)}
+                if item.get("type") == "output":
+                    saved = saved or enriched
+                else:
+                    other = other or enriched
+    return count, saved or other or text, previewable
+
+
+def _job_sort_key(job: dict[str, Any], sort_by: str) -> int:
+    if sort_by == "execution_duration":
+        start, end = job.get("execution_start_time", 0), job.get("execution_end_time", 0)
+        return end - start if start and end else 0
+    return job.get("create_time", 0)
+
+
 # --------------------------------------------------------------------------- the fake
 
 
@@ -446,8 +601,10 @@ class FakeComfyUI:
         sampler_steps: int = 3,
         image_size: tuple[int, int] = (64, 64),
         output_padding: int = 0,
+        profile: str | Profile = "0.3.64",
     ) -> None:
         # knobs
+        self.profile = profile if isinstance(profile, Profile) else PROFILES[profile]
         self.models: dict[str, list[str]] = models if models is not None else {}
         self.node_delay = node_delay
         self.sampler_steps = sampler_steps
@@ -593,8 +750,13 @@ class FakeComfyUI:
         return list(self._gen.sockets)
 
     def queue_snapshot(self) -> tuple[list[Any], list[Any]]:
-        running = [copy.deepcopy(self._running.as_list())] if self._running is not None else []
-        pending = [copy.deepcopy(item.as_list()) for item in self._queue]
+        """What GET /queue shows: (running, pending) 5-item lists; the current profile leaves API keys out."""
+        items = ([self._running] if self._running is not None else []), self._queue
+        running, pending = ([copy.deepcopy(item.as_list()) for item in group] for group in items)
+        if self.profile.queue_hides_secrets:
+            for item in running + pending:
+                for key in SENSITIVE_EXTRA_DATA_KEYS:
+                    item[3].pop(key, None)
         return running, pending
 
     # ------------------------------------------------------------------ routing
@@ -621,6 +783,13 @@ class FakeComfyUI:
             ("GET", "/models/{folder}", self._get_models_folder),
             ("GET", "/embeddings", self._get_embeddings),
         ]
+        if self.profile.jobs_api:  # registered with their /api prefix, so they also exist under /api/api
+            routes += [
+                ("GET", "/api/jobs", self._get_jobs),
+                ("POST", "/api/jobs/cancel", self._post_jobs_cancel),
+                ("GET", "/api/jobs/{job_id}", self._get_job),
+                ("POST", "/api/jobs/{job_id}/cancel", self._post_job_cancel),
+            ]
         for method, path, handler in routes:
             app.router.add_route(method, path, handler)
             app.router.add_route(method, "/api" + path, handler)
@@ -641,6 +810,8 @@ class FakeComfyUI:
                     with contextlib.suppress(ValueError):
                         body_json = json.loads(raw)
         self.requests.append(RecordedRequest(request.method, request.path, dict(request.query), body_json))
+        if self.profile.cross_site_guard and request.headers.get("Sec-Fetch-Site") == "cross-site":
+            return web.Response(status=403)
         if too_large:
             return web.Response(status=413, text=f"Maximum request body size {MAX_UPLOAD_SIZE} exceeded.")
         if self._origin_rejected(request):
@@ -704,7 +875,7 @@ class FakeComfyUI:
                     data = json.loads(msg.data)
                     if first_message and data.get("type") == "feature_flags":
                         gen.metadata[sid]["feature_flags"] = data.get("data", {})
-                        await self._send_json("feature_flags", dict(SERVER_FEATURES), sid)
+                        await self._send_json("feature_flags", _features(self.profile), sid)
                     first_message = False
                 except Exception:  # invalid JSON or not an object: ignored, like ComfyUI
                     log.debug("ignoring ws message from %s: %r", sid, msg.data)
@@ -750,10 +921,10 @@ class FakeComfyUI:
     # ------------------------------------------------------------------ simple GET routes
 
     async def _get_system_stats(self, request: web.Request) -> web.Response:
-        return _json_response(SYSTEM_STATS)
+        return _json_response(_system_stats(self.profile))
 
     async def _get_features(self, request: web.Request) -> web.Response:
-        return _json_response(SERVER_FEATURES)
+        return _json_response(_features(self.profile))
 
     async def _get_prompt(self, request: web.Request) -> web.Response:
         return _json_response(self._queue_info())
@@ -826,15 +997,20 @@ class FakeComfyUI:
                 await self._queue_updated()
             if "delete" in body:
                 for prompt_id in body["delete"]:
-                    for index, item in enumerate(self._queue):
-                        if item.prompt_id == prompt_id:
-                            self._queue.pop(index)
-                            heapq.heapify(self._queue)
-                            await self._queue_updated()
-                            break
+                    await self._dequeue(prompt_id)
         except Exception:
             return _error_500()
         return web.Response(status=200)
+
+    async def _dequeue(self, prompt_id: Any) -> bool:
+        """Remove a pending prompt (a `status` broadcast follows); False if it is not pending."""
+        for index, item in enumerate(self._queue):
+            if item.prompt_id == prompt_id:
+                self._queue.pop(index)
+                heapq.heapify(self._queue)
+                await self._queue_updated()
+                return True
+        return False
 
     async def _post_interrupt(self, request: web.Request) -> web.Response:
         try:
@@ -851,6 +1027,83 @@ class FakeComfyUI:
 
     async def _post_free(self, request: web.Request) -> web.Response:
         return web.Response(status=200)
+
+    # ------------------------------------------------------------------ jobs API (current profile)
+
+    async def _get_jobs(self, request: web.Request) -> web.Response:
+        query = request.query
+        statuses = JOB_STATUSES
+        if query.get("status"):
+            statuses = [value.strip().lower() for value in query["status"].split(",") if value.strip()]
+            invalid = [value for value in statuses if value not in JOB_STATUSES]
+            if invalid:
+                message = f"Invalid status value(s): {', '.join(invalid)}. Valid values: {', '.join(JOB_STATUSES)}"
+                return _json_response({"error": message}, status=400)
+        sort_by = query.get("sort_by", "created_at").lower()
+        sort_order = query.get("sort_order", "desc").lower()
+        if sort_by not in ("created_at", "execution_duration"):
+            return _json_response({"error": "sort_by must be 'created_at' or 'execution_duration'"}, status=400)
+        if sort_order not in ("asc", "desc"):
+            return _json_response({"error": "sort_order must be 'asc' or 'desc'"}, status=400)
+        limit: int | None = None
+        if "limit" in query:
+            try:
+                limit = int(query["limit"])
+            except ValueError:
+                return _json_response({"error": "limit must be an integer"}, status=400)
+            if limit <= 0:
+                return _json_response({"error": "limit must be a positive integer"}, status=400)
+        try:
+            offset = max(0, int(query.get("offset", 0)))
+        except ValueError:
+            return _json_response({"error": "offset must be an integer"}, status=400)
+
+        running, pending = self.queue_snapshot()
+        jobs = [_queue_job(item, "in_progress") for item in running] if "in_progress" in statuses else []
+        jobs += [_queue_job(item, "pending") for item in pending] if "pending" in statuses else []
+        finished = (_history_job(prompt_id, entry) for prompt_id, entry in self.history.items())
+        jobs += [job for job in finished if job["status"] in statuses]
+        if query.get("workflow_id"):
+            jobs = [job for job in jobs if job.get("workflow_id") == query["workflow_id"]]
+        jobs.sort(key=lambda job: _job_sort_key(job, sort_by), reverse=sort_order == "desc")
+        page = jobs[offset:][:limit]
+        pagination = {"offset": offset, "limit": limit, "total": len(jobs), "has_more": offset + len(page) < len(jobs)}
+        return _json_response({"jobs": page, "pagination": pagination})
+
+    async def _get_job(self, request: web.Request) -> web.Response:
+        job_id = request.match_info["job_id"]
+        if job_id in self.history:
+            return _json_response(_history_job(job_id, self.history[job_id], detail=True))
+        running, pending = self.queue_snapshot()
+        for items, status in ((running, "in_progress"), (pending, "pending")):
+            for item in items:
+                if item[1] == job_id:
+                    return _json_response(_queue_job(item, status, detail=True))
+        return _json_response({"error": "Job not found"}, status=404)
+
+    async def _post_job_cancel(self, request: web.Request) -> web.Response:
+        return _json_response({"cancelled": await self._cancel_job(request.match_info["job_id"])})
+
+    async def _post_jobs_cancel(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return _json_response({"error": "Request body must be valid JSON"}, status=400)
+        job_ids = body.get("job_ids") if isinstance(body, dict) else None
+        if not isinstance(job_ids, list):
+            return _json_response({"error": "job_ids must be a list"}, status=400)
+        invalid = [repr(job_id) for job_id in job_ids if not isinstance(job_id, str)]
+        if invalid:
+            return _json_response({"error": "job_ids contains invalid id(s)", "invalid_ids": invalid}, status=400)
+        results = [await self._cancel_job(job_id) for job_id in job_ids]
+        return _json_response({"cancelled": any(results)})
+
+    async def _cancel_job(self, job_id: str) -> bool:
+        """Interrupt the job if it runs, dequeue it if it waits; unknown and finished jobs are no-ops."""
+        if self._running is not None and self._running.prompt_id == job_id:
+            self._interrupt = True
+            return True
+        return await self._dequeue(job_id)
 
     # ------------------------------------------------------------------ files
 
@@ -1004,9 +1257,15 @@ class FakeComfyUI:
             error = _err("no_prompt", "No prompt provided", "No prompt provided")
             return _json_response({"error": error, "node_errors": {}}, status=400)
         prompt = body["prompt"]
+        if self.profile.uuid_prompt_ids:  # checked before the graph, after the counter moved on
+            given = body.get("prompt_id")
+            if given is not None and not _is_canonical_uuid(given):
+                return _json_response(INVALID_PROMPT_ID, status=400)
+            prompt_id = str(uuid.uuid4()) if given is None else given
+        else:
+            prompt_id = str(body.get("prompt_id", uuid.uuid4()))
         if not isinstance(prompt, dict):
             return _error_500()
-        prompt_id = str(body.get("prompt_id", uuid.uuid4()))
         partial = body.get("partial_execution_targets") if "partial_execution_targets" in body else None
         self.object_info()  # make sure validation sees the current model lists
         try:
@@ -1019,6 +1278,8 @@ class FakeComfyUI:
             return _error_500()
         if "client_id" in body:
             extra_data["client_id"] = body["client_id"]
+        if self.profile.create_time:
+            extra_data["create_time"] = _now_ms()
         if not ok:
             return _json_response({"error": error, "node_errors": node_errors}, status=400)
         self._queue_seq += 1
@@ -1034,15 +1295,11 @@ class FakeComfyUI:
         outputs: list[str] = []
         for node_id, node in prompt.items():
             if not isinstance(node, dict) or "class_type" not in node:
-                message = "Cannot execute because a node is missing the class_type property."
-                error = _err("invalid_prompt", message, f"Node ID '#{node_id}'")
-                return False, error, [], {}
+                return False, self._missing_class_error(node_id, node), [], {}
             class_type = node["class_type"]
             info = self._object_info.get(class_type) if isinstance(class_type, str) else None
             if info is None:
-                message = f"Cannot execute because node {class_type} does not exist."
-                error = _err("invalid_prompt", message, f"Node ID '#{node_id}'")
-                return False, error, [], {}
+                return False, self._unknown_class_error(node_id, node), [], {}
             if info.get("output_node") is True and (partial is None or node_id in partial):
                 outputs.append(node_id)
         if not outputs:
@@ -1081,6 +1338,28 @@ class FakeComfyUI:
             error = _err("prompt_outputs_failed_validation", "Prompt outputs failed validation", details)
             return False, error, [], node_errors
         return True, None, good, node_errors
+
+    def _missing_class_error(self, node_id: str, node: Any) -> dict[str, Any]:
+        details = f"Node ID '#{node_id}'"
+        if not self.profile.missing_node_type:
+            return _err("invalid_prompt", "Cannot execute because a node is missing the class_type property.", details)
+        meta = node.get("_meta", {}) if isinstance(node, dict) else {}
+        title = meta.get("title") if isinstance(meta, dict) else None
+        message = (
+            f"Node '{title or f'ID #{node_id}'}' has no class_type. "
+            "The workflow may be corrupted or a custom node is missing."
+        )
+        return _err("missing_node_type", message, details, node_id=node_id, class_type=None, node_title=title)
+
+    def _unknown_class_error(self, node_id: str, node: dict[str, Any]) -> dict[str, Any]:
+        class_type = node["class_type"]
+        details = f"Node ID '#{node_id}'"
+        if not self.profile.missing_node_type:
+            return _err("invalid_prompt", f"Cannot execute because node {class_type} does not exist.", details)
+        meta = node.get("_meta", {})
+        title = meta.get("title", class_type) if isinstance(meta, dict) else class_type
+        message = f"Node '{title}' not found. The custom node may not be installed."
+        return _err("missing_node_type", message, details, node_id=node_id, class_type=class_type, node_title=title)
 
     def _validate_inputs(
         self, prompt: dict[str, Any], unique_id: str, validated: dict[str, tuple[bool, list[dict[str, Any]], str]]
@@ -1367,9 +1646,11 @@ class FakeComfyUI:
             return outputs, {"images": saved, "animated": [True]}
         if class_type in ("SaveAudio", "SaveAudioMP3", "SaveAudioOpus"):
             ext = {"SaveAudio": "flac", "SaveAudioMP3": "mp3", "SaveAudioOpus": "opus"}[class_type]
-            return outputs, {"audio": self._save_media(inputs.get("filename_prefix", "audio/ComfyUI"), "output", ext)}
+            return outputs, {
+                "audio": self._save_media(inputs.get("filename_prefix", "audio/ComfyUI"), "output", ext, audio=True)
+            }
         if class_type == "PreviewAudio":
-            return outputs, {"audio": self._save_media(self._temp_prefix(), "temp", "flac")}
+            return outputs, {"audio": self._save_media(self._temp_prefix(), "temp", "flac", audio=True)}
         if class_type == "PreviewAny":
             return outputs, {"text": [_preview_any_text(inputs.get("source"))]}
         if class_type == "SaveImageWebsocket":
@@ -1455,11 +1736,8 @@ class FakeComfyUI:
                 continue
             if name[:prefix_len].lower() != filename.lower() or name[prefix_len : prefix_len + 1] != "_":
                 continue
-            try:
-                digits = int(name[prefix_len + 1 :].split("_")[0])
-            except ValueError:
-                digits = 0
-            best = max(best, digits)
+            digits = re.match(r"\d+", name[prefix_len + 1 :])  # both <prefix>_00001_.png and <prefix>_00001.flac
+            best = max(best, int(digits.group()) if digits else 0)
         return subfolder, filename, best + 1
 
     def _save_images(
@@ -1473,14 +1751,20 @@ class FakeComfyUI:
             self.files[(kind, subfolder, name)] = make_png(
                 img.width, img.height, img.color, text=pnginfo, padding=self.output_padding
             )
-            results.append({"filename": name, "subfolder": subfolder, "type": kind})
+            item: dict[str, Any] = {"filename": name, "subfolder": subfolder, "type": kind}
+            if self.profile.output_metadata:
+                item["metadata"] = {"kind": "image", "width": img.width, "height": img.height}
+            results.append(item)
             counter += 1
         return results
 
-    def _save_media(self, prefix: Any, kind: str, ext: str, image: _Img | None = None) -> list[dict[str, Any]]:
+    def _save_media(
+        self, prefix: Any, kind: str, ext: str, image: _Img | None = None, *, audio: bool = False
+    ) -> list[dict[str, Any]]:
         width, height = (image.width, image.height) if image else self.image_size
         subfolder, filename, counter = self._save_path(str(prefix), kind, width, height)
-        name = f"{filename.replace('%batch_num%', '0')}_{counter:05}_.{ext}"
+        plain = audio and self.profile.plain_audio_names  # newer audio savers drop the trailing _
+        name = f"{filename.replace('%batch_num%', '0')}_{counter:05}{'' if plain else '_'}.{ext}"
         self.files[(kind, subfolder, name)] = _fake_media(ext, self.output_padding)
         return [{"filename": name, "subfolder": subfolder, "type": kind}]
 

@@ -23,7 +23,7 @@ Typical use::
 Bots **must** be built with ``guild_ready_timeout=0`` (or at most ``0.05``): with discord.py's default of 2 s every
 bot start waits two seconds after the last GUILD_CREATE before ``on_ready``.  :func:`start_bot` refuses larger values.
 
-What is modelled (see ``/work/shared/docs/discord-testing.md``):
+What is modelled (see the project's notes on testing against Discord, discord-testing.md):
 
 * login (``/users/@me``, ``/oauth2/applications/@me``, ``/gateway/bot``), the gateway (HELLO, heartbeat ACK,
   IDENTIFY -> READY + GUILD_CREATE, RESUME -> RESUMED with replay of missed events, REQUEST_GUILD_MEMBERS,
