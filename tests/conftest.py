@@ -31,13 +31,6 @@ def shared_path(*parts: str) -> Path:
 
 DEFAULT_PROFILE = "0.3.64"
 BOTH_PROFILES_MARKERS = ("e2e", "recovery")  # these suites run once per fake ComfyUI profile
-# Cases that fail on the current profile only because the bot lacks a newer ComfyUI feature: test name -> reason.
-NO_ATOMIC_CANCEL = "the bot does not cancel through POST /api/jobs/{id}/cancel yet (atomic cancel on newer ComfyUI)"
-XFAIL_ON_CURRENT: dict[str, str] = {
-    "test_cancel_of_a_pending_job_removes_it_from_the_queue": NO_ATOMIC_CANCEL,
-    "test_cancel_of_a_running_job_interrupts_only_it": NO_ATOMIC_CANCEL,
-    "test_another_member_cannot_cancel_and_a_second_click_changes_nothing": NO_ATOMIC_CANCEL,
-}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -48,12 +41,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     if any("comfy_profile" in str(m.args[0]) for m in metafunc.definition.iter_markers("parametrize")):
         return  # the test chose its profiles itself
-    params = []
-    for name in PROFILES:
-        reason = XFAIL_ON_CURRENT.get(metafunc.definition.originalname) if name == "current" else None
-        marks = [pytest.mark.xfail(reason=reason, strict=False)] if reason else []
-        params.append(pytest.param(name, id=name, marks=marks))
-    metafunc.parametrize("comfy_profile", params, indirect=True)
+    metafunc.parametrize("comfy_profile", [pytest.param(name, id=name) for name in PROFILES], indirect=True)
 
 
 @pytest.fixture

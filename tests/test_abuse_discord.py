@@ -190,16 +190,17 @@ async def test_recovery_tells_members_of_ended_jobs_and_one_failure_stops_nothin
     world = await start()
     it = await world.discord.invoke_slash("image", {"prompt": "a doomed cat"})
     await finished(world, it)
-    [record] = [r for r in await _all_records(world.bot.store)]
     await world.stop_bot()
-    # As if the bot had recorded the failure and died before telling anyone (store-api.md: such jobs come back
-    # from unfinished()); a second one lives in a channel that is gone, so telling its member fails.
+    store = await JobStore(world.settings.jobs_db).open()
+    [record] = await _all_records(store)
+    # As if the bot had recorded the failure and died before telling anyone; a second one lives in a channel
+    # that is gone, so telling its member fails.
     error = "The job failed in KSampler (node 3): out of memory"
-    failed = JobRecord(**{**_fields(record), "state": JobState.FAILED, "error": error})
+    failed = await store.update(record, state=JobState.FAILED, error=error, reported=False)
     lost = JobRecord(**{**_fields(failed), "id": "0" * 32, "channel_id": 1, "created_at": record.created_at - 1})
-
-    async def unfinished(self: JobStore) -> list[JobRecord]:
-        return [lost, failed]
+    await store.add(lost)
+    assert [r.id for r in await store.unfinished()] == [lost.id, record.id]
+    await store.close()
 
     finishes: list[tuple[str, JobState, str | None]] = []
     original_finish = Engine.finish
@@ -208,7 +209,6 @@ async def test_recovery_tells_members_of_ended_jobs_and_one_failure_stops_nothin
         finishes.append((job_id, state, error))
         await original_finish(self, job_id, state, error)
 
-    monkeypatch.setattr(JobStore, "unfinished", unfinished)
     monkeypatch.setattr(Engine, "finish", finish)
     await world.start_bot()
     await world.discord.wait_for(lambda: bool(finishes))
@@ -221,8 +221,7 @@ async def test_recovery_tells_members_of_ended_jobs_and_one_failure_stops_nothin
 
 
 async def _all_records(store: JobStore) -> list[JobRecord]:
-    rows = await store._run(store._select, "SELECT data FROM jobs", ())  # a test-only read of every row
-    return rows
+    return await store._run(store._select, "SELECT data, reported FROM jobs", ())  # a test-only read of every row
 
 
 def _fields(record: JobRecord) -> dict[str, Any]:

@@ -475,7 +475,8 @@ async def test_a_malformed_history_fails_the_job_once_and_names_the_server(
     try:
         stored = await reopened.get(prompt_id)
         assert stored is not None and (stored.state, stored.error) == (JobState.FAILED, caught.value.user_message)
-        assert await reopened.unfinished() == []  # a restart does not try it again
+        # A restart only tells the member (it is ended, not yet reported); it never runs it again.
+        assert [(r.id, r.state.finished) for r in await reopened.unfinished()] == [(prompt_id, True)]
     finally:
         await reopened.close()
 
@@ -492,6 +493,7 @@ async def test_reconciling_many_jobs_goes_past_a_bad_answer(mini: MiniComfy, ses
     await asyncio.sleep(0.01)
     mini.jobs = {ids[0]: "completed", ids[1]: "completed", ids[2]: "completed"}
     mini.history = {ids[0]: {"outputs": [], "status": {}}, ids[1]: "junk", ids[2]: ok_entry()}
+    listener.connected.set()  # as after a reconnect (a listener whose socket is down first wakes the socket)
     await listener.reconcile()
     events = [w.events.get_nowait() for w in watches]
     assert [type(e) for e in events] == [Unreadable, Unreadable, Finished, Lost]

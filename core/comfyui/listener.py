@@ -134,6 +134,8 @@ class ComfyListener:
         self._flags_acknowledged = False
         self._running: tuple[str, str | None] | None = None  # (prompt id, node id) of our running prompt
         self._reconcile_wanted = asyncio.Event()
+        self._answered = asyncio.Event()  # a poll reached the server: a socket that is down may reconnect now
+        self._woke_socket = False  # the socket was asked to reconnect since it was last up
         self._tasks: list[asyncio.Task[None]] = []
         self._finishing: set[asyncio.Task[None]] = set()  # strong refs so these tasks are not collected
 
@@ -199,6 +201,7 @@ class ComfyListener:
                     await self._probe()
                     log.info("connected to %s websocket", self.client.name)
                     self.connected.set()
+                    self._woke_socket = False
                     self._reconcile_wanted.set()  # events may have been missed while we were away
                     delay = 0.5
                     await self._read(ws)
@@ -214,8 +217,14 @@ class ComfyListener:
             finally:
                 self.connected.clear()
                 self._running = None
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, 30.0)
+            # Back off, but reconnect at once when a poll finds the server answering HTTP again.
+            self._answered.clear()
+            try:
+                async with asyncio.timeout(delay * random.uniform(0.8, 1.2)):
+                    await self._answered.wait()
+                delay = 0.5
+            except TimeoutError:
+                delay = min(delay * 2, 30.0)
 
     async def _probe(self) -> None:
         """Re-read the server's version and routes (it may have been upgraded); keep the old ones if it fails."""
@@ -331,6 +340,12 @@ class ComfyListener:
         except UnreadableAnswer as exc:
             log.warning("%s: queue unreadable, checking each job instead: %s", self.client.name, exc.detail)
             queue = None
+        if not self.connected.is_set() and not self._woke_socket:
+            # It answers again while the socket is down: reconnect now and reconcile once connected, so that
+            # what the server lost meanwhile is noticed after it is seen back. Should that fail, polling goes on.
+            self._woke_socket = True
+            self._answered.set()
+            return
         for watch in list(self.watches.values()):
             if watch.ended or watch.submitted_at is None or watch.submitted_at > asked_at:
                 continue  # not on the server yet when the queue was read
