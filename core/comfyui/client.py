@@ -7,11 +7,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 
 from core.comfyui.node_errors import describe_rejection, missing_option_inputs
+from core.comfyui.object_info import combo_options, input_spec
 from core.comfyui.types import FileRef, HistoryEntry, NodeErrors, Prompt, PromptError
 from core.config import redact_url
 from core.errors import ComfyServerError, ComfyUnreachable, OutputTooLarge, PromptRejected
@@ -131,12 +132,9 @@ class ComfyClient:
 
     async def input_options(self, class_type: str, input_name: str) -> list[str]:
         """The values the server accepts for one combo input (e.g. its checkpoint files), [] if none."""
-        info = (await self._get_json(f"/object_info/{class_type}")).get(class_type) or {}
-        for section in ("required", "optional"):
-            spec = info.get("input", {}).get(section, {}).get(input_name)
-            if spec and isinstance(spec[0], list):
-                return [str(v) for v in spec[0]]
-        return []
+        # Class names may hold spaces, "+" or "/" (custom nodes), so the name is quoted whole into the path.
+        data = await self._get_json(f"/object_info/{quote(class_type, safe='')}")
+        return combo_options(input_spec(data if isinstance(data, dict) else {}, class_type, input_name)) or []
 
     async def upload(self, filename: str, data: bytes, *, subfolder: str) -> str:
         """Put an input file (image or audio) on the server; return the name a LoadImage/LoadAudio input takes."""

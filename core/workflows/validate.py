@@ -128,8 +128,7 @@ def _is_link(value: Any) -> bool:
 
 def _check_value(graph: Prompt, label: str, name: str, value: Any, spec: Any) -> str | None:
     here = f"{label}: input {name}:"
-    several = isinstance(value, list) and input_config(spec).get("multiselect") and all(isinstance(v, str) for v in value)
-    if isinstance(value, list) and not several:
+    if isinstance(value, list) and not (input_config(spec).get("multiselect") and not _is_link(value)):
         if not _is_link(value):
             return f"{here} a link must be [node id, output index]."
         if str(value[0]) not in graph:
