@@ -188,7 +188,7 @@ def _read_text(path: Path) -> str:
         raise WorkflowError(f"{path.name}: file not found.") from None
     except UnicodeDecodeError as exc:
         raise WorkflowError(
-            f"{path.name}: not UTF-8 text (byte {exc.start} cannot be read); save it as UTF-8."
+            f"{path.name}: not UTF-8 text (byte {exc.start + 1} cannot be read); save it as UTF-8."
         ) from None
     except OSError as exc:
         raise WorkflowError(f"{path.name}: cannot be read ({exc.strerror or exc}).") from None
