@@ -8,7 +8,7 @@ import math
 import random
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -54,7 +54,7 @@ class InputFile:
     """A file a member attached for an image/audio/video parameter, before it is uploaded to ComfyUI."""
 
     filename: str
-    data: bytes
+    data: bytes = field(repr=False)  # megabytes: never in a log line or a test report
 
     def __str__(self) -> str:
         return self.filename

@@ -70,7 +70,7 @@ def validate_graph(
 
 def validate_workflow(workflow: Workflow, object_info: dict[str, Any], version: str | None = None) -> list[str]:
     """The graph's problems on this server, then those of the command's options against the inputs they set."""
-    replaced = frozenset(t for p in workflow.params if p.required or p.type in FILE_TYPES for t in p.targets)
+    replaced = frozenset(t for p in workflow.params if p.required for t in p.targets)
     problems = validate_graph(workflow.graph, object_info, version, replaced=replaced)
     for param in workflow.params:
         problems += _param_problems(workflow, param, object_info)
