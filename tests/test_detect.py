@@ -16,8 +16,7 @@ from core.comfyui.types import Prompt
 from core.errors import InvalidInput
 from core.workflows import Param, ParamType, Target, Workflow, load_graph, load_workflow, validate_graph
 from core.workflows.detect import binding_toml, detect_params
-from core.workflows.model import MAX_DESCRIPTION, MAX_SEED, NAME_RE
-from core.workflows.model import FILE_TYPES, InputFile
+from core.workflows.model import FILE_TYPES, MAX_DESCRIPTION, MAX_SEED, NAME_RE, InputFile
 from tests.conftest import WORKFLOWS
 
 # Real exports from other projects, kept outside this repository; tests over them skip when it is absent.
