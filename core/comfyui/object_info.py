@@ -82,8 +82,8 @@ MAX_QUOTED = 100
 
 
 def quoted(value: Any) -> str:
-    """A value for a message: strings in plain quotes (no doubled backslashes, unlike repr), cut when long."""
-    text = f"'{value}'" if isinstance(value, str) else repr(value)
+    """A value for a message on one line: like repr, but a Windows path keeps single backslashes; cut when long."""
+    text = repr(value).replace("\\\\", "\\") if isinstance(value, str) else repr(value)
     return text if len(text) <= MAX_QUOTED else text[: MAX_QUOTED - 2] + "…" + text[-1]
 
 
