@@ -13,12 +13,15 @@ import pytest
 
 from core.comfyui.node_errors import node_label
 from core.comfyui.types import Prompt
+from core.errors import InvalidInput
 from core.workflows import Param, ParamType, Target, Workflow, load_graph, load_workflow, validate_graph
 from core.workflows.detect import binding_toml, detect_params
-from core.workflows.model import MAX_DESCRIPTION, MAX_SEED, NAME_RE
-from tests.conftest import SHARED, WORKFLOWS
+from core.workflows.model import FILE_TYPES, MAX_DESCRIPTION, MAX_SEED, NAME_RE, InputFile
+from tests.conftest import WORKFLOWS
 
-SAMPLES = SHARED / "workflow-samples"
+# Real exports from other projects, kept outside this repository; tests over them skip when it is absent.
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "workflow-samples"
+needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"the shared workflow samples are not at {SAMPLES}")
 
 # name -> [(param name, its targets)], in the order detect_params returns them (required first).
 EXPECTED: dict[str, list[tuple[str, list[str]]]] = {
@@ -45,6 +48,7 @@ EXPECTED: dict[str, list[tuple[str, list[str]]]] = {
     # img2img: the latent comes from VAEEncode of a loaded image, so there is no latent size to offer.
     "03_sdxl_img2img_cliptextencodesdxl": [
         ("prompt", ["16.text_g", "16.text_l"]),
+        ("image", ["38.image"]),  # its LoadImage becomes an attachment
         ("negative", ["19.text_g", "19.text_l"]),
         ("seed", ["36.seed"]),
     ],
@@ -74,6 +78,7 @@ EXPECTED: dict[str, list[tuple[str, list[str]]]] = {
     # WAN VACE: both prompts pass through WanVaceToVideo 109, which also sets the size.
     "10_wan21_vace_i2v_video": [
         ("prompt", ["105.text"]),
+        ("image", ["73.image"]),
         ("negative", ["107.text"]),
         ("seed", ["108.seed"]),
         ("width", ["109.width"]),
@@ -82,8 +87,12 @@ EXPECTED: dict[str, list[tuple[str, list[str]]]] = {
 }
 
 
+SHIPPED = ("image", "music")
+CASES = [pytest.param(name, marks=() if name in SHIPPED else needs_samples) for name in EXPECTED]
+
+
 def _path(name: str) -> Path:
-    return WORKFLOWS / f"{name}.json" if name in ("image", "music") else SAMPLES / f"{name}.json"
+    return WORKFLOWS / f"{name}.json" if name in SHIPPED else SAMPLES / f"{name}.json"
 
 
 def _graph(name: str) -> Prompt:
@@ -116,17 +125,18 @@ def _workflow(name: str, params: tuple[Param, ...]) -> Workflow:
     return Workflow("sample", "A detected workflow", _graph(name), params, _path(name))
 
 
+@needs_samples
 def test_sample_files_are_the_ones_described() -> None:
     api = sorted(p.stem for p in SAMPLES.glob("*.json") if not p.stem.startswith(("12_", "13_")))
     assert api == sorted(n for n in EXPECTED if n not in ("image", "music"))
 
 
-@pytest.mark.parametrize("name", list(EXPECTED))
+@pytest.mark.parametrize("name", CASES)
 def test_detects_the_targets_each_workflow_really_uses(name: str) -> None:
     assert _found(detect_params(_graph(name))) == EXPECTED[name]
 
 
-@pytest.mark.parametrize("name", list(EXPECTED))
+@pytest.mark.parametrize("name", CASES)
 def test_params_follow_discord_rules(name: str) -> None:
     params = detect_params(_graph(name))
     assert [p.required for p in params] == sorted((p.required for p in params), reverse=True)
@@ -158,6 +168,7 @@ def test_kinds_and_limits_of_the_shipped_music_workflow() -> None:
     assert (duration.type, duration.min, duration.max, duration.default) == (ParamType.FLOAT, 1, 600, None)
 
 
+@needs_samples
 def test_empty_ace_lyrics_default_to_instrumental() -> None:
     lyrics = next(p for p in detect_params(_graph("08_ace_step_v1_caps_titles")) if p.name == "lyrics")
     assert lyrics.default == "[instrumental]"  # the export's "" would be refused when the option is left out
@@ -306,7 +317,7 @@ def test_a_long_negative_in_the_workflow_raises_its_limit() -> None:
 def test_nothing_to_detect_gives_no_options() -> None:
     assert detect_params({}) == ()
     graph: Prompt = {
-        "1": {"class_type": "LoadImage", "inputs": {"image": "a.png"}},
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
         "2": {"class_type": "SaveImage", "inputs": {"filename_prefix": "x", "images": ["1", 0]}},
     }
     assert detect_params(graph) == ()
@@ -327,7 +338,9 @@ def _values(workflow: Workflow, high: bool) -> dict[str, Any]:
     """Values for every option at one end of its range."""
     values: dict[str, Any] = {}
     for param in workflow.params:
-        if param.type in (ParamType.TEXT, ParamType.MULTILINE):
+        if param.type in FILE_TYPES:
+            values[param.name] = InputFile("upload.png", b"png")
+        elif param.type in (ParamType.TEXT, ParamType.MULTILINE):
             values[param.name] = "[verse]\nla la" if param.name == "lyrics" else "a lighthouse at dusk, 35mm"
         elif param.type is ParamType.SEED:
             values[param.name] = MAX_SEED if high else 0
@@ -336,13 +349,18 @@ def _values(workflow: Workflow, high: bool) -> dict[str, Any]:
     return values
 
 
-@pytest.mark.parametrize("name", list(EXPECTED))
+@pytest.mark.parametrize("name", CASES)
 @pytest.mark.parametrize("high", [False, True])
 def test_rendered_values_fit_the_real_node_definitions(name: str, high: bool, object_info: dict[str, Any]) -> None:
     workflow = _workflow(name, detect_params(_graph(name)))
-    prompt = workflow.render(workflow.resolve(_values(workflow, high)))
-    problems = validate_graph(prompt, object_info)
+    values = workflow.resolve(_values(workflow, high))
+    values.update({p.name: f"discord-bot/{values[p.name]}" for p in workflow.params if p.type in FILE_TYPES})
+    prompt = workflow.render(values)
+    uploads = frozenset(t for p in workflow.params if p.type in FILE_TYPES for t in p.targets)
+    problems = validate_graph(prompt, object_info, replaced=uploads)  # the upload puts the file on the server
     for param in workflow.params:
+        if param.type in FILE_TYPES:
+            continue
         for target in param.targets:
             label = node_label(prompt, target.node_id)
             mentions = re.compile(rf"\b{re.escape(target.input)}\b")
@@ -353,10 +371,10 @@ def test_rendered_values_fit_the_real_node_definitions(name: str, high: bool, ob
             assert isinstance(value, PYTHON_TYPES[kind]) and not isinstance(value, bool), (target, value)
 
 
-@pytest.mark.parametrize("name", list(EXPECTED))
+@pytest.mark.parametrize("name", CASES)
 def test_leaving_options_out_uses_the_workflows_own_values(name: str) -> None:
     workflow = _workflow(name, detect_params(_graph(name)))
-    required = {p.name: "x" for p in workflow.params if p.required}
+    required = {p.name: InputFile("x.png", b"") if p.type in FILE_TYPES else "x" for p in workflow.params if p.required}
     given = {**required, "negative": "y"} if name == "05_sd35_txt2img" else required  # its own negative is ""
     values = workflow.resolve(given)
     for param in workflow.params:
@@ -364,7 +382,7 @@ def test_leaving_options_out_uses_the_workflows_own_values(name: str) -> None:
             assert values[param.name] == workflow.current_value(param)
 
 
-@pytest.mark.parametrize("name", list(EXPECTED))
+@pytest.mark.parametrize("name", CASES)
 def test_binding_round_trips_through_the_loader(name: str, tmp_path: Path) -> None:
     params = detect_params(_graph(name))
     (tmp_path / "detected.json").write_bytes(_path(name).read_bytes())
@@ -409,3 +427,102 @@ def test_binding_is_commented_for_the_admin() -> None:
     assert text.startswith("# Options detected automatically.")
     assert '[params.prompt]\ntype = "text"\ndescription = "What to generate (the positive prompt)"\n' in text
     assert json.dumps("6.text") in text
+
+
+# --- fixture workflows written for this project, one per shape ------------------------------------------------
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "workflows"
+
+
+def _fixture(name: str) -> tuple[Prompt, tuple[Param, ...]]:
+    graph = load_graph(FIXTURES / f"{name}.json")
+    return graph, detect_params(graph)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (  # subgraph ids "12:34" and no _meta anywhere
+            "txt2img_subgraph",
+            [
+                ("prompt", ["12:6.text"]),
+                ("negative", ["12:7.text"]),
+                ("seed", ["12:34.seed"]),
+                ("width", ["12:5.width"]),
+                ("height", ["12:5.height"]),
+            ],
+        ),
+        # the prompt lives in a String (Multiline) node; the negative is a zeroed copy, so not an option
+        (
+            "linked_prompt",
+            [("prompt", ["3.value"]), ("seed", ["7.seed"]), ("width", ["6.width"]), ("height", ["6.height"])],
+        ),
+        (
+            "ace_step_v1",
+            [("tags", ["2.tags"]), ("lyrics", ["2.lyrics"]), ("seed", ["5.seed"]), ("duration", ["4.seconds"])],
+        ),
+        (  # one seed for sampler and encoder; the length is one Float node feeding encoder and latent
+            "ace_step_v15",
+            [
+                ("tags", ["2.tags"]),
+                ("lyrics", ["2.lyrics"]),
+                ("seed", ["5.seed", "2.seed"]),
+                ("duration", ["len.value"]),
+                ("bpm", ["2.bpm"]),
+                ("timesignature", ["2.timesignature"]),
+                ("language", ["2.language"]),
+                ("keyscale", ["2.keyscale"]),
+            ],
+        ),
+        ("upscale_only", [("image", ["1.image"])]),  # no prompt at all: the photo is the only option
+        ("video", [("video", ["1.file"])]),
+    ],
+)
+def test_fixture_shapes_are_detected(name: str, expected: list[tuple[str, list[str]]]) -> None:
+    assert _found(_fixture(name)[1]) == expected
+
+
+def test_ace_step_15_options_follow_the_servers_lists() -> None:
+    graph, params = _fixture("ace_step_v15")
+    by_name = {p.name: p for p in params}
+    assert (by_name["tags"].required, by_name["lyrics"].type) == (True, ParamType.MULTILINE)
+    assert (by_name["bpm"].type, by_name["bpm"].min, by_name["bpm"].max) == (ParamType.INT, 10, 300)
+    assert (by_name["duration"].min, by_name["duration"].max) == (1, 600)
+    assert {n: by_name[n].choices_from for n in ("timesignature", "language", "keyscale")} == {
+        "timesignature": "TextEncodeAceStepAudio1.5.timesignature",
+        "language": "TextEncodeAceStepAudio1.5.language",
+        "keyscale": "TextEncodeAceStepAudio1.5.keyscale",
+    }
+    workflow = Workflow("song", "Song", graph, params, FIXTURES / "ace_step_v15.json")
+    prompt = workflow.render(workflow.resolve({"tags": "jazz", "duration": 45, "seed": 8}))
+    assert (prompt["len"]["inputs"]["value"], prompt["2"]["inputs"]["seed"], prompt["5"]["inputs"]["seed"]) == (
+        45.0,
+        8,
+        8,
+    )
+    assert prompt["2"]["inputs"]["duration"] == prompt["4"]["inputs"]["seconds"] == ["len", 0]  # links untouched
+
+
+def test_upload_loaders_become_required_attachments_named_by_kind() -> None:
+    graph: Prompt = {
+        "a": {"class_type": "LoadImage", "inputs": {"image": "a.png"}, "_meta": {"title": "Face"}},
+        "b": {"class_type": "LoadImage", "inputs": {"image": "b.png"}},
+        "c": {"class_type": "LoadAudio", "inputs": {"audio": "voice.wav"}},
+        "d": {"class_type": "LoadVideo", "inputs": {"file": "clip.mp4"}},
+        "e": {"class_type": "LoadImage", "inputs": {"image": ["a", 0]}},  # linked: nothing to attach
+    }
+    params = detect_params(graph)
+    assert [(p.name, p.type, str(p.targets[0]), p.required, p.description) for p in params] == [
+        ("image", ParamType.IMAGE, "a.image", True, "The image file to use (Face)"),
+        ("image_2", ParamType.IMAGE, "b.image", True, "The image file to use"),
+        ("audio", ParamType.AUDIO, "c.audio", True, "The audio file to use"),
+        ("video", ParamType.VIDEO, "d.file", True, "The video file to use"),
+    ]
+
+
+def test_a_video_option_takes_only_video_files() -> None:
+    _, (video,) = _fixture("video")
+    assert video.coerce(InputFile("clip.MOV", b"x")).filename == "clip.MOV"
+    with pytest.raises(InvalidInput) as caught:
+        video.coerce(InputFile("photo.png", b"x"))
+    assert caught.value.user_message == ("video must be a video file (mp4, webm, mov, mkv, avi, m4v); got 'photo.png'.")

@@ -8,8 +8,22 @@ from typing import Any
 import pytest
 
 from core.errors import InvalidInput, WorkflowError
-from core.workflows import ParamType, load_catalog, load_graph, load_workflow, validate_graph
-from tests.conftest import SHARED, WORKFLOWS
+from core.workflows import (
+    Catalog,
+    ParamType,
+    Workflow,
+    load_catalog,
+    load_graph,
+    load_workflow,
+    runnable,
+    validate_graph,
+    validate_workflow,
+)
+from tests.conftest import WORKFLOWS
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "workflows"
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "workflow-samples"
+needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"the shared workflow samples are not at {SAMPLES}")
 
 
 @pytest.fixture(scope="module")
@@ -109,10 +123,16 @@ def test_a_server_without_models_names_both_checkpoints(catalog, object_info: di
     ]
 
 
+@needs_samples
+def test_a_real_export_with_custom_nodes_names_them(object_info: dict[str, Any]) -> None:
+    graph = load_graph(SAMPLES / "10_wan21_vace_i2v_video.json")
+    assert (
+        "Node 163 “Unet Loader (GGUF)” uses UnetLoaderGGUF, which this server does not have: a custom node, or a "
+        "core node of a newer ComfyUI than this server's 0.3.64." in validate_graph(graph, object_info, "0.3.64")
+    )
+
+
 def test_validation_names_missing_classes_inputs_and_links(object_info: dict[str, Any]) -> None:
-    graph = load_graph(SHARED / "workflow-samples" / "10_wan21_vace_i2v_video.json")
-    problems = validate_graph(graph, object_info)
-    assert any("class UnetLoaderGGUF is not installed on the server (a missing custom node?)" in p for p in problems)
     broken = {
         "1": {"class_type": "EmptyImage", "inputs": {"width": 0, "height": 8, "batch_size": 1, "colour": 0}},
         "2": {"class_type": "SaveImage", "inputs": {"images": ["77", 0], "filename_prefix": "x"}},
@@ -127,9 +147,9 @@ def test_validation_names_missing_classes_inputs_and_links(object_info: dict[str
 
 def test_ui_format_is_refused_with_the_fix() -> None:
     with pytest.raises(WorkflowError) as caught:
-        load_graph(SHARED / "workflow-samples" / "12_ui_sd15_default_template.json")
+        load_graph(FIXTURES / "ui_export.json")
     assert caught.value.user_message == (
-        "12_ui_sd15_default_template.json: this is the editor (UI) format. In ComfyUI open the workflow and use "
+        "ui_export.json: this is the editor (UI) format. In ComfyUI open the workflow and use "
         "Workflow > Export (API), then save that file here instead."
     )
 
@@ -174,7 +194,7 @@ def test_catalog_reports_broken_files_and_keeps_the_rest(tmp_path: Path) -> None
     (tmp_path / "broken.json").write_text("{not json")
     (tmp_path / "broken.toml").write_text('[command]\nname = "Broken Name"\n')
     (tmp_path / "My Portrait.json").write_text((WORKFLOWS / "image.json").read_text())
-    (tmp_path / "ui.json").write_text((SHARED / "workflow-samples" / "12_ui_sd15_default_template.json").read_text())
+    (tmp_path / "ui.json").write_text((FIXTURES / "ui_export.json").read_text())
     (tmp_path / "no_sampler.json").write_text(
         '{"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},'
         ' "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}}'
@@ -185,10 +205,186 @@ def test_catalog_reports_broken_files_and_keeps_the_rest(tmp_path: Path) -> None
     assert detected.binding is None
     assert detected.description == "Run the My Portrait workflow (options detected automatically)"
     assert [p.name for p in detected.params] == ["prompt", "negative", "seed", "width", "height"]
-    assert catalog.problems[0].startswith("broken.json: not valid JSON")
-    assert catalog.problems[1:] == [
+    assert catalog.problems == [
+        "broken.json: not valid JSON at line 1, column 2: Expecting property name enclosed in double quotes. "
+        "Export it again from ComfyUI (Workflow > Export (API)).",
         "no_sampler.json: no prompt, seed or size inputs were found to make options of; add a binding file "
         "no_sampler.toml that names them.",
         "ui.json: this is the editor (UI) format. In ComfyUI open the workflow and use Workflow > Export (API), "
         "then save that file here instead.",
     ]
+
+
+# --- checks over the fixture workflows and a small /object_info in both option-list forms -----------------------
+
+
+@pytest.fixture(scope="module")
+def fragment() -> dict[str, Any]:
+    return json.loads((FIXTURES / "object_info_fragment.json").read_text(encoding="utf-8"))
+
+
+def _detected(name: str) -> Workflow:
+    from core.workflows.loader import detect_workflow
+
+    return detect_workflow(FIXTURES / f"{name}.json")
+
+
+@pytest.mark.parametrize("name", ["txt2img_subgraph", "ace_step_v1", "ace_step_v15", "upscale_only"])
+def test_fixture_workflows_pass_the_check(fragment: dict[str, Any], name: str) -> None:
+    assert validate_workflow(_detected(name), fragment, "0.38.1") == []
+
+
+def test_a_missing_file_is_named_in_either_option_form(fragment: dict[str, Any]) -> None:
+    # video.json's upscale model is listed in the V3 form ["COMBO", {"options": [...]}]
+    assert validate_workflow(_detected("video"), fragment) == [
+        "UpscaleModelLoader (node 3): input model_name: '2x-Missing.pth' is not available on the server "
+        "(it has: 4x-UltraSharp.pth)."
+    ]
+    graph = load_graph(FIXTURES / "txt2img_subgraph.json")
+    graph["12:34"]["inputs"]["sampler_name"] = "heun"  # the legacy form [[...], {...}]
+    assert validate_graph(graph, fragment) == [
+        "KSampler (node 12:34): input sampler_name: 'heun' is not available on the server "
+        "(it has: euler, dpmpp_2m, uni_pc)."
+    ]
+
+
+def test_an_empty_choice_says_what_to_pick(fragment: dict[str, Any]) -> None:
+    assert validate_workflow(_detected("linked_prompt"), fragment) == [
+        "“Style LoRA” (LoraLoader, node 2) has no lora_name chosen; pick one of: ink.safetensors, film.safetensors."
+    ]
+    fragment = copy.deepcopy(fragment)
+    fragment["LoraLoader"]["input"]["required"]["lora_name"] = ["COMBO", {"options": []}]
+    assert validate_graph(load_graph(FIXTURES / "linked_prompt.json"), fragment) == [
+        "“Style LoRA” (LoraLoader, node 2) has no lora_name chosen; the server has none to pick from."
+    ]
+
+
+def test_a_list_the_server_fills_elsewhere_is_not_judged(fragment: dict[str, Any]) -> None:
+    graph = {"1": {"class_type": "LoadImageOutput", "inputs": {"image": "ComfyUI_00001_.png [output]"}}}
+    assert validate_graph(graph, fragment) == []  # ["COMBO", {"remote": ...}] has no options to compare with
+
+
+@pytest.mark.parametrize(
+    ("version", "ends"),
+    [("0.3.64", "than this server's 0.3.64."), (None, "than this server's version.")],
+)
+def test_a_missing_class_may_be_a_newer_core_node(fragment: dict[str, Any], version: str | None, ends: str) -> None:
+    info = {k: v for k, v in fragment.items() if not k.startswith(("TextEncodeAceStepAudio1.5", "EmptyAceStep1.5"))}
+    assert validate_graph(load_graph(FIXTURES / "ace_step_v15.json"), info, version) == [
+        f"Node 2 uses TextEncodeAceStepAudio1.5, which this server does not have: a custom node, or a core node "
+        f"of a newer ComfyUI {ends}",
+        f"Node 4 uses EmptyAceStep1.5LatentAudio, which this server does not have: a custom node, or a core node "
+        f"of a newer ComfyUI {ends}",
+    ]
+
+
+def test_windows_model_paths_match_the_servers_spelling(fragment: dict[str, Any]) -> None:
+    workflow = _detected("txt2img_subgraph")  # saved as SD1.5\dream.safetensors; the server lists SD1.5/...
+    assert validate_workflow(workflow, fragment) == []
+    kept = runnable(Catalog(workflows={"sub": workflow}), [fragment])
+    assert kept.workflows["sub"].graph["12:4"]["inputs"]["ckpt_name"] == "SD1.5/dream.safetensors"
+    assert workflow.graph["12:4"]["inputs"]["ckpt_name"] == "SD1.5\\dream.safetensors"  # the loaded one is kept
+    graph = copy.deepcopy(workflow.graph)
+    graph["12:4"]["inputs"]["ckpt_name"] = "SD1.5\\missing.safetensors"
+    assert validate_graph(graph, fragment) == [  # shown as written, not with doubled backslashes
+        "CheckpointLoaderSimple (node 12:4): input ckpt_name: 'SD1.5\\missing.safetensors' is not available on the "
+        "server (it has: SD1.5/dream.safetensors, ace_step_v1_3.5b.safetensors, ace_step_1.5_turbo_aio.safetensors)."
+    ]
+
+
+def test_runnable_names_the_version_and_skips_what_no_server_runs(fragment: dict[str, Any]) -> None:
+    info = {k: v for k, v in fragment.items() if k != "LoadVideo"}
+    kept = runnable(Catalog(workflows={"video": _detected("video")}), [info], ["0.3.64"])
+    assert kept.workflows == {}
+    assert kept.problems == [
+        "video.json: /video skipped: Node 1 uses LoadVideo, which this server does not have: a custom node, or a "
+        "core node of a newer ComfyUI than this server's 0.3.64. (and 1 more problem(s); run `python bot.py check`)"
+    ]
+
+
+def test_options_are_checked_against_the_inputs_they_fill(fragment: dict[str, Any], tmp_path: Path) -> None:
+    (tmp_path / "sub.json").write_text((FIXTURES / "txt2img_subgraph.json").read_text())
+    (tmp_path / "sub.toml").write_text(
+        '[params.sampler]\ntype = "choice"\nchoices = ["euler", "heun"]\ntarget = "12:34.sampler_name"\n'
+        '[params.steps]\ntype = "int"\nmax = 20000\ntarget = "12:34.steps"\n'
+        '[params.cfg]\ntype = "text"\ntarget = "12:34.cfg"\n'
+        '[params.model]\ntype = "choice"\nchoices_from = "CheckpointLoader.ckpt_name"\ntarget = "12:4.ckpt_name"\n'
+    )
+    assert validate_workflow(load_workflow(tmp_path / "sub.toml"), fragment) == [
+        "option sampler: 'heun' is not available for KSampler.sampler_name (node 12:34); the server has: euler, "
+        "dpmpp_2m, uni_pc.",
+        "option steps allows values below KSampler.steps (node 12:34)'s minimum 1; set min = 1.",
+        "option steps allows values above KSampler.steps (node 12:34)'s maximum 10000; set max = 10000.",
+        'option cfg is of type text, but KSampler.cfg (node 12:34) takes FLOAT; use type = "float".',
+        "option model: choices_from CheckpointLoader.ckpt_name is not a list of values on this server.",
+    ]
+
+
+def test_a_json_file_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    text = (FIXTURES / "upscale_only.json").read_text(encoding="utf-8")
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    (tmp_path / "bom.toml").write_bytes(b'\xef\xbb\xbf[params.photo]\ntype = "image"\ntarget = "1.image"\n')
+    assert load_graph(tmp_path / "bom.json")["1"]["class_type"] == "LoadImage"
+    assert load_workflow(tmp_path / "bom.toml").params[0].type is ParamType.IMAGE
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            b'{"1": {"class_type": "SaveImage",}}',
+            "bad.json: not valid JSON at line 1, column 34: Expecting property name enclosed in double quotes. "
+            "Export it again from ComfyUI (Workflow > Export (API)).",
+        ),
+        (b'{"1": "\xff"}', "bad.json: not UTF-8 text (byte 8 cannot be read); save it as UTF-8."),
+    ],
+)
+def test_unreadable_json_is_explained_for_an_admin(tmp_path: Path, content: bytes, message: str) -> None:
+    (tmp_path / "bad.json").write_bytes(content)
+    with pytest.raises(WorkflowError) as caught:
+        load_graph(tmp_path / "bad.json")
+    assert caught.value.user_message == message
+
+
+def test_long_file_names_make_distinct_readable_commands(tmp_path: Path) -> None:
+    text = (FIXTURES / "upscale_only.json").read_text()
+    for stem in ("upscale photos with the ultrasharp model 4x", "upscale photos with the ultrasharp model 2x", "image"):
+        (tmp_path / f"{stem}.json").write_text(text)
+    (tmp_path / "image.toml").write_text('[params.photo]\ntype = "image"\ntarget = "1.image"\n')
+    (tmp_path / "Image!.json").write_text(text)
+    catalog = load_catalog(tmp_path)
+    assert sorted(catalog.workflows) == [
+        "image",
+        "image-2",
+        "upscale-photos-with-the",
+        "upscale-photos-with-the-2",
+    ]
+    assert catalog.notes == [
+        "Image!.json: the command is /image-2 (/image is already taken); a binding file Image!.toml can choose "
+        "another name.",
+        "upscale photos with the ultrasharp model 2x.json: the command is /upscale-photos-with-the "
+        "(names are at most 32 characters); a binding file upscale photos with the ultrasharp model 2x.toml can "
+        "choose another name.",
+        "upscale photos with the ultrasharp model 4x.json: the command is /upscale-photos-with-the-2 "
+        "(names are at most 32 characters and /upscale-photos-with-the is already taken); a binding "
+        "file upscale photos with the ultrasharp model 4x.toml can choose another name.",
+    ]
+    assert catalog.problems == []
+
+
+async def test_input_options_reads_both_forms_from_the_server() -> None:
+    import aiohttp
+
+    from core.comfyui.client import ComfyClient
+    from tests.fakes.comfyui import FakeComfyUI
+
+    fake = FakeComfyUI(models={"upscale_models": ["4x-UltraSharp.pth"], "checkpoints": ["a.safetensors"]})
+    await fake.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            client = ComfyClient(session, fake.url)
+            assert await client.input_options("UpscaleModelLoader", "model_name") == ["4x-UltraSharp.pth"]  # COMBO
+            assert await client.input_options("CheckpointLoaderSimple", "ckpt_name") == ["a.safetensors"]  # legacy
+            assert await client.input_options("RIFE VFI", "ckpt_name") == []  # a class it lacks, name with a space
+    finally:
+        await fake.stop()

@@ -158,6 +158,7 @@ class ComfyClient:
 
     async def input_options(self, class_type: str, input_name: str) -> list[str]:
         """The values the server accepts for one combo input (e.g. its checkpoint files), [] if none."""
+        # Class names may hold spaces, "+" or "/" (custom nodes), so the name is quoted whole into the path.
         data = await self._get_json(f"/object_info/{quote(class_type, safe='')}", "GET /object_info")
         return parse_input_options(data, class_type, input_name, self.name)
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from core.comfyui.types import NodeErrorItem, NodeErrors, Prompt, PromptError, combo_options
+from core.comfyui import object_info
+from core.comfyui.object_info import combo_options
+from core.comfyui.types import NodeErrorItem, NodeErrors, Prompt, PromptError
 
 MAX_OPTIONS_SHOWN = 8
 MAX_MESSAGE = 1500
@@ -33,10 +35,7 @@ def missing_class(prompt: Prompt, node_id: str, class_type: str, version: str | 
     node = prompt.get(node_id, {})
     title = (node.get("_meta") or {}).get("title")
     label = f"{node_id} “{str(title)[:80]}”" if title and title != class_type else node_id
-    return (
-        f"Node {label} uses {class_type[:80]}, which this server does not have: a custom node, "
-        f"or a core node of a newer ComfyUI than this server's {version or '(unknown version)'}."
-    )
+    return object_info.missing_class(label, class_type[:80], version)
 
 
 def describe_rejection(

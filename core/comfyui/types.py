@@ -12,6 +12,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, NoReturn, NotRequired, TypedDict
 
+from core.comfyui.object_info import listed_options
 from core.errors import UnreadableAnswer
 
 # An API-format workflow: {node_id: {"class_type", "inputs", "_meta"?}}
@@ -352,17 +353,6 @@ def parse_system_stats(data: Any, server: str) -> str | None:
     return None if version is None else check.text(version, "system.comfyui_version")[:MAX_VERSION]
 
 
-def combo_options(spec: Any) -> list[Any] | None:
-    """The allowed values of an input spec in either form, `[[...], {...}]` or `["COMBO", {"options": [...]}]`."""
-    if not isinstance(spec, list) or not spec:
-        return None
-    if isinstance(spec[0], list):
-        return spec[0]
-    if spec[0] == "COMBO" and len(spec) > 1 and isinstance(spec[1], dict) and isinstance(spec[1].get("options"), list):
-        return spec[1]["options"]
-    return None
-
-
 def parse_input_options(data: Any, class_type: str, input_name: str, server: str) -> list[str]:
     """Check GET /object_info/{class}: the values one combo input accepts, [] when it has none."""
     check = _Check(server, "GET /object_info")
@@ -372,7 +362,7 @@ def parse_input_options(data: Any, class_type: str, input_name: str, server: str
         spec = check.obj(inputs.get(section), f"{class_type}.input.{section}", missing_ok=True).get(input_name)
         if spec is None:
             continue
-        options = combo_options(check.arr(spec, f"{class_type}.input.{section}.{input_name}"))
+        options = listed_options(check.arr(spec, f"{class_type}.input.{section}.{input_name}"))
         if options is None:
             return []
         for value in options:

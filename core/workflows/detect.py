@@ -49,7 +49,23 @@ ENCODERS: dict[str, tuple[str, ...]] = {
     "TextEncodeQwenImageEditPlus": ("prompt",),
     "PhotoMakerEncode": ("text",),
 }
-ACE_ENCODER = "TextEncodeAceStepAudio"
+# ACE-Step 1.0 and 1.5 encoders: tags and lyrics, and for 1.5 also the song's seed, tempo, length and key.
+ACE_ENCODERS = ("TextEncodeAceStepAudio", "TextEncodeAceStepAudio1.5")
+ACE15_NUMBERS = {"bpm": ("Tempo in beats per minute", 10, 300)}
+ACE15_CHOICES = {
+    "timesignature": "Beats per bar (time signature)",
+    "language": "Language of the lyrics",
+    "keyscale": "Key and scale (e.g. C major)",
+}
+# Loaders whose input is a file in ComfyUI's input folder: the member attaches one, the bot uploads it.
+UPLOAD_LOADERS: dict[str, tuple[str, ParamType]] = {
+    "LoadImage": ("image", ParamType.IMAGE),
+    "LoadImageMask": ("image", ParamType.IMAGE),
+    "LoadAudio": ("audio", ParamType.AUDIO),
+    "LoadVideo": ("file", ParamType.VIDEO),
+    "VHS_LoadVideo": ("video", ParamType.VIDEO),
+    "VHS_LoadAudioUpload": ("audio", ParamType.AUDIO),
+}
 # Its output no longer depends on the text, so an encoder reached only through it needs no option.
 ZERO_OUT = "ConditioningZeroOut"
 # Link inputs that carry conditioning on nodes without positive/negative inputs (FluxGuidance, Combine, ...).
@@ -79,12 +95,15 @@ def detect_params(graph: Prompt) -> tuple[Param, ...]:
 
     params: list[Param] = []
     params += _prompt_params(graph, positive)
+    params += _file_params(graph)
     taken = {t for p in params for t in p.targets}
     params += _negative_params(graph, negative, taken)
-    seeds = _dedupe(t for s in samplers for t in _seed_targets(graph, s))
+    ace15 = [e for e in positive if graph[e]["class_type"] == ACE_ENCODERS[1]]
+    seeds = _dedupe([*(t for s in samplers for t in _seed_targets(graph, s)), *_inputs(graph, ace15, "seed", _is_int)])
     if seeds:
         params.append(Param("seed", ParamType.SEED, SEED_DESCRIPTION, tuple(seeds)))
-    params += _latent_params(graph, samplers)
+    params += _latent_params(graph, samplers, _inputs(graph, ace15, "duration", _is_number))
+    params += _ace15_params(graph, ace15)
     params.sort(key=lambda p: not p.required)  # Discord wants required options first
     return tuple(params)
 
@@ -163,7 +182,7 @@ def _dedupe(items: Iterable[T]) -> list[T]:
 def _encoder_inputs(node: dict[str, Any]) -> tuple[str, ...] | None:
     """The prompt inputs of a text encoder node, or None when the node is not one."""
     cls, inputs = node["class_type"], node.get("inputs", {})
-    if cls == ACE_ENCODER:
+    if cls in ACE_ENCODERS:
         return ("tags", "lyrics")
     if cls in ENCODERS:
         return ENCODERS[cls]
@@ -261,6 +280,11 @@ def _seed_targets(graph: Prompt, sampler_id: str) -> list[Target]:
     return []
 
 
+def _inputs(graph: Prompt, nodes: Iterable[str], name: str, accept: Any) -> list[Target]:
+    """The `name` input of each node (or the primitive it links to) whose value passes `accept`."""
+    return _dedupe(t for t in (_literal(graph, n, name, accept) for n in nodes) if t is not None)
+
+
 def _latent_source(graph: Prompt, sampler_id: str) -> str | None:
     """The node that sets the sampler's latent size or length, found through size-preserving latent nodes."""
     node_id = _link(graph, graph[sampler_id].get("inputs", {}).get("latent_image"))
@@ -271,7 +295,9 @@ def _latent_source(graph: Prompt, sampler_id: str) -> str | None:
         inputs = node.get("inputs", {})
         if _is_sampler(node):
             return None  # a second pass: its size is the first sampler's
-        if (_is_int(inputs.get("width")) and _is_int(inputs.get("height"))) or _is_number(inputs.get("seconds")):
+        if _is_int(inputs.get("width")) and _is_int(inputs.get("height")):
+            return node_id
+        if _literal(graph, node_id, "seconds", _is_number):  # ACE-Step's length, often from a primitive node
             return node_id
         node_id = next((_link(graph, inputs[n]) for n in LATENT_INPUTS if _link(graph, inputs.get(n))), None)
     return None
@@ -296,7 +322,7 @@ def _after_a_sampler(graph: Prompt, node_id: str) -> bool:
 
 def _prompt_params(graph: Prompt, encoders: list[str]) -> list[Param]:
     params: list[Param] = []
-    texts = _texts(graph, (e for e in encoders if graph[e]["class_type"] != ACE_ENCODER))
+    texts = _texts(graph, (e for e in encoders if graph[e]["class_type"] not in ACE_ENCODERS))
     if texts:
         params.append(
             Param(
@@ -308,7 +334,7 @@ def _prompt_params(graph: Prompt, encoders: list[str]) -> list[Param]:
                 max_length=PROMPT_LENGTH,
             )
         )
-    ace = [e for e in encoders if graph[e]["class_type"] == ACE_ENCODER]
+    ace = [e for e in encoders if graph[e]["class_type"] in ACE_ENCODERS]
     tags = _texts(graph, ace, ("tags",))
     if tags:
         description = "Style tags, comma separated (e.g. lofi, jazz, mellow piano, 80 bpm)"
@@ -332,13 +358,14 @@ def _prompt_params(graph: Prompt, encoders: list[str]) -> list[Param]:
 
 def _negative_params(graph: Prompt, encoders: list[str], taken: set[Target]) -> list[Param]:
     params: list[Param] = []
-    texts = [t for t in _texts(graph, (e for e in encoders if graph[e]["class_type"] != ACE_ENCODER)) if t not in taken]
+    plain = [e for e in encoders if graph[e]["class_type"] not in ACE_ENCODERS]
+    texts = [t for t in _texts(graph, plain) if t not in taken]
     if texts:
         limit = _text_limit(PROMPT_LENGTH, _current(graph, texts[0]))
         description = "What the result should avoid (the negative prompt)"
         params.append(Param("negative", ParamType.TEXT, description, tuple(texts), max_length=limit))
     # A negative ACE-Step encoder's tags steer away from a style; its lyrics mean nothing, so only tags.
-    ace = [e for e in encoders if graph[e]["class_type"] == ACE_ENCODER]
+    ace = [e for e in encoders if graph[e]["class_type"] in ACE_ENCODERS]
     tags = [t for t in _texts(graph, ace, ("tags",)) if t not in taken]
     if tags:
         limit = _text_limit(PROMPT_LENGTH, _current(graph, tags[0]))
@@ -347,7 +374,47 @@ def _negative_params(graph: Prompt, encoders: list[str], taken: set[Target]) -> 
     return params
 
 
-def _latent_params(graph: Prompt, samplers: list[str]) -> list[Param]:
+def _file_params(graph: Prompt) -> list[Param]:
+    """One attachment option per loader of an uploaded file: image, image_2, audio, video, ..."""
+    params: list[Param] = []
+    for node_id, node in graph.items():
+        found = UPLOAD_LOADERS.get(node["class_type"])
+        if found is None or not isinstance(node.get("inputs", {}).get(found[0]), str):
+            continue
+        name, kind = found[1].value, found[1]
+        count = sum(p.type is kind for p in params)
+        title = (node.get("_meta") or {}).get("title")
+        description = f"The {kind.value} file to use" + (f" ({title})" if title and title != node["class_type"] else "")
+        params.append(
+            Param(
+                name if not count else f"{name}_{count + 1}",
+                kind,
+                description[: MAX_DESCRIPTION - 1] + "…" if len(description) > MAX_DESCRIPTION else description,
+                (Target(node_id, found[0]),),
+                required=True,  # the exported file is the admin's own and is rarely on the server as well
+            )
+        )
+    return params
+
+
+def _ace15_params(graph: Prompt, encoders: list[str]) -> list[Param]:
+    """ACE-Step 1.5's tempo and its lists (time signature, language, key), from the server's own lists."""
+    params: list[Param] = []
+    for name, (description, usual_low, usual_high) in ACE15_NUMBERS.items():
+        targets = _inputs(graph, encoders, name, _is_int)
+        if targets:
+            values = [graph[t.node_id]["inputs"][t.input] for t in targets]
+            low, high = min([usual_low, *values]), max([usual_high, *values])
+            params.append(Param(name, ParamType.INT, description, tuple(targets), min=low, max=high))
+    for name, description in ACE15_CHOICES.items():
+        targets = _inputs(graph, encoders, name, lambda v: isinstance(v, str) and v != "")
+        if targets:
+            source = f"{ACE_ENCODERS[1]}.{name}"
+            params.append(Param(name, ParamType.CHOICE, description, tuple(targets), choices_from=source))
+    return params
+
+
+def _latent_params(graph: Prompt, samplers: list[str], durations: list[Target] | None = None) -> list[Param]:
     sources = _dedupe(n for n in (_latent_source(graph, s) for s in samplers) if n is not None)
     sources = [n for n in sources if not _after_a_sampler(graph, n)]
     sized = [n for n in sources if _is_int(graph[n]["inputs"].get("width"))]
@@ -359,10 +426,12 @@ def _latent_params(graph: Prompt, samplers: list[str]) -> list[Param]:
             low, high, step = _size_bounds([graph[n]["inputs"][axis] for n in sized])
             description = f"{axis.capitalize()} in pixels"
             params.append(Param(axis, ParamType.INT, description, targets, min=low, max=high, step=step))
-    if timed:
-        values = [graph[n]["inputs"]["seconds"] for n in timed]
+    # ACE-Step 1.5's encoder is told the length too; one option sets it there and on the latent.
+    timed_targets: list[Target] = _dedupe([*_inputs(graph, timed, "seconds", _is_number), *(durations or ())])
+    if timed_targets:
+        values = [graph[t.node_id]["inputs"][t.input] for t in timed_targets]
         low, high = min([DURATION_MIN, *values]), max([DURATION_MAX, *values])
-        targets = tuple(Target(n, "seconds") for n in timed)
+        targets = tuple(timed_targets)
         params.append(Param("duration", ParamType.FLOAT, "Length in seconds", targets, min=low, max=high))
     return params
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import tomllib
@@ -15,6 +16,7 @@ from core.errors import WorkflowError
 from core.workflows.detect import detect_params
 from core.workflows.model import (
     MAX_DESCRIPTION,
+    MAX_NAME,
     MAX_OPTIONS,
     MAX_TEXT_LENGTH,
     NAME_RE,
@@ -31,6 +33,7 @@ class Catalog:
 
     workflows: dict[str, Workflow] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # worth telling the admin, but nothing was skipped
 
 
 def load_catalog(folder: Path) -> Catalog:
@@ -51,12 +54,17 @@ def load_catalog(folder: Path) -> Catalog:
             continue
         used_graphs.add(workflow.source.resolve())
         found.append(workflow)
+    taken = {w.name for w in found}
     for graph_path in sorted(folder.glob("*.json")):
         if graph_path.resolve() not in used_graphs:
             try:
-                found.append(detect_workflow(graph_path))
+                workflow = detect_workflow(graph_path)
             except WorkflowError as exc:
                 catalog.problems.append(exc.user_message)
+                continue
+            workflow = _unique_name(workflow, taken, catalog.notes)
+            taken.add(workflow.name)
+            found.append(workflow)
     for workflow in found:
         where = (workflow.binding or workflow.source).name
         if workflow.name in catalog.workflows:
@@ -78,18 +86,51 @@ def detect_workflow(graph_path: Path) -> Workflow:
             f"{graph_path.name}: no prompt, seed or size inputs were found to make options of; "
             f"add a binding file {graph_path.stem}.toml that names them."
         )
-    name = re.sub(r"[^-_\w]+", "-", graph_path.stem.lower()).strip("-")[:32] or "workflow"
+    name = command_name(graph_path.stem)
     description = f"Run the {graph_path.stem} workflow"[: MAX_DESCRIPTION - 30] + " (options detected automatically)"
     return Workflow(name, description, graph, params, graph_path)
+
+
+def command_name(stem: str) -> str:
+    """A valid command name for a file name: lowercase, `-` for other characters, cut at a word boundary."""
+    name = _slug(stem)
+    if len(name) > MAX_NAME:
+        cut = max(name.rfind("-", 0, MAX_NAME + 1), name.rfind("_", 0, MAX_NAME + 1))
+        # Cut before the word that does not fit, unless that throws away more than half of the name.
+        name = (name[:cut] if cut >= MAX_NAME // 2 else name[:MAX_NAME]).rstrip("-_")
+    return name
+
+
+def _slug(stem: str) -> str:
+    return re.sub(r"[^-_\w]+", "-", stem.lower()).strip("-_") or "workflow"
+
+
+def _unique_name(workflow: Workflow, taken: set[str], notes: list[str]) -> Workflow:
+    """A detected command whose name is taken gets the first free `-2`, `-3`, ... suffix (files are sorted)."""
+    name, number = workflow.name, 2
+    while name in taken:
+        name = f"{workflow.name[: MAX_NAME - len(str(number)) - 1].rstrip('-_')}-{number}"
+        number += 1
+    why = []
+    if workflow.name != _slug(workflow.source.stem):
+        why.append(f"names are at most {MAX_NAME} characters")
+    if name != workflow.name:
+        why.append(f"/{workflow.name} is already taken")
+    if why:
+        notes.append(
+            f"{workflow.source.name}: the command is /{name} ({' and '.join(why)}); "
+            f"a binding file {workflow.source.stem}.toml can choose another name."
+        )
+    return workflow if name == workflow.name else dataclasses.replace(workflow, name=name)
 
 
 def load_workflow(binding_path: Path) -> Workflow:
     """Load one binding file and the graph it names; WorkflowError says what to fix."""
     where = binding_path.name
     try:
-        binding = tomllib.loads(binding_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise WorkflowError(f"{where}: cannot read the binding file: {exc}") from exc
+        binding = tomllib.loads(_read_text(binding_path))
+    except tomllib.TOMLDecodeError as exc:
+        raise WorkflowError(f"{where}: not valid TOML ({exc}).") from exc
     graph_path = binding_path.with_name(str(binding.get("workflow") or f"{binding_path.stem}.json"))
     graph = load_graph(graph_path)
 
@@ -111,12 +152,16 @@ def load_workflow(binding_path: Path) -> Workflow:
 
 def load_graph(path: Path) -> Prompt:
     """Read an API-format workflow; a UI-format export is refused with the fix."""
+    text = _read_text(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise WorkflowError(f"{path.name}: file not found.") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise WorkflowError(f"{path.name}: not valid JSON ({exc}).") from exc
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise WorkflowError(
+            f"{path.name}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}. "
+            "Export it again from ComfyUI (Workflow > Export (API))."
+        ) from None
+    except RecursionError:
+        raise WorkflowError(f"{path.name}: not a workflow (nested too deeply).") from None
     if isinstance(data, dict) and "nodes" in data and "links" in data:
         raise WorkflowError(
             f"{path.name}: this is the editor (UI) format. In ComfyUI open the workflow and use "
@@ -133,6 +178,20 @@ def load_graph(path: Path) -> Prompt:
             raise WorkflowError(f"{path.name}: node {node_id} has malformed inputs.")
         node.setdefault("inputs", {})
     return data
+
+
+def _read_text(path: Path) -> str:
+    """A text file as UTF-8, with or without the byte order mark some Windows editors write."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise WorkflowError(f"{path.name}: file not found.") from None
+    except UnicodeDecodeError as exc:
+        raise WorkflowError(
+            f"{path.name}: not UTF-8 text (byte {exc.start + 1} cannot be read); save it as UTF-8."
+        ) from None
+    except OSError as exc:
+        raise WorkflowError(f"{path.name}: cannot be read ({exc.strerror or exc}).") from None
 
 
 def _parse_param(name: str, spec: Any, graph: Prompt, where: str) -> Param:
@@ -161,7 +220,7 @@ def _parse_param(name: str, spec: Any, graph: Prompt, where: str) -> Param:
                 f'{here}: a choice needs either choices = ["a", "b"] or choices_from = "Class.input" '
                 '(e.g. "CheckpointLoaderSimple.ckpt_name").'
             )
-        if choices_from is not None and not re.fullmatch(r"[^.\s]+\.\w+", str(choices_from)):
+        if choices_from is not None and not re.fullmatch(r"\S.*\.\w+", str(choices_from)):
             raise WorkflowError(f'{here}: choices_from must look like "CheckpointLoaderSimple.ckpt_name".')
     elif choices or choices_from:
         raise WorkflowError(f'{here}: choices only apply to type = "choice".')

@@ -8,14 +8,17 @@ import math
 import random
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from core.comfyui.node_errors import list_options
+from core.comfyui.object_info import match_option, quoted
 from core.comfyui.types import Prompt
 from core.errors import InvalidInput
 
 # Discord's rules for command and option names, descriptions and counts.
+MAX_NAME = 32
 NAME_RE = re.compile(r"^[-_\w]{1,32}$")
 MAX_DESCRIPTION = 100
 MAX_OPTIONS = 25
@@ -24,6 +27,7 @@ MAX_TEXT_LENGTH = 6000  # Discord's cap for a string option
 MAX_SEED = 2**53 - 1
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
 AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a")
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v")
 MAX_UPLOAD_BYTES = 50 * 2**20  # ComfyUI accepts 100 MB bodies by default; Discord attachments are smaller anyway
 
 
@@ -37,14 +41,20 @@ class ParamType(enum.StrEnum):
     CHOICE = "choice"
     IMAGE = "image"  # an attachment, uploaded to the server that runs the job
     AUDIO = "audio"
+    VIDEO = "video"
+
+
+# Options that take an attached file; each is uploaded with POST /upload/image, which stores any file type.
+FILE_TYPES = frozenset({ParamType.IMAGE, ParamType.AUDIO, ParamType.VIDEO})
+EXTENSIONS = {ParamType.IMAGE: IMAGE_EXTENSIONS, ParamType.AUDIO: AUDIO_EXTENSIONS, ParamType.VIDEO: VIDEO_EXTENSIONS}
 
 
 @dataclass(frozen=True, slots=True)
 class InputFile:
-    """A file a member attached for an image/audio parameter, before it is uploaded to ComfyUI."""
+    """A file a member attached for an image/audio/video parameter, before it is uploaded to ComfyUI."""
 
     filename: str
-    data: bytes
+    data: bytes = field(repr=False)  # megabytes: never in a log line or a test report
 
     def __str__(self) -> str:
         return self.filename
@@ -81,7 +91,7 @@ class Param:
     def coerce(self, raw: Any) -> Any:
         """Check and convert one value given by a member or on the command line."""
         if self.type in (ParamType.TEXT, ParamType.MULTILINE):
-            text = str(raw).strip()
+            text = _text(self.name, raw).strip()
             if not text:
                 raise InvalidInput(f"{self.name} must not be empty.")
             if self.max_length is not None and len(text) > self.max_length:
@@ -95,13 +105,15 @@ class Param:
                 return True
             if lowered in ("false", "no", "0", "off"):
                 return False
-            raise InvalidInput(f"{self.name} must be true or false (got {raw!r}).")
+            raise InvalidInput(f"{self.name} must be true or false (got {quoted(raw)}).")
         if self.type is ParamType.CHOICE:
-            value = str(raw).strip()
+            value = _text(self.name, raw).strip()
             if self.choices and value not in self.choices:
-                raise InvalidInput(f"{self.name} must be one of: {', '.join(self.choices)} (got {value!r}).")
+                raise InvalidInput(f"{self.name} must be one of: {', '.join(self.choices)} (got {quoted(value)}).")
+            if not value:
+                raise InvalidInput(f"{self.name} must not be empty.")
             return value
-        if self.type in (ParamType.IMAGE, ParamType.AUDIO):
+        if self.type in FILE_TYPES:
             return self._coerce_file(raw)
         return self._coerce_number(raw)
 
@@ -109,10 +121,13 @@ class Param:
         # Only an attached file: when none is given, the workflow's own input file is used as exported.
         if not isinstance(raw, InputFile):
             raise InvalidInput(f"{self.name} must be an attached file.")
-        extensions = IMAGE_EXTENSIONS if self.type is ParamType.IMAGE else AUDIO_EXTENSIONS
+        extensions = EXTENSIONS[self.type]
         if PurePosixPath(raw.filename).suffix.lower() not in extensions:
             kinds = ", ".join(e.lstrip(".") for e in extensions)
-            raise InvalidInput(f"{self.name} must be an {self.type.value} file ({kinds}); got {raw.filename!r}.")
+            article = "an" if self.type.value[0] in "aeiou" else "a"
+            raise InvalidInput(
+                f"{self.name} must be {article} {self.type.value} file ({kinds}); got {quoted(raw.filename)}."
+            )
         if len(raw.data) > MAX_UPLOAD_BYTES:
             raise InvalidInput(f"{self.name} is larger than {MAX_UPLOAD_BYTES // 2**20} MB.")
         return raw
@@ -127,7 +142,7 @@ class Param:
                 raise ValueError
         except (TypeError, ValueError, OverflowError):
             kind = "a whole number" if whole else "a number"
-            raise InvalidInput(f"{self.name} must be {kind} (got {raw!r}).") from None
+            raise InvalidInput(f"{self.name} must be {kind} (got {quoted(raw)}).") from None
         low = 0 if self.type is ParamType.SEED else self.min
         high = MAX_SEED if self.type is ParamType.SEED else self.max
         if (low is not None and value < low) or (high is not None and value > high):
@@ -136,11 +151,34 @@ class Param:
             raise InvalidInput(f"{self.name} must be a multiple of {_num(self.step)} (got {_num(value)}).")
         return value
 
+    def offered_value(self, value: Any, offered: list[str]) -> str:
+        """The server's own spelling of a `choices_from` value; InvalidInput naming what it has otherwise."""
+        found = match_option(value, offered)
+        if found is None:
+            raise InvalidInput(
+                f"{self.name}: {quoted(value)} is not available on the server. "
+                f"It has: {list_options(offered) or 'none'}."
+            )
+        return found
+
+
+def _text(name: str, raw: Any) -> str:
+    text = str(raw)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates, e.g. undecodable bytes of a command-line argument
+        raise InvalidInput(f"{name} contains characters that are not text (is the file or terminal UTF-8?).") from None
+    return text
+
 
 def _num(value: float | None) -> str:
     if value is None:
         return "any"
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+    if abs(value) >= 10**30:  # never through str() or float(): a huge whole number raises in both
+        return "a huge number" if value > 0 else "a huge negative number"
+    if isinstance(value, int):
+        return str(value)
+    return str(int(value)) if value.is_integer() else f"{value:g}"
 
 
 @dataclass(frozen=True, slots=True)

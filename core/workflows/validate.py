@@ -1,32 +1,58 @@
-"""Check a workflow graph against a server's /object_info: classes, inputs, links, ranges, files."""
+"""Check a workflow against a server's /object_info: classes, inputs, links, types, ranges, files, bindings."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any
 
 from core.comfyui.node_errors import list_options, node_label
+from core.comfyui.object_info import (
+    combo_options,
+    declared_inputs,
+    input_config,
+    input_kind,
+    input_spec,
+    match_option,
+    missing_class,
+    quoted,
+)
 from core.comfyui.types import Prompt
 from core.workflows.loader import Catalog
+from core.workflows.model import FILE_TYPES, MAX_SEED, Param, ParamType, Target, Workflow
 
 # Inputs the editor writes into API exports that no node declares (e.g. LoadImage's upload button).
 EDITOR_ONLY_INPUTS = frozenset({"upload", "audioUI", "control_after_generate"})
+# Which parameter types may fill an input of each declared type.
+FITTING_TYPES: dict[str, frozenset[ParamType]] = {
+    "COMBO": frozenset({ParamType.CHOICE, *FILE_TYPES}),
+    "INT": frozenset({ParamType.INT, ParamType.SEED}),
+    "FLOAT": frozenset({ParamType.INT, ParamType.FLOAT, ParamType.SEED}),
+    "STRING": frozenset({ParamType.TEXT, ParamType.MULTILINE, ParamType.CHOICE}),
+    "BOOLEAN": frozenset({ParamType.BOOL}),
+}
+SUGGESTED_TYPE = {"COMBO": "choice", "INT": "int", "FLOAT": "float", "STRING": "text", "BOOLEAN": "bool"}
 
 
-def validate_graph(graph: Prompt, object_info: dict[str, Any]) -> list[str]:
-    """Everything in `graph` this server would refuse, one readable line each (empty when all is well)."""
+def validate_graph(
+    graph: Prompt, object_info: dict[str, Any], version: str | None = None, *, replaced: frozenset[Target] = frozenset()
+) -> list[str]:
+    """Everything in `graph` this server would refuse, one readable line each (empty when all is well).
+
+    `version` is the server's ComfyUI version (from /system_stats), named when a class is missing; inputs in
+    `replaced` are always set by a required option, so the exported value there is not checked.
+    """
     problems: list[str] = []
     for node_id, node in graph.items():
         label = node_label(graph, node_id)
         info = object_info.get(node["class_type"])
-        if info is None:
-            problems.append(
-                f"{label}: class {node['class_type']} is not installed on the server (a missing custom node?)."
-            )
+        if not isinstance(info, dict):
+            problems.append(missing_class(_short_label(graph, node_id), node["class_type"], version))
             continue
-        spec = info.get("input", {})
-        declared = {**spec.get("optional", {}), **spec.get("hidden", {}), **spec.get("required", {})}
-        for name in spec.get("required", {}):
+        declared, required = declared_inputs(info)
+        for name in required:
             if name not in node["inputs"]:
                 problems.append(f"{label}: required input {name} is missing.")
         for name, value in node["inputs"].items():
@@ -34,47 +60,159 @@ def validate_graph(graph: Prompt, object_info: dict[str, Any]) -> list[str]:
                 if name not in EDITOR_ONLY_INPUTS:
                     problems.append(f"{label}: the server's {node['class_type']} has no input {name}.")
                 continue
-            problem = _check_value(graph, name, value, declared[name])
+            if Target(node_id, name) in replaced and not _is_link(value):
+                continue
+            problem = _check_value(graph, label, name, value, declared[name])
             if problem:
-                problems.append(f"{label}: input {name}: {problem}")
+                problems.append(problem)
     return problems
 
 
-def _check_value(graph: Prompt, name: str, value: Any, config: Any) -> str | None:
-    if isinstance(value, list):
-        if len(value) != 2:
-            return "a link must be [node id, output index]."
-        if str(value[0]) not in graph:
-            return f"links to node {value[0]}, which is not in the workflow."
-        return None
-    if not isinstance(config, list) or not config or not isinstance(config[0], (str, list)):
-        return None
-    kind, options = config[0], (config[1] if len(config) > 1 and isinstance(config[1], dict) else {})
-    if isinstance(kind, list):
-        allowed = [str(v) for v in kind]
-        if str(value) in allowed:
-            return None
-        if not allowed:
-            return f"{value!r} is not available on the server (it has none)."
-        return f"{value!r} is not available on the server (it has: {list_options(allowed)})."
-    if kind in ("INT", "FLOAT") and isinstance(value, (int, float)) and not isinstance(value, bool):
-        low, high = options.get("min"), options.get("max")
-        if low is not None and value < low:
-            return f"{value} is below the minimum {low}."
-        if high is not None and value > high:
-            return f"{value} is above the maximum {high}."
-    return None
+def validate_workflow(workflow: Workflow, object_info: dict[str, Any], version: str | None = None) -> list[str]:
+    """The graph's problems on this server, then those of the command's options against the inputs they set."""
+    replaced = frozenset(t for p in workflow.params if p.required for t in p.targets)
+    problems = validate_graph(workflow.graph, object_info, version, replaced=replaced)
+    for param in workflow.params:
+        problems += _param_problems(workflow, param, object_info)
+    return problems
 
 
-def runnable(catalog: Catalog, object_infos: Sequence[dict[str, Any]]) -> Catalog:
-    """Keep the workflows at least one server can run; the others become problems naming why."""
-    kept = Catalog(problems=list(catalog.problems))
+def adapt_graph(graph: Prompt, object_info: dict[str, Any]) -> Prompt:
+    """The graph with each listed value spelled as the server lists it (`sdxl\\a.safetensors` -> `sdxl/a...`)."""
+    adapted = graph
+    for node_id, node in graph.items():
+        for name, value in node["inputs"].items():
+            options = combo_options(input_spec(object_info, node["class_type"], name))
+            if not isinstance(value, str) or options is None or value in options:
+                continue
+            spelled = match_option(value, options)
+            if spelled is not None:
+                if adapted is graph:
+                    adapted = copy.deepcopy(graph)
+                adapted[node_id]["inputs"][name] = spelled
+    return adapted
+
+
+def runnable(
+    catalog: Catalog, object_infos: Sequence[dict[str, Any]], versions: Sequence[str | None] | None = None
+) -> Catalog:
+    """Keep the workflows at least one server can run; the others become problems naming why.
+
+    A kept workflow's model names are spelled as the first server that can run it lists them, so an export
+    made on Windows (`sdxl\\model.safetensors`) runs on a Linux server (`sdxl/model.safetensors`) and back.
+    """
+    named = list(versions or [])
+    named += [None] * (len(object_infos) - len(named))
+    kept = Catalog(problems=list(catalog.problems), notes=list(catalog.notes))
     for name, workflow in catalog.workflows.items():
-        findings = [validate_graph(workflow.graph, info) for info in object_infos]
-        if not findings or any(not found for found in findings):
-            kept.workflows[name] = workflow
+        findings = [validate_workflow(workflow, info, named[i]) for i, info in enumerate(object_infos)]
+        usable = next((object_infos[i] for i, found in enumerate(findings) if not found), None)
+        if not findings or usable is not None:
+            graph = workflow.graph if usable is None else adapt_graph(workflow.graph, usable)
+            kept.workflows[name] = workflow if graph is workflow.graph else dataclasses.replace(workflow, graph=graph)
             continue
         first, *rest = min(findings, key=len)
         more = f" (and {len(rest)} more problem(s); run `python bot.py check`)" if rest else ""
         kept.problems.append(f"{workflow.source.name}: /{name} skipped: {first}{more}")
     return kept
+
+
+def _short_label(graph: Prompt, node_id: str) -> str:
+    title = (graph[node_id].get("_meta") or {}).get("title")
+    return f"{node_id} “{title}”" if title and title != graph[node_id]["class_type"] else node_id
+
+
+def _is_link(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[1], int) and not isinstance(value[1], bool)
+
+
+def _check_value(graph: Prompt, label: str, name: str, value: Any, spec: Any) -> str | None:
+    here = f"{label}: input {name}:"
+    if isinstance(value, list) and not (input_config(spec).get("multiselect") and not _is_link(value)):
+        if not _is_link(value):
+            return f"{here} a link must be [node id, output index]."
+        if str(value[0]) not in graph:
+            return f"{here} links to node {value[0]}, which is not in the workflow."
+        return None
+    kind = input_kind(spec)
+    if kind == "COMBO":
+        return _check_choice(label, name, value, combo_options(spec))
+    if kind in ("INT", "FLOAT"):
+        return _check_number(here, kind, value, input_config(spec))
+    return None
+
+
+def _check_choice(label: str, name: str, value: Any, options: list[str] | None) -> str | None:
+    if options is None:  # filled by the editor from another route: nothing to compare with
+        return None
+    values = value if isinstance(value, list) else [value]
+    if not values or any(v is None or v == "" for v in values):
+        pick = f"pick one of: {list_options(options)}" if options else "the server has none to pick from"
+        return f"{label} has no {name} chosen; {pick}."
+    for one in values:
+        if match_option(one, options) is None:
+            has = f"it has: {list_options(options)}" if options else "it has none"
+            return f"{label}: input {name}: {quoted(one)} is not available on the server ({has})."
+    return None
+
+
+def _check_number(here: str, kind: str, value: Any, config: dict[str, Any]) -> str | None:
+    # ComfyUI converts with int()/float() before comparing, so "5" passes and "many" does not.
+    try:
+        number = int(value) if kind == "INT" else float(value)
+    except (TypeError, ValueError, OverflowError):
+        return f"{here} {quoted(value)} is not {'a whole number' if kind == 'INT' else 'a number'}."
+    if not math.isfinite(number):
+        return f"{here} {quoted(value)} is not a finite number."
+    low, high = config.get("min"), config.get("max")
+    if isinstance(low, (int, float)) and number < low:
+        return f"{here} {value} is below the minimum {low}."
+    if isinstance(high, (int, float)) and number > high:
+        return f"{here} {value} is above the maximum {high}."
+    return None
+
+
+def _param_problems(workflow: Workflow, param: Param, object_info: dict[str, Any]) -> list[str]:
+    """What makes an option unable to fill its inputs on this server: wrong type, too wide a range, bad choices."""
+    problems: list[str] = []
+    here = f"option {param.name}"
+    if param.choices_from:
+        class_type, input_name = param.choices_from.rsplit(".", 1)
+        if combo_options(input_spec(object_info, class_type, input_name)) is None:
+            problems.append(f"{here}: choices_from {param.choices_from} is not a list of values on this server.")
+    for target in param.targets:
+        node = workflow.graph.get(target.node_id)
+        spec = input_spec(object_info, node["class_type"], target.input) if node else None
+        kind = input_kind(spec)
+        if node is None or kind not in FITTING_TYPES:
+            continue  # a missing class or input is reported by the graph check
+        where = f"{node['class_type']}.{target.input} (node {target.node_id})"
+        if param.type not in FITTING_TYPES[kind]:
+            fix = SUGGESTED_TYPE[kind]
+            problems.append(f'{here} is of type {param.type.value}, but {where} takes {kind}; use type = "{fix}".')
+            continue
+        if kind == "COMBO" and param.choices:
+            options = combo_options(spec)
+            wrong = [c for c in param.choices if options is not None and c not in options]
+            if wrong:
+                spelled = [match_option(c, options or []) for c in wrong]
+                hint = f" (the server writes it {quoted(spelled[0])})" if spelled[0] else ""
+                has = list_options(options or []) or "none"
+                problems.append(
+                    f"{here}: {quoted(wrong[0])}{hint} is not available for {where}; the server has: {has}."
+                )
+        if kind in ("INT", "FLOAT"):
+            problems += _range_problems(here, where, param, input_config(spec))
+    return problems
+
+
+def _range_problems(here: str, where: str, param: Param, config: dict[str, Any]) -> list[str]:
+    low = 0 if param.type is ParamType.SEED else param.min
+    high = MAX_SEED if param.type is ParamType.SEED else param.max
+    problems: list[str] = []
+    server_low, server_high = config.get("min"), config.get("max")
+    if isinstance(server_low, (int, float)) and (low is None or low < server_low):
+        problems.append(f"{here} allows values below {where}'s minimum {server_low}; set min = {server_low}.")
+    if isinstance(server_high, (int, float)) and (high is None or high > server_high):
+        problems.append(f"{here} allows values above {where}'s maximum {server_high}; set max = {server_high}.")
+    return problems
