@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -79,3 +80,17 @@ def write_blur_workflow(folder: Path) -> Path:
         '[params.picture]\ntype = "image"\nrequired = true\ntarget = "1.image"\n'
     )
     return folder
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print how much of the abuse suite ran: its tests and the cases its property tests generated."""
+    reports = [r for r in terminalreporter.stats.get("passed", []) if "abuse" in r.keywords and r.when == "call"]
+    failed = [r for r in terminalreporter.stats.get("failed", []) if "abuse" in r.keywords]
+    if not reports and not failed:
+        return
+    counts = [f"{len(reports)} passed", f"{len(failed)} failed"]
+    for module in ("tests.test_bindings", "tests.test_protocol_fuzz"):
+        generated = getattr(sys.modules.get(module), "GENERATED", None)
+        if generated:
+            counts += [f"{value} {kind}" for kind, value in generated.items()]
+    terminalreporter.write_line("abuse suite: " + ", ".join(counts))
