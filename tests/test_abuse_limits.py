@@ -102,9 +102,7 @@ async def test_cooldown_lets_the_first_of_twenty_commands_through(start: Start) 
 
 
 async def test_a_full_queue_refuses_further_members_with_a_clear_message(start: Start) -> None:
-    world = await start(settings_env={"MAX_JOBS_PER_SERVER": "1"})
-    # Until Settings reads MAX_QUEUED_JOBS (another branch), the limit is set on the engine's Limits directly.
-    world.bot.engine.limits.max_queued_jobs = 2
+    world = await start(settings_env={"MAX_JOBS_PER_SERVER": "1", "MAX_QUEUED_JOBS": "2"})
     world.comfy.pause()
     running = await world.discord.invoke_slash("image", {"prompt": "running cat"})
     await world.discord.wait_for(lambda: len(world.prompts()) == 1)  # it holds the only slot
