@@ -207,6 +207,7 @@ async def main(jobs: int) -> dict[str, float]:
         "MAX_OUTPUT_MB": "50",
         "JOBS_DB": str(Path(tempfile.mkdtemp(prefix="bench-")) / "jobs.sqlite3"),
         "MAX_PENDING_PER_MEMBER": str(jobs),  # the burst comes from one member
+        "MAX_QUEUED_JOBS": str(jobs),  # and waits in the bot's queue at once
     }
     settings = load_settings(env, require_token=True)
     bot = ComfyBot(settings, guild_ready_timeout=0)
