@@ -602,6 +602,7 @@ class FakeComfyUI:
         image_size: tuple[int, int] = (64, 64),
         output_padding: int = 0,
         profile: str | Profile = "0.3.64",
+        port: int = 0,  # 0: any free port
     ) -> None:
         # knobs
         self.profile = profile if isinstance(profile, Profile) else PROFILES[profile]
@@ -621,7 +622,7 @@ class FakeComfyUI:
         }
         # server state
         self.url = ""
-        self._port = 0
+        self._port = port
         self._object_info: dict[str, Any] = json.loads(_OBJECT_INFO_TEXT)
         self._original_combos = self._snapshot_file_combos()
         self._runner: web.AppRunner | None = None
