@@ -13,7 +13,7 @@ import pytest
 import bot
 import cli
 from core.config import Settings, load_settings
-from core.errors import BotError, ComfyServerError, JobLost
+from core.errors import ComfyServerError, InvalidInput, JobLost, UnreadableAnswer
 from core.jobs.engine import JobResult, OutputFile
 from tests.conftest import WORKFLOWS, write_blur_workflow
 from tests.fakes.comfyui import FakeComfyUI, make_png
@@ -130,27 +130,25 @@ async def test_an_unreachable_server_is_explained_for_the_terminal(
     code, out, err = await bot_py(capsys, "run", "image", "prompt=a cat", url=url)
     assert (code, out) == (1, "")
     assert err.splitlines() == [
-        "[1/1] failed: The ComfyUI server is not reachable right now, so nothing was generated. "
-        f"Check that ComfyUI is running and that COMFYUI_URL points to it. ({url}: websocket not connected)"
+        "[1/1] failed: The ComfyUI server is not reachable right now, so nothing was generated. Please try again "
+        "in a few minutes. Check that ComfyUI is running and that COMFYUI_URL points to it. "
+        f"({url}: websocket not connected)"
     ]
 
 
-def test_core_messages_are_reworded_for_the_terminal() -> None:
+def test_core_messages_at_the_terminal_carry_the_servers_reason() -> None:
     assert cli.for_terminal(JobLost()) == (
-        "The ComfyUI server lost this job (it restarted or its queue was cleared) before it finished. Run it again."
+        "The ComfyUI server lost this job (it restarted or its queue was cleared) before it finished. Please try again."
     )
     assert cli.for_terminal(ComfyServerError("http://gpu:8188", "GET /queue -> 500: 500 Internal\n\nServer")) == (
-        "The ComfyUI server answered with an error, so nothing was generated. The ComfyUI console may say why. "
+        "The ComfyUI server answered with an error, so nothing was generated. Please try again later. "
         "(http://gpu:8188: GET /queue -> 500: 500 Internal Server)"
     )
-    no_output = BotError(
-        "The workflow finished but saved no output. An admin should check that it ends in a Save node "
-        "(SaveImage, SaveAudio, …) rather than only a Preview node."
+    assert cli.for_terminal(UnreadableAnswer("http://gpu:8188", "GET /history", "outputs: a list")) == (
+        "The ComfyUI server http://gpu:8188 sent an answer the bot cannot read (GET /history). Please try again "
+        "later. (http://gpu:8188: GET /history: unexpected answer: outputs: a list)"
     )
-    assert cli.for_terminal(no_output) == (
-        "The workflow finished but saved no output. Check that it ends in a Save node "
-        "(SaveImage, SaveAudio, …) rather than only a Preview node."
-    )
+    assert cli.for_terminal(InvalidInput("prompt must not be empty.")) == "prompt must not be empty."
 
 
 async def test_server_going_away_coming_back_and_the_lost_job_resubmitted(
