@@ -148,13 +148,15 @@ class ComfyBot(commands.Bot):
     async def load_workflows(self) -> Catalog:
         """Read WORKFLOWS_DIR and keep what the servers can run; log why anything else was skipped."""
         catalog = load_catalog(self.settings.workflows_dir)
-        infos = await self.engine.object_infos()
+        infos, versions = await self.engine.object_infos()
         if infos:
-            catalog = runnable(catalog, infos)
+            catalog = runnable(catalog, infos, versions)
         else:
             log.warning("no ComfyUI server answered: workflows are registered without checking them")
         for problem in catalog.problems:
             log.warning("workflow skipped: %s", problem)
+        for note in catalog.notes:
+            log.info("workflow note: %s", note)
         return catalog
 
     async def reload_workflows(self) -> str:
@@ -174,6 +176,7 @@ class ComfyBot(commands.Bot):
         ]
         lines.append(f"{len(after)} command(s) active." if lines else f"No change; {len(after)} command(s) active.")
         lines += [f"Skipped: {p}" for p in catalog.problems]
+        lines += [f"Note: {n}" for n in catalog.notes]
         return "\n".join(lines)
 
     @property

@@ -19,7 +19,16 @@ from core.comfyui.client import ComfyClient
 from core.config import Settings
 from core.errors import BotError, ComfyServerError, ComfyUnreachable, InvalidInput
 from core.jobs.engine import ComfyServer, Engine, JobResult, Progress
-from core.workflows import Catalog, InputFile, ParamType, Workflow, load_catalog, validate_graph
+from core.workflows import (
+    FILE_TYPES,
+    Catalog,
+    InputFile,
+    ParamType,
+    Workflow,
+    load_catalog,
+    runnable,
+    validate_workflow,
+)
 from core.workflows.detect import binding_toml
 
 EXIT_CODES = """\
@@ -30,15 +39,8 @@ exit codes:
 PLAIN_PROGRESS_INTERVAL = 10.0  # seconds between progress lines when stderr is a log file, not a terminal
 SERVER_POLL = 0.1  # how often the server watch looks at each websocket's state
 CANCEL_WAIT = 10.0  # how long cancelling jobs at the --timeout deadline may take
-# Core messages speak to Discord members; at a terminal the reader runs the servers themselves.
-TERMINAL_WORDING = {
-    "Please try again in a few minutes; if it keeps happening, tell a server admin.": (
-        "Check that ComfyUI is running and that COMFYUI_URL points to it."
-    ),
-    "Please try again later; if it keeps happening, tell a server admin.": "The ComfyUI console may say why.",
-    "Please run the command again.": "Run it again.",
-    "An admin should check that it ends": "Check that it ends",
-}
+# At a terminal the reader usually runs the server too: the one hint core messages cannot give.
+UNREACHABLE_HINT = "Check that ComfyUI is running and that COMFYUI_URL points to it."
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # everything but \t and \n: no \r, no ANSI escapes
 
 
@@ -67,7 +69,7 @@ examples:
         nargs="*",
         metavar="key=value",
         help='option values, e.g. prompt="a cat"; key=@file reads the text from a file; '
-        "image/audio options take a file path",
+        "image/audio/video options take a file path",
     )
     run.add_argument(
         "--out",
@@ -137,10 +139,10 @@ async def execute(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def for_terminal(error: BotError) -> str:
-    """The error's message in words for the person at the terminal, with the server's own reason."""
+    """The error's message for the person at the terminal, with the server's own reason."""
     text = error.user_message
-    for discord_words, terminal_words in TERMINAL_WORDING.items():
-        text = text.replace(discord_words, terminal_words)
+    if isinstance(error, ComfyUnreachable):
+        text += f" {UNREACHABLE_HINT}"
     if isinstance(error, ComfyUnreachable | ComfyServerError) and error.detail:
         text += f" ({' '.join(error.detail.split())})"
     return text
@@ -227,8 +229,10 @@ def _clean(text: str) -> str:
 
 
 def parse_assignments(pairs: Sequence[str], workflow: Workflow) -> dict[str, Any]:
-    """Turn `key=value` words into option values: `key=@file.txt` reads text from a file, and image/audio
-    options take a file path (`image=photo.png`), which is uploaded to the server that runs the job."""
+    """Turn `key=value` words into option values: `key=@file.txt` reads text from a file, and image/audio/video
+    options take a file path (`image=photo.png`), which is uploaded to the server that runs the job.
+
+    An unknown key is kept as it is, for `Workflow.resolve` to refuse with the names of the options."""
     values: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -236,9 +240,9 @@ def parse_assignments(pairs: Sequence[str], workflow: Workflow) -> dict[str, Any
             raise InvalidInput(f'{pair!r} is not a key=value pair (e.g. prompt="a cat").')
         param = workflow.param(key)
         if param is None:
-            names = ", ".join(p.name for p in workflow.params) or "none"
-            raise InvalidInput(f"{workflow.name} has no option {key!r}. Its options are: {names}.")
-        is_file = param.type in (ParamType.IMAGE, ParamType.AUDIO)
+            values[key] = value
+            continue
+        is_file = param.type in FILE_TYPES
         if is_file or value.startswith("@"):
             path = Path(value.removeprefix("@"))
             try:
@@ -261,13 +265,14 @@ def find_workflow(catalog: Catalog, name: str) -> Workflow:
 @dataclass(frozen=True, slots=True)
 class _Job:
     tag: str  # "[3/10]", how the job is named in every line about it
-    values: dict[str, Any]
+    given: dict[str, Any]  # the option values as given, resolved when the job starts
 
 
 async def run_jobs(
     settings: Settings, name: str, pairs: Sequence[str], out: Path, count: int, *, timeout: float | None = None
 ) -> int:
     """Run `count` jobs of one workflow and save their files into `out`; 0 when all succeed, 1 otherwise."""
+    started = time.monotonic()
     catalog = load_catalog(settings.workflows_dir)
     workflow = find_workflow(catalog, name)
     given = parse_assignments(pairs, workflow)
@@ -279,7 +284,8 @@ async def run_jobs(
         values = dict(given)
         if seed_param and str(given.get(seed_param.name, "")).isdigit() and index:
             values[seed_param.name] = int(given[seed_param.name]) + index  # a fixed seed walks forward
-        jobs.append(_Job(f"[{index + 1}/{count}]", workflow.resolve(values)))
+        workflow.resolve(values)  # bad input is refused now, before any server is asked
+        jobs.append(_Job(f"[{index + 1}/{count}]", values))
 
     terminal = Terminal()
     async with aiohttp.ClientSession() as session:
@@ -291,9 +297,12 @@ async def run_jobs(
         )
         engine.start()
         watcher = asyncio.create_task(watch_servers(engine.servers, terminal.say))
-        tasks = {asyncio.create_task(_one_job(engine, workflow, job, out, terminal)): job for job in jobs}
+        tasks: dict[asyncio.Task[bool], _Job] = {}
         try:
-            done, late = await asyncio.wait(tasks, timeout=timeout)
+            workflow = await adapt(engine, workflow, timeout)
+            tasks = {asyncio.create_task(_one_job(engine, workflow, job, out, terminal)): job for job in jobs}
+            left = None if timeout is None else max(0.0, started + timeout - time.monotonic())
+            done, late = await asyncio.wait(tasks, timeout=left)
             if late:
                 assert timeout is not None
                 await _stop_late_jobs(engine, late)
@@ -313,6 +322,20 @@ async def run_jobs(
     if count > 1:
         terminal.say(f"{succeeded} of {count} jobs succeeded.")
     return 0 if succeeded == count else 1
+
+
+async def adapt(engine: Engine, workflow: Workflow, timeout: float | None) -> Workflow:
+    """The workflow as the bot registers it: model names spelled as the first server that can run it lists them.
+
+    One that no server can run (or when none answers in time) goes as it is; a server's refusal then says why.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            infos, versions = await engine.object_infos()
+    except TimeoutError:
+        return workflow
+    kept = runnable(Catalog(workflows={workflow.name: workflow}), infos, versions)
+    return kept.workflows.get(workflow.name, workflow)
 
 
 async def _stop_late_jobs(engine: Engine, tasks: set[asyncio.Task[bool]]) -> None:
@@ -338,7 +361,7 @@ async def _one_job(engine: Engine, workflow: Workflow, job: _Job, out: Path, ter
             terminal.progress(job.tag, progress.describe())
 
     try:
-        result = await engine.run(workflow, job.values, show)
+        result = await engine.run(workflow, workflow.resolve(job.given), show)
         paths = save_result(result, out)
     except BotError as exc:
         terminal.say(f"{job.tag} failed: {for_terminal(exc)}")
@@ -417,6 +440,8 @@ async def check(settings: Settings) -> int:
     print(f"Workflows in {settings.workflows_dir}/: {len(catalog.workflows)} command(s) ({names})")
     for problem in catalog.problems:
         print(f"  - {problem}")
+    for note in catalog.notes:
+        print(f"  note: {note}")
     for workflow in catalog.workflows.values():
         if workflow.binding is None:
             print(f"  /{workflow.name}: {workflow.source.name} has no binding file; detected options, which you can")
@@ -430,16 +455,17 @@ async def check(settings: Settings) -> int:
         for url in settings.comfyui_urls:
             client = ComfyClient(session, url)
             try:
-                version = await server_version(client)
+                version = (await client.probe()).version
                 object_info = await client.object_info()
             except (ComfyUnreachable, ComfyServerError) as exc:
                 problems += 1
                 state = "NOT reachable" if isinstance(exc, ComfyUnreachable) else "answered with an error"
                 print(f"Server {client.name}: {state} ({exc.reason})")
                 continue
-            print(f"Server {client.name}: reachable (ComfyUI {version}, {len(object_info)} node classes)")
+            shown = version or "of unknown version"
+            print(f"Server {client.name}: reachable (ComfyUI {shown}, {len(object_info)} node classes)")
             for workflow in catalog.workflows.values():
-                found = validate_graph(workflow.graph, object_info)
+                found = validate_workflow(workflow, object_info, version)
                 problems += len(found)
                 verdict = f"{len(found)} problem(s)" if found else "OK"
                 print(f"  /{workflow.name} ({workflow.source.name}): {verdict}")
@@ -447,11 +473,3 @@ async def check(settings: Settings) -> int:
                     print(f"    - {line}")
     print("All good." if not problems else f"{problems} problem(s) found.")
     return 0 if not problems else 1
-
-
-async def server_version(client: ComfyClient) -> str:
-    """The server's ComfyUI version as it reports it in /system_stats."""
-    stats = await client.system_stats()
-    system = stats.get("system") if isinstance(stats, dict) else None
-    version = system.get("comfyui_version") if isinstance(system, dict) else None
-    return str(version)[:40] if version else "unknown version"

@@ -38,6 +38,7 @@ class Admin(commands.Cog):
         catalog = self.bot.catalog
         blocks = [describe_workflow(w) for w in catalog.workflows.values()] or ["No workflow commands are active."]
         blocks += [f"Skipped: {p}" for p in catalog.problems]
+        blocks += [f"Note: {n}" for n in catalog.notes]
         await send_chunks(interaction, "\n\n".join(blocks))
 
 

@@ -19,7 +19,7 @@ from core.errors import BotError, InvalidInput, JobCancelled
 from core.jobs.engine import new_job_id, shown_values
 from core.jobs.limits import Reservation
 from core.jobs.store import JobRecord, JobState
-from core.workflows import InputFile, Param, ParamType, Workflow
+from core.workflows import FILE_TYPES, InputFile, Param, ParamType, Workflow
 from core.workflows.model import MAX_SEED, MAX_UPLOAD_BYTES
 from discord_ui import buttons
 from discord_ui.forms import Submit, TextForm
@@ -239,7 +239,7 @@ class Generate(commands.Cog):
         workflow = self.bot.catalog.workflows.get(record.workflow)
         if workflow is None:
             raise InvalidInput(f"/{record.workflow} is no longer available.")
-        if any(p.type in (ParamType.IMAGE, ParamType.AUDIO) for p in workflow.params):
+        if any(p.type in FILE_TYPES for p in workflow.params):
             raise InvalidInput("Re-roll is not available for jobs with attached files; run the command again.")
         given = {
             p.name: record.values[p.name]
@@ -260,7 +260,7 @@ def _annotation(param: Param) -> Any:
             return app_commands.Range[int, 0, MAX_SEED]
         case ParamType.CHOICE:
             return str
-        case ParamType.IMAGE | ParamType.AUDIO:
+        case _ if param.type in FILE_TYPES:
             return discord.Attachment
         case _:
             kind = int if param.type is ParamType.INT else float
@@ -275,7 +275,7 @@ def _without_downloads(given: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _download_attachments(given: dict[str, Any]) -> dict[str, Any]:
-    """Fetch attached images/audio (after the defer: a download may take longer than 3 s)."""
+    """Fetch attached files (after the defer: a download may take longer than 3 s)."""
     ready = dict(given)
     for name, value in given.items():
         if isinstance(value, discord.Attachment):

@@ -35,7 +35,7 @@ class ComfyUnreachable(BotError):
     def __init__(self, server: str, reason: str) -> None:
         super().__init__(
             "The ComfyUI server is not reachable right now, so nothing was generated. "
-            "Please try again in a few minutes; if it keeps happening, tell a server admin.",
+            "Please try again in a few minutes.",
             detail=f"{server}: {reason}",
         )
         self.reason = reason
@@ -46,8 +46,7 @@ class ComfyServerError(BotError):
 
     def __init__(self, server: str, what: str) -> None:
         super().__init__(
-            "The ComfyUI server answered with an error, so nothing was generated. "
-            "Please try again later; if it keeps happening, tell a server admin.",
+            "The ComfyUI server answered with an error, so nothing was generated. Please try again later.",
             detail=f"{server}: {what}",
         )
         self.reason = what
@@ -74,7 +73,7 @@ class JobLost(BotError):
     def __init__(self, detail: str | None = None) -> None:
         super().__init__(
             "The ComfyUI server lost this job (it restarted or its queue was cleared) before it finished. "
-            "Please run the command again.",
+            "Please try again.",
             detail=detail,
         )
 
@@ -107,7 +106,6 @@ class UnreadableAnswer(ComfyServerError):
     def __init__(self, server: str, route: str, problem: str) -> None:
         super().__init__(server, f"{route}: unexpected answer: {problem}")
         self.user_message = (
-            f"The ComfyUI server {server} sent an answer the bot cannot read ({route}). "
-            "Tell a server admin; the bot's log has the details."
+            f"The ComfyUI server {server} sent an answer the bot cannot read ({route}). Please try again later."
         )
         self.args = (self.user_message,)

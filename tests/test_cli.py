@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,13 +14,14 @@ import pytest
 import bot
 import cli
 from core.config import Settings, load_settings
-from core.errors import BotError, ComfyServerError, JobLost
+from core.errors import ComfyServerError, InvalidInput, JobLost, UnreadableAnswer
 from core.jobs.engine import JobResult, OutputFile
 from tests.conftest import WORKFLOWS, write_blur_workflow
 from tests.fakes.comfyui import FakeComfyUI, make_png
 
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 PROGRESS = re.compile(r"^\[\d+/\d+\] (Queued|Running|Waiting)")
+FIXTURES = Path(__file__).parent / "fixtures" / "workflows"
 RESUBMITTED = "The server lost the job (it restarted or its queue was cleared); submitting it again."
 
 
@@ -130,27 +132,25 @@ async def test_an_unreachable_server_is_explained_for_the_terminal(
     code, out, err = await bot_py(capsys, "run", "image", "prompt=a cat", url=url)
     assert (code, out) == (1, "")
     assert err.splitlines() == [
-        "[1/1] failed: The ComfyUI server is not reachable right now, so nothing was generated. "
-        f"Check that ComfyUI is running and that COMFYUI_URL points to it. ({url}: websocket not connected)"
+        "[1/1] failed: The ComfyUI server is not reachable right now, so nothing was generated. Please try again "
+        "in a few minutes. Check that ComfyUI is running and that COMFYUI_URL points to it. "
+        f"({url}: websocket not connected)"
     ]
 
 
-def test_core_messages_are_reworded_for_the_terminal() -> None:
+def test_core_messages_at_the_terminal_carry_the_servers_reason() -> None:
     assert cli.for_terminal(JobLost()) == (
-        "The ComfyUI server lost this job (it restarted or its queue was cleared) before it finished. Run it again."
+        "The ComfyUI server lost this job (it restarted or its queue was cleared) before it finished. Please try again."
     )
     assert cli.for_terminal(ComfyServerError("http://gpu:8188", "GET /queue -> 500: 500 Internal\n\nServer")) == (
-        "The ComfyUI server answered with an error, so nothing was generated. The ComfyUI console may say why. "
+        "The ComfyUI server answered with an error, so nothing was generated. Please try again later. "
         "(http://gpu:8188: GET /queue -> 500: 500 Internal Server)"
     )
-    no_output = BotError(
-        "The workflow finished but saved no output. An admin should check that it ends in a Save node "
-        "(SaveImage, SaveAudio, …) rather than only a Preview node."
+    assert cli.for_terminal(UnreadableAnswer("http://gpu:8188", "GET /history", "outputs: a list")) == (
+        "The ComfyUI server http://gpu:8188 sent an answer the bot cannot read (GET /history). Please try again "
+        "later. (http://gpu:8188: GET /history: unexpected answer: outputs: a list)"
     )
-    assert cli.for_terminal(no_output) == (
-        "The workflow finished but saved no output. Check that it ends in a Save node "
-        "(SaveImage, SaveAudio, …) rather than only a Preview node."
-    )
+    assert cli.for_terminal(InvalidInput("prompt must not be empty.")) == "prompt must not be empty."
 
 
 async def test_server_going_away_coming_back_and_the_lost_job_resubmitted(
@@ -355,3 +355,97 @@ async def test_check_prints_the_options_it_detected(
     ]
     assert '      target = "6.text"' in lines and '      target = "7.text"' in lines
     assert "  /portrait (portrait.json): OK" in lines
+
+
+def write_video_workflow(folder: Path) -> Path:
+    """The fixture video workflow (LoadVideo -> upscale -> SaveVideo), detected: one required `video` option."""
+    folder.mkdir(exist_ok=True)
+    (folder / "video.json").write_text((FIXTURES / "video.json").read_text())
+    return folder
+
+
+async def test_run_uploads_a_video_file(comfy: FakeComfyUI, capsys: pytest.CaptureFixture[str], in_tmp: Path) -> None:
+    comfy.models = {"upscale_models": ["2x-Missing.pth"]}
+    folder = write_video_workflow(in_tmp / "workflows")
+    clip = b"\x00\x00\x00\x18ftypmp42" + bytes(64)
+    (in_tmp / "clip.mp4").write_bytes(clip)
+    code, out, err = await bot_py(capsys, "run", "video", "video=clip.mp4", url=comfy.url, workflows=folder)
+    assert code == 0, err
+    [path] = out.splitlines()
+    assert path.startswith("out/video_") and path.endswith("_up_00001_.mp4")
+    assert comfy.files[("input", "discord-bot", "clip.mp4")] == clip
+    [prompt] = [r.json["prompt"] for r in comfy.requests if r.method == "POST" and r.path == "/prompt"]
+    assert prompt["1"]["inputs"]["file"] == "discord-bot/clip.mp4"
+
+
+async def test_run_refuses_a_video_option_given_a_picture(
+    comfy: FakeComfyUI, capsys: pytest.CaptureFixture[str], in_tmp: Path
+) -> None:
+    folder = write_video_workflow(in_tmp / "workflows")
+    (in_tmp / "holiday.png").write_bytes(make_png(8, 8))
+    code, out, err = await bot_py(capsys, "run", "video", "video=holiday.png", url=comfy.url, workflows=folder)
+    assert (code, out, err) == (
+        2,
+        "",
+        "video must be a video file (mp4, webm, mov, mkv, avi, m4v); got 'holiday.png'.\n",
+    )
+    assert not [r for r in comfy.requests if r.path in ("/prompt", "/upload/image")]
+
+
+async def test_run_sends_a_windows_model_path_as_the_server_spells_it(
+    comfy: FakeComfyUI, capsys: pytest.CaptureFixture[str], in_tmp: Path
+) -> None:
+    comfy.models = {"checkpoints": ["SD1.5/v1-5-pruned-emaonly-fp16.safetensors"]}
+    folder = in_tmp / "workflows"
+    folder.mkdir()
+    graph = json.loads((WORKFLOWS / "image.json").read_text())
+    graph["4"]["inputs"]["ckpt_name"] = "SD1.5\\v1-5-pruned-emaonly-fp16.safetensors"  # saved on Windows
+    (folder / "image.json").write_text(json.dumps(graph))
+    shutil.copy(WORKFLOWS / "image.toml", folder)
+    code, out, err = await bot_py(capsys, "run", "image", "prompt=a cat", "seed=4", url=comfy.url, workflows=folder)
+    assert (code, out.splitlines()) == (0, ["out/image_4_ComfyUI_00001_.png"]), err
+    [prompt] = [r.json["prompt"] for r in comfy.requests if r.method == "POST" and r.path == "/prompt"]
+    assert prompt["4"]["inputs"]["ckpt_name"] == "SD1.5/v1-5-pruned-emaonly-fp16.safetensors"
+
+
+@pytest.mark.parametrize("comfy_profile", ["0.3.64", "current"], indirect=True)
+async def test_check_names_the_server_version_and_a_class_it_lacks(
+    comfy: FakeComfyUI, capsys: pytest.CaptureFixture[str], in_tmp: Path
+) -> None:
+    folder = write_blur_workflow(in_tmp / "workflows")
+    (folder / "blur.json").write_text((folder / "blur.json").read_text().replace("ImageBlur", "ImageBlurPlus"))
+    version = comfy.profile.version
+    code, out, _ = await bot_py(capsys, "check", url=comfy.url, workflows=folder)
+    assert (code, out.splitlines()) == (
+        1,
+        [
+            f"Workflows in {folder}/: 1 command(s) (/blur)",
+            f"Server {comfy.url}: reachable (ComfyUI {version}, 496 node classes)",
+            "  /blur (blur.json): 1 problem(s)",
+            "    - Node 2 uses ImageBlurPlus, which this server does not have: a custom node, "
+            f"or a core node of a newer ComfyUI than this server's {version}.",
+            "1 problem(s) found.",
+        ],
+    )
+    assert version == {"0.3.64": "0.3.64", "current": "0.38.1"}[comfy.profile.name]
+
+
+async def test_check_says_which_commands_were_renamed(
+    comfy: FakeComfyUI, capsys: pytest.CaptureFixture[str], in_tmp: Path
+) -> None:
+    folder = in_tmp / "workflows"
+    folder.mkdir()
+    for name in ("An evening portrait, softly lit, in oil colours.json", "image.json"):
+        shutil.copy(WORKFLOWS / "image.json", folder / name)
+    code, out, _ = await bot_py(capsys, "check", url=comfy.url, workflows=folder)
+    lines = out.splitlines()
+    assert code == 0
+    assert lines[:3] == [
+        f"Workflows in {folder}/: 2 command(s) (/an-evening-portrait-softly-lit, /image)",
+        "  note: An evening portrait, softly lit, in oil colours.json: the command is /an-evening-portrait-softly-lit "
+        "(names are at most 32 characters); a binding file An evening portrait, softly lit, in oil colours.toml can "
+        "choose another name.",
+        "  /an-evening-portrait-softly-lit: An evening portrait, softly lit, in oil colours.json has no binding file; "
+        "detected options, which you can",
+    ]
+    assert lines[-1] == "All good."

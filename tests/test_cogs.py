@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import discord
@@ -20,11 +22,13 @@ from core.config import load_settings
 from core.errors import ExecutionFailed, InvalidInput
 from core.jobs.engine import JobResult, OutputFile, Progress
 from core.jobs.limits import Limits
+from core.jobs.store import JobRecord
 from core.workflows import load_catalog
 from discord_ui.forms import TextForm
 from discord_ui.status import JobMessage, StatusScheduler
 from tests.conftest import WORKFLOWS
 
+FIXTURES = Path(__file__).parent / "fixtures" / "workflows"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 100
 
 
@@ -313,3 +317,18 @@ async def test_cooldown_refuses_a_second_job_too_soon(bot: ComfyBot) -> None:
     with pytest.raises(InvalidInput) as caught:
         await cog.invoke(Interaction(), bot.catalog.workflows["image"], {"prompt": "two"}, {})  # type: ignore[arg-type]
     assert caught.value.user_message == "Please wait 60 more second(s) before starting another job."
+
+
+async def test_a_video_option_is_an_attachment_and_its_jobs_are_not_rerolled(bot: ComfyBot, tmp_path: Path) -> None:
+    shutil.copy(FIXTURES / "video.json", tmp_path)
+    bot.catalog = load_catalog(tmp_path)
+    cog = Generate(bot)
+    cog.register()
+    [command] = cog.commands
+    options = command.to_dict(bot.tree)["options"]
+    assert [(o["name"], o["type"], o["required"]) for o in options] == [("video", 11, True)]  # 11: attachment
+    record = JobRecord(id="f" * 32, workflow="video", values={"video": "clip.mp4"}, user_id=42)
+    with pytest.raises(InvalidInput) as caught:
+        await cog.reroll(Interaction(), record)  # type: ignore[arg-type]
+    assert caught.value.user_message == "Re-roll is not available for jobs with attached files; run the command again."
+    assert bot.engine.runs == []  # type: ignore[attr-defined]

@@ -102,8 +102,7 @@ async def test_unreachable_comfyui_is_explained(start: Start) -> None:
     it = await world.discord.invoke_slash("image", {"prompt": "a cat"})
     await world.discord.wait_for(lambda: bool(world.private_replies(it)), timeout=10)
     assert world.private_replies(it) == [
-        "The ComfyUI server is not reachable right now, so nothing was generated. "
-        "Please try again in a few minutes; if it keeps happening, tell a server admin."
+        "The ComfyUI server is not reachable right now, so nothing was generated. Please try again in a few minutes."
     ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -119,6 +120,19 @@ async def test_server_backed_choices_autocomplete_and_are_checked(start: Start, 
     assert len(world.prompts()) == 1
 
 
+async def test_a_server_backed_choice_is_sent_as_the_server_spells_it(start: Start, tmp_path: Path) -> None:
+    folder = workflows_dir(tmp_path, "image")
+    (folder / "image.toml").write_text(
+        (folder / "image.toml").read_text() + '\n[params.model]\ntype = "choice"\ndescription = "Checkpoint"\n'
+        'choices_from = "CheckpointLoaderSimple.ckpt_name"\ntarget = "4.ckpt_name"\n'
+    )
+    world = await start(workflows=folder)
+    world.comfy.models = {"checkpoints": ["v1-5-pruned-emaonly-fp16.safetensors", "SD1.5/dreamy.safetensors"]}
+    it = await world.discord.invoke_slash("image", {"prompt": "a cat", "model": "SD1.5\\dreamy.safetensors"})
+    await finished(world, it)
+    assert world.prompts()[-1]["prompt"]["4"]["inputs"]["ckpt_name"] == "SD1.5/dreamy.safetensors"
+
+
 async def test_an_attached_image_is_uploaded_to_the_server_that_runs_the_job(start: Start, tmp_path: Path) -> None:
     folder = write_blur_workflow(tmp_path / "workflows")
     world = await start(workflows=folder)
@@ -137,3 +151,46 @@ async def test_an_attached_image_is_uploaded_to_the_server_that_runs_the_job(sta
     assert await private_text(world, wrong) == (
         "picture must be an image file (png, jpg, jpeg, webp, gif, bmp); got 'notes.txt'."
     )
+
+
+async def test_an_attached_video_is_uploaded_and_the_made_video_posted(start: Start, tmp_path: Path) -> None:
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    graph = json.loads((FIXTURES / "video.json").read_text())
+    del graph["3"], graph["4"]  # no upscaling: the fake server has no upscale model
+    graph["5"]["inputs"]["images"] = ["2", 0]
+    (folder / "clip.json").write_text(json.dumps(graph))  # no binding: the LoadVideo becomes a `video` option
+    world = await start(workflows=folder)
+    clip = b"\x00\x00\x00\x18ftypmp42" + bytes(64)
+    it = await world.discord.invoke_slash("clip", attachments={"video": ("clip.mp4", clip)})
+    message = await finished(world, it)
+
+    assert world.comfy.files[("input", "discord-bot", "clip.mp4")] == clip
+    assert world.prompts()[0]["prompt"]["1"]["inputs"]["file"] == "discord-bot/clip.mp4"
+    assert [a["filename"] for a in message["attachments"]] == ["up_00001_.mp4"]
+    assert "**video:** clip.mp4" in message["content"]
+
+
+async def test_checks_name_the_server_version_and_renamed_commands(
+    start: Start, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = write_blur_workflow(tmp_path / "workflows")
+    long_name = "An evening portrait, softly lit, in oil colours"
+    shutil.copy(WORKFLOWS / "image.json", folder / f"{long_name}.json")
+    world = await start(workflows=folder)
+    note = (
+        f"{long_name}.json: the command is /an-evening-portrait-softly-lit (names are at most 32 characters); "
+        f"a binding file {long_name}.toml can choose another name."
+    )
+    assert f"workflow note: {note}" in caplog.messages  # the startup log
+
+    (folder / "blur.json").write_text((folder / "blur.json").read_text().replace("ImageBlur", "ImageBlurPlus"))
+    reload = await world.discord.invoke_slash("reload")
+    assert await private_text(world, reload) == (
+        "Removed: /blur\n"
+        "1 command(s) active.\n"
+        "Skipped: blur.json: /blur skipped: Node 2 uses ImageBlurPlus, which this server does not have: a custom "
+        f"node, or a core node of a newer ComfyUI than this server's {world.comfy.profile.version}.\n"
+        f"Note: {note}"
+    )
+    assert f"workflow skipped: {world.bot.catalog.problems[0]}" in caplog.messages

@@ -188,8 +188,7 @@ async def test_a_job_lost_twice_is_reported(comfy: FakeComfyUI, engine: Engine) 
     with pytest.raises(JobLost) as caught:
         await asyncio.wait_for(job, 10)
     assert caught.value.user_message == (
-        "The ComfyUI server lost this job (it restarted or its queue was cleared) before it finished. "
-        "Please run the command again."
+        "The ComfyUI server lost this job (it restarted or its queue was cleared) before it finished. Please try again."
     )
 
 
@@ -202,8 +201,7 @@ async def test_unreachable_server(session: aiohttp.ClientSession, unused_tcp_por
     finally:
         await engine.close()
     assert caught.value.user_message == (
-        "The ComfyUI server is not reachable right now, so nothing was generated. "
-        "Please try again in a few minutes; if it keeps happening, tell a server admin."
+        "The ComfyUI server is not reachable right now, so nothing was generated. Please try again in a few minutes."
     )
 
 

@@ -221,10 +221,7 @@ async def start_job(engine: Engine, mini: MiniComfy, workflow: Workflow) -> tupl
 
 
 def unreadable(server: str, route: str) -> str:
-    return (
-        f"The ComfyUI server {server} sent an answer the bot cannot read ({route}). "
-        "Tell a server admin; the bot's log has the details."
-    )
+    return f"The ComfyUI server {server} sent an answer the bot cannot read ({route}). Please try again later."
 
 
 # -- version, routes, headers ------------------------------------------------------------------------

@@ -84,7 +84,7 @@ def test_seed_is_random_when_omitted(catalog) -> None:
         ({}, "prompt is required."),
         (
             {"prompt": "x", "sampler": "euler"},
-            "/image has no option 'sampler'. Its options are: prompt, negative, seed, steps, width, height.",
+            "image has no option 'sampler'. Its options are: prompt, negative, seed, steps, width, height.",
         ),
     ],
 )

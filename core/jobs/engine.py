@@ -15,7 +15,7 @@ import aiohttp
 
 from core.comfyui.client import ComfyClient, TooLarge
 from core.comfyui.listener import ComfyListener, Finished, Lost, Queued, Running, Unreadable, Watch
-from core.comfyui.node_errors import list_options, node_label
+from core.comfyui.node_errors import node_label
 from core.comfyui.types import FILE_KEYS, HistoryEntry, Prompt
 from core.errors import (
     BotError,
@@ -394,15 +394,24 @@ class Engine:
         async with self._slot_freed:
             self._slot_freed.notify_all()
 
-    async def object_infos(self) -> list[dict[str, Any]]:
-        """The /object_info of every server that answers, to validate workflows against."""
-        infos = []
+    async def object_infos(self) -> tuple[list[dict[str, Any]], list[str | None]]:
+        """The /object_info and ComfyUI version of every server that answers, to validate workflows against.
+
+        The version is the one the listener read when it connected; a server not connected yet is asked now.
+        """
+        infos: list[dict[str, Any]] = []
+        versions: list[str | None] = []
         for server in self.servers:
+            client = server.client
             try:
-                infos.append(await server.client.object_info())
+                info = await client.object_info()
+                version = client.info.version or (await client.probe()).version
             except BotError as exc:
-                log.warning("cannot check workflows against %s: %s", server.client.name, exc.detail)
-        return infos
+                log.warning("cannot check workflows against %s: %s", client.name, exc.detail)
+                continue
+            infos.append(info)
+            versions.append(version)
+        return infos, versions
 
     async def choices(self, source: str, typed: str = "") -> list[str]:
         """Values the servers offer for "Class.input" that contain `typed` (for autocomplete)."""
@@ -423,12 +432,7 @@ class Engine:
         for param in workflow.params:
             value = ready.get(param.name)
             if param.choices_from and value is not None:
-                offered = await server.options(param.choices_from)
-                if str(value) not in offered:
-                    raise InvalidInput(
-                        f"{param.name}: {value!r} is not available on the server. "
-                        f"It has: {list_options(offered) or 'none'}."
-                    )
+                value = ready[param.name] = param.offered_value(value, await server.options(param.choices_from))
             if isinstance(value, InputFile):
                 ready[param.name] = await server.client.upload(value.filename, value.data, subfolder=UPLOAD_SUBFOLDER)
         return ready

@@ -200,7 +200,7 @@ class Workflow:
         unknown = sorted(set(given) - {p.name for p in self.params})
         if unknown:
             names = ", ".join(p.name for p in self.params)
-            raise InvalidInput(f"/{self.name} has no option {unknown[0]!r}. Its options are: {names}.")
+            raise InvalidInput(f"{self.name} has no option {unknown[0]!r}. Its options are: {names}.")
         values: dict[str, Any] = {}
         for param in self.params:
             raw = given.get(param.name)

@@ -107,12 +107,13 @@ FILE_COMBOS: dict[tuple[str, str], str] = {
     ("UpscaleModelLoader", "model_name"): "upscale_models",
 }
 INPUT_IMAGE_COMBOS = {("LoadImage", "image"), ("LoadImageMask", "image")}
-INPUT_AUDIO_COMBOS = {("LoadAudio", "audio")}
+INPUT_AUDIO_COMBOS = {("LoadAudio", "audio"), ("LoadVideo", "file")}
 # Nodes with a VALIDATE_INPUTS hook that checks that the input file exists.
 FILE_VALIDATED: dict[str, tuple[str, str]] = {
     "LoadImage": ("image", "Invalid image file: {}"),
     "LoadImageMask": ("image", "Invalid image file: {}"),
     "LoadAudio": ("audio", "Invalid audio file: {}"),
+    "LoadVideo": ("file", "Invalid video file: {}"),
 }
 
 SAMPLER_CLASSES = {"KSampler", "KSamplerAdvanced", "SamplerCustomAdvanced", "SamplerCustom"}
