@@ -11,7 +11,7 @@ import pytest
 from core.comfyui.client import ComfyClient
 from core.errors import ComfyServerError
 from core.jobs.engine import UPLOAD_SUBFOLDER
-from core.jobs.inputs import InputGone, ensure_inputs, remember_inputs
+from core.jobs.inputs import InputGone, ensure_inputs, keep_inputs
 from core.jobs.store import JobRecord, JobState, JobStore
 from core.workflows.model import InputFile
 from tests.fakes.comfyui import FakeComfyUI
@@ -42,12 +42,13 @@ async def submitted_job(client: ComfyClient, store: JobStore, *, keep: bool = Tr
         "1": {"class_type": "LoadImage", "inputs": {"image": uploaded}},
         "2": {"class_type": "ImageBlur", "inputs": {"image": ["1", 0], "blur_radius": 3}},
     }
-    record = JobRecord(id=JOB, workflow="blur", values={"picture": "cat.png"}, state=JobState.SUBMITTED, prompt=prompt)
+    record = JobRecord(
+        id=JOB, workflow="blur", values={"picture": "cat.png"}, state=JobState.SUBMITTED, prompt=prompt,
+        inputs={"picture": uploaded},
+    )  # fmt: skip
     await store.add(record)
-    values = {"picture": InputFile("cat.png", CAT)} if keep else {}
-    record = await remember_inputs(store, record, values, {"picture": uploaded})
-    if not keep:
-        record = await store.update(record, inputs={"picture": uploaded})
+    if keep:
+        await keep_inputs(store, JOB, {"picture": InputFile("cat.png", CAT), "strength": 3})
     return record
 
 
