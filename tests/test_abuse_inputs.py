@@ -38,7 +38,9 @@ def images(world: World) -> list[str]:
     return [p["prompt"]["1"]["inputs"]["image"] for p in world.prompts()]
 
 
-async def blur_running(world: World, filename: str = "holiday.png", picture: bytes = HOLIDAY) -> tuple[Interaction, str]:
+async def blur_running(
+    world: World, filename: str = "holiday.png", picture: bytes = HOLIDAY
+) -> tuple[Interaction, str]:
     """Start /blur with an attachment and hold the fake ComfyUI between two of its nodes."""
     world.comfy.node_delay = 0.1
     it = await world.discord.invoke_slash("blur", attachments={"picture": (filename, picture)})

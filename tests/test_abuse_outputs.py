@@ -40,7 +40,9 @@ def views(comfy: FakeComfyUI) -> int:
 
 
 async def test_outputs_over_max_outputs_per_job_are_named_not_downloaded(start: Start, tmp_path: Path) -> None:
-    world = await start(workflows=batch_workflows(tmp_path / "workflows", 14), settings_env={"MAX_OUTPUTS_PER_JOB": "2"})
+    world = await start(
+        workflows=batch_workflows(tmp_path / "workflows", 14), settings_env={"MAX_OUTPUTS_PER_JOB": "2"}
+    )
     it = await world.discord.invoke_slash("image", {"prompt": "fourteen cats"})
     message = await finished(world, it)
     assert [a["filename"] for a in message["attachments"]] == ["ComfyUI_00001_.png", "ComfyUI_00002_.png"]
