@@ -66,14 +66,13 @@ class ComfyBot(commands.Bot):
             self.settings.comfyui_urls,
             job_timeout=self.settings.job_timeout,
             max_output_bytes=self.settings.max_output_bytes,
-            max_outputs_per_job=self.settings.max_outputs_per_job,
-            max_job_output_bytes=self.settings.max_job_output_bytes,
             store=self.store,
-            client_id=await self.store.client_id(),
             max_jobs_per_server=self.settings.max_jobs_per_server,
             max_pending_per_member=self.settings.max_pending_per_member,
             cooldown_seconds=self.settings.cooldown_seconds,
             max_queued_jobs=self.settings.max_queued_jobs,
+            max_outputs_per_job=self.settings.max_outputs_per_job,
+            max_job_output_bytes=self.settings.max_job_output_bytes,
         )
         self.engine.start()
         self.catalog = await self.load_workflows()
