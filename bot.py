@@ -20,6 +20,7 @@ import cli
 from core.config import Settings, load_settings, setup_logging
 from core.errors import BotError, ConfigError, JobCancelled, JobLost
 from core.jobs.engine import Engine
+from core.jobs.inputs import restored_values
 from core.jobs.store import JobRecord, JobState, JobStore, StoreError
 from core.workflows import Catalog, load_catalog, runnable
 from discord_ui.delivery import deliver_to_channel, failure_text, tell_in_channel
@@ -116,11 +117,13 @@ class ComfyBot(commands.Bot):
                 workflow = self.catalog.workflows.get(record.workflow)
                 if workflow is None:
                     raise JobLost(detail=f"workflow {record.workflow} is gone")
-                result = await self.engine.run(workflow, record.values, record=record)
+                # Its options name its attachments; the files themselves come back from the kept copies.
+                values = await restored_values(self.store, workflow, record)
+                result = await self.engine.run(workflow, values, record=record)
             else:
                 result = await self.engine.resume(record)
             mention = f"<@{record.user_id}>" if record.user_id else "someone"
-            await deliver_to_channel(channel, record, result, mention)
+            await deliver_to_channel(channel, record, result, mention, max_image_pixels=self.settings.max_image_pixels)
             await self.engine.finish(record.id, JobState.DONE)
         except BotError as exc:
             log.info("recovered job %s failed: %s | %s", record.id, exc.user_message, exc.detail or "")

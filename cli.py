@@ -294,6 +294,8 @@ async def run_jobs(
             settings.comfyui_urls,
             job_timeout=settings.job_timeout,
             max_output_bytes=settings.max_output_bytes,
+            max_outputs_per_job=settings.max_outputs_per_job,
+            max_job_output_bytes=settings.max_job_output_bytes,
         )
         engine.start()
         watcher = asyncio.create_task(watch_servers(engine.servers, terminal.say))
@@ -372,6 +374,8 @@ async def _one_job(engine: Engine, workflow: Workflow, job: _Job, out: Path, ter
         terminal.result(str(path))
     for text in result.texts:
         terminal.say(f"{job.tag} text output: {text}")
+    for line in result.skipped:  # outputs over the caps stay on the server
+        terminal.say(f"{job.tag} skipped: {line}")
     terminal.say(f"{job.tag} done: {len(paths)} file(s) saved.")
     return True
 

@@ -181,7 +181,9 @@ class Generate(commands.Cog):
     ) -> None:
         """Answer at once, run the job, then show its result; its end is recorded once the member was told."""
         self.bot.track_job()
-        message = JobMessage(interaction, workflow.name, self.bot.statuses)
+        message = JobMessage(
+            interaction, workflow.name, self.bot.statuses, max_image_pixels=self.bot.settings.max_image_pixels
+        )
         await message.open()
         try:
             values = workflow.resolve(await _download_attachments(given))

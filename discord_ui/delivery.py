@@ -9,13 +9,15 @@ import logging
 
 import discord
 
+from core.errors import OutputTooLarge
 from core.jobs.engine import JobResult, OutputFile
 from core.jobs.store import JobRecord
-from core.media import fit_file, human_size
+from core.media import DEFAULT_MAX_IMAGE_PIXELS, fit_file, human_size
 from discord_ui.buttons import result_view
 from discord_ui.messages import (
     FAILED,
     MAX_FILES,
+    MORE_NOT_DOWNLOADED,
     TOO_LARGE,
     cap,
     channel_send,
@@ -30,6 +32,8 @@ DEFAULT_UPLOAD_LIMIT = 10 * 2**20  # Discord's per-file limit for servers withou
 # Discord refuses a request over 25 MiB (413); keep room for the text and the multipart envelope.
 REQUEST_LIMIT = 25 * 2**20 - 2**20
 MAX_TEXT_OUTPUT = 500  # characters of a text output shown in a code block
+MAX_SKIPPED_SHOWN = 10  # outputs over the caps named one per line; the rest are counted
+MAX_LINE = 300  # characters of one line about one file
 
 
 def batches(files: list[OutputFile], limit: int) -> list[list[OutputFile]]:
@@ -53,11 +57,15 @@ def as_files(batch: list[OutputFile]) -> list[discord.File]:
     return [discord.File(io.BytesIO(f.data), filename=f.filename) for f in batch]
 
 
-async def result_messages(result: JobResult, mention: str, limit: int) -> tuple[str, list[list[OutputFile]]]:
+async def result_messages(
+    result: JobResult, mention: str, limit: int, *, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+) -> tuple[str, list[list[OutputFile]]]:
     """The result text (who asked, the options used, what was shrunk or left out) and the files in batches.
 
     A file over the upload limit is re-encoded or scaled down to fit (in a thread: it is CPU work); one
-    that cannot be made to fit is named with its size instead of failing the whole message.
+    that cannot be made to fit, or a picture too large to decode (over `max_image_pixels`), is named with
+    its size instead of failing the whole message. So are the outputs the engine did not download (over
+    MAX_OUTPUTS_PER_JOB, MAX_JOB_OUTPUT_MB or MAX_OUTPUT_MB), at most MAX_SKIPPED_SHOWN of them.
     """
     lines = [f"**/{result.workflow}** for {mention} · {result.seconds:.1f} s"]
     lines += [f"**{name}:** {shown(value)}" for name, value in result.values.items()]
@@ -65,7 +73,13 @@ async def result_messages(result: JobResult, mention: str, limit: int) -> tuple[
     files: list[OutputFile] = []
     too_big: list[OutputFile] = []
     for file in result.files:
-        fitted = await asyncio.to_thread(fit_file, file.filename, file.data, limit)
+        try:
+            fitted = await asyncio.to_thread(
+                fit_file, file.filename, file.data, limit, max_image_pixels=max_image_pixels
+            )
+        except OutputTooLarge as exc:
+            lines.append(cap(exc.user_message, MAX_LINE))
+            continue
         if fitted is None:
             too_big.append(file)
             continue
@@ -75,18 +89,27 @@ async def result_messages(result: JobResult, mention: str, limit: int) -> tuple[
     if too_big:
         names = ", ".join(f"{cap(f.filename, 100)} ({human_size(len(f.data))})" for f in too_big)
         lines.append(TOO_LARGE.format(limit=human_size(limit), names=names))
+    lines += [cap(line, MAX_LINE) for line in result.skipped[:MAX_SKIPPED_SHOWN]]
+    if len(result.skipped) > MAX_SKIPPED_SHOWN:
+        lines.append(MORE_NOT_DOWNLOADED.format(count=len(result.skipped) - MAX_SKIPPED_SHOWN))
     return cap("\n".join(lines)), batches(files, limit)
 
 
 async def deliver_to_channel(
-    channel: discord.PartialMessageable, record: JobRecord, result: JobResult, mention: str
+    channel: discord.PartialMessageable,
+    record: JobRecord,
+    result: JobResult,
+    mention: str,
+    *,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> None:
     """Deliver a job without its interaction (after a restart): turn its status message into the result.
 
     Editing is idempotent, so a delivery cut short by another restart is simply done again, never twice.
     A status message deleted meanwhile is replaced by a new message.
     """
-    content, parts = await result_messages(result, mention, record.upload_limit or DEFAULT_UPLOAD_LIMIT)
+    limit = record.upload_limit or DEFAULT_UPLOAD_LIMIT
+    content, parts = await result_messages(result, mention, limit, max_image_pixels=max_image_pixels)
     first, *rest = parts
     ping = discord.Object(record.user_id) if record.user_id else None
     edited = False

@@ -43,6 +43,7 @@ DID_NOT_FINISH = "❌ /{command} did not finish; the reason was sent to {mention
 UNEXPECTED = "Something went wrong on the bot's side (reference {ref}). A server admin can look it up in the log."
 NOT_HERE = "This command cannot be used here."
 TOO_LARGE = "Too large for this server's {limit} upload limit, so not attached: {names}"
+MORE_NOT_DOWNLOADED = "…and {count} more file(s) not downloaded."
 NOTHING = "(nothing)"
 NO_JOBS = "You have no job waiting or running."
 NO_JOBS_AT_ALL = "No job is waiting or running."

@@ -16,6 +16,7 @@ import discord
 
 from core.errors import BotError
 from core.jobs.engine import JobResult, Progress
+from core.media import DEFAULT_MAX_IMAGE_PIXELS
 from discord_ui.buttons import result_view, status_view
 from discord_ui.delivery import as_files, failure_text, result_messages
 from discord_ui.errors import report_error
@@ -174,10 +175,18 @@ class JobMessage:
     before the bot could answer it (10062), the status message is a channel message from the start.
     """
 
-    def __init__(self, interaction: discord.Interaction[Any], command: str, scheduler: StatusScheduler) -> None:
+    def __init__(
+        self,
+        interaction: discord.Interaction[Any],
+        command: str,
+        scheduler: StatusScheduler,
+        *,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    ) -> None:
         self.interaction = interaction
         self.command = command
         self.scheduler = scheduler
+        self.max_image_pixels = max_image_pixels  # MAX_IMAGE_PIXELS: larger pictures are named, not decoded
         self.header = header(command, interaction.user.id)
         self.job_id: str | None = None
         self.view: discord.ui.View | None = None
@@ -243,7 +252,7 @@ class JobMessage:
         """Turn the status message into the result: files in batches and the parameters used."""
         await self.stop()
         user, limit = self.interaction.user, self.interaction.filesize_limit
-        content, batches = await result_messages(result, user.mention, limit)
+        content, batches = await result_messages(result, user.mention, limit, max_image_pixels=self.max_image_pixels)
         first, *rest = batches
         view = result_view(result.job_id)
         edit = edit_original(self.interaction, content, ping=user, attachments=as_files(first), view=view)

@@ -9,11 +9,13 @@ import aiohttp
 import pytest
 
 from core.comfyui.client import ComfyClient
-from core.errors import ComfyServerError
+from core.errors import BotError, ComfyServerError
 from core.jobs.engine import UPLOAD_SUBFOLDER
-from core.jobs.inputs import InputGone, ensure_inputs, remember_inputs
+from core.jobs.inputs import InputGone, ensure_inputs, keep_inputs, restored_values
 from core.jobs.store import JobRecord, JobState, JobStore
-from core.workflows.model import InputFile
+from core.workflows import load_workflow
+from core.workflows.model import InputFile, Workflow
+from tests.conftest import write_blur_workflow
 from tests.fakes.comfyui import FakeComfyUI
 
 pytestmark = pytest.mark.abuse
@@ -42,12 +44,13 @@ async def submitted_job(client: ComfyClient, store: JobStore, *, keep: bool = Tr
         "1": {"class_type": "LoadImage", "inputs": {"image": uploaded}},
         "2": {"class_type": "ImageBlur", "inputs": {"image": ["1", 0], "blur_radius": 3}},
     }
-    record = JobRecord(id=JOB, workflow="blur", values={"picture": "cat.png"}, state=JobState.SUBMITTED, prompt=prompt)
+    record = JobRecord(
+        id=JOB, workflow="blur", values={"picture": "cat.png"}, state=JobState.SUBMITTED, prompt=prompt,
+        inputs={"picture": uploaded},
+    )  # fmt: skip
     await store.add(record)
-    values = {"picture": InputFile("cat.png", CAT)} if keep else {}
-    record = await remember_inputs(store, record, values, {"picture": uploaded})
-    if not keep:
-        record = await store.update(record, inputs={"picture": uploaded})
+    if keep:
+        await keep_inputs(store, JOB, {"picture": InputFile("cat.png", CAT), "strength": 3})
     return record
 
 
@@ -55,7 +58,7 @@ def uploads(comfy: FakeComfyUI) -> int:
     return sum(1 for r in comfy.requests if r.path == "/upload/image")
 
 
-async def test_the_engine_side_keeps_a_copy_and_the_uploaded_name(client: ComfyClient, store: JobStore) -> None:
+async def test_a_kept_copy_and_the_uploaded_name_are_read_back(client: ComfyClient, store: JobStore) -> None:
     record = await submitted_job(client, store)
     assert record.inputs == {"picture": "discord-bot/cat.png"}
     assert await store.kept_input(JOB, "picture") == CAT
@@ -137,3 +140,42 @@ async def test_the_copy_is_gone_once_the_member_was_told(client: ComfyClient, st
     record = await submitted_job(client, store)
     await store.update(record, state=JobState.DONE, reported=True)
     assert await store.kept_input(JOB, "picture") is None
+
+
+def photo_workflow(folder: Path, param: str) -> Workflow:
+    """/blur with its picture option named `param`."""
+    write_blur_workflow(folder)
+    binding = folder / "blur.toml"
+    binding.write_text(binding.read_text(encoding="utf-8").replace("[params.picture]", f'[params."{param}"]'))
+    return load_workflow(binding)
+
+
+@pytest.mark.parametrize("param", ["picture", "größe"])
+async def test_a_job_that_never_reached_a_server_gets_its_attachment_back_from_the_copy(
+    store: JobStore, tmp_path: Path, param: str
+) -> None:
+    workflow = photo_workflow(tmp_path / "workflows", param)
+    record = JobRecord(id=JOB, workflow="blur", values={param: "cat.png"})
+    await keep_inputs(store, JOB, {param: InputFile("cat.png", CAT)})
+    assert await restored_values(store, workflow, record) == {param: InputFile("cat.png", CAT)}
+
+
+async def test_a_job_that_never_reached_a_server_without_a_copy_fails_clearly(store: JobStore, tmp_path: Path) -> None:
+    workflow = photo_workflow(tmp_path / "workflows", "picture")
+    record = JobRecord(id=JOB, workflow="blur", values={"picture": "cat.png"})
+    with pytest.raises(InputGone) as caught:
+        await restored_values(store, workflow, record)
+    assert caught.value.user_message == (
+        "The bot restarted before the file you attached (cat.png) reached the ComfyUI server, and the bot has no "
+        "copy of it; please run the command again with the attachment."
+    )
+
+
+async def test_a_copy_that_cannot_be_kept_refuses_the_job(store: JobStore) -> None:
+    store.inputs_dir.write_text("")  # a file where the copies' folder should be
+    with pytest.raises(BotError) as caught:
+        await keep_inputs(store, JOB, {"picture": InputFile("cat.png", CAT)})
+    assert caught.value.user_message == (
+        "The bot could not keep a copy of your attachment, which it needs to run the job safely; "
+        "please try again later."
+    )

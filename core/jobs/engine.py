@@ -27,6 +27,7 @@ from core.errors import (
     JobLost,
     JobTimeout,
 )
+from core.jobs.inputs import ensure_inputs, keep_inputs
 from core.jobs.limits import Limits
 from core.jobs.store import JobRecord, JobState, JobStore
 from core.media import MediaKind, kind_of
@@ -192,10 +193,17 @@ class Engine:
         await self._save(record)
         server: ComfyServer | None = None
         try:
+            if self.store is not None:  # kept before the queue: a restart may have to start the job from them
+                await keep_inputs(self.store, record.id, values)
             async with self._deadline(started):
                 server = await self._pick_server(record.id, on_progress)
-                prompt = workflow.render(await self._server_values(server, workflow, values))
-            record = await self._save(record, server=server.client.name, prompt=prompt)
+                ready = await self._server_values(server, workflow, values)
+                prompt = workflow.render(ready)
+            # The names the attachments got on the server, stored with the prompt that uses them
+            uploaded = {name: str(ready[name]) for name, value in values.items() if isinstance(value, InputFile)}
+            record = await self._save(
+                record, server=server.client.name, prompt=prompt, inputs={**record.inputs, **uploaded}
+            )
         except BaseException as exc:
             if server is not None:  # whatever went wrong, the slot goes back before anything else is awaited
                 await self._release(server, record.id)
@@ -273,6 +281,11 @@ class Engine:
                         log.warning("job %s vanished from %s; submitting it again", record.id, server.client.name)
                         if on_progress is not None:
                             await _call(on_progress, Progress(resubmitted=True))
+                        if self.store is not None and record.inputs:
+                            # Its attachments may be gone from the server, or another file may have their name
+                            record = await ensure_inputs(server.client, record, self.store)
+                            assert record.prompt is not None
+                            prompt = record.prompt
                         submit = True
                 if record.id in self._cancelled:
                     raise JobCancelled()

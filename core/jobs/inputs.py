@@ -2,46 +2,74 @@
 
 A job the server forgot is submitted again with the names its attachments were uploaded under. Those files may
 be gone (ComfyUI's input folder was cleaned) or, worse, replaced by another file of the same name: the job would
-then run on someone else's picture. The kept copy closes both holes.
+then run on someone else's picture. The kept copy closes both holes. A job that never reached a server before the
+bot stopped is started again from the kept copies too: its stored options name its attachments, nothing more.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from core.comfyui.client import ComfyClient
 from core.errors import BotError
 from core.jobs.store import JobRecord, JobStore
-from core.workflows.model import InputFile
+from core.workflows.model import FILE_TYPES, InputFile, Workflow
 
 log = logging.getLogger(__name__)
 MAX_NAME = 100  # characters of a member's file name quoted back in a message
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
 
 
 class InputGone(BotError):
     """An attachment the job needs is neither on the server nor kept by the bot."""
 
-    def __init__(self, param: str, name: str) -> None:
+    def __init__(self, param: str, name: str, *, uploaded: bool = True) -> None:
         shown = name if len(name) <= MAX_NAME else name[: MAX_NAME - 1] + "…"
+        where = (
+            f"The file you attached ({shown}) is no longer on the ComfyUI server"
+            if uploaded
+            else f"The bot restarted before the file you attached ({shown}) reached the ComfyUI server,"
+        )
         super().__init__(
-            f"The file you attached ({shown}) is no longer on the ComfyUI server and the bot has no copy of it; "
-            "please run the command again with the attachment.",
+            f"{where} and the bot has no copy of it; please run the command again with the attachment.",
             detail=f"input {param} gone",
         )
 
 
-async def remember_inputs(
-    store: JobStore, record: JobRecord, values: Mapping[str, Any], uploaded: Mapping[str, Any]
-) -> JobRecord:
-    """Keep a copy of each attachment in `values` and record the name `uploaded` gives it on the server."""
-    files = {param: value for param, value in values.items() if isinstance(value, InputFile)}
-    if not files:
-        return record
-    for param, file in files.items():
-        await store.keep_input(record.id, param, file.data)
-    return await store.update(record, inputs={**record.inputs, **{p: str(uploaded[p]) for p in files}})
+async def keep_inputs(store: JobStore, job_id: str, values: Mapping[str, Any]) -> None:
+    """Keep a copy of each attachment in `values`, before the job waits for a server or uploads anything."""
+    for param, value in values.items():
+        if isinstance(value, InputFile):
+            try:
+                await store.keep_input(job_id, _copy_name(param), value.data)
+            except OSError as exc:
+                # Without a copy a resubmission could run on another file of the same name: refuse instead.
+                raise BotError(
+                    "The bot could not keep a copy of your attachment, which it needs to run the job safely; "
+                    "please try again later.",
+                    detail=f"keeping input {param} of job {job_id}: {exc}",
+                ) from exc
+
+
+async def restored_values(store: JobStore, workflow: Workflow, record: JobRecord) -> dict[str, Any]:
+    """The options of a job that never reached a server, with each attachment read back from its kept copy.
+
+    Raises InputGone when a copy is missing: the job never runs on whatever file of that name the server has.
+    """
+    values = dict(record.values)
+    for param in workflow.params:
+        name = values.get(param.name)
+        if param.type not in FILE_TYPES or name is None:
+            continue
+        copy = await store.kept_input(record.id, _copy_name(param.name))
+        if copy is None:
+            raise InputGone(param.name, str(name), uploaded=False)
+        values[param.name] = InputFile(str(name), copy)
+    return values
 
 
 async def ensure_inputs(client: ComfyClient, record: JobRecord, store: JobStore) -> JobRecord:
@@ -53,7 +81,7 @@ async def ensure_inputs(client: ComfyClient, record: JobRecord, store: JobStore)
     renamed: dict[str, str] = {}
     for param, uploaded in record.inputs.items():
         subfolder, _, name = uploaded.rpartition("/")
-        copy = await store.kept_input(record.id, param)
+        copy = await store.kept_input(record.id, _copy_name(param))
         if copy is not None:
             # Uploaded again even when the name still exists: ComfyUI keeps the name when the file there has the
             # same bytes (or is gone) and picks a new one when another file took it, so only ours is ever used.
@@ -82,3 +110,11 @@ def _renamed(prompt: dict[str, Any] | None, names: Mapping[str, str]) -> dict[st
         fixed = {key: names.get(value, value) if isinstance(value, str) else value for key, value in inputs.items()}
         result[node_id] = {**node, "inputs": fixed}
     return result
+
+
+def _copy_name(param: str) -> str:
+    """The store's name for a parameter's kept copy: option names may hold any letter, file names only ASCII."""
+    if _PLAIN_NAME.fullmatch(param):
+        return param
+    # 34 characters: longer than any option name may be (32), so it never collides with one
+    return "p-" + hashlib.sha256(param.encode()).hexdigest()[:32]
