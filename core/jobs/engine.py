@@ -136,7 +136,6 @@ class Engine:
         max_job_output_bytes: int = 500 * 1024 * 1024,
         reconcile_interval: float = 15.0,
         store: JobStore | None = None,
-        client_id: str | None = None,
         max_jobs_per_server: int = 0,
         max_pending_per_member: int = 0,
         cooldown_seconds: float = 0.0,
@@ -145,7 +144,6 @@ class Engine:
         self.servers = [
             ComfyServer(
                 client := ComfyClient(session, url),
-                # `client_id` is no longer used: every connection takes a fresh one (see ComfyListener).
                 ComfyListener(client, reconcile_interval=reconcile_interval, max_frame_bytes=max_output_bytes),
             )
             for url in urls
@@ -517,8 +515,8 @@ class Engine:
             skipped.append(_skipped(f"{watch.prompt_id[:8]}_{index:02d}", size, cap))
         if not files and not texts and not skipped:
             raise BotError(
-                "The workflow finished but saved no output. An admin should check that it ends in a Save node "
-                "(SaveImage, SaveAudio, …) rather than only a Preview node.",
+                "The workflow finished but saved no output: it must end in a Save node (SaveImage, SaveAudio, …), "
+                "not only a Preview node.",
                 detail=f"outputs: {entry['outputs']}",
             )
         return tuple(files), tuple(texts), tuple(skipped)

@@ -17,7 +17,6 @@ import re
 import shutil
 import sqlite3
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -267,19 +266,6 @@ class JobStore:
 
     def _input_folder(self, job_id: str) -> Path:
         return self.inputs_dir / _safe(job_id)
-
-    async def client_id(self) -> str:
-        """The websocket clientId of this bot, the same after a restart.
-
-        ComfyUI sends a prompt's events to the clientId that submitted it, so a restarted bot that reconnects
-        under the same id keeps receiving the progress and completion of the jobs it had submitted.
-        """
-        return await self._run(self._client_id)
-
-    def _client_id(self) -> str:
-        assert self._db is not None
-        self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('client_id', ?)", (uuid.uuid4().hex,))
-        return self._db.execute("SELECT value FROM meta WHERE key = 'client_id'").fetchone()[0]
 
     async def get(self, job_id: str) -> JobRecord | None:
         rows = await self._run(self._select, "SELECT data, reported FROM jobs WHERE id = ?", (job_id,))
