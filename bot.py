@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -119,7 +120,8 @@ class ComfyBot(commands.Bot):
                     raise JobLost(detail=f"workflow {record.workflow} is gone")
                 # Its options name its attachments; the files themselves come back from the kept copies.
                 values = await restored_values(self.store, workflow, record)
-                result = await self.engine.run(workflow, values, record=record)
+                # A full JOB_TIMEOUT from now, as for resumed jobs: the bot's downtime is not the job's fault.
+                result = await self.engine.run(workflow, values, record=record, since=time.time())
             else:
                 result = await self.engine.resume(record)
             mention = f"<@{record.user_id}>" if record.user_id else "someone"

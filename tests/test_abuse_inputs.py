@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import shutil
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from core.jobs.store import JobState
+from core.jobs.store import JobState, JobStore
 from tests.conftest import write_blur_workflow
 from tests.e2e_world import Start, World, finished
 from tests.fakes.comfyui import make_png
@@ -153,3 +154,19 @@ async def test_a_queued_job_whose_copy_is_gone_fails_clearly_after_a_restart(sta
     )
     assert images(world) == ["discord-bot/first.png"]  # the decoy was never used
     await wait_state(world, job_id, JobState.FAILED)
+
+
+async def test_a_job_asked_for_before_a_long_downtime_still_gets_its_full_timeout(start: Start, blur: Path) -> None:
+    world = await start(workflows=blur, settings_env={"MAX_JOBS_PER_SERVER": "1"})
+    it, job_id = await queued_behind_another(world)
+    await world.stop_bot()
+    store = await JobStore(world.settings.jobs_db).open()
+    record = await store.get(job_id)
+    assert record is not None
+    await store.update(record, created_at=time.time() - 2 * world.settings.job_timeout)  # the bot was down long
+    await store.close()
+    world.comfy.resume()
+    await world.start_bot()
+    await world.discord.wait_for(lambda: " · " in ((it.original or {}).get("content") or ""), timeout=15)
+    assert it.original is not None and "**picture:** holiday.png" in it.original["content"]
+    await wait_state(world, job_id, JobState.DONE)

@@ -179,15 +179,17 @@ class Engine:
         on_progress: OnProgress | None = None,
         *,
         record: JobRecord | None = None,
+        since: float | None = None,
     ) -> JobResult:
         """Run `workflow` with resolved `values` and return its files; BotError says what went wrong.
 
         With a store, `record` (made by the caller with its Discord ids) is written before anything is
         submitted and kept up to date, so that a restarted bot can pick the job up again. JOB_TIMEOUT
-        counts from the record's creation: the bot's own queue and the upload of attachments are part of it.
+        counts from `since` (a time.time()), by default the record's creation: the bot's own queue and the
+        upload of attachments are part of it.
         """
         record = record or JobRecord(id=new_job_id(), workflow=workflow.name, values=shown_values(values))
-        started = time.monotonic() - max(0.0, time.time() - record.created_at)
+        started = time.monotonic() - max(0.0, time.time() - (since or record.created_at))
         await self._save(record)
         server: ComfyServer | None = None
         try:
