@@ -501,7 +501,6 @@ async def test_reconciling_many_jobs_goes_past_a_bad_answer(mini: MiniComfy, ses
 @pytest.mark.parametrize(
     ("method", "answer", "route"),
     [
-        ("probe", ["not", "an", "object"], "GET /system_stats"),
         ("upload", {"name": "../../x.png"}, "POST /upload/image"),
         ("queue", {"queue_running": [["x"]]}, "GET /queue"),
         ("object_info", {"KSampler": 3}, "GET /object_info"),
@@ -513,7 +512,6 @@ async def test_odd_answers_become_one_clear_message(
     client = ComfyClient(session, mini.url)
     mini.stats = mini.upload_reply = mini.queue = mini.object_info = answer
     calls = {
-        "probe": client.probe,
         "upload": lambda: client.upload("cat.png", PNG, subfolder="discord-bot"),
         "queue": client.queue,
         "object_info": client.object_info,
@@ -521,6 +519,31 @@ async def test_odd_answers_become_one_clear_message(
     with pytest.raises(UnreadableAnswer) as caught:
         await calls[method]()
     assert caught.value.user_message == unreadable(mini.url, route)
+
+
+@pytest.mark.abuse
+async def test_odd_version_routes_leave_the_server_usable(
+    mini: MiniComfy, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A proxy or a patched server answering /system_stats and /api/jobs oddly: the version and the jobs API
+    # are unknown, but the server is still checked and used (only an unreachable one is refused).
+    mini.stats = ["not", "an", "object"]
+    mini.object_info = {"KSampler": {"input": {"required": {}}}}
+    mini.jobs_api = True
+
+    async def broken_jobs(_: web.Request) -> web.Response:
+        return web.Response(status=502, text="Bad Gateway")
+
+    mini._jobs = broken_jobs  # type: ignore[method-assign]
+    await mini.stop()
+    await mini.start()
+    engine = Engine(session, (mini.url,), job_timeout=5, max_output_bytes=1 << 20)
+    infos, versions = await engine.object_infos()
+    assert (infos, versions) == ([mini.object_info], [None])
+    assert engine.servers[0].client.info == ServerInfo(None, False)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(w.startswith(f"{mini.url}: version unknown:") for w in warnings)
+    assert any(w.startswith(f"{mini.url}: jobs API not used:") and "502" in w for w in warnings)
 
 
 @pytest.mark.abuse

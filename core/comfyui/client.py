@@ -111,12 +111,28 @@ class ComfyClient:
         await self._call("POST", path, read, json=body)
 
     async def probe(self) -> ServerInfo:
-        """Read the server's version and whether it has the /api/jobs routes; keep and return it."""
-        version = parse_system_stats(await self._get_json("/system_stats", "GET /system_stats"), self.name)
-        page = await self._get_json("/api/jobs", "GET /api/jobs", missing=None, params={"limit": "1"})
-        if page is not None:
-            parse_jobs_page(page, self.name)
-        jobs_api = page is not None
+        """Read the server's version and whether it has the /api/jobs routes; keep and return it.
+
+        Only an unreachable server raises: a route that answers oddly (a proxy, an old or patched server)
+        counts as unknown, since the server may still run jobs and its /object_info still be read.
+        """
+        version: str | None = None
+        jobs_api = False
+        try:
+            version = parse_system_stats(await self._get_json("/system_stats", "GET /system_stats"), self.name)
+        except ComfyUnreachable:
+            raise
+        except ComfyServerError as exc:
+            log.warning("%s: version unknown: %s", self.name, exc.detail)
+        try:
+            page = await self._get_json("/api/jobs", "GET /api/jobs", missing=None, params={"limit": "1"})
+            if page is not None:
+                parse_jobs_page(page, self.name)
+                jobs_api = True
+        except ComfyUnreachable:
+            raise
+        except ComfyServerError as exc:
+            log.warning("%s: jobs API not used: %s", self.name, exc.detail)
         self.info = ServerInfo(version, jobs_api)
         log.info("%s: ComfyUI %s, jobs API %s", self.name, version or "of unknown version", jobs_api)
         return self.info
