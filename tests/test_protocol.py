@@ -593,14 +593,15 @@ async def test_outputs_over_the_byte_caps_are_named_with_their_size(
     try:
         job, prompt_id = await start_job(engine, mini, workflow)
         mini.files = {"a.png": b"a" * 2 * 2**20, "huge.png": b"h" * 4 * 2**20, "b.png": b"b" * 2 * 2**20,
-                      "c.png": b"c" * 2 * 2**20, "d.png": b"d" * 2**19}  # fmt: skip
-        mini.finish(prompt_id, ok_entry(_refs("a.png", "huge.png", "b.png", "c.png", "d.png")))
+                      "c.png": b"c" * 2 * 2**20, "d.png": b"d" * 2**20, "e.png": b"e"}  # fmt: skip
+        mini.finish(prompt_id, ok_entry(_refs("a.png", "huge.png", "b.png", "c.png", "d.png", "e.png")))
         await mini.send({"type": "executing", "data": {"node": None, "prompt_id": prompt_id}})
         result = await asyncio.wait_for(job, 5)
     finally:
         await engine.close()
     assert [f.filename for f in result.files] == ["a.png", "b.png", "d.png"]
     assert result.skipped == (
-        "huge.png (4.0 MB): not downloaded, larger than 3.0 MB (MAX_OUTPUT_MB)",
-        "c.png (2.0 MB): not downloaded, the job's files would pass 5.0 MB (MAX_JOB_OUTPUT_MB)",
+        "huge.png (4 MB): not downloaded, larger than 3 MB (MAX_OUTPUT_MB)",
+        "c.png (2 MB): not downloaded, the job's files would pass 5 MB (MAX_JOB_OUTPUT_MB)",
+        "e.png: not downloaded, the job's files would pass 5 MB (MAX_JOB_OUTPUT_MB)",  # full: not even asked for
     )

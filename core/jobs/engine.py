@@ -30,7 +30,7 @@ from core.errors import (
 from core.jobs.inputs import ensure_inputs, keep_inputs
 from core.jobs.limits import Limits
 from core.jobs.store import JobRecord, JobState, JobStore
-from core.media import MediaKind, kind_of
+from core.media import MediaKind, human_size, kind_of
 from core.workflows import Workflow
 from core.workflows.model import InputFile
 
@@ -478,8 +478,8 @@ class Engine:
         skipped: list[str] = []
         total = 0
         count_cap = f"the job made more than {self.max_outputs_per_job} files (MAX_OUTPUTS_PER_JOB)"
-        total_cap = f"the job's files would pass {_size(self.max_job_output_bytes)} (MAX_JOB_OUTPUT_MB)"
-        file_cap = f"larger than {_size(self.max_output_bytes)} (MAX_OUTPUT_MB)"
+        total_cap = f"the job's files would pass {human_size(self.max_job_output_bytes)} (MAX_JOB_OUTPUT_MB)"
+        file_cap = f"larger than {human_size(self.max_output_bytes)} (MAX_OUTPUT_MB)"
         for node_id, output in entry["outputs"].items():
             for key in FILE_KEYS:
                 for ref in output["files"][key]:
@@ -489,6 +489,9 @@ class Engine:
                         skipped.append(_skipped(ref["filename"], None, count_cap))
                         continue
                     room = self.max_job_output_bytes - total
+                    if room <= 0:  # nothing more fits: not even asked for
+                        skipped.append(_skipped(ref["filename"], None, total_cap))
+                        continue
                     limit = min(self.max_output_bytes, room)
                     try:
                         data = await client.download(ref, max_bytes=limit)
@@ -538,16 +541,12 @@ def new_job_id() -> str:
     return str(uuid.uuid4())
 
 
-def _size(size: int) -> str:
-    return f"{size / 1048576:.1f} MB" if size >= 1048576 else f"{size / 1024:.0f} KB"
-
-
 def _skipped(filename: str, size: int | None, cap: str) -> str:
     """One line naming an output that was not downloaded; a negative size means "more than -size"."""
     name = filename if len(filename) <= MAX_NAME_SHOWN else filename[: MAX_NAME_SHOWN - 1] + "…"
     if size is None:
         return f"{name}: not downloaded, {cap}"
-    shown = f"more than {_size(-size)}" if size < 0 else _size(size)
+    shown = f"more than {human_size(-size)}" if size < 0 else human_size(size)
     return f"{name} ({shown}): not downloaded, {cap}"
 
 
