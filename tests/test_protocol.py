@@ -340,6 +340,22 @@ async def test_an_end_message_alone_ends_the_job(mini: MiniComfy, engine: Engine
     )
 
 
+async def test_the_history_is_read_once_when_the_end_and_the_final_executing_both_come(
+    mini: MiniComfy, engine: Engine, workflow: Workflow
+) -> None:
+    job, prompt_id = await start_job(engine, mini, workflow)
+    mini.files = {"pic_00001.png": PNG}
+    mini.finish(
+        prompt_id, ok_entry({"2": {"images": [{"filename": "pic_00001.png", "subfolder": "", "type": "output"}]}})
+    )
+    await mini.send({"type": "execution_success", "data": {"prompt_id": prompt_id, "timestamp": 1}})
+    await mini.send({"type": "executing", "data": {"node": None, "prompt_id": prompt_id}})
+    result = await asyncio.wait_for(job, 5)
+    await asyncio.sleep(1.2)  # past the grace after execution_success: no second read comes
+    assert [f.filename for f in result.files] == ["pic_00001.png"]
+    assert mini.paths("GET").count(f"/history/{prompt_id}") == 1
+
+
 async def test_newer_output_shapes_are_collected_as_named(mini: MiniComfy, engine: Engine, workflow: Workflow) -> None:
     job, prompt_id = await start_job(engine, mini, workflow)
     mini.files = {"clip_00001.mp4": b"video", "pic_00001.png": PNG}

@@ -32,8 +32,11 @@ POLL_INTERVAL = 1.0  # how often prompts whose events cannot reach us are checke
 WEBSOCKET_OUTPUT_CLASSES = frozenset({"SaveImageWebsocket"})
 # Asking for preview metadata makes binary frames carry their prompt and node id (type 4 instead of 1).
 FEATURE_FLAGS = json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
-# Messages after which our prompt has ended; its history says how (written before or just after them).
+# Messages after which our prompt has ended; its history says how. ComfyUI writes the history and then sends
+# `executing` with node null, so the history is read then, or END_GRACE seconds after one of these should
+# that signal not come (a server that no longer sends it).
 END_MESSAGES = frozenset({"execution_success", "execution_error", "execution_interrupted"})
+END_GRACE = 1.0
 FINISHED_JOB_STATES = frozenset({"completed", "failed", "cancelled"})
 
 
@@ -91,6 +94,7 @@ class Watch:
     submitted_at: float | None = None
     client_id: str | None = None  # the clientId it was submitted under; None: by an earlier run of the bot
     last_position: int | None = None
+    fetching: bool = False  # its history is being read
     ended: bool = False
 
     def end(self, event: Finished | Lost | Unreadable) -> None:
@@ -258,11 +262,11 @@ class ComfyListener:
         watch = self.watches.get(str(data.get("prompt_id")))
         if watch is None:
             return
-        if kind in END_MESSAGES or (kind == "executing" and data["node"] is None):
+        if kind in END_MESSAGES:
+            asyncio.get_running_loop().call_later(END_GRACE, self._start_finish, watch)
+        elif kind == "executing" and data["node"] is None:
             self._running = None
-            task = asyncio.create_task(self._finish(watch))
-            self._finishing.add(task)
-            task.add_done_callback(self._finishing.discard)
+            self._start_finish(watch)
         elif kind == "executing":
             self._running = (watch.prompt_id, data["node"])
             self._progress(watch, Running(data["node"]))
@@ -295,6 +299,15 @@ class ComfyListener:
 
     # -- completion and reconciliation ---------------------------------------------------------------
 
+    def _start_finish(self, watch: Watch) -> None:
+        """Read the history of a prompt that ended, once: not again while a read is under way or after it ended."""
+        if watch.ended or watch.fetching or not self._tasks or self.watches.get(watch.prompt_id) is not watch:
+            return  # also when the listener was closed meanwhile
+        watch.fetching = True
+        task = asyncio.create_task(self._finish(watch))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+
     async def _finish(self, watch: Watch) -> None:
         """Fetch the history entry of a prompt that just ended (reconcile again if it is not there yet)."""
         try:
@@ -306,6 +319,8 @@ class ComfyListener:
             log.warning("history of %s not readable yet: %s", watch.prompt_id, exc.detail)
             self._reconcile_wanted.set()
             return
+        finally:
+            watch.fetching = False
         if entry is None:
             self._reconcile_wanted.set()
         else:
