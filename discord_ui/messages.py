@@ -141,13 +141,14 @@ async def send_private(interaction: discord.Interaction[Any], message: str, *, c
             await respond(interaction, message)
             return
         if not interaction.is_expired():
-            # After a public defer the first followup would replace the status message; edit it first
-            # so that the followup is a new, private message.
-            mention = interaction.user.mention
-            name = command_name(interaction, command)
-            await edit_original(
-                interaction, DID_NOT_FINISH.format(command=name, mention=mention), attachments=[], view=None
-            )
+            if interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
+                # After a defer (a job's status) the first followup would replace it; edit it first so that
+                # the followup is a new, private message. Any other first answer (a button's) stays as it is.
+                mention = interaction.user.mention
+                name = command_name(interaction, command)
+                await edit_original(
+                    interaction, DID_NOT_FINISH.format(command=name, mention=mention), attachments=[], view=None
+                )
             await followup(interaction, message, ephemeral=True)
             return
     except discord.HTTPException as exc:
@@ -158,4 +159,7 @@ async def send_private(interaction: discord.Interaction[Any], message: str, *, c
             log.warning("could not report an error through the interaction: %s", exc)
     channel = interaction.channel
     if isinstance(channel, ReplyChannel):
-        await channel_send(channel, f"{interaction.user.mention} {message}", ping=interaction.user)
+        try:
+            await channel_send(channel, f"{interaction.user.mention} {message}", ping=interaction.user)
+        except discord.HTTPException as exc:  # no way left to reach the member: the log must do
+            log.warning("could not tell member %s in the channel either: %s", interaction.user.id, exc)

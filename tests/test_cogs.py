@@ -56,16 +56,17 @@ NOBODY = {"parse": []}  # allowed_mentions that ping no one
 class Response:
     def __init__(self, log: Recorder) -> None:
         self.log, self.done = log, False
+        self.type: discord.InteractionResponseType | None = None
 
     def is_done(self) -> bool:
         return self.done
 
     async def defer(self, **kw: Any) -> None:
-        self.done = True
+        self.done, self.type = True, discord.InteractionResponseType.deferred_channel_message
         self.log.calls.append(("defer", kw))
 
     async def send_message(self, content: str | None = None, **kw: Any) -> None:
-        self.done = True
+        self.done, self.type = True, discord.InteractionResponseType.channel_message
         self.log.add("send_message", {"content": content, **kw})
 
     async def send_modal(self, modal: discord.ui.Modal) -> None:
@@ -254,7 +255,8 @@ async def test_error_funnel_answers_privately_before_a_defer(bot: ComfyBot) -> N
 
 async def test_error_funnel_after_a_defer_marks_the_status_and_answers_privately(bot: ComfyBot) -> None:
     it = Interaction()
-    it.response.done = True
+    await it.response.defer(thinking=True)
+    it.calls.clear()
     it.command = _command(bot)
     error = ExecutionFailed("The job failed in KSampler (node 3): CUDA out of memory")
     await bot.tree.on_error(it, app_commands.CommandInvokeError(_command(bot), error))  # type: ignore[arg-type]
@@ -277,6 +279,15 @@ async def test_error_funnel_after_a_defer_marks_the_status_and_answers_privately
             },
         ),
     ]
+
+
+async def test_an_error_after_a_private_answer_leaves_that_answer_alone(bot: ComfyBot) -> None:
+    # e.g. Delete answered "Deleted." and then the message was already gone (two clicks at once)
+    it = Interaction()
+    await it.response.send_message("Deleted.", ephemeral=True)
+    it.calls.clear()
+    await bot.tree.on_error(it, app_commands.CommandInvokeError(_command(bot), InvalidInput("Already deleted.")))  # type: ignore[arg-type]
+    assert it.calls == [("followup", {"content": "Already deleted.", "ephemeral": True, "allowed_mentions": NOBODY})]
 
 
 async def test_unexpected_errors_get_a_reference_not_a_traceback(
