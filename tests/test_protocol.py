@@ -20,7 +20,7 @@ from aiohttp import web
 
 from core.comfyui.client import ComfyClient, ServerInfo
 from core.comfyui.listener import ComfyListener, Finished, Lost, Unreadable
-from core.errors import ExecutionFailed, JobInterrupted, JobLost, PromptRejected, UnreadableAnswer
+from core.errors import ComfyServerError, ExecutionFailed, JobInterrupted, JobLost, PromptRejected, UnreadableAnswer
 from core.jobs.engine import Engine
 from core.jobs.store import JobRecord, JobState, JobStore
 from core.workflows import Workflow, load_workflow
@@ -621,3 +621,26 @@ async def test_outputs_over_the_byte_caps_are_named_with_their_size(
         "c.png (2 MB): not downloaded, the job's files would pass 5 MB (MAX_JOB_OUTPUT_MB)",
         "e.png: not downloaded, the job's files would pass 5 MB (MAX_JOB_OUTPUT_MB)",  # full: not even asked for
     )
+
+
+@pytest.mark.abuse
+async def test_another_program_on_the_port_is_a_server_error_not_a_crash(session: aiohttp.ClientSession) -> None:
+    async def not_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(4096)
+        writer.write(b"SSH-2.0-OpenSSH_8.9\r\n\r\n")  # e.g. COMFYUI_URL names the SSH port by mistake
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(not_http, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        client = ComfyClient(session, f"http://127.0.0.1:{port}")
+        with pytest.raises(ComfyServerError) as caught:
+            await client.queue()
+        assert caught.value.user_message == (
+            "The ComfyUI server answered with an error, so nothing was generated. Please try again later."
+        )
+        assert (caught.value.detail or "").startswith(f"http://127.0.0.1:{port}: GET /queue: not an answer of ComfyUI")
+    finally:
+        server.close()
+        await server.wait_closed()

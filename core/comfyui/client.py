@@ -82,12 +82,19 @@ class ComfyClient:
         timeout: aiohttp.ClientTimeout = API_TIMEOUT,
         **kwargs: Any,
     ) -> T:
-        """Send one request and hand the response to `read`; network failures become ComfyUnreachable."""
+        """Send one request and hand the response to `read`.
+
+        Network failures become ComfyUnreachable; anything else aiohttp refuses (an answer that is not HTTP,
+        broken headers: another program on that port) becomes ComfyServerError.
+        """
         try:
             async with self.session.request(method, self.base_url + path, timeout=timeout, **kwargs) as resp:
                 return await read(resp)
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError, OSError) as exc:
             raise ComfyUnreachable(self.name, f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        except aiohttp.ClientError as exc:
+            reason = " ".join(str(getattr(exc, "message", None) or exc).split())  # aiohttp's spans lines
+            raise ComfyServerError(self.name, f"{method} {path}: not an answer of ComfyUI: {reason}"[:300]) from exc
 
     async def _get_json(
         self, path: str, route: str, *, timeout: aiohttp.ClientTimeout = API_TIMEOUT, missing: Any = ..., **kw: Any
