@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import re
@@ -20,6 +21,8 @@ _TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-
 _WHOLE = re.compile(r"[0-9]+", re.ASCII)
 _DECIMAL = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+", re.ASCII)
 # A Discord snowflake: a 64-bit id whose timestamp puts it after Discord's first weeks, i.e. 17 to 20 digits.
+# Dot-separated labels of letters, digits, "-" and "_" (docker service names have underscores).
+_HOST_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62}))*\.?", re.ASCII)
 _SNOWFLAKE = re.compile(r"[1-9][0-9]{16,19}", re.ASCII)
 _MAX_SNOWFLAKE = 2**64 - 1
 _SHOWN_VALUE = 40  # characters of a bad value quoted back to the admin
@@ -175,7 +178,7 @@ def _number(spec: _Number, raw: str, problems: list[str]) -> float:
     if not raw:
         return spec.default
     value: float | None = None
-    if (_WHOLE if spec.whole else _DECIMAL).fullmatch(raw):
+    if len(raw) <= 30 and (_WHOLE if spec.whole else _DECIMAL).fullmatch(raw):  # int() refuses 4,300+ digits
         value = int(raw) if spec.whole else float(raw)  # "9" * 400 is a valid decimal that float() makes inf
     if value is not None and math.isfinite(value) and spec.minimum <= value <= spec.maximum:
         return value
@@ -212,6 +215,8 @@ def _url_problem(url: str) -> str | None:
         return "it cannot be read as a URL"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "it must start with http:// or https:// followed by a host name"
+    if not (_HOST_NAME.fullmatch(parts.hostname) or _is_ip(parts.hostname)):  # "a..b" or "a\\b" crash aiohttp
+        return "the host must be a name like comfy.local or an IP address"
     host_port = parts.netloc.rpartition("@")[2]
     port = "" if host_port.endswith("]") or ":" not in host_port else host_port.rpartition(":")[2]
     if port and not (_WHOLE.fullmatch(port) and 1 <= int(port) <= 65535):  # urlsplit allows "+80", "٨٠"
@@ -219,6 +224,14 @@ def _url_problem(url: str) -> str | None:
     if parts.query or parts.fragment:
         return "it must not have a ?query or #fragment"
     return None
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _shown(value: str) -> str:

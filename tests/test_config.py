@@ -173,6 +173,7 @@ ROLE = (
 PORT = "the port must be a number from 1 to 65535"
 SCHEME = "it must start with http:// or https:// followed by a host name"
 NOT_ASCII = "it contains spaces or characters that are not plain ASCII"
+HOST = "the host must be a name like comfy.local or an IP address"
 
 # Every setting with the bad values an admin could type, and the exact line they get. Before issue 11, 16 of
 # these stopped the bot with a traceback (nan/inf/1e999 in counts and sizes, "²" in ids, "http://[::1") and
@@ -189,6 +190,9 @@ BAD_VALUES: list[tuple[str, str, str]] = [
     ("COMFYUI_URL", "http://h:٨١٨٨", _url("'http://h:٨١٨٨'", NOT_ASCII)),
     ("COMFYUI_URL", "http://my host", _url("'http://my host'", NOT_ASCII)),
     ("COMFYUI_URL", "http://h?x=1", _url("'http://h?x=1'", "it must not have a ?query or #fragment")),
+    ("COMFYUI_URL", "http://a..b:8188", _url("'http://a..b:8188'", HOST)),
+    ("COMFYUI_URL", "http://a\\b:8188", _url("'http://a\\\\b:8188'", HOST)),
+    ("COMFYUI_URL", "http://-comfy:8188", _url("'http://-comfy:8188'", HOST)),
     ("DEV_GUILD_ID", "my server", GUILD.format("'my server'")),
     ("DEV_GUILD_ID", "٣", GUILD.format("'٣'")),
     ("DEV_GUILD_ID", "²", GUILD.format("'²'")),
@@ -215,6 +219,7 @@ BAD_VALUES: list[tuple[str, str, str]] = [
     ("MAX_JOBS_PER_SERVER", "nan", _out_of_range("MAX_JOBS_PER_SERVER", "'nan'")),
     ("MAX_JOBS_PER_SERVER", "inf", _out_of_range("MAX_JOBS_PER_SERVER", "'inf'")),
     ("MAX_JOBS_PER_SERVER", "1e999", _out_of_range("MAX_JOBS_PER_SERVER", "'1e999'")),
+    ("MAX_JOBS_PER_SERVER", "9" * 5000, _out_of_range("MAX_JOBS_PER_SERVER", f"'{'9' * 40}…'")),
     ("MAX_PENDING_PER_MEMBER", "1e3", _out_of_range("MAX_PENDING_PER_MEMBER", "'1e3'")),
     ("MAX_PENDING_PER_MEMBER", "٣", _out_of_range("MAX_PENDING_PER_MEMBER", "'٣'")),
     ("MAX_PENDING_PER_MEMBER", "+3", _out_of_range("MAX_PENDING_PER_MEMBER", "'+3'")),
