@@ -154,6 +154,17 @@ async def test_a_jobs_db_below_a_file_names_the_bad_folder(tmp_path: Path) -> No
 
 
 @pytest.mark.abuse
+async def test_a_jobs_db_name_too_long_for_the_file_system_is_one_clear_line(tmp_path: Path) -> None:
+    path = tmp_path / ("j" * 300 + ".sqlite3")
+    with pytest.raises(StoreError) as caught:
+        await JobStore(path).open()
+    assert caught.value.user_message == (
+        f"The job store JOBS_DB={path} cannot be used: the bot cannot write there (File name too long). "
+        f"Let the user running the bot write to {tmp_path}, or set JOBS_DB to a writable place."
+    )
+
+
+@pytest.mark.abuse
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write to any folder, so it cannot be refused")
 async def test_a_jobs_db_in_a_read_only_folder_says_to_make_it_writable(tmp_path: Path) -> None:
     folder = tmp_path / "ro"

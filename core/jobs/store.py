@@ -140,9 +140,9 @@ class JobStore:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def _connect(self) -> None:
-        if self.path.is_dir():
-            raise self._unusable("it is a folder", f"Set JOBS_DB to a file in it, e.g. {self.path / 'jobs.sqlite3'}.")
         try:
+            if self.path.is_dir():
+                raise self._unusable("it is a folder", f"Set JOBS_DB to a file in it, e.g. {self.path / 'jobs.sqlite3'}.")
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._acquire()
             db = sqlite3.connect(self.path, isolation_level=None)  # autocommit; migrations use explicit transactions
