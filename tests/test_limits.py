@@ -214,6 +214,30 @@ async def test_an_unexpected_error_before_submitting_gives_the_server_slot_back(
         await engine.close()
 
 
+async def test_jobs_cancelled_at_any_moment_give_every_slot_back(
+    comfy: FakeComfyUI, session: aiohttp.ClientSession
+) -> None:
+    # Members cancel and jobs time out at every point of their path: in the bot's queue, just as a slot is
+    # taken, while uploading or submitting. Whatever the moment, the slot and the queue place come back.
+    comfy.node_delay = 0.01
+    engine = Engine(session, (comfy.url,), job_timeout=15, max_output_bytes=2**24, max_jobs_per_server=1)
+    engine.start()
+    server = engine.servers[0]
+    try:
+        await asyncio.wait_for(server.listener.connected.wait(), 5)
+        for round_ in range(6):
+            jobs = [asyncio.create_task(engine.run(IMAGE, IMAGE.resolve({"prompt": f"cat {n}"}))) for n in range(8)]
+            for n, job in enumerate(jobs):
+                await asyncio.sleep(0.001 * ((n + round_) % 4))
+                job.cancel()
+            await asyncio.gather(*jobs, return_exceptions=True)
+            assert (server.load, engine._waiting, engine.limits.queued) == (0, [], 0)
+        result = await asyncio.wait_for(engine.run(IMAGE, IMAGE.resolve({"prompt": "still runs"})), 10)
+        assert result.files and server.load == 0
+    finally:
+        await engine.close()
+
+
 async def test_job_timeout_counts_the_wait_in_the_bots_own_queue(
     comfy: FakeComfyUI, session: aiohttp.ClientSession
 ) -> None:

@@ -162,7 +162,7 @@ class Engine:
         )
         self._cancelled: set[str] = set()
         self._waiting: list[str] = []  # job ids waiting for a slot, first come first served
-        self._slot_freed = asyncio.Condition()
+        self._slot_freed = asyncio.Event()  # replaced by a fresh one each time it is set (see _wake_waiting)
 
     def start(self) -> None:
         """Open every server's websocket (before the first submit, so no event is missed)."""
@@ -206,7 +206,7 @@ class Engine:
             )
         except BaseException as exc:
             if server is not None:  # whatever went wrong, the slot goes back before anything else is awaited
-                await self._release(server, record.id)
+                self._release(server, record.id)
             if isinstance(exc, BotError):
                 await self._end(record, exc)
             raise
@@ -244,8 +244,7 @@ class Engine:
             raise InvalidInput("This job is already being cancelled.")
         if job_id in self._waiting:
             self._cancelled.add(job_id)
-            async with self._slot_freed:
-                self._slot_freed.notify_all()
+            self._wake_waiting()
             return
         server = next((s for s in self.servers if job_id in s.listener.watches), None)
         if server is None:
@@ -302,7 +301,7 @@ class Engine:
         finally:
             server.listener.unwatch(record.id)
             self._cancelled.discard(record.id)
-            await self._release(server, record.id)
+            self._release(server, record.id)
         await self._save(record, state=JobState.DELIVERING)
         seconds = time.monotonic() - started
         log.info("job %s: done in %.1fs with %d file(s)", record.id, seconds, len(files))
@@ -373,6 +372,7 @@ class Engine:
         shown: int | None = None
         try:
             while True:
+                freed = self._slot_freed  # taken before looking, so that a slot freed meanwhile is not missed
                 if job_id in self._cancelled:
                     self._cancelled.discard(job_id)
                     raise JobCancelled()
@@ -393,19 +393,22 @@ class Engine:
                 if on_progress is not None and position != shown:
                     shown = position
                     await _call(on_progress, Progress(waiting=position))
-                async with self._slot_freed:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._slot_freed.wait(), 1.0)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(freed.wait(), 1.0)
         finally:
+            # Nothing awaited here: a timeout or cancel landing in this block would keep the slot taken above.
             self._waiting.remove(job_id)
             self.limits.left_queue(job_id)
-            async with self._slot_freed:
-                self._slot_freed.notify_all()  # the next in line may go now
+            self._wake_waiting()  # the next in line may go now
 
-    async def _release(self, server: ComfyServer, job_id: str) -> None:
+    def _release(self, server: ComfyServer, job_id: str) -> None:
         server.active.discard(job_id)
-        async with self._slot_freed:
-            self._slot_freed.notify_all()
+        self._wake_waiting()
+
+    def _wake_waiting(self) -> None:
+        """Let every job waiting for a slot look again (synchronous, so safe in `finally` and on cancel)."""
+        freed, self._slot_freed = self._slot_freed, asyncio.Event()
+        freed.set()
 
     async def object_infos(self) -> tuple[list[dict[str, Any]], list[str | None]]:
         """The /object_info and ComfyUI version of every server that answers, to validate workflows against.

@@ -142,7 +142,8 @@ class JobStore:
     def _connect(self) -> None:
         try:
             if self.path.is_dir():
-                raise self._unusable("it is a folder", f"Set JOBS_DB to a file in it, e.g. {self.path / 'jobs.sqlite3'}.")
+                fix = f"Set JOBS_DB to a file in it, e.g. {self.path / 'jobs.sqlite3'}."
+                raise self._unusable("it is a folder", fix)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._acquire()
             db = sqlite3.connect(self.path, isolation_level=None)  # autocommit; migrations use explicit transactions
