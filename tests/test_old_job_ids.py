@@ -58,3 +58,32 @@ async def test_an_old_job_submitted_before_the_upgrade_is_resumed_and_its_button
     assert "**seed:** 6" in text
     # The bot never submitted the old job again (the second submission is the old bot's, above).
     assert [p["prompt_id"] for p in world.prompts()] == [job_id, OLD_ID]
+
+
+# Newer servers take only the UUID form: an old job that still has to be submitted goes under that form of its id.
+@pytest.mark.parametrize("comfy_profile", ["current"], indirect=True)
+async def test_an_old_job_still_in_the_bots_queue_is_submitted_in_uuid_form_after_the_upgrade(start: Start) -> None:
+    world = await start()
+    it = await world.discord.invoke_slash("image", {"prompt": "queued old cat", "seed": 5})
+    await finished(world, it)
+    job_id = await job_id_for(world, "queued old cat")
+    await wait_state(world, job_id, JobState.DONE)
+    await world.stop_bot()
+
+    store = await JobStore(world.settings.jobs_db).open()
+    record = await store.get(job_id)
+    assert record is not None
+    old = replace(record, id=OLD_ID, state=JobState.QUEUED, prompt=None, server=None, reported=False, attempts=0)
+    await store.add(old)
+    await store.close()
+    for message in world.discord.messages.values():
+        message["attachments"] = []
+
+    await world.start_bot()
+    message = await delivered_once(world, "queued old cat")
+    assert int(message["id"]) == it.original_id
+    assert buttons(message)["Details"] == f"job:details:{OLD_ID}"
+    assert [p["prompt_id"] for p in world.prompts()] == [job_id, "01234567-89ab-cdef-0123-456789abcdef"]
+    await wait_state(world, OLD_ID, JobState.DONE)
+    stored = await world.bot.store.get(OLD_ID)
+    assert stored is not None and stored.prompt_id == "01234567-89ab-cdef-0123-456789abcdef"

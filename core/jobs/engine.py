@@ -229,7 +229,7 @@ class Engine:
         if job_id in self._waiting:
             return f"waiting for a free slot (position {self._waiting.index(job_id) + 1} in the bot's queue)"
         for server in self.servers:
-            watch = server.listener.watches.get(job_id)
+            watch = _watch_of(server, job_id)
             if watch is not None:
                 if watch.last_position == 0:
                     return f"running on {server.client.name}"
@@ -246,11 +246,12 @@ class Engine:
             self._cancelled.add(job_id)
             self._wake_waiting()
             return
-        server = next((s for s in self.servers if job_id in s.listener.watches), None)
-        if server is None:
+        found = next(((s, w) for s in self.servers if (w := _watch_of(s, job_id)) is not None), None)
+        if found is None:
             raise InvalidInput("This job is just being submitted; try again in a moment.")
+        server, watch = found
         self._cancelled.add(job_id)
-        await server.client.cancel(job_id)
+        await server.client.cancel(watch.prompt_id)
         server.listener.request_reconcile()
 
     async def _execute(
@@ -258,16 +259,24 @@ class Engine:
     ) -> JobResult:
         assert record.prompt is not None
         prompt = record.prompt
+        prompt_id = record.prompt_id or record.id
         try:
             async with asyncio.timeout(max(0.0, started + self.job_timeout - time.monotonic())):
                 while True:
-                    watch = server.listener.watch(record.id, prompt)
+                    if submit:
+                        prompt_id = uuid_form(record.id)
+                    watch = server.listener.watch(prompt_id, prompt)
                     watch.max_images, watch.max_image_bytes = self.max_outputs_per_job, self.max_job_output_bytes
                     client_id = None  # submitted by an earlier run of the bot: its events go to an old clientId
                     if submit:
                         client_id = server.listener.client_id
-                        await server.client.submit(prompt, client_id=client_id, prompt_id=record.id)
-                        record = await self._save(record, state=JobState.SUBMITTED, attempts=record.attempts + 1)
+                        await server.client.submit(prompt, client_id=client_id, prompt_id=prompt_id)
+                        record = await self._save(
+                            record,
+                            state=JobState.SUBMITTED,
+                            attempts=record.attempts + 1,
+                            prompt_id=None if prompt_id == record.id else prompt_id,
+                        )
                     server.listener.submitted(watch, client_id)
                     try:
                         entry = await self._follow(watch, prompt, self._noting_start(record, on_progress))
@@ -277,6 +286,7 @@ class Engine:
                             raise JobCancelled() from None
                         if record.attempts >= MAX_ATTEMPTS:
                             raise
+                        server.listener.unwatch(prompt_id)
                         log.warning("job %s vanished from %s; submitting it again", record.id, server.client.name)
                         if on_progress is not None:
                             await _call(on_progress, Progress(resubmitted=True))
@@ -291,7 +301,7 @@ class Engine:
                 _raise_if_failed(entry, prompt)
                 files, texts, skipped = await self._collect(server.client, entry, watch)
         except TimeoutError:
-            await _best_effort(server.client.cancel(record.id))
+            await _best_effort(server.client.cancel(prompt_id))
             error: BotError = JobTimeout(self.job_timeout)
             await self._end(record, error)
             raise error from None
@@ -299,7 +309,7 @@ class Engine:
             await self._end(record, exc)
             raise
         finally:
-            server.listener.unwatch(record.id)
+            server.listener.unwatch(prompt_id)
             self._cancelled.discard(record.id)
             self._release(server, record.id)
         await self._save(record, state=JobState.DELIVERING)
@@ -551,6 +561,20 @@ def _skipped(filename: str, size: int | None, cap: str) -> str:
         return f"{name}: not downloaded, {cap}"
     shown = f"more than {human_size(-size)}" if size < 0 else human_size(size)
     return f"{name} ({shown}): not downloaded, {cap}"
+
+
+def _watch_of(server: ComfyServer, job_id: str) -> Watch | None:
+    """The watch of a job on `server`, under its job id or the UUID form an old 32-hex job is resubmitted in."""
+    watches = server.listener.watches
+    return watches.get(job_id) or watches.get(uuid_form(job_id))
+
+
+def uuid_form(job_id: str) -> str:
+    """The prompt_id a job is submitted under: its id, a 32-hex one (older jobs) written as servers now require."""
+    try:
+        return str(uuid.UUID(job_id))
+    except ValueError:
+        return job_id
 
 
 def _short_label(prompt: Prompt, node_id: str) -> str:

@@ -76,6 +76,9 @@ class JobRecord:
     upload_limit: int | None = None  # the guild's per-file limit when the job was asked for
     server: str | None = None
     prompt: dict[str, Any] | None = None  # the rendered prompt as submitted (resubmitted after a server restart)
+    # The prompt_id ComfyUI knows it by, when not the job id: jobs of the 32-hex era are resubmitted under the
+    # UUID form of their id, the only form newer servers accept.
+    prompt_id: str | None = None
     attempts: int = 0
     error: str | None = None  # the member-facing reason of a failure
     reported: bool = False  # the member was told how the job ended (result delivered, or failure shown)
