@@ -7,6 +7,7 @@ belongs to the front that registered them, through `JobActions`.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import weakref
 from typing import Any, Protocol
@@ -90,7 +91,8 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=JOB_BUT
                     raise InvalidInput(NOT_YOURS_TO_DELETE)
                 await respond(interaction, DELETED)
                 if interaction.message is not None:
-                    await interaction.message.delete()
+                    with contextlib.suppress(discord.NotFound):  # two clicks at once: the other one deleted it
+                        await interaction.message.delete()
             else:
                 await actions.reroll(interaction, record)
         except Exception as exc:  # explained privately, as for commands, naming the job's command

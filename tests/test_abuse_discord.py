@@ -4,6 +4,7 @@ the interaction expired, command names in form and button failures, batches by b
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -117,7 +118,11 @@ async def test_an_interaction_that_expired_before_the_first_answer_is_still_deli
             "Finished: the result is in the message below."
         )
     )
-    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith(("discord", "cogs"))]
+    warnings = [
+        r
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and r.name.startswith(("discord_ui", "discord.ui", "cogs"))
+    ]
     assert [r.getMessage() for r in warnings] == [
         f"/image: interaction {it.id} expired before the bot's first answer; the job goes on in the channel"
     ]
@@ -224,3 +229,20 @@ async def _all_records(store: JobStore) -> list[JobRecord]:
 
 def _fields(record: JobRecord) -> dict[str, Any]:
     return {name: getattr(record, name) for name in JobRecord.__dataclass_fields__}
+
+
+async def test_delete_clicked_twice_at_once_deletes_once_and_troubles_nobody(start: Start) -> None:
+    world = await start()
+    it = await world.discord.invoke_slash("image", {"prompt": "a doubly deleted cat"})
+    result = await finished(world, it)
+    delete = next(c["custom_id"] for row in result["components"] for c in row["components"] if c["label"] == "Delete")
+    first = await world.discord.click(int(result["id"]), delete)
+    second = await world.discord.click(int(result["id"]), delete)
+    await world.discord.wait_for(lambda: bool(world.private_replies(first) and world.private_replies(second)))
+    path = f"/channels/{result['channel_id']}/messages/{result['id']}"
+    deletes = lambda: [r for r in world.discord.requests if r.method == "DELETE" and r.path == path and r.status]  # noqa: E731
+    await world.discord.wait_for(lambda: len(deletes()) == 2)
+    await asyncio.sleep(0.1)  # the second click's handler sees its 404 and ends
+    assert sorted(r.status for r in deletes()) == [204, 404]
+    assert world.private_replies(first) == world.private_replies(second) == ["Deleted."]
+    assert not any("Something went wrong" in (m["content"] or "") for m in world.discord.messages.values())
