@@ -388,3 +388,36 @@ async def test_input_options_reads_both_forms_from_the_server() -> None:
             assert await client.input_options("RIFE VFI", "ckpt_name") == []  # a class it lacks, name with a space
     finally:
         await fake.stop()
+
+
+@pytest.mark.abuse
+def test_a_workflow_cannot_take_the_name_of_one_of_the_bots_own_commands(tmp_path: Path) -> None:
+    text = (FIXTURES / "upscale_only.json").read_text()
+    (tmp_path / "queue.json").write_text(text)  # detected: renamed
+    (tmp_path / "upscale.json").write_text(text)
+    (tmp_path / "upscale.toml").write_text(
+        '[command]\nname = "reload"\n[params.photo]\ntype = "image"\ntarget = "1.image"\n'
+    )  # bound: refused, the admin chose that name
+    catalog = load_catalog(tmp_path)
+    assert sorted(catalog.workflows) == ["queue-2"]
+    assert catalog.notes == [
+        "queue.json: the command is /queue-2 (/queue is already taken); a binding file queue.toml can choose "
+        "another name."
+    ]
+    assert catalog.problems == ["upscale.toml: /reload is one of the bot's own commands; choose another name."]
+
+
+@pytest.mark.abuse
+def test_a_choice_longer_than_discord_allows_is_refused_when_the_binding_is_read(tmp_path: Path) -> None:
+    (tmp_path / "image.json").write_text((WORKFLOWS / "image.json").read_text())
+    long_choice = "euler_" + "x" * 150
+    (tmp_path / "image.toml").write_text(
+        f'[params.prompt]\ntarget = "6.text"\n[params.sampler]\ntype = "choice"\nchoices = ["euler", "{long_choice}"]'
+        '\ntarget = "3.sampler_name"\n'
+    )
+    catalog = load_catalog(tmp_path)
+    assert catalog.workflows == {}
+    assert catalog.problems == [
+        f"image.toml: parameter 'sampler': a choice may have at most 100 characters (Discord's limit); "
+        f"{long_choice[:40]!r}… has 156."
+    ]

@@ -15,6 +15,8 @@ from core.comfyui.types import Prompt
 from core.errors import WorkflowError
 from core.workflows.detect import detect_params
 from core.workflows.model import (
+    BUILT_IN_COMMANDS,
+    MAX_CHOICE,
     MAX_DESCRIPTION,
     MAX_NAME,
     MAX_OPTIONS,
@@ -54,7 +56,7 @@ def load_catalog(folder: Path) -> Catalog:
             continue
         used_graphs.add(workflow.source.resolve())
         found.append(workflow)
-    taken = {w.name for w in found}
+    taken = {w.name for w in found} | BUILT_IN_COMMANDS
     for graph_path in sorted(folder.glob("*.json")):
         if graph_path.resolve() not in used_graphs:
             try:
@@ -67,7 +69,9 @@ def load_catalog(folder: Path) -> Catalog:
             found.append(workflow)
     for workflow in found:
         where = (workflow.binding or workflow.source).name
-        if workflow.name in catalog.workflows:
+        if workflow.name in BUILT_IN_COMMANDS:
+            catalog.problems.append(f"{where}: /{workflow.name} is one of the bot's own commands; choose another name.")
+        elif workflow.name in catalog.workflows:
             other = catalog.workflows[workflow.name]
             catalog.problems.append(
                 f"{where}: command /{workflow.name} is already defined by {(other.binding or other.source).name}."
@@ -222,6 +226,11 @@ def _parse_param(name: str, spec: Any, graph: Prompt, where: str) -> Param:
             )
         if choices_from is not None and not re.fullmatch(r"\S.*\.\w+", str(choices_from)):
             raise WorkflowError(f'{here}: choices_from must look like "CheckpointLoaderSimple.ckpt_name".')
+        if too_long := next((c for c in choices if len(c) > MAX_CHOICE), None):
+            raise WorkflowError(
+                f"{here}: a choice may have at most {MAX_CHOICE} characters (Discord's limit); "
+                f"{too_long[:40]!r}… has {len(too_long)}."
+            )
     elif choices or choices_from:
         raise WorkflowError(f'{here}: choices only apply to type = "choice".')
     param = Param(
