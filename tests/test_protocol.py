@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from core.comfyui import listener as listener_module
 from core.comfyui.client import ComfyClient, ServerInfo
 from core.comfyui.listener import ComfyListener, Finished, Lost, Unreadable
 from core.errors import ComfyServerError, ExecutionFailed, JobInterrupted, JobLost, PromptRejected, UnreadableAnswer
@@ -644,3 +645,28 @@ async def test_another_program_on_the_port_is_a_server_error_not_a_crash(session
     finally:
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.abuse
+async def test_a_server_that_accepts_but_never_answers_counts_as_down(
+    session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(listener_module, "CONNECT_TIMEOUT", 0.3)
+    hung: list[asyncio.StreamWriter] = []
+
+    async def frozen(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        hung.append(writer)  # a stopped process: the kernel accepts, nobody ever answers
+
+    server = await asyncio.start_server(frozen, "127.0.0.1", 0)
+    listener = ComfyListener(ComfyClient(session, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"))
+    listener.start()
+    try:
+        async with asyncio.timeout(5):
+            while not listener.last_failure:
+                await asyncio.sleep(0.05)
+        assert not listener.connected.is_set()
+    finally:
+        await listener.close()
+        for writer in hung:
+            writer.close()
+        server.close()

@@ -28,7 +28,10 @@ from core.errors import BotError, ComfyServerError, ComfyUnreachable, Unreadable
 
 log = logging.getLogger(__name__)
 
-POLL_INTERVAL = 1.0  # how often prompts whose events cannot reach us are checked
+POLL_INTERVAL = 1.0
+CONNECT_TIMEOUT = (
+    10.0  # seconds for the websocket handshake  # how often prompts whose events cannot reach us are checked
+)
 WEBSOCKET_OUTPUT_CLASSES = frozenset({"SaveImageWebsocket"})
 # Asking for preview metadata makes binary frames carry their prompt and node id (type 4 instead of 1).
 FEATURE_FLAGS = json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
@@ -194,12 +197,16 @@ class ComfyListener:
             self.client_id = uuid.uuid4().hex
             try:
                 # Only the query string: no Origin or Sec-Fetch-* header, which newer servers refuse (403).
-                async with self.client.session.ws_connect(
-                    self.client.ws_url,
-                    params={"clientId": self.client_id},
-                    heartbeat=20,
-                    max_msg_size=self.max_frame_bytes,
-                ) as ws:
+                # A server that accepts the connection but never answers (a frozen process) must not hold the
+                # handshake for the session's default five minutes.
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    ws = await self.client.session.ws_connect(
+                        self.client.ws_url,
+                        params={"clientId": self.client_id},
+                        heartbeat=20,
+                        max_msg_size=self.max_frame_bytes,
+                    )
+                async with ws:
                     self._flags_acknowledged = False  # the server may have been upgraded meanwhile
                     await ws.send_str(FEATURE_FLAGS)
                     await self._probe()
