@@ -307,11 +307,11 @@ async def run_jobs(
             done, late = await asyncio.wait(tasks, timeout=left)
             if late:
                 assert timeout is not None
-                await _stop_late_jobs(engine, late)
+                confirmed = await _stop_late_jobs(engine, late)
+                what = "it was cancelled." if confirmed else "the server did not confirm the cancel; it may still run."
                 for task in (t for t in tasks if t in late):  # in job order
                     terminal.say(
-                        f"{tasks[task].tag} failed: not finished when --timeout ({timeout:g} s) ran out; "
-                        "it was cancelled."
+                        f"{tasks[task].tag} failed: not finished when --timeout ({timeout:g} s) ran out; {what}"
                     )
         finally:
             watcher.cancel()
@@ -340,19 +340,24 @@ async def adapt(engine: Engine, workflow: Workflow, timeout: float | None) -> Wo
     return kept.workflows.get(workflow.name, workflow)
 
 
-async def _stop_late_jobs(engine: Engine, tasks: set[asyncio.Task[bool]]) -> None:
-    """Stop jobs at the batch deadline, here and on the server (which would otherwise run them anyway)."""
+async def _stop_late_jobs(engine: Engine, tasks: set[asyncio.Task[bool]]) -> bool:
+    """Stop jobs at the batch deadline, here and on the server (which would otherwise run them anyway).
+
+    Returns False when the server did not confirm every cancel within CANCEL_WAIT (all are sent at once).
+    """
     # Jobs watched by a listener have been (or are being) submitted; the others never reached a server.
-    submitted = [(server, job_id) for server in engine.servers for job_id in server.listener.watches]
+    submitted = [(server, prompt_id) for server in engine.servers for prompt_id in server.listener.watches]
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    for server, job_id in submitted:
-        try:
-            async with asyncio.timeout(CANCEL_WAIT):
-                await server.client.cancel(job_id)
-        except (BotError, TimeoutError):
-            pass  # the server is gone, and the job with it
+    try:
+        async with asyncio.timeout(CANCEL_WAIT):
+            answers = await asyncio.gather(
+                *(server.client.cancel(prompt_id) for server, prompt_id in submitted), return_exceptions=True
+            )
+    except TimeoutError:
+        return False
+    return not any(isinstance(answer, BaseException) for answer in answers)
 
 
 async def _one_job(engine: Engine, workflow: Workflow, job: _Job, out: Path, terminal: Terminal) -> bool:

@@ -194,6 +194,20 @@ async def test_timeout_cancels_unfinished_jobs_on_the_server(
     assert not (in_tmp / "out").exists()
 
 
+async def test_timeout_says_when_the_server_did_not_confirm_the_cancel(
+    comfy: FakeComfyUI, capsys: pytest.CaptureFixture[str], in_tmp: Path
+) -> None:
+    comfy.pause()
+    comfy.http_failures = [("POST", "/queue", 500)]  # the one job's removal from the queue fails
+    argv = ("run", "image", "prompt=a cat", "--timeout", "1")
+    code, out, err = await asyncio.wait_for(bot_py(capsys, *argv, url=comfy.url), 30)
+    assert (code, out) == (1, "")
+    assert lasting(err) == [
+        "[1/1] failed: not finished when --timeout (1 s) ran out; the server did not confirm the cancel; "
+        "it may still run."
+    ]
+
+
 async def test_progress_off_a_terminal_is_plain_lines(comfy: FakeComfyUI, capsys: pytest.CaptureFixture[str]) -> None:
     comfy.node_delay = 0.02
     code, _, err = await bot_py(capsys, "run", "image", "prompt=a cat", url=comfy.url)
