@@ -91,3 +91,40 @@ def test_long_option_lists_are_looked_up_and_shortened() -> None:
         "available on the server. It has: m0.safetensors, m1.safetensors, m2.safetensors, m3.safetensors, "
         "m4.safetensors, m5.safetensors, m6.safetensors, m7.safetensors and 22 more."
     )
+
+
+def _not_in_list(value: Any, allowed: list[str]) -> dict[str, Any]:
+    extra = {"input_name": "lora_name", "input_config": [allowed, {}], "received_value": value}
+    item = {"type": "value_not_in_list", "message": "Value not in list", "details": "", "extra_info": extra}
+    return {"2": {"errors": [item], "dependent_outputs": ["9"], "class_type": "LoraLoader"}}
+
+
+PROMPT_WITH_LORA = {"2": {"class_type": "LoraLoader", "inputs": {}, "_meta": {"title": "Style LoRA"}}}
+
+
+def test_a_windows_path_and_an_empty_choice_read_as_in_the_workflow_check() -> None:
+    windows = describe_rejection(None, _not_in_list("sdxl\\ink.safetensors", ["film.safetensors"]), PROMPT_WITH_LORA)
+    assert windows == (
+        "ComfyUI refused the workflow:\n• “Style LoRA” (LoraLoader, node 2): input lora_name: "
+        "'sdxl\\ink.safetensors' is not available on the server. It has: film.safetensors."
+    )
+    empty = describe_rejection(None, _not_in_list("", ["film.safetensors"]), PROMPT_WITH_LORA)
+    assert empty == (
+        "ComfyUI refused the workflow:\n• “Style LoRA” (LoraLoader, node 2): no lora_name chosen; "
+        "pick one of: film.safetensors."
+    )
+
+
+def test_a_class_the_server_lacks_reads_the_same_on_both_generations() -> None:
+    prompt = {"7": {"class_type": "ImageBlurPlus", "inputs": {}, "_meta": {"title": "Soft focus"}}}
+    older = {"type": "invalid_prompt", "message": "Cannot execute because node ImageBlurPlus does not exist.",
+             "details": "Node ID '#7'", "extra_info": {}}  # fmt: skip
+    newer = {"type": "missing_node_type", "message": "Node 'Soft focus' not found. The custom node may not be installed.",
+             "details": "Node ID '#7'", "extra_info": {"node_id": "7", "class_type": "ImageBlurPlus",
+             "node_title": "Soft focus"}}  # fmt: skip
+    expected = (
+        "ComfyUI refused the workflow:\n• Node 7 “Soft focus” uses ImageBlurPlus, which this server does not have: "
+        "a custom node, or a core node of a newer ComfyUI than this server's {}."
+    )
+    assert describe_rejection(older, {}, prompt, version="0.3.64") == expected.format("0.3.64")  # type: ignore[arg-type]
+    assert describe_rejection(newer, {}, prompt, version="0.38.1") == expected.format("0.38.1")  # type: ignore[arg-type]

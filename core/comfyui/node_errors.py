@@ -112,7 +112,10 @@ def _describe_item(err: NodeErrorItem, class_type: str, options: dict[tuple[str,
         if allowed is None:
             allowed = options.get((class_type, str(name)))
         value = extra.get("received_value")
-        text = f"input {name}: {value!r} is not available on the server."
+        if value is None or value == "":  # the same words as the workflow check's
+            pick = f"pick one of: {list_options(allowed)}" if allowed else "the server has none to pick from"
+            return f"no {name} chosen; {pick}."
+        text = f"input {name}: {object_info.quoted(value)} is not available on the server."
         if allowed is None:
             return text
         if not allowed:
