@@ -119,7 +119,8 @@ def test_a_class_the_server_lacks_reads_the_same_on_both_generations() -> None:
     prompt = {"7": {"class_type": "ImageBlurPlus", "inputs": {}, "_meta": {"title": "Soft focus"}}}
     older = {"type": "invalid_prompt", "message": "Cannot execute because node ImageBlurPlus does not exist.",
              "details": "Node ID '#7'", "extra_info": {}}  # fmt: skip
-    newer = {"type": "missing_node_type", "message": "Node 'Soft focus' not found. The custom node may not be installed.",
+    newer = {"type": "missing_node_type",
+             "message": "Node 'Soft focus' not found. The custom node may not be installed.",
              "details": "Node ID '#7'", "extra_info": {"node_id": "7", "class_type": "ImageBlurPlus",
              "node_title": "Soft focus"}}  # fmt: skip
     expected = (
