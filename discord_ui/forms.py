@@ -23,12 +23,13 @@ class TextForm(discord.ui.Modal):
         self.inputs: dict[str, discord.ui.TextInput[TextForm]] = {}
         for param in params[:5]:
             default = param.default if param.default is not None else workflow.current_value(param)
+            longest = min(param.max_length or MODAL_TEXT_MAX, MODAL_TEXT_MAX)
             field: discord.ui.TextInput[TextForm] = discord.ui.TextInput(
                 label=param.name[:45],
                 style=discord.TextStyle.paragraph,
                 placeholder=param.description[:100],
-                default=str(default or "")[:MODAL_TEXT_MAX],
-                max_length=min(param.max_length or MODAL_TEXT_MAX, MODAL_TEXT_MAX),
+                default=str(default or "")[:longest],  # Discord refuses a form whose text is over its limit
+                max_length=longest,
                 required=True,
             )
             self.inputs[param.name] = field

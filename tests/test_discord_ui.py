@@ -171,3 +171,21 @@ def test_only_discord_ui_messages_sends_and_imports_point_down() -> None:
     assert not {m for m in imported(ROOT / "bot.py") if m.startswith("cogs")}
     for path in (ROOT / "discord_ui").glob("*.py"):
         assert not {m for m in imported(path) if m.split(".")[0] in ("bot", "cogs", "cli")}, path.name
+
+
+def test_a_form_never_prefills_more_text_than_its_field_takes() -> None:
+    from dataclasses import replace
+
+    from core.workflows import load_catalog
+    from discord_ui.forms import TextForm
+    from tests.conftest import WORKFLOWS
+
+    music = load_catalog(WORKFLOWS).workflows["music"]
+    lyrics = next(p for p in music.params if p.name == "lyrics")
+    short = replace(lyrics, max_length=20, default="[verse] " + "la " * 50)  # a workflow's text longer than allowed
+
+    async def submit(*_: object) -> None: ...
+
+    form = TextForm(music, [short], submit)
+    field = form.inputs["lyrics"]
+    assert field.max_length == 20 and field.default == ("[verse] " + "la " * 50)[:20]
