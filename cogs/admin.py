@@ -68,9 +68,7 @@ def _default(workflow: Workflow, param: Param) -> str:
     if param.type is ParamType.SEED and param.default is None:
         return "random"
     value = param.default if param.default is not None else workflow.current_value(param)
-    text = str(value).replace("\n", " / ")
-    if len(text) > 40:
-        text = text[:40] + "…"
+    text = cap(str(value).replace("\n", " / "), 40)
     return repr(text) if isinstance(value, str) else text
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from core.errors import ConfigError
+from core.text import cap
 
 DEFAULT_COMFYUI_URL = "http://127.0.0.1:8188"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -223,8 +224,7 @@ def _url_problem(url: str) -> str | None:
 
 def _shown(value: str) -> str:
     """Quote a bad value back to the admin, cut so that a pasted file cannot flood the message."""
-    cut = value if len(value) <= _SHOWN_VALUE else value[:_SHOWN_VALUE] + "…"
-    return repr(cut)
+    return repr(cap(value, _SHOWN_VALUE))
 
 
 def _redacted(url: str) -> str:

@@ -204,7 +204,7 @@ BAD_VALUES: list[tuple[str, str, str]] = [
     ("JOB_TIMEOUT", "1e3", _out_of_range("JOB_TIMEOUT", "'1e3'")),
     ("JOB_TIMEOUT", "٣", _out_of_range("JOB_TIMEOUT", "'٣'")),
     ("JOB_TIMEOUT", "0", _out_of_range("JOB_TIMEOUT", "'0'")),
-    ("JOB_TIMEOUT", "9" * 400, _out_of_range("JOB_TIMEOUT", f"'{'9' * 40}…'")),
+    ("JOB_TIMEOUT", "9" * 400, _out_of_range("JOB_TIMEOUT", f"'{'9' * 39}…'")),
     ("MAX_OUTPUT_MB", "nan", _out_of_range("MAX_OUTPUT_MB", "'nan'")),
     ("MAX_OUTPUT_MB", "inf", _out_of_range("MAX_OUTPUT_MB", "'inf'")),
     ("MAX_OUTPUT_MB", "1e999", _out_of_range("MAX_OUTPUT_MB", "'1e999'")),

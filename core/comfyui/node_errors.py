@@ -8,6 +8,7 @@ from typing import Any
 from core.comfyui import object_info
 from core.comfyui.object_info import combo_options
 from core.comfyui.types import NodeErrorItem, NodeErrors, Prompt, PromptError
+from core.text import cap
 
 MAX_OPTIONS_SHOWN = 8
 MAX_MESSAGE = 1500
@@ -58,10 +59,7 @@ def describe_rejection(
             lines.append(f"• {label}: {_describe_item(err, entry.get('class_type', ''), options or {})}")
     if not lines and error is not None:
         lines.append(f"• {_missing_class(error, prompt, version) or _describe_error(error)}")
-    message = "ComfyUI refused the workflow:\n" + "\n".join(lines or ["• no reason given"])
-    if len(message) > MAX_MESSAGE:
-        message = message[: MAX_MESSAGE - 1] + "…"
-    return message
+    return cap("ComfyUI refused the workflow:\n" + "\n".join(lines or ["• no reason given"]), MAX_MESSAGE)
 
 
 def _describe_error(error: PromptError) -> str:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.text import cap
+
 SECTIONS = ("required", "optional", "hidden")
 
 
@@ -88,7 +90,7 @@ MAX_QUOTED = 100
 def quoted(value: Any) -> str:
     """A value for a message on one line: like repr, but a Windows path keeps single backslashes; cut when long."""
     text = repr(value).replace("\\\\", "\\") if isinstance(value, str) else repr(value)
-    return text if len(text) <= MAX_QUOTED else text[: MAX_QUOTED - 2] + "…" + text[-1]
+    return cap(text[:-1], MAX_QUOTED - 1) + text[-1]  # the closing quote stays
 
 
 def missing_class(label: str, class_type: str, version: str | None) -> str:

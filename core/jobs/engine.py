@@ -31,6 +31,7 @@ from core.jobs.inputs import ensure_inputs, keep_inputs
 from core.jobs.limits import Limits
 from core.jobs.store import JobRecord, JobState, JobStore
 from core.media import MediaKind, human_size, kind_of
+from core.text import cap
 from core.workflows import Workflow
 from core.workflows.model import InputFile
 
@@ -516,8 +517,8 @@ class Engine:
                 files.append(OutputFile(name, data, node_id))
         first_dropped = len(watch.ws_images) + 1
         for index, (_node_id, size) in enumerate(watch.ws_dropped, start=first_dropped):
-            cap = count_cap if first_dropped > self.max_outputs_per_job else total_cap
-            skipped.append(_skipped(f"{watch.prompt_id[:8]}_{index:02d}", size, cap))
+            reason = count_cap if first_dropped > self.max_outputs_per_job else total_cap
+            skipped.append(_skipped(f"{watch.prompt_id[:8]}_{index:02d}", size, reason))
         if not files and not texts and not skipped:
             raise BotError(
                 "The workflow finished but saved no output: it must end in a Save node (SaveImage, SaveAudio, …), "
@@ -541,13 +542,13 @@ def new_job_id() -> str:
     return str(uuid.uuid4())
 
 
-def _skipped(filename: str, size: int | None, cap: str) -> str:
+def _skipped(filename: str, size: int | None, reason: str) -> str:
     """One line naming an output that was not downloaded; a negative size means "more than -size"."""
-    name = filename if len(filename) <= MAX_NAME_SHOWN else filename[: MAX_NAME_SHOWN - 1] + "…"
+    name = cap(filename, MAX_NAME_SHOWN)
     if size is None:
-        return f"{name}: not downloaded, {cap}"
+        return f"{name}: not downloaded, {reason}"
     shown = f"more than {human_size(-size)}" if size < 0 else human_size(size)
-    return f"{name} ({shown}): not downloaded, {cap}"
+    return f"{name} ({shown}): not downloaded, {reason}"
 
 
 def _short_label(prompt: Prompt, node_id: str) -> str:
@@ -561,9 +562,7 @@ def _raise_if_failed(entry: HistoryEntry, prompt: Prompt) -> None:
     for kind, data in status["messages"]:
         if kind == "execution_error":
             label = node_label(prompt, str(data["node_id"]), data["node_type"])
-            message = data["exception_message"].strip() or "no message"
-            if len(message) > MAX_ERROR_TEXT:
-                message = message[:MAX_ERROR_TEXT] + "…"
+            message = cap(data["exception_message"].strip() or "no message", MAX_ERROR_TEXT)
             raise ExecutionFailed(
                 f"The job failed in {label}: {message}",
                 detail=f"{data.get('exception_type')}: {data.get('exception_message')}\n" + "".join(data["traceback"]),

@@ -17,6 +17,7 @@ from typing import Any
 from core.comfyui.client import ComfyClient
 from core.errors import BotError
 from core.jobs.store import JobRecord, JobStore
+from core.text import cap
 from core.workflows.model import FILE_TYPES, InputFile, Workflow
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ class InputGone(BotError):
     """An attachment the job needs is neither on the server nor kept by the bot."""
 
     def __init__(self, param: str, name: str, *, uploaded: bool = True) -> None:
-        shown = name if len(name) <= MAX_NAME else name[: MAX_NAME - 1] + "…"
+        shown = cap(name, MAX_NAME)
         where = (
             f"The file you attached ({shown}) is no longer on the ComfyUI server"
             if uploaded
