@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from core.comfyui import object_info
 from core.comfyui.object_info import combo_options
 from core.comfyui.types import NodeErrorItem, NodeErrors, Prompt, PromptError
 from core.text import cap
@@ -23,20 +22,32 @@ def list_options(values: list[str]) -> str:
 
 def node_label(prompt: Prompt, node_id: str, class_type: str | None = None) -> str:
     """Name a node the way an admin finds it in the ComfyUI editor: title, class and id."""
-    node = prompt.get(node_id, {})
-    class_type = class_type or node.get("class_type") or "unknown class"
-    title = (node.get("_meta") or {}).get("title")
-    if title and title != class_type:
-        return f"“{title}” ({class_type}, node {node_id})"
-    return f"{class_type} (node {node_id})"
+    class_type = class_type or prompt.get(node_id, {}).get("class_type") or "unknown class"
+    title = _title(prompt, node_id, class_type)
+    return f"“{title}” ({class_type}, node {node_id})" if title else f"{class_type} (node {node_id})"
+
+
+def running_label(prompt: Prompt, node_id: str) -> str:
+    """Name a running node briefly, for progress: its title, else its class."""
+    class_type = prompt.get(node_id, {}).get("class_type")
+    return _title(prompt, node_id, class_type) or class_type or f"node {node_id}"
 
 
 def missing_class(prompt: Prompt, node_id: str, class_type: str, version: str | None) -> str:
     """Say that the server lacks a node's class: a custom node, or a core node newer than the server."""
-    node = prompt.get(node_id, {})
-    title = (node.get("_meta") or {}).get("title")
-    label = f"{node_id} “{str(title)[:80]}”" if title and title != class_type else node_id
-    return object_info.missing_class(label, class_type[:80], version)
+    title = _title(prompt, node_id, class_type)
+    label = f"{node_id} “{title[:80]}”" if title else node_id
+    server = f"this server's {version}" if version else "this server's version"
+    return (
+        f"Node {label} uses {class_type[:80]}, which this server does not have: a custom node, "
+        f"or a core node of a newer ComfyUI than {server}."
+    )
+
+
+def _title(prompt: Prompt, node_id: str, class_type: str | None) -> str | None:
+    """The title an admin gave the node in the editor, or None when it only repeats the class."""
+    title = (prompt.get(node_id, {}).get("_meta") or {}).get("title")
+    return str(title) if title and title != class_type else None
 
 
 def describe_rejection(

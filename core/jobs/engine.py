@@ -15,7 +15,7 @@ import aiohttp
 
 from core.comfyui.client import ComfyClient, TooLarge
 from core.comfyui.listener import ComfyListener, Finished, Lost, Queued, Running, Unreadable, Watch
-from core.comfyui.node_errors import node_label
+from core.comfyui.node_errors import node_label, running_label
 from core.comfyui.types import FILE_KEYS, HistoryEntry, Prompt
 from core.errors import (
     BotError,
@@ -466,7 +466,7 @@ class Engine:
                 progress = Progress(position=event.position)
             else:
                 assert isinstance(event, Running)
-                label = _short_label(prompt, event.node) if event.node else None
+                label = running_label(prompt, event.node) if event.node else None
                 progress = Progress(node=label, step=event.value, steps=event.max)
             await _call(on_progress, progress)
 
@@ -549,11 +549,6 @@ def _skipped(filename: str, size: int | None, reason: str) -> str:
         return f"{name}: not downloaded, {reason}"
     shown = f"more than {human_size(-size)}" if size < 0 else human_size(size)
     return f"{name} ({shown}): not downloaded, {reason}"
-
-
-def _short_label(prompt: Prompt, node_id: str) -> str:
-    node = prompt.get(node_id, {})
-    return (node.get("_meta") or {}).get("title") or node.get("class_type") or f"node {node_id}"
 
 
 def _raise_if_failed(entry: HistoryEntry, prompt: Prompt) -> None:
