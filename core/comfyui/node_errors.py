@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from core.comfyui.object_info import combo_options
 from core.comfyui.types import NodeErrorItem, NodeErrors, Prompt, PromptError
@@ -102,14 +101,9 @@ def missing_option_inputs(node_errors: dict[str, NodeErrors]) -> set[tuple[str, 
     for entry in node_errors.values():
         for err in entry.get("errors", []):
             extra = err.get("extra_info") or {}
-            if err.get("type") == "value_not_in_list" and not _listed_options(extra):
+            if err.get("type") == "value_not_in_list" and not combo_options(extra.get("input_config")):
                 wanted.add((entry.get("class_type", ""), str(extra.get("input_name", ""))))
     return wanted
-
-
-def _listed_options(extra: dict[str, Any]) -> list[str] | None:
-    options = combo_options(extra.get("input_config"))
-    return None if options is None else [str(v) for v in options]
 
 
 def _describe_item(err: NodeErrorItem, class_type: str, options: dict[tuple[str, str], list[str]]) -> str:
@@ -117,7 +111,7 @@ def _describe_item(err: NodeErrorItem, class_type: str, options: dict[tuple[str,
     name = extra.get("input_name") or err.get("details") or "?"
     kind = err.get("type")
     if kind == "value_not_in_list":
-        allowed = _listed_options(extra)
+        allowed = combo_options(extra.get("input_config"))
         if allowed is None:
             allowed = options.get((class_type, str(name)))
         value = extra.get("received_value")

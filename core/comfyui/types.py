@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, NoReturn, NotRequired, TypedDict
 
-from core.comfyui.object_info import listed_options
+from core.comfyui.object_info import combo_options, input_spec, listed_options
 from core.errors import UnreadableAnswer
 
 # An API-format workflow: {node_id: {"class_type", "inputs", "_meta"?}}
@@ -359,17 +359,14 @@ def parse_input_options(data: Any, class_type: str, input_name: str, server: str
     node = check.obj(check.obj(data, "body").get(class_type), class_type, missing_ok=True)
     inputs = check.obj(node.get("input"), f"{class_type}.input", missing_ok=True)
     for section in ("required", "optional"):
-        spec = check.obj(inputs.get(section), f"{class_type}.input.{section}", missing_ok=True).get(input_name)
-        if spec is None:
-            continue
-        options = listed_options(check.arr(spec, f"{class_type}.input.{section}.{input_name}"))
-        if options is None:
-            return []
-        for value in options:
-            if isinstance(value, bool) or not isinstance(value, str | int | float):
-                check.fail(f"{class_type}.{input_name}", f"option {_kind(value)}")
-        return [str(v) for v in options]
-    return []
+        check.obj(inputs.get(section), f"{class_type}.input.{section}", missing_ok=True)
+    spec = input_spec(data, class_type, input_name)
+    if spec is None:
+        return []
+    for value in listed_options(check.arr(spec, f"{class_type}.input.{input_name}")) or []:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            check.fail(f"{class_type}.{input_name}", f"option {_kind(value)}")
+    return combo_options(spec) or []
 
 
 def parse_object_info(data: Any, server: str) -> dict[str, Any]:
