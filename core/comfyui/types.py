@@ -276,13 +276,18 @@ def _file_ref(value: Any, where: str, check: _Check) -> FileRef:
     item = check.obj(value, where)
     name = check.text(item.get("filename"), f"{where}.filename")
     # The name becomes a local file name (bot.py run --out): no paths, nothing hidden in it.
-    if not name or name in (".", "..") or len(name) > MAX_FILENAME or any(c in name for c in "/\\\0"):
+    if not _plain_name(name):
         check.fail(f"{where}.filename", f"not a plain file name: {name[:80]!r}")
     return {
         "filename": name,
         "subfolder": check.text(item.get("subfolder"), f"{where}.subfolder", default=""),
         "type": check.text(item.get("type"), f"{where}.type", default=""),
     }
+
+
+def _plain_name(name: str) -> bool:
+    """Whether a server's file name is safe as a local one: no path, not empty, `.` or `..`, not overlong."""
+    return bool(name) and name not in (".", "..") and len(name) <= MAX_FILENAME and not any(c in name for c in "/\\\0")
 
 
 def _status_message(value: Any, where: str, check: _Check) -> tuple[str, dict[str, Any]]:
@@ -382,7 +387,7 @@ def parse_upload(data: Any, server: str) -> str:
     check = _Check(server, "POST /upload/image")
     body = check.obj(data, "body")
     name = check.text(body.get("name"), "name")
-    if not name or any(c in name for c in "/\\\0") or name in (".", ".."):
+    if not _plain_name(name):
         check.fail("name", f"not a plain file name: {name[:80]!r}")
     subfolder = check.text(body.get("subfolder"), "subfolder", default="")
     return f"{subfolder}/{name}" if subfolder else name
