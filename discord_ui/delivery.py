@@ -15,7 +15,6 @@ from core.jobs.store import JobRecord
 from core.media import DEFAULT_MAX_IMAGE_PIXELS, fit_file, human_size
 from discord_ui.buttons import result_view
 from discord_ui.messages import (
-    FAILED,
     MAX_FILES,
     MORE_NOT_DOWNLOADED,
     TOO_LARGE,
@@ -136,7 +135,3 @@ async def tell_in_channel(channel: discord.PartialMessageable, record: JobRecord
         except discord.NotFound:
             log.info("status message of job %s is gone; telling the member in a new message", record.id)
     await channel_send(channel, content, nonce=record.id[:25])
-
-
-def failure_text(reason: str) -> str:
-    return FAILED.format(reason=reason)

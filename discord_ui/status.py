@@ -18,10 +18,11 @@ from core.errors import BotError
 from core.jobs.engine import JobResult, Progress
 from core.media import DEFAULT_MAX_IMAGE_PIXELS
 from discord_ui.buttons import result_view, status_view
-from discord_ui.delivery import as_files, failure_text, result_messages
+from discord_ui.delivery import as_files, result_messages
 from discord_ui.errors import report_error
 from discord_ui.messages import (
     CANCELLED,
+    FAILED,
     INVALID_WEBHOOK_TOKEN,
     RESULT_BELOW,
     SUBMITTING,
@@ -239,7 +240,7 @@ class JobMessage:
         if not self._token_usable():
             log.info("/%s failed for %s: %s | %s", self.command, self.interaction.user.id,
                      error.user_message, error.detail or "")  # fmt: skip
-            text = failure_text(error.user_message)
+            text = FAILED.format(reason=error.user_message)
             if not self.deleted and self.message_id is not None:
                 with contextlib.suppress(discord.NotFound):
                     await edit_message(self._partial(), f"{self.header}\n{text}", view=None, attachments=[])
