@@ -14,6 +14,11 @@ from core.errors import ConfigError
 from core.text import cap
 
 DEFAULT_COMFYUI_URL = "http://127.0.0.1:8188"
+# Defaults also used by the engine and the media code when they are built without settings (tests, tools).
+DEFAULT_MAX_JOB_OUTPUT_MB = 500
+DEFAULT_MAX_QUEUED_JOBS = 100
+DEFAULT_MAX_OUTPUTS_PER_JOB = 20
+DEFAULT_MAX_IMAGE_PIXELS = 100_000_000  # above the largest usual outputs (8K is 33 MP)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # Three dot-separated base64url parts; the exact lengths have changed over the years, so only the shape is checked.
 _TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{10,}$")
@@ -44,12 +49,12 @@ class _Number:
 _NUMBERS = (
     _Number("JOB_TIMEOUT", 3600, 1, _MONTH, "seconds", whole=False),
     _Number("MAX_OUTPUT_MB", 200, 1, 100_000, "megabytes", whole=False),
-    _Number("MAX_JOB_OUTPUT_MB", 500, 1, 100_000, "megabytes", whole=False),
+    _Number("MAX_JOB_OUTPUT_MB", DEFAULT_MAX_JOB_OUTPUT_MB, 1, 100_000, "megabytes", whole=False),
     _Number("MAX_JOBS_PER_SERVER", 4, 1, 1000, "jobs", whole=True),
     _Number("MAX_PENDING_PER_MEMBER", 2, 1, 1000, "jobs", whole=True),
-    _Number("MAX_QUEUED_JOBS", 100, 1, 100_000, "jobs", whole=True),
-    _Number("MAX_OUTPUTS_PER_JOB", 20, 1, 1000, "files", whole=True),
-    _Number("MAX_IMAGE_PIXELS", 100_000_000, 1_000_000, 1_000_000_000, "pixels", whole=True),
+    _Number("MAX_QUEUED_JOBS", DEFAULT_MAX_QUEUED_JOBS, 1, 100_000, "jobs", whole=True),
+    _Number("MAX_OUTPUTS_PER_JOB", DEFAULT_MAX_OUTPUTS_PER_JOB, 1, 1000, "files", whole=True),
+    _Number("MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS, 1_000_000, 1_000_000_000, "pixels", whole=True),
     _Number("COOLDOWN_SECONDS", 0, 0, _MONTH, "seconds", whole=False),
 )
 

@@ -9,10 +9,11 @@ import logging
 
 import discord
 
+from core.config import DEFAULT_MAX_IMAGE_PIXELS
 from core.errors import OutputTooLarge
 from core.jobs.engine import JobResult, OutputFile
 from core.jobs.store import JobRecord
-from core.media import DEFAULT_MAX_IMAGE_PIXELS, fit_file, human_size
+from core.media import fit_file, human_size
 from discord_ui.buttons import result_view
 from discord_ui.messages import (
     MAX_FILES,

@@ -14,9 +14,9 @@ from typing import Any
 
 import discord
 
+from core.config import DEFAULT_MAX_IMAGE_PIXELS
 from core.errors import BotError
 from core.jobs.engine import JobResult, Progress
-from core.media import DEFAULT_MAX_IMAGE_PIXELS
 from discord_ui.buttons import result_view, status_view
 from discord_ui.delivery import as_files, result_messages
 from discord_ui.errors import report_error

@@ -17,6 +17,7 @@ from core.comfyui.client import ComfyClient, TooLarge
 from core.comfyui.listener import ComfyListener, Finished, Lost, Queued, Running, Unreadable, Watch
 from core.comfyui.node_errors import node_label, running_label
 from core.comfyui.types import FILE_KEYS, HistoryEntry, Prompt
+from core.config import DEFAULT_MAX_JOB_OUTPUT_MB, DEFAULT_MAX_OUTPUTS_PER_JOB, DEFAULT_MAX_QUEUED_JOBS, MB
 from core.errors import (
     BotError,
     ComfyUnreachable,
@@ -133,14 +134,14 @@ class Engine:
         *,
         job_timeout: float,
         max_output_bytes: int,
-        max_outputs_per_job: int = 20,
-        max_job_output_bytes: int = 500 * 1024 * 1024,
+        max_outputs_per_job: int = DEFAULT_MAX_OUTPUTS_PER_JOB,
+        max_job_output_bytes: int = DEFAULT_MAX_JOB_OUTPUT_MB * MB,
         reconcile_interval: float = 15.0,
         store: JobStore | None = None,
         max_jobs_per_server: int = 0,
         max_pending_per_member: int = 0,
         cooldown_seconds: float = 0.0,
-        max_queued_jobs: int = 100,
+        max_queued_jobs: int = DEFAULT_MAX_QUEUED_JOBS,
     ) -> None:
         self.servers = [
             ComfyServer(

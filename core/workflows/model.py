@@ -19,7 +19,7 @@ from core.errors import InvalidInput
 
 # Discord's rules for command and option names, descriptions and counts.
 MAX_NAME = 32
-NAME_RE = re.compile(r"^[-_\w]{1,32}$")
+NAME_RE = re.compile(rf"^[-_\w]{{1,{MAX_NAME}}}$")
 MAX_DESCRIPTION = 100
 MAX_OPTIONS = 25
 MAX_TEXT_LENGTH = 6000  # Discord's cap for a string option
