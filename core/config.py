@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from core.errors import ConfigError
 from core.text import cap
@@ -116,7 +116,7 @@ def load_settings(env: Mapping[str, str], *, require_token: bool) -> Settings:
         problem = _url_problem(url)
         if problem is not None:
             problems.append(
-                f"COMFYUI_URL has an invalid address {_shown(_redacted(url))}: {problem}. Use http://host:port, "
+                f"COMFYUI_URL has an invalid address {_shown(redact_url(url))}: {problem}. Use http://host:port, "
                 f"e.g. {DEFAULT_COMFYUI_URL} (several servers: separate them with commas)."
             )
         elif url in urls:
@@ -232,24 +232,13 @@ def _shown(value: str) -> str:
     return repr(cap(value, _SHOWN_VALUE))
 
 
-def _redacted(url: str) -> str:
-    """Like redact_url, for text that may not even parse as a URL."""
-    head, at, tail = url.rpartition("@")
+def redact_url(url: str) -> str:
+    """Drop any user:password from a URL, or from text that may not even parse as one, so it can be shown."""
+    head, at, tail = url.rpartition("@")  # the last @: a password may hold one too
     if not at:
         return url
     scheme, sep, _ = head.partition("://")
     return f"{scheme}{sep}***@{tail}" if sep else f"***@{tail}"
-
-
-def redact_url(url: str) -> str:
-    """Drop any user:password from a URL so it can be logged or shown."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
 
 
 def setup_logging(level: str) -> None:

@@ -63,6 +63,11 @@ def test_several_servers_and_credentials_are_redacted() -> None:
     assert redact_url(settings.comfyui_urls[1]) == "http://***@b:8188"
 
 
+def test_redaction_keeps_the_host_as_written() -> None:
+    assert redact_url("http://user:p@ss@[::1]:8188/comfy") == "http://***@[::1]:8188/comfy"
+    assert redact_url("https://Host.example") == "https://Host.example"
+
+
 def _run_bot(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "SYSTEMROOT")}
     return subprocess.run(
