@@ -58,7 +58,7 @@ def as_files(batch: list[OutputFile]) -> list[discord.File]:
 
 
 async def result_messages(
-    result: JobResult, mention: str, limit: int, *, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    result: JobResult, user_id: int | None, limit: int, *, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 ) -> tuple[str, list[list[OutputFile]]]:
     """The result text (who asked, the options used, what was shrunk or left out) and the files in batches.
 
@@ -67,7 +67,7 @@ async def result_messages(
     its size instead of failing the whole message. So are the outputs the engine did not download (over
     MAX_OUTPUTS_PER_JOB, MAX_JOB_OUTPUT_MB or MAX_OUTPUT_MB), at most MAX_SKIPPED_SHOWN of them.
     """
-    lines = [f"**/{result.workflow}** for {mention} · {result.seconds:.1f} s"]
+    lines = [f"{header(result.workflow, user_id)} · {result.seconds:.1f} s"]
     lines += [f"**{name}:** {shown(value)}" for name, value in result.values.items()]
     lines += [f"```\n{cap(text, MAX_TEXT_OUTPUT).replace('```', 'ʼʼʼ')}\n```" for text in result.texts]
     files: list[OutputFile] = []
@@ -99,7 +99,6 @@ async def deliver_to_channel(
     channel: discord.PartialMessageable,
     record: JobRecord,
     result: JobResult,
-    mention: str,
     *,
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> None:
@@ -109,7 +108,7 @@ async def deliver_to_channel(
     A status message deleted meanwhile is replaced by a new message.
     """
     limit = record.upload_limit or DEFAULT_UPLOAD_LIMIT
-    content, parts = await result_messages(result, mention, limit, max_image_pixels=max_image_pixels)
+    content, parts = await result_messages(result, record.user_id, limit, max_image_pixels=max_image_pixels)
     first, *rest = parts
     ping = discord.Object(record.user_id) if record.user_id else None
     edited = False

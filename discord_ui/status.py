@@ -253,7 +253,7 @@ class JobMessage:
         """Turn the status message into the result: files in batches and the parameters used."""
         await self.stop()
         user, limit = self.interaction.user, self.interaction.filesize_limit
-        content, batches = await result_messages(result, user.mention, limit, max_image_pixels=self.max_image_pixels)
+        content, batches = await result_messages(result, user.id, limit, max_image_pixels=self.max_image_pixels)
         first, *rest = batches
         view = result_view(result.job_id)
         edit = edit_original(self.interaction, content, ping=user, attachments=as_files(first), view=view)
