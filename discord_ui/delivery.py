@@ -54,6 +54,7 @@ def batches(files: list[OutputFile], limit: int) -> list[list[OutputFile]]:
 
 
 def as_files(batch: list[OutputFile]) -> list[discord.File]:
+    """Wrap output files as attachments for one message."""
     return [discord.File(io.BytesIO(f.data), filename=f.filename) for f in batch]
 
 

@@ -103,6 +103,7 @@ class StatusScheduler:
                 await status.in_flight
 
     async def close(self) -> None:
+        """Drop every pending status edit and stop the edit loop."""
         for key in list(self._statuses):
             await self.drop(key)
         if self._runner is not None:
@@ -220,6 +221,7 @@ class JobMessage:
         self.scheduler.show(self.job_id or str(id(self)), text, self._edit_progress, queued=queued)
 
     def progress(self, progress: Progress) -> None:
+        """Show the job's progress (queued or running) on its status message."""
         queued = progress.waiting is not None or progress.position is not None
         self.show(progress.describe(), queued=queued)
 
@@ -231,6 +233,7 @@ class JobMessage:
         await self.scheduler.drop(self.job_id or str(id(self)))
 
     async def cancelled(self) -> None:
+        """Drop a pending status edit and mark the status message as cancelled."""
         await self.stop()
         await self.edit_status(CANCELLED, view=None)
 
