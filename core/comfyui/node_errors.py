@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from core.comfyui.object_info import combo_options
+from core.comfyui import object_info
 from core.comfyui.types import NodeErrorItem, NodeErrors, Prompt, PromptError
 from core.text import cap
 
@@ -101,7 +101,7 @@ def missing_option_inputs(node_errors: dict[str, NodeErrors]) -> set[tuple[str, 
     for entry in node_errors.values():
         for err in entry.get("errors", []):
             extra = err.get("extra_info") or {}
-            if err.get("type") == "value_not_in_list" and not combo_options(extra.get("input_config")):
+            if err.get("type") == "value_not_in_list" and not object_info.combo_options(extra.get("input_config")):
                 wanted.add((entry.get("class_type", ""), str(extra.get("input_name", ""))))
     return wanted
 
@@ -111,7 +111,7 @@ def _describe_item(err: NodeErrorItem, class_type: str, options: dict[tuple[str,
     name = extra.get("input_name") or err.get("details") or "?"
     kind = err.get("type")
     if kind == "value_not_in_list":
-        allowed = combo_options(extra.get("input_config"))
+        allowed = object_info.combo_options(extra.get("input_config"))
         if allowed is None:
             allowed = options.get((class_type, str(name)))
         value = extra.get("received_value")
