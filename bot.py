@@ -24,10 +24,10 @@ from core.jobs.engine import Engine
 from core.jobs.inputs import restored_values
 from core.jobs.store import JobRecord, JobState, JobStore, StoreError
 from core.workflows import Catalog, load_catalog, runnable
-from discord_ui.delivery import deliver_to_channel, failure_text, tell_in_channel
+from discord_ui.delivery import deliver_to_channel, tell_in_channel
 from discord_ui.errors import BotTree
 from discord_ui.logs import install_token_filter
-from discord_ui.messages import CANCELLED
+from discord_ui.messages import CANCELLED, FAILED
 from discord_ui.status import StatusScheduler
 
 log = logging.getLogger("bot")
@@ -124,8 +124,7 @@ class ComfyBot(commands.Bot):
                 result = await self.engine.run(workflow, values, record=record, since=time.time())
             else:
                 result = await self.engine.resume(record)
-            mention = f"<@{record.user_id}>" if record.user_id else "someone"
-            await deliver_to_channel(channel, record, result, mention, max_image_pixels=self.settings.max_image_pixels)
+            await deliver_to_channel(channel, record, result, max_image_pixels=self.settings.max_image_pixels)
             await self.engine.finish(record.id, JobState.DONE)
         except BotError as exc:
             log.info("recovered job %s failed: %s | %s", record.id, exc.user_message, exc.detail or "")
@@ -142,7 +141,8 @@ class ComfyBot(commands.Bot):
         if record.state is JobState.DONE:
             log.info("job %s was done before the restart; nothing more to tell", record.id)
         else:
-            text = CANCELLED if record.state is JobState.CANCELLED else failure_text(record.error or "The job failed.")
+            failed = FAILED.format(reason=record.error or "The job failed.")
+            text = CANCELLED if record.state is JobState.CANCELLED else failed
             try:
                 await tell_in_channel(channel, record, text)
             except discord.HTTPException as exc:

@@ -184,14 +184,17 @@ class Terminal:
         self._show()
 
     def progress(self, tag: str, text: str) -> None:
+        """Show `text` as the latest progress of job `tag` on the live line."""
         self._statuses[tag] = text
         self._show()
 
     def done(self, tag: str) -> None:
+        """Drop job `tag` from the live line."""
         self._statuses.pop(tag, None)
         self._show()
 
     def close(self) -> None:
+        """Forget every job and erase the live line."""
         self._statuses.clear()
         self._erase()
 

@@ -10,6 +10,7 @@ from discord.ext import commands
 
 from cogs.access import admin_only
 from core.workflows import Param, ParamType, Workflow
+from core.workflows.model import num_text
 from discord_ui.messages import MAX_CONTENT, NOTHING, cap, followup
 
 if TYPE_CHECKING:
@@ -53,7 +54,8 @@ def describe_workflow(workflow: Workflow) -> str:
 def describe_param(workflow: Workflow, param: Param) -> str:
     facts = [param.type.value, "required" if param.required else f"default {_default(workflow, param)}"]
     if param.min is not None or param.max is not None:
-        facts.append(f"{_num(param.min)}–{_num(param.max)}" + (f" step {_num(param.step)}" if param.step else ""))
+        low, high = num_text(param.min, "…"), num_text(param.max, "…")
+        facts.append(f"{low}–{high}" + (f" step {num_text(param.step)}" if param.step else ""))
     if param.max_length and param.type in (ParamType.TEXT, ParamType.MULTILINE):
         facts.append(f"≤ {param.max_length} chars")
     if param.choices:
@@ -68,16 +70,8 @@ def _default(workflow: Workflow, param: Param) -> str:
     if param.type is ParamType.SEED and param.default is None:
         return "random"
     value = param.default if param.default is not None else workflow.current_value(param)
-    text = str(value).replace("\n", " / ")
-    if len(text) > 40:
-        text = text[:40] + "…"
+    text = cap(str(value).replace("\n", " / "), 40)
     return repr(text) if isinstance(value, str) else text
-
-
-def _num(value: float | None) -> str:
-    if value is None:
-        return "…"
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 async def send_chunks(interaction: discord.Interaction[Any], text: str) -> None:

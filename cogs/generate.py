@@ -221,9 +221,11 @@ class Generate(commands.Cog):
     # What job buttons need (discord_ui.buttons.JobActions)
 
     async def job(self, job_id: str) -> JobRecord | None:
+        """Look up a job in the store."""
         return await self.bot.store.get(job_id)
 
     async def may_manage(self, interaction: discord.Interaction[Any], owner_id: int | None) -> bool:
+        """Tell whether the clicking member owns the job or is an admin."""
         return owner_id == interaction.user.id or await is_admin(interaction)
 
     async def cancel_job(self, interaction: discord.Interaction[Any], job_id: str) -> None:

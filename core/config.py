@@ -9,11 +9,17 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from core.errors import ConfigError
+from core.text import cap
 
 DEFAULT_COMFYUI_URL = "http://127.0.0.1:8188"
+# Defaults also used by the engine and the media code when they are built without settings (tests, tools).
+DEFAULT_MAX_JOB_OUTPUT_MB = 500
+DEFAULT_MAX_QUEUED_JOBS = 100
+DEFAULT_MAX_OUTPUTS_PER_JOB = 20
+DEFAULT_MAX_IMAGE_PIXELS = 100_000_000  # above the largest usual outputs (8K is 33 MP)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # Three dot-separated base64url parts; the exact lengths have changed over the years, so only the shape is checked.
 _TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{10,}$")
@@ -46,12 +52,12 @@ class _Number:
 _NUMBERS = (
     _Number("JOB_TIMEOUT", 3600, 1, _MONTH, "seconds", whole=False),
     _Number("MAX_OUTPUT_MB", 200, 1, 100_000, "megabytes", whole=False),
-    _Number("MAX_JOB_OUTPUT_MB", 500, 1, 100_000, "megabytes", whole=False),
+    _Number("MAX_JOB_OUTPUT_MB", DEFAULT_MAX_JOB_OUTPUT_MB, 1, 100_000, "megabytes", whole=False),
     _Number("MAX_JOBS_PER_SERVER", 4, 1, 1000, "jobs", whole=True),
     _Number("MAX_PENDING_PER_MEMBER", 2, 1, 1000, "jobs", whole=True),
-    _Number("MAX_QUEUED_JOBS", 100, 1, 100_000, "jobs", whole=True),
-    _Number("MAX_OUTPUTS_PER_JOB", 20, 1, 1000, "files", whole=True),
-    _Number("MAX_IMAGE_PIXELS", 100_000_000, 1_000_000, 1_000_000_000, "pixels", whole=True),
+    _Number("MAX_QUEUED_JOBS", DEFAULT_MAX_QUEUED_JOBS, 1, 100_000, "jobs", whole=True),
+    _Number("MAX_OUTPUTS_PER_JOB", DEFAULT_MAX_OUTPUTS_PER_JOB, 1, 1000, "files", whole=True),
+    _Number("MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS, 1_000_000, 1_000_000_000, "pixels", whole=True),
     _Number("COOLDOWN_SECONDS", 0, 0, _MONTH, "seconds", whole=False),
 )
 
@@ -113,7 +119,7 @@ def load_settings(env: Mapping[str, str], *, require_token: bool) -> Settings:
         problem = _url_problem(url)
         if problem is not None:
             problems.append(
-                f"COMFYUI_URL has an invalid address {_shown(_redacted(url))}: {problem}. Use http://host:port, "
+                f"COMFYUI_URL has an invalid address {_shown(redact_url(url))}: {problem}. Use http://host:port, "
                 f"e.g. {DEFAULT_COMFYUI_URL} (several servers: separate them with commas)."
             )
         elif url in urls:
@@ -236,28 +242,16 @@ def _is_ip(host: str) -> bool:
 
 def _shown(value: str) -> str:
     """Quote a bad value back to the admin, cut so that a pasted file cannot flood the message."""
-    cut = value if len(value) <= _SHOWN_VALUE else value[:_SHOWN_VALUE] + "…"
-    return repr(cut)
+    return repr(cap(value, _SHOWN_VALUE))
 
 
-def _redacted(url: str) -> str:
-    """Like redact_url, for text that may not even parse as a URL."""
-    head, at, tail = url.rpartition("@")
+def redact_url(url: str) -> str:
+    """Drop any user:password from a URL, or from text that may not even parse as one, so it can be shown."""
+    head, at, tail = url.rpartition("@")  # the last @: a password may hold one too
     if not at:
         return url
     scheme, sep, _ = head.partition("://")
     return f"{scheme}{sep}***@{tail}" if sep else f"***@{tail}"
-
-
-def redact_url(url: str) -> str:
-    """Drop any user:password from a URL so it can be logged or shown."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
 
 
 def setup_logging(level: str) -> None:

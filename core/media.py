@@ -15,11 +15,11 @@ import av
 from av.container import InputContainer
 from PIL import Image
 
+from core.config import DEFAULT_MAX_IMAGE_PIXELS
 from core.errors import OutputTooLarge
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_IMAGE_PIXELS = 100_000_000  # MAX_IMAGE_PIXELS: above the largest usual outputs (8K is 33 MP)
 # Pillow's own guard warns above ~89 MP and refuses above ~179 MP without saying the size; `fit_file` checks
 # every picture's header against its own `max_image_pixels` before decoding, and reports the size by name.
 Image.MAX_IMAGE_PIXELS = None

@@ -54,6 +54,7 @@ def install(client: discord.Client, actions: JobActions) -> None:
 
 
 def uninstall(client: discord.Client) -> None:
+    """Stop handling job buttons on `client` and forget its actions."""
     client.remove_dynamic_items(JobButton)
     _actions.pop(client, None)
 
@@ -100,6 +101,7 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=JOB_BUT
 
 
 def job_view(job_id: str, *actions: str) -> discord.ui.View:
+    """Build a lasting view with one button per action for job `job_id`."""
     view = discord.ui.View(timeout=None)
     for action in actions:
         view.add_item(JobButton(action, job_id))
@@ -107,10 +109,12 @@ def job_view(job_id: str, *actions: str) -> discord.ui.View:
 
 
 def status_view(job_id: str) -> discord.ui.View:
+    """Build the buttons of a job still waiting or running: Cancel."""
     return job_view(job_id, "cancel")
 
 
 def result_view(job_id: str) -> discord.ui.View:
+    """Build the buttons of a finished job: Reroll, Details, Delete."""
     return job_view(job_id, "reroll", "details", "delete")
 
 

@@ -9,13 +9,13 @@ import logging
 
 import discord
 
+from core.config import DEFAULT_MAX_IMAGE_PIXELS
 from core.errors import OutputTooLarge
 from core.jobs.engine import JobResult, OutputFile
 from core.jobs.store import JobRecord
-from core.media import DEFAULT_MAX_IMAGE_PIXELS, fit_file, human_size
+from core.media import fit_file, human_size
 from discord_ui.buttons import result_view
 from discord_ui.messages import (
-    FAILED,
     MAX_FILES,
     MORE_NOT_DOWNLOADED,
     TOO_LARGE,
@@ -54,11 +54,12 @@ def batches(files: list[OutputFile], limit: int) -> list[list[OutputFile]]:
 
 
 def as_files(batch: list[OutputFile]) -> list[discord.File]:
+    """Wrap output files as attachments for one message."""
     return [discord.File(io.BytesIO(f.data), filename=f.filename) for f in batch]
 
 
 async def result_messages(
-    result: JobResult, mention: str, limit: int, *, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    result: JobResult, user_id: int | None, limit: int, *, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 ) -> tuple[str, list[list[OutputFile]]]:
     """The result text (who asked, the options used, what was shrunk or left out) and the files in batches.
 
@@ -67,7 +68,7 @@ async def result_messages(
     its size instead of failing the whole message. So are the outputs the engine did not download (over
     MAX_OUTPUTS_PER_JOB, MAX_JOB_OUTPUT_MB or MAX_OUTPUT_MB), at most MAX_SKIPPED_SHOWN of them.
     """
-    lines = [f"**/{result.workflow}** for {mention} · {result.seconds:.1f} s"]
+    lines = [f"{header(result.workflow, user_id)} · {result.seconds:.1f} s"]
     lines += [f"**{name}:** {shown(value)}" for name, value in result.values.items()]
     lines += [f"```\n{cap(text, MAX_TEXT_OUTPUT).replace('```', 'ʼʼʼ')}\n```" for text in result.texts]
     files: list[OutputFile] = []
@@ -99,7 +100,6 @@ async def deliver_to_channel(
     channel: discord.PartialMessageable,
     record: JobRecord,
     result: JobResult,
-    mention: str,
     *,
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> None:
@@ -109,7 +109,7 @@ async def deliver_to_channel(
     A status message deleted meanwhile is replaced by a new message.
     """
     limit = record.upload_limit or DEFAULT_UPLOAD_LIMIT
-    content, parts = await result_messages(result, mention, limit, max_image_pixels=max_image_pixels)
+    content, parts = await result_messages(result, record.user_id, limit, max_image_pixels=max_image_pixels)
     first, *rest = parts
     ping = discord.Object(record.user_id) if record.user_id else None
     edited = False
@@ -136,7 +136,3 @@ async def tell_in_channel(channel: discord.PartialMessageable, record: JobRecord
         except discord.NotFound:
             log.info("status message of job %s is gone; telling the member in a new message", record.id)
     await channel_send(channel, content, nonce=record.id[:25])
-
-
-def failure_text(reason: str) -> str:
-    return FAILED.format(reason=reason)

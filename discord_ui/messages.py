@@ -11,12 +11,13 @@ from typing import Any
 
 import discord
 
+from core import text as core_text
+
 log = logging.getLogger(__name__)
 
 MAX_CONTENT = 2000  # Discord's limit for a message's text
 MAX_VALUE = 300  # one option value as shown with a result or in Details
 MAX_FILES = 10  # attachments per message
-ELLIPSIS = "…"
 UNKNOWN_INTERACTION = 10062  # the interaction expired before its first answer (3 s)
 UNKNOWN_MESSAGE = 10008
 INVALID_WEBHOOK_TOKEN = 50027  # the interaction token expired (15 min)
@@ -50,8 +51,8 @@ NO_JOBS_AT_ALL = "No job is waiting or running."
 
 
 def cap(text: str, limit: int = MAX_CONTENT) -> str:
-    """Cut `text` to `limit` characters, marking the cut with an ellipsis."""
-    return text if len(text) <= limit else text[: limit - 1] + ELLIPSIS
+    """Cut `text` to at most `limit` characters (a message's by default), marking the cut with an ellipsis."""
+    return core_text.cap(text, limit)
 
 
 def shown(value: object, limit: int = MAX_VALUE) -> str:

@@ -14,14 +14,15 @@ from typing import Any
 
 import discord
 
+from core.config import DEFAULT_MAX_IMAGE_PIXELS
 from core.errors import BotError
 from core.jobs.engine import JobResult, Progress
-from core.media import DEFAULT_MAX_IMAGE_PIXELS
 from discord_ui.buttons import result_view, status_view
-from discord_ui.delivery import as_files, failure_text, result_messages
+from discord_ui.delivery import as_files, result_messages
 from discord_ui.errors import report_error
 from discord_ui.messages import (
     CANCELLED,
+    FAILED,
     INVALID_WEBHOOK_TOKEN,
     RESULT_BELOW,
     SUBMITTING,
@@ -102,6 +103,7 @@ class StatusScheduler:
                 await status.in_flight
 
     async def close(self) -> None:
+        """Drop every pending status edit and stop the edit loop."""
         for key in list(self._statuses):
             await self.drop(key)
         if self._runner is not None:
@@ -219,6 +221,7 @@ class JobMessage:
         self.scheduler.show(self.job_id or str(id(self)), text, self._edit_progress, queued=queued)
 
     def progress(self, progress: Progress) -> None:
+        """Show the job's progress (queued or running) on its status message."""
         queued = progress.waiting is not None or progress.position is not None
         self.show(progress.describe(), queued=queued)
 
@@ -230,6 +233,7 @@ class JobMessage:
         await self.scheduler.drop(self.job_id or str(id(self)))
 
     async def cancelled(self) -> None:
+        """Drop a pending status edit and mark the status message as cancelled."""
         await self.stop()
         await self.edit_status(CANCELLED, view=None)
 
@@ -239,7 +243,7 @@ class JobMessage:
         if not self._token_usable():
             log.info("/%s failed for %s: %s | %s", self.command, self.interaction.user.id,
                      error.user_message, error.detail or "")  # fmt: skip
-            text = failure_text(error.user_message)
+            text = FAILED.format(reason=error.user_message)
             if not self.deleted and self.message_id is not None:
                 with contextlib.suppress(discord.NotFound):
                     await edit_message(self._partial(), f"{self.header}\n{text}", view=None, attachments=[])
@@ -252,7 +256,7 @@ class JobMessage:
         """Turn the status message into the result: files in batches and the parameters used."""
         await self.stop()
         user, limit = self.interaction.user, self.interaction.filesize_limit
-        content, batches = await result_messages(result, user.mention, limit, max_image_pixels=self.max_image_pixels)
+        content, batches = await result_messages(result, user.id, limit, max_image_pixels=self.max_image_pixels)
         first, *rest = batches
         view = result_view(result.job_id)
         edit = edit_original(self.interaction, content, ping=user, attachments=as_files(first), view=view)

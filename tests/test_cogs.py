@@ -6,6 +6,7 @@ The full path through the real discord.py client and a fake Discord comes with t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import shutil
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import pytest
 from discord import app_commands
 
 from bot import ComfyBot
+from cogs.admin import describe_param
 from cogs.generate import Generate
 from core.config import load_settings
 from core.errors import ExecutionFailed, InvalidInput
@@ -343,3 +345,12 @@ async def test_a_video_option_is_an_attachment_and_its_jobs_are_not_rerolled(bot
         await cog.reroll(Interaction(), record)  # type: ignore[arg-type]
     assert caught.value.user_message == "Re-roll is not available for jobs with attached files; run the command again."
     assert bot.engine.runs == []  # type: ignore[attr-defined]
+
+
+def test_workflows_listing_names_huge_bounds_in_words() -> None:
+    workflow = load_catalog(FIXTURES).workflows["linked_prompt"]
+    width = next(p for p in workflow.params if p.name == "width")
+    huge = dataclasses.replace(width, min=-(10**400), max=10**400)  # a binding may hold any TOML integer
+    assert describe_param(workflow, huge) == (
+        "`width` (int; default 512; a huge negative number–a huge number step 8) → 6.width"
+    )

@@ -63,6 +63,11 @@ def test_several_servers_and_credentials_are_redacted() -> None:
     assert redact_url(settings.comfyui_urls[1]) == "http://***@b:8188"
 
 
+def test_redaction_keeps_the_host_as_written() -> None:
+    assert redact_url("http://user:p@ss@[::1]:8188/comfy") == "http://***@[::1]:8188/comfy"
+    assert redact_url("https://Host.example") == "https://Host.example"
+
+
 def _run_bot(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "SYSTEMROOT")}
     return subprocess.run(
@@ -208,7 +213,7 @@ BAD_VALUES: list[tuple[str, str, str]] = [
     ("JOB_TIMEOUT", "1e3", _out_of_range("JOB_TIMEOUT", "'1e3'")),
     ("JOB_TIMEOUT", "٣", _out_of_range("JOB_TIMEOUT", "'٣'")),
     ("JOB_TIMEOUT", "0", _out_of_range("JOB_TIMEOUT", "'0'")),
-    ("JOB_TIMEOUT", "9" * 400, _out_of_range("JOB_TIMEOUT", f"'{'9' * 40}…'")),
+    ("JOB_TIMEOUT", "9" * 400, _out_of_range("JOB_TIMEOUT", f"'{'9' * 39}…'")),
     ("MAX_OUTPUT_MB", "nan", _out_of_range("MAX_OUTPUT_MB", "'nan'")),
     ("MAX_OUTPUT_MB", "inf", _out_of_range("MAX_OUTPUT_MB", "'inf'")),
     ("MAX_OUTPUT_MB", "1e999", _out_of_range("MAX_OUTPUT_MB", "'1e999'")),
@@ -219,7 +224,7 @@ BAD_VALUES: list[tuple[str, str, str]] = [
     ("MAX_JOBS_PER_SERVER", "nan", _out_of_range("MAX_JOBS_PER_SERVER", "'nan'")),
     ("MAX_JOBS_PER_SERVER", "inf", _out_of_range("MAX_JOBS_PER_SERVER", "'inf'")),
     ("MAX_JOBS_PER_SERVER", "1e999", _out_of_range("MAX_JOBS_PER_SERVER", "'1e999'")),
-    ("MAX_JOBS_PER_SERVER", "9" * 5000, _out_of_range("MAX_JOBS_PER_SERVER", f"'{'9' * 40}…'")),
+    ("MAX_JOBS_PER_SERVER", "9" * 5000, _out_of_range("MAX_JOBS_PER_SERVER", f"'{'9' * 39}…'")),
     ("MAX_PENDING_PER_MEMBER", "1e3", _out_of_range("MAX_PENDING_PER_MEMBER", "'1e3'")),
     ("MAX_PENDING_PER_MEMBER", "٣", _out_of_range("MAX_PENDING_PER_MEMBER", "'٣'")),
     ("MAX_PENDING_PER_MEMBER", "+3", _out_of_range("MAX_PENDING_PER_MEMBER", "'+3'")),

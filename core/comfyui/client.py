@@ -227,11 +227,6 @@ class ComfyClient:
         data = await self._get_json("/object_info", "GET /object_info", timeout=OBJECT_INFO_TIMEOUT)
         return parse_object_info(data, self.name)
 
-    async def system_stats(self) -> dict[str, Any]:
-        data = await self._get_json("/system_stats", "GET /system_stats")
-        parse_system_stats(data, self.name)
-        return data
-
     async def cancel(self, prompt_id: str) -> None:
         """Remove the prompt if pending, and stop it if running (never anyone else's).
 

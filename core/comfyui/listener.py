@@ -101,6 +101,7 @@ class Watch:
     ended: bool = False
 
     def end(self, event: Finished | Lost | Unreadable) -> None:
+        """Report how the prompt ended, once; later ends are ignored."""
         if not self.ended:
             self.ended = True
             self.events.put_nowait(event)
@@ -110,6 +111,7 @@ class Watch:
         return node.get("class_type") in WEBSOCKET_OUTPUT_CLASSES
 
     def keep_image(self, node_id: str, image: bytes) -> None:
+        """Keep a websocket image, or only note its size once the image caps are full."""
         kept = sum(len(data) for _, data in self.ws_images)
         if (self.max_images is not None and len(self.ws_images) >= self.max_images) or (
             self.max_image_bytes is not None and kept + len(image) > self.max_image_bytes

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from core.comfyui import object_info
-from core.comfyui.object_info import combo_options
 from core.comfyui.types import NodeErrorItem, NodeErrors, Prompt, PromptError
+from core.text import cap
 
 MAX_OPTIONS_SHOWN = 8
 MAX_MESSAGE = 1500
@@ -22,20 +21,32 @@ def list_options(values: list[str]) -> str:
 
 def node_label(prompt: Prompt, node_id: str, class_type: str | None = None) -> str:
     """Name a node the way an admin finds it in the ComfyUI editor: title, class and id."""
-    node = prompt.get(node_id, {})
-    class_type = class_type or node.get("class_type") or "unknown class"
-    title = (node.get("_meta") or {}).get("title")
-    if title and title != class_type:
-        return f"“{title}” ({class_type}, node {node_id})"
-    return f"{class_type} (node {node_id})"
+    class_type = class_type or prompt.get(node_id, {}).get("class_type") or "unknown class"
+    title = _title(prompt, node_id, class_type)
+    return f"“{title}” ({class_type}, node {node_id})" if title else f"{class_type} (node {node_id})"
+
+
+def running_label(prompt: Prompt, node_id: str) -> str:
+    """Name a running node briefly, for progress: its title, else its class."""
+    class_type = prompt.get(node_id, {}).get("class_type")
+    return _title(prompt, node_id, class_type) or class_type or f"node {node_id}"
 
 
 def missing_class(prompt: Prompt, node_id: str, class_type: str, version: str | None) -> str:
     """Say that the server lacks a node's class: a custom node, or a core node newer than the server."""
-    node = prompt.get(node_id, {})
-    title = (node.get("_meta") or {}).get("title")
-    label = f"{node_id} “{str(title)[:80]}”" if title and title != class_type else node_id
-    return object_info.missing_class(label, class_type[:80], version)
+    title = _title(prompt, node_id, class_type)
+    label = f"{node_id} “{title[:80]}”" if title else node_id
+    server = f"this server's {version}" if version else "this server's version"
+    return (
+        f"Node {label} uses {class_type[:80]}, which this server does not have: a custom node, "
+        f"or a core node of a newer ComfyUI than {server}."
+    )
+
+
+def _title(prompt: Prompt, node_id: str, class_type: str | None) -> str | None:
+    """The title an admin gave the node in the editor, or None when it only repeats the class."""
+    title = (prompt.get(node_id, {}).get("_meta") or {}).get("title")
+    return str(title) if title and title != class_type else None
 
 
 def describe_rejection(
@@ -58,10 +69,7 @@ def describe_rejection(
             lines.append(f"• {label}: {_describe_item(err, entry.get('class_type', ''), options or {})}")
     if not lines and error is not None:
         lines.append(f"• {_missing_class(error, prompt, version) or _describe_error(error)}")
-    message = "ComfyUI refused the workflow:\n" + "\n".join(lines or ["• no reason given"])
-    if len(message) > MAX_MESSAGE:
-        message = message[: MAX_MESSAGE - 1] + "…"
-    return message
+    return cap("ComfyUI refused the workflow:\n" + "\n".join(lines or ["• no reason given"]), MAX_MESSAGE)
 
 
 def _describe_error(error: PromptError) -> str:
@@ -93,14 +101,9 @@ def missing_option_inputs(node_errors: dict[str, NodeErrors]) -> set[tuple[str, 
     for entry in node_errors.values():
         for err in entry.get("errors", []):
             extra = err.get("extra_info") or {}
-            if err.get("type") == "value_not_in_list" and not _listed_options(extra):
+            if err.get("type") == "value_not_in_list" and not object_info.combo_options(extra.get("input_config")):
                 wanted.add((entry.get("class_type", ""), str(extra.get("input_name", ""))))
     return wanted
-
-
-def _listed_options(extra: dict[str, Any]) -> list[str] | None:
-    options = combo_options(extra.get("input_config"))
-    return None if options is None else [str(v) for v in options]
 
 
 def _describe_item(err: NodeErrorItem, class_type: str, options: dict[tuple[str, str], list[str]]) -> str:
@@ -108,7 +111,7 @@ def _describe_item(err: NodeErrorItem, class_type: str, options: dict[tuple[str,
     name = extra.get("input_name") or err.get("details") or "?"
     kind = err.get("type")
     if kind == "value_not_in_list":
-        allowed = _listed_options(extra)
+        allowed = object_info.combo_options(extra.get("input_config"))
         if allowed is None:
             allowed = options.get((class_type, str(name)))
         value = extra.get("received_value")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.text import cap
+
 SECTIONS = ("required", "optional", "hidden")
 
 
@@ -88,13 +90,4 @@ MAX_QUOTED = 100
 def quoted(value: Any) -> str:
     """A value for a message on one line: like repr, but a Windows path keeps single backslashes; cut when long."""
     text = repr(value).replace("\\\\", "\\") if isinstance(value, str) else repr(value)
-    return text if len(text) <= MAX_QUOTED else text[: MAX_QUOTED - 2] + "…" + text[-1]
-
-
-def missing_class(label: str, class_type: str, version: str | None) -> str:
-    """Why a workflow's node cannot run: its class is not on the server (a custom node, or a newer core node)."""
-    server = f"this server's {version}" if version else "this server's version"
-    return (
-        f"Node {label} uses {class_type}, which this server does not have: a custom node, "
-        f"or a core node of a newer ComfyUI than {server}."
-    )
+    return cap(text[:-1], MAX_QUOTED - 1) + text[-1]  # the closing quote stays

@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, NoReturn, NotRequired, TypedDict
 
-from core.comfyui.object_info import listed_options
+from core.comfyui.object_info import combo_options, input_spec, listed_options
 from core.errors import UnreadableAnswer
 
 # An API-format workflow: {node_id: {"class_type", "inputs", "_meta"?}}
@@ -276,13 +276,18 @@ def _file_ref(value: Any, where: str, check: _Check) -> FileRef:
     item = check.obj(value, where)
     name = check.text(item.get("filename"), f"{where}.filename")
     # The name becomes a local file name (bot.py run --out): no paths, nothing hidden in it.
-    if not name or name in (".", "..") or len(name) > MAX_FILENAME or any(c in name for c in "/\\\0"):
+    if not _plain_name(name):
         check.fail(f"{where}.filename", f"not a plain file name: {name[:80]!r}")
     return {
         "filename": name,
         "subfolder": check.text(item.get("subfolder"), f"{where}.subfolder", default=""),
         "type": check.text(item.get("type"), f"{where}.type", default=""),
     }
+
+
+def _plain_name(name: str) -> bool:
+    """Whether a server's file name is safe as a local one: no path, not empty, `.` or `..`, not overlong."""
+    return bool(name) and name not in (".", "..") and len(name) <= MAX_FILENAME and not any(c in name for c in "/\\\0")
 
 
 def _status_message(value: Any, where: str, check: _Check) -> tuple[str, dict[str, Any]]:
@@ -324,22 +329,18 @@ def parse_queue(data: Any, server: str) -> QueueState:
     return QueueState(running, tuple(prompt_id for _, prompt_id in sorted(items("queue_pending"))))
 
 
-JOB_STATES = ("pending", "in_progress", "completed", "failed", "cancelled")
-
-
 def parse_job(data: Any, server: str) -> str:
-    """Check GET /api/jobs/{id}: the job's status (one of JOB_STATES, or a newer value passed on as is)."""
+    """Check GET /api/jobs/{id}: the job's status (pending, in_progress, completed, failed, cancelled or newer)."""
     check = _Check(server, "GET /api/jobs")
     return check.text(check.obj(data, "body").get("status"), "status")
 
 
-def parse_jobs_page(data: Any, server: str) -> int:
-    """Check GET /api/jobs: the number of jobs listed."""
+def parse_jobs_page(data: Any, server: str) -> None:
+    """Check GET /api/jobs: a list of jobs, each with a status."""
     check = _Check(server, "GET /api/jobs")
     jobs = check.arr(check.obj(data, "body").get("jobs"), "jobs")
     for i, job in enumerate(jobs):
         check.text(check.obj(job, f"jobs[{i}]").get("status"), f"jobs[{i}].status")
-    return len(jobs)
 
 
 # -- other routes ----------------------------------------------------------------------------------
@@ -359,17 +360,14 @@ def parse_input_options(data: Any, class_type: str, input_name: str, server: str
     node = check.obj(check.obj(data, "body").get(class_type), class_type, missing_ok=True)
     inputs = check.obj(node.get("input"), f"{class_type}.input", missing_ok=True)
     for section in ("required", "optional"):
-        spec = check.obj(inputs.get(section), f"{class_type}.input.{section}", missing_ok=True).get(input_name)
-        if spec is None:
-            continue
-        options = listed_options(check.arr(spec, f"{class_type}.input.{section}.{input_name}"))
-        if options is None:
-            return []
-        for value in options:
-            if isinstance(value, bool) or not isinstance(value, str | int | float):
-                check.fail(f"{class_type}.{input_name}", f"option {_kind(value)}")
-        return [str(v) for v in options]
-    return []
+        check.obj(inputs.get(section), f"{class_type}.input.{section}", missing_ok=True)
+    spec = input_spec(data, class_type, input_name)
+    if spec is None:
+        return []
+    for value in listed_options(check.arr(spec, f"{class_type}.input.{input_name}")) or []:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            check.fail(f"{class_type}.{input_name}", f"option {_kind(value)}")
+    return combo_options(spec) or []
 
 
 def parse_object_info(data: Any, server: str) -> dict[str, Any]:
@@ -385,7 +383,7 @@ def parse_upload(data: Any, server: str) -> str:
     check = _Check(server, "POST /upload/image")
     body = check.obj(data, "body")
     name = check.text(body.get("name"), "name")
-    if not name or any(c in name for c in "/\\\0") or name in (".", ".."):
+    if not _plain_name(name):
         check.fail("name", f"not a plain file name: {name[:80]!r}")
     subfolder = check.text(body.get("subfolder"), "subfolder", default="")
     return f"{subfolder}/{name}" if subfolder else name

@@ -15,8 +15,9 @@ import aiohttp
 
 from core.comfyui.client import ComfyClient, TooLarge
 from core.comfyui.listener import ComfyListener, Finished, Lost, Queued, Running, Unreadable, Watch
-from core.comfyui.node_errors import node_label
+from core.comfyui.node_errors import node_label, running_label
 from core.comfyui.types import FILE_KEYS, HistoryEntry, Prompt
+from core.config import DEFAULT_MAX_JOB_OUTPUT_MB, DEFAULT_MAX_OUTPUTS_PER_JOB, DEFAULT_MAX_QUEUED_JOBS, MB
 from core.errors import (
     BotError,
     ComfyUnreachable,
@@ -31,6 +32,7 @@ from core.jobs.inputs import ensure_inputs, keep_inputs
 from core.jobs.limits import Limits
 from core.jobs.store import JobRecord, JobState, JobStore
 from core.media import MediaKind, human_size, kind_of
+from core.text import cap
 from core.workflows import Workflow
 from core.workflows.model import InputFile
 
@@ -132,14 +134,14 @@ class Engine:
         *,
         job_timeout: float,
         max_output_bytes: int,
-        max_outputs_per_job: int = 20,
-        max_job_output_bytes: int = 500 * 1024 * 1024,
+        max_outputs_per_job: int = DEFAULT_MAX_OUTPUTS_PER_JOB,
+        max_job_output_bytes: int = DEFAULT_MAX_JOB_OUTPUT_MB * MB,
         reconcile_interval: float = 15.0,
         store: JobStore | None = None,
         max_jobs_per_server: int = 0,
         max_pending_per_member: int = 0,
         cooldown_seconds: float = 0.0,
-        max_queued_jobs: int = 100,
+        max_queued_jobs: int = DEFAULT_MAX_QUEUED_JOBS,
     ) -> None:
         self.servers = [
             ComfyServer(
@@ -478,7 +480,7 @@ class Engine:
                 progress = Progress(position=event.position)
             else:
                 assert isinstance(event, Running)
-                label = _short_label(prompt, event.node) if event.node else None
+                label = running_label(prompt, event.node) if event.node else None
                 progress = Progress(node=label, step=event.value, steps=event.max)
             await _call(on_progress, progress)
 
@@ -529,8 +531,8 @@ class Engine:
                 files.append(OutputFile(name, data, node_id))
         first_dropped = len(watch.ws_images) + 1
         for index, (_node_id, size) in enumerate(watch.ws_dropped, start=first_dropped):
-            cap = count_cap if first_dropped > self.max_outputs_per_job else total_cap
-            skipped.append(_skipped(f"{watch.prompt_id[:8]}_{index:02d}", size, cap))
+            reason = count_cap if first_dropped > self.max_outputs_per_job else total_cap
+            skipped.append(_skipped(f"{watch.prompt_id[:8]}_{index:02d}", size, reason))
         if not files and not texts and not skipped:
             raise BotError(
                 "The workflow finished but saved no output: it must end in a Save node (SaveImage, SaveAudio, …), "
@@ -554,13 +556,13 @@ def new_job_id() -> str:
     return str(uuid.uuid4())
 
 
-def _skipped(filename: str, size: int | None, cap: str) -> str:
+def _skipped(filename: str, size: int | None, reason: str) -> str:
     """One line naming an output that was not downloaded; a negative size means "more than -size"."""
-    name = filename if len(filename) <= MAX_NAME_SHOWN else filename[: MAX_NAME_SHOWN - 1] + "…"
+    name = cap(filename, MAX_NAME_SHOWN)
     if size is None:
-        return f"{name}: not downloaded, {cap}"
+        return f"{name}: not downloaded, {reason}"
     shown = f"more than {human_size(-size)}" if size < 0 else human_size(size)
-    return f"{name} ({shown}): not downloaded, {cap}"
+    return f"{name} ({shown}): not downloaded, {reason}"
 
 
 def _watch_of(server: ComfyServer, job_id: str) -> Watch | None:
@@ -577,20 +579,13 @@ def uuid_form(job_id: str) -> str:
         return job_id
 
 
-def _short_label(prompt: Prompt, node_id: str) -> str:
-    node = prompt.get(node_id, {})
-    return (node.get("_meta") or {}).get("title") or node.get("class_type") or f"node {node_id}"
-
-
 def _raise_if_failed(entry: HistoryEntry, prompt: Prompt) -> None:
     """Turn an unsuccessful history entry into the error that explains it."""
     status = entry["status"]
     for kind, data in status["messages"]:
         if kind == "execution_error":
             label = node_label(prompt, str(data["node_id"]), data["node_type"])
-            message = data["exception_message"].strip() or "no message"
-            if len(message) > MAX_ERROR_TEXT:
-                message = message[:MAX_ERROR_TEXT] + "…"
+            message = cap(data["exception_message"].strip() or "no message", MAX_ERROR_TEXT)
             raise ExecutionFailed(
                 f"The job failed in {label}: {message}",
                 detail=f"{data.get('exception_type')}: {data.get('exception_message')}\n" + "".join(data["traceback"]),

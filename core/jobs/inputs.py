@@ -10,25 +10,24 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from core.comfyui.client import ComfyClient
 from core.errors import BotError
-from core.jobs.store import JobRecord, JobStore
+from core.jobs.store import SAFE_NAME, JobRecord, JobStore
+from core.text import cap
 from core.workflows.model import FILE_TYPES, InputFile, Workflow
 
 log = logging.getLogger(__name__)
 MAX_NAME = 100  # characters of a member's file name quoted back in a message
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
 
 
 class InputGone(BotError):
     """An attachment the job needs is neither on the server nor kept by the bot."""
 
     def __init__(self, param: str, name: str, *, uploaded: bool = True) -> None:
-        shown = name if len(name) <= MAX_NAME else name[: MAX_NAME - 1] + "…"
+        shown = cap(name, MAX_NAME)
         where = (
             f"The file you attached ({shown}) is no longer on the ComfyUI server"
             if uploaded
@@ -114,7 +113,7 @@ def _renamed(prompt: dict[str, Any] | None, names: Mapping[str, str]) -> dict[st
 
 def _copy_name(param: str) -> str:
     """The store's name for a parameter's kept copy: option names may hold any letter, file names only ASCII."""
-    if _PLAIN_NAME.fullmatch(param):
+    if SAFE_NAME.fullmatch(param):
         return param
     # 34 characters: longer than any option name may be (32), so it never collides with one
     return "p-" + hashlib.sha256(param.encode()).hexdigest()[:32]

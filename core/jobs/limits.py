@@ -66,9 +66,11 @@ class Limits:
 
     @property
     def queued(self) -> int:
+        """Count the jobs waiting for a ComfyUI server."""
         return len(self._queued)
 
     def pending(self, member_id: int) -> int:
+        """Count `member_id`'s jobs waiting or running."""
         return sum(1 for member in self._jobs.values() if member == member_id)
 
     def check(self, member_id: int) -> None:

@@ -27,7 +27,7 @@ from core.errors import BotError
 
 T = TypeVar("T")
 # Job ids and parameter names become folder and file names of the kept inputs: never let one climb out.
-_SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
+SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
 
 
 class StoreError(BotError):
@@ -291,7 +291,7 @@ class JobStore:
 
 
 def _safe(name: str) -> str:
-    if not _SAFE_NAME.fullmatch(name):
+    if not SAFE_NAME.fullmatch(name):
         raise ValueError(f"not a safe file name: {name!r}")
     return name
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
 from core.comfyui.types import Prompt
+from core.text import cap
 from core.workflows.model import MAX_DESCRIPTION, MAX_TEXT_LENGTH, NAME_RE, Param, ParamType, Target
 
 PROMPT_LENGTH = 1500
@@ -389,7 +390,7 @@ def _file_params(graph: Prompt) -> list[Param]:
             Param(
                 name if not count else f"{name}_{count + 1}",
                 kind,
-                description[: MAX_DESCRIPTION - 1] + "…" if len(description) > MAX_DESCRIPTION else description,
+                cap(description, MAX_DESCRIPTION),
                 (Target(node_id, found[0]),),
                 required=True,  # the exported file is the admin's own and is rarely on the server as well
             )

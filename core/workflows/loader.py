@@ -90,12 +90,12 @@ def detect_workflow(graph_path: Path) -> Workflow:
             f"{graph_path.name}: no prompt, seed or size inputs were found to make options of; "
             f"add a binding file {graph_path.stem}.toml that names them."
         )
-    name = command_name(graph_path.stem)
+    name = command_name_for(graph_path.stem)
     description = f"Run the {graph_path.stem} workflow"[: MAX_DESCRIPTION - 30] + " (options detected automatically)"
     return Workflow(name, description, graph, params, graph_path)
 
 
-def command_name(stem: str) -> str:
+def command_name_for(stem: str) -> str:
     """A valid command name for a file name: lowercase, `-` for other characters, cut at a word boundary."""
     name = _slug(stem)
     if len(name) > MAX_NAME:

@@ -19,7 +19,7 @@ from core.errors import InvalidInput
 
 # Discord's rules for command and option names, descriptions and counts.
 MAX_NAME = 32
-NAME_RE = re.compile(r"^[-_\w]{1,32}$")
+NAME_RE = re.compile(rf"^[-_\w]{{1,{MAX_NAME}}}$")
 MAX_DESCRIPTION = 100
 MAX_OPTIONS = 25
 MAX_CHOICE = 100  # Discord's cap for a choice's name and value
@@ -149,9 +149,11 @@ class Param:
         low = 0 if self.type is ParamType.SEED else self.min
         high = MAX_SEED if self.type is ParamType.SEED else self.max
         if (low is not None and value < low) or (high is not None and value > high):
-            raise InvalidInput(f"{self.name} must be between {_num(low)} and {_num(high)} (got {_num(value)}).")
+            raise InvalidInput(
+                f"{self.name} must be between {num_text(low)} and {num_text(high)} (got {num_text(value)})."
+            )
         if self.step and whole and (value - int(low or 0)) % int(self.step):
-            raise InvalidInput(f"{self.name} must be a multiple of {_num(self.step)} (got {_num(value)}).")
+            raise InvalidInput(f"{self.name} must be a multiple of {num_text(self.step)} (got {num_text(value)}).")
         return value
 
     def offered_value(self, value: Any, offered: list[str]) -> str:
@@ -174,9 +176,10 @@ def _text(name: str, raw: Any) -> str:
     return text
 
 
-def _num(value: float | None) -> str:
+def num_text(value: float | None, unset: str = "any") -> str:
+    """Show a bound or a value in a message: whole numbers without ".0", huge ones in words."""
     if value is None:
-        return "any"
+        return unset
     if abs(value) >= 10**30:  # never through str() or float(): a huge whole number raises in both
         return "a huge number" if value > 0 else "a huge negative number"
     if isinstance(value, int):

@@ -8,7 +8,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from core.comfyui.node_errors import list_options, node_label
+from core.comfyui.node_errors import list_options, missing_class, node_label
 from core.comfyui.object_info import (
     combo_options,
     declared_inputs,
@@ -16,7 +16,6 @@ from core.comfyui.object_info import (
     input_kind,
     input_spec,
     match_option,
-    missing_class,
     quoted,
 )
 from core.comfyui.types import Prompt
@@ -49,7 +48,7 @@ def validate_graph(
         label = node_label(graph, node_id)
         info = object_info.get(node["class_type"])
         if not isinstance(info, dict):
-            problems.append(missing_class(_short_label(graph, node_id), node["class_type"], version))
+            problems.append(missing_class(graph, node_id, node["class_type"], version))
             continue
         declared, required = declared_inputs(info)
         for name in required:
@@ -115,11 +114,6 @@ def runnable(
         more = f" (and {len(rest)} more problem(s); run `python bot.py check`)" if rest else ""
         kept.problems.append(f"{workflow.source.name}: /{name} skipped: {first}{more}")
     return kept
-
-
-def _short_label(graph: Prompt, node_id: str) -> str:
-    title = (graph[node_id].get("_meta") or {}).get("title")
-    return f"{node_id} “{title}”" if title and title != graph[node_id]["class_type"] else node_id
 
 
 def _is_link(value: Any) -> bool:
