@@ -18,7 +18,7 @@ MACHINE_PATH = re.compile(
     r"|(?<![\w.~/:-])/(?:[\w.-]+/)*shared/"
     r"|\b[A-Za-z]:\\{1,2}Users\b"
 )
-SELF = "tests/test_repository.py"  # its examples below are such paths on purpose
+S = "/"  # the examples below are built with it, so that this file itself names no such path
 
 
 def tracked_files() -> list[str]:
@@ -42,13 +42,13 @@ def machine_paths(text: str) -> list[tuple[int, str]]:
 @pytest.mark.parametrize(
     ("text", "found"),
     [
-        ('path = "/home/alice/bot"', ["/home/"]),
-        ("see /work/shared/docs/x.md", ["/work/"]),
-        ("cd /Users/bob && ls", ["/Users/"]),
-        ("HOME=/root/", ["/root/"]),
-        (r"C:\Users\carol\ComfyUI", [r"C:\Users"]),
-        (r'"C:\\Users\\carol"', [r"C:\\Users"]),
-        ("mounted at /srv/team/shared/ here", ["/srv/team/shared/"]),
+        (f'path = "{S}home/alice/bot"', [f"{S}home/"]),
+        (f"see {S}work/shared/docs/x.md", [f"{S}work/"]),
+        (f"cd {S}Users/bob && ls", [f"{S}Users/"]),
+        (f"HOME={S}root/", [f"{S}root/"]),
+        (rf"C:\{'Users'}\carol\ComfyUI", [rf"C:\{'Users'}"]),
+        (rf'"C:\\{"Users"}\\carol"', [rf"C:\\{'Users'}"]),
+        (f"mounted at {S}srv/team/{'shared'}/ here", [f"{S}srv/team/{'shared'}/"]),
         ("../shared/comfyui-transcripts and shared/docs", []),
         ("https://example.com/home/page and http://x/shared/y", []),
         ("GET /users/@me and /guilds/1/members", []),
@@ -63,8 +63,6 @@ def test_no_tracked_file_names_an_absolute_machine_path() -> None:
     offenders = []
     for name in tracked_files():
         path = ROOT / name
-        if name == SELF:
-            continue
         if not path.is_file():
             continue  # deleted in the work tree but still tracked
         data = path.read_bytes()
