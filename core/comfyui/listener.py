@@ -28,10 +28,8 @@ from core.errors import BotError, ComfyServerError, ComfyUnreachable, Unreadable
 
 log = logging.getLogger(__name__)
 
-POLL_INTERVAL = 1.0
-CONNECT_TIMEOUT = (
-    10.0  # seconds for the websocket handshake  # how often prompts whose events cannot reach us are checked
-)
+POLL_INTERVAL = 1.0  # how often prompts whose events cannot reach us are checked
+CONNECT_TIMEOUT = 10.0  # seconds for the websocket handshake
 WEBSOCKET_OUTPUT_CLASSES = frozenset({"SaveImageWebsocket"})
 # Asking for preview metadata makes binary frames carry their prompt and node id (type 4 instead of 1).
 FEATURE_FLAGS = json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
@@ -158,12 +156,13 @@ class ComfyListener:
             ]
 
     async def close(self) -> None:
-        for task in [*self._tasks, *self._finishing]:
+        # Emptied first: a history read scheduled after an end message (END_GRACE) then never starts.
+        tasks, self._tasks = [*self._tasks, *self._finishing], []
+        for task in tasks:
             task.cancel()
-        for task in [*self._tasks, *self._finishing]:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._tasks = []
         self.connected.clear()
 
     # -- watches -----------------------------------------------------------------------------------
