@@ -8,8 +8,9 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -32,6 +33,8 @@ from discord_ui.status import StatusScheduler
 
 log = logging.getLogger("bot")
 EXTENSIONS = ("cogs.generate", "cogs.admin")
+# How often the heartbeat file next to JOBS_DB is refreshed; the Dockerfile's HEALTHCHECK allows 90 s.
+HEARTBEAT_SECONDS = 30.0
 
 
 class ComfyBot(commands.Bot):
@@ -57,6 +60,20 @@ class ComfyBot(commands.Bot):
         self.statuses = StatusScheduler(interval=2.0)
         self._recovery: asyncio.Task[None] | None = None
         self.job_tasks: set[asyncio.Task[Any]] = set()  # running jobs, stopped on close and resumed next start
+
+    async def start(self, token: str, *, reconnect: bool = True) -> None:
+        # The heartbeat lives as long as the connection attempt: a stuck or disconnected bot stops refreshing it.
+        beat = asyncio.create_task(
+            heartbeat(self.settings.jobs_db.parent / "heartbeat", self.connected, HEARTBEAT_SECONDS), name="heartbeat"
+        )
+        try:
+            await super().start(token, reconnect=reconnect)
+        finally:
+            beat.cancel()
+
+    def connected(self) -> bool:
+        """Say whether the bot is ready and its gateway connection is open."""
+        return self.is_ready() and not self.is_closed() and self.ws is not None and self.ws.open
 
     async def setup_hook(self) -> None:
         # The store first: a bad JOBS_DB or a second copy of the bot stops here (StoreError, see run_bot)
@@ -222,6 +239,22 @@ class ComfyBot(commands.Bot):
             await self.store.close()
         if hasattr(self, "session"):
             await self.session.close()
+
+
+async def heartbeat(path: Path, alive: Callable[[], bool], interval: float) -> None:
+    """Touch `path` every `interval` seconds while `alive()` is true, for a container's healthcheck."""
+    failing = False
+    while True:
+        if alive():
+            try:
+                await asyncio.to_thread(path.touch)
+            except OSError as exc:
+                if not failing:  # once per failure streak, not every interval
+                    log.warning("cannot write the heartbeat file %s: %s", path, exc.strerror or exc)
+                failing = True
+            else:
+                failing = False
+        await asyncio.sleep(interval)
 
 
 def _shape(payload: Mapping[str, Any]) -> str:
