@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import ConfigError
-from core.servers import ServerConfig, load_servers, redact_url, url_problem
+from core.servers import WHOLE, ServerConfig, load_servers, redact_url, url_problem
 from core.text import cap
 
 DEFAULT_COMFYUI_URL = "http://127.0.0.1:8188"
@@ -23,8 +23,6 @@ DEFAULT_MAX_IMAGE_PIXELS = 100_000_000  # above the largest usual outputs (8K is
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # Three dot-separated base64url parts; the exact lengths have changed over the years, so only the shape is checked.
 _TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{10,}$")
-# ASCII digits only: str.isdigit() and int() also take "٣" or "²", and float() takes "1e3", "nan", "+1", "1_0".
-_WHOLE = re.compile(r"[0-9]+", re.ASCII)
 _DECIMAL = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+", re.ASCII)
 # A Discord snowflake: a 64-bit id whose timestamp puts it after Discord's first weeks, i.e. 17 to 20 digits.
 _SNOWFLAKE = re.compile(r"[1-9][0-9]{16,19}", re.ASCII)
@@ -193,7 +191,7 @@ def _number(spec: _Number, raw: str, problems: list[str]) -> float:
     if not raw:
         return spec.default
     value: float | None = None
-    if len(raw) <= 30 and (_WHOLE if spec.whole else _DECIMAL).fullmatch(raw):  # int() refuses 4,300+ digits
+    if len(raw) <= 30 and (WHOLE if spec.whole else _DECIMAL).fullmatch(raw):  # int() refuses 4,300+ digits
         value = int(raw) if spec.whole else float(raw)  # "9" * 400 is a valid decimal that float() makes inf
     if value is not None and math.isfinite(value) and spec.minimum <= value <= spec.maximum:
         return value

@@ -25,7 +25,8 @@ _KEYS = ("url", "headers", "query", "verify_tls", "ca_file", "max_jobs", "tags")
 MAX_JOBS_LIMIT = 1000
 # Dot-separated labels of letters, digits, "-" and "_" (docker service names have underscores).
 _HOST_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62}))*\.?", re.ASCII)
-_WHOLE = re.compile(r"[0-9]+", re.ASCII)
+# ASCII digits only: str.isdigit() and int() also take "٣" or "²", and float() takes "1e3", "nan", "+1", "1_0".
+WHOLE = re.compile(r"[0-9]+", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +149,11 @@ def _server(name: str, table: Any, where: str, env: Mapping[str, str], problems:
                 problems.append(f"{where}: ca_file is given but verify_tls = false; drop one of them.")
             elif not ca_file.is_file():
                 problems.append(f"{where}: ca_file {cap(raw_ca, 200)!r} is not a file.")
+            else:
+                try:  # read now: a bad file must stop the start with a message, not the first connection
+                    ssl.create_default_context(cafile=str(ca_file))
+                except (ssl.SSLError, OSError, ValueError):
+                    problems.append(f"{where}: ca_file {cap(raw_ca, 200)!r} holds no PEM certificate.")
     max_jobs = table.get("max_jobs")
     whole = isinstance(max_jobs, int) and not isinstance(max_jobs, bool)
     if max_jobs is not None and not (whole and 1 <= max_jobs <= MAX_JOBS_LIMIT):
@@ -195,7 +201,7 @@ def url_problem(url: str) -> str | None:
         return "the host must be a name like comfy.local or an IP address"
     host_port = parts.netloc.rpartition("@")[2]
     port = "" if host_port.endswith("]") or ":" not in host_port else host_port.rpartition(":")[2]
-    if port and not (_WHOLE.fullmatch(port) and 1 <= int(port) <= 65535):  # urlsplit allows "+80", "٨٠"
+    if port and not (WHOLE.fullmatch(port) and 1 <= int(port) <= 65535):  # urlsplit allows "+80", "٨٠"
         return "the port must be a number from 1 to 65535"
     if parts.query or parts.fragment:
         return "it must not have a ?query or #fragment"
