@@ -81,7 +81,7 @@ class ComfyBot(commands.Bot):
         self.session = aiohttp.ClientSession()
         self.engine = Engine(
             self.session,
-            self.settings.comfyui_urls,
+            self.settings.servers,
             job_timeout=self.settings.job_timeout,
             max_output_bytes=self.settings.max_output_bytes,
             store=self.store,

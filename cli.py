@@ -294,7 +294,7 @@ async def run_jobs(
     async with aiohttp.ClientSession() as session:
         engine = Engine(
             session,
-            settings.comfyui_urls,
+            settings.servers,
             job_timeout=settings.job_timeout,
             max_output_bytes=settings.max_output_bytes,
             max_outputs_per_job=settings.max_outputs_per_job,

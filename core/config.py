@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from core.errors import ConfigError
+from core.servers import WHOLE, ServerConfig, load_servers, redact_url, url_problem
 from core.text import cap
 
 DEFAULT_COMFYUI_URL = "http://127.0.0.1:8188"
+DEFAULT_SERVERS_FILE = "servers.toml"
 # Defaults also used by the engine and the media code when they are built without settings (tests, tools).
 DEFAULT_MAX_JOB_OUTPUT_MB = 500
 DEFAULT_MAX_QUEUED_JOBS = 100
@@ -23,12 +23,8 @@ DEFAULT_MAX_IMAGE_PIXELS = 100_000_000  # above the largest usual outputs (8K is
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # Three dot-separated base64url parts; the exact lengths have changed over the years, so only the shape is checked.
 _TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{10,}$")
-# ASCII digits only: str.isdigit() and int() also take "٣" or "²", and float() takes "1e3", "nan", "+1", "1_0".
-_WHOLE = re.compile(r"[0-9]+", re.ASCII)
 _DECIMAL = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+", re.ASCII)
 # A Discord snowflake: a 64-bit id whose timestamp puts it after Discord's first weeks, i.e. 17 to 20 digits.
-# Dot-separated labels of letters, digits, "-" and "_" (docker service names have underscores).
-_HOST_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62}))*\.?", re.ASCII)
 _SNOWFLAKE = re.compile(r"[1-9][0-9]{16,19}", re.ASCII)
 _MAX_SNOWFLAKE = 2**64 - 1
 _SHOWN_VALUE = 40  # characters of a bad value quoted back to the admin
@@ -67,7 +63,7 @@ class Settings:
     """Everything the bot and the command line are configured with."""
 
     discord_token: str | None
-    comfyui_urls: tuple[str, ...]
+    servers: tuple[ServerConfig, ...]  # from SERVERS_FILE, else one per COMFYUI_URL entry
     workflows_dir: Path
     dev_guild_id: int | None
     admin_role_id: int | None
@@ -82,6 +78,10 @@ class Settings:
     max_outputs_per_job: int
     max_job_output_mb: float
     max_image_pixels: int
+
+    @property
+    def comfyui_urls(self) -> tuple[str, ...]:
+        return tuple(server.url for server in self.servers)
 
     @property
     def max_output_bytes(self) -> int:
@@ -113,10 +113,17 @@ def load_settings(env: Mapping[str, str], *, require_token: bool) -> Settings:
             "no quotes, no 'Bot ' prefix). Copy it again from the Developer Portal (Bot > Reset Token)."
         )
 
+    servers: tuple[ServerConfig, ...] = ()
+    servers_file = Path(text("SERVERS_FILE") or DEFAULT_SERVERS_FILE)
+    if text("SERVERS_FILE") or servers_file.is_file():  # the default file is optional, a named one is not
+        try:
+            servers = load_servers(servers_file, env)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
     urls: list[str] = []
     for raw in (text("COMFYUI_URL") or DEFAULT_COMFYUI_URL).split(","):
         url = raw.strip().rstrip("/")
-        problem = _url_problem(url)
+        problem = url_problem(url)
         if problem is not None:
             problems.append(
                 f"COMFYUI_URL has an invalid address {_shown(redact_url(url))}: {problem}. Use http://host:port, "
@@ -161,7 +168,7 @@ def load_settings(env: Mapping[str, str], *, require_token: bool) -> Settings:
         raise ConfigError(problems)
     return Settings(
         discord_token=token,
-        comfyui_urls=tuple(urls),
+        servers=servers or tuple(ServerConfig.from_url(url) for url in urls),
         workflows_dir=workflows_dir,
         dev_guild_id=dev_guild_id,
         admin_role_id=admin_role_id,
@@ -184,7 +191,7 @@ def _number(spec: _Number, raw: str, problems: list[str]) -> float:
     if not raw:
         return spec.default
     value: float | None = None
-    if len(raw) <= 30 and (_WHOLE if spec.whole else _DECIMAL).fullmatch(raw):  # int() refuses 4,300+ digits
+    if len(raw) <= 30 and (WHOLE if spec.whole else _DECIMAL).fullmatch(raw):  # int() refuses 4,300+ digits
         value = int(raw) if spec.whole else float(raw)  # "9" * 400 is a valid decimal that float() makes inf
     if value is not None and math.isfinite(value) and spec.minimum <= value <= spec.maximum:
         return value
@@ -211,47 +218,9 @@ def _snowflake(raw: str, problem: str, problems: list[str]) -> int | None:
     return None
 
 
-def _url_problem(url: str) -> str | None:
-    """Why `url` cannot be a ComfyUI address, or None when it can."""
-    if not url.isascii() or any(c.isspace() or not c.isprintable() for c in url):
-        return "it contains spaces or characters that are not plain ASCII"
-    try:
-        parts = urlsplit(url)  # raises on an unclosed IPv6 bracket
-    except ValueError:
-        return "it cannot be read as a URL"
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "it must start with http:// or https:// followed by a host name"
-    if not (_HOST_NAME.fullmatch(parts.hostname) or _is_ip(parts.hostname)):  # "a..b" or "a\\b" crash aiohttp
-        return "the host must be a name like comfy.local or an IP address"
-    host_port = parts.netloc.rpartition("@")[2]
-    port = "" if host_port.endswith("]") or ":" not in host_port else host_port.rpartition(":")[2]
-    if port and not (_WHOLE.fullmatch(port) and 1 <= int(port) <= 65535):  # urlsplit allows "+80", "٨٠"
-        return "the port must be a number from 1 to 65535"
-    if parts.query or parts.fragment:
-        return "it must not have a ?query or #fragment"
-    return None
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 def _shown(value: str) -> str:
     """Quote a bad value back to the admin, cut so that a pasted file cannot flood the message."""
     return repr(cap(value, _SHOWN_VALUE))
-
-
-def redact_url(url: str) -> str:
-    """Drop any user:password from a URL, or from text that may not even parse as one, so it can be shown."""
-    head, at, tail = url.rpartition("@")  # the last @: a password may hold one too
-    if not at:
-        return url
-    scheme, sep, _ = head.partition("://")
-    return f"{scheme}{sep}***@{tail}" if sep else f"***@{tail}"
 
 
 def setup_logging(level: str) -> None:

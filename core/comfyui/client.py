@@ -28,8 +28,8 @@ from core.comfyui.types import (
     parse_system_stats,
     parse_upload,
 )
-from core.config import redact_url
 from core.errors import ComfyServerError, ComfyUnreachable, PromptRejected
+from core.servers import ServerConfig
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -37,6 +37,11 @@ T = TypeVar("T")
 API_TIMEOUT = aiohttp.ClientTimeout(total=30, connect=5)
 OBJECT_INFO_TIMEOUT = aiohttp.ClientTimeout(total=120, connect=5)
 DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=5, sock_read=60)
+
+CREDENTIALS_REFUSED = (
+    "the server (or a proxy before it) wants credentials; set headers (e.g. Authorization) "
+    "or query for this server in servers.toml"
+)
 
 __all__ = ["ComfyClient", "QueueState", "ServerInfo", "TooLarge"]
 
@@ -61,11 +66,46 @@ class TooLarge(Exception):
 class ComfyClient:
     """One ComfyUI server's HTTP API. Every answer is checked for shape (core.comfyui.types) before use."""
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+    def __init__(self, session: aiohttp.ClientSession, server: ServerConfig | str) -> None:
+        self.config = server if isinstance(server, ServerConfig) else ServerConfig.from_url(server.rstrip("/"))
         self.session = session
-        self.base_url = base_url.rstrip("/")
-        self.name = redact_url(self.base_url)
+        self.base_url = self.config.url.rstrip("/")
+        self.name = self.config.name  # never a secret: a servers.toml NAME or the URL without its password
         self.info = ServerInfo()  # refreshed by probe() on every websocket (re)connect
+        # What every HTTP request and the websocket upgrade carry: the server's headers, query token and TLS.
+        self.headers = dict(self.config.headers)
+        self.query = dict(self.config.query)
+        self.ssl = self.config.ssl_context()
+        password = urlsplit(self.base_url).password
+        secrets = [*self.config.headers.values(), *self.config.query.values(), *([password] if password else [])]
+        # Longest first, so that "Bearer abc" is hidden whole before "abc" alone would be.
+        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def scrub(self, text: str) -> str:
+        """Hide this server's header values, query token and URL password in text bound for a log or message."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+            if " " in secret:  # "Bearer abc": the token alone may show too
+                token = secret.rsplit(" ", 1)[1]
+                if len(token) >= 4:
+                    text = text.replace(token, "***")
+        return text
+
+    def params(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """The query string of one request: its own parameters plus the server's query token."""
+        return {**(extra or {}), **self.query}
+
+    def connection_problem(self, exc: BaseException) -> str:
+        """Say why a connection failed, in words an admin can act on, with no secret in them."""
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            cause = getattr(exc.certificate_error, "verify_message", None) or exc.certificate_error
+            return (
+                f"its TLS certificate is not trusted ({cause}); for a self-signed certificate set ca_file "
+                "to its CA certificate for this server in servers.toml (or verify_tls = false)"
+            )
+        if isinstance(exc, aiohttp.WSServerHandshakeError) and exc.status in (401, 407):
+            return f"{exc.status}: {CREDENTIALS_REFUSED}"
+        return self.scrub(f"{type(exc).__name__}: {exc}")
 
     @property
     def ws_url(self) -> str:
@@ -87,13 +127,24 @@ class ComfyClient:
         Network failures become ComfyUnreachable; anything else aiohttp refuses (an answer that is not HTTP,
         broken headers: another program on that port) becomes ComfyServerError.
         """
+        params = self.params(kwargs.pop("params", None))
         try:
-            async with self.session.request(method, self.base_url + path, timeout=timeout, **kwargs) as resp:
+            async with self.session.request(
+                method,
+                self.base_url + path,
+                timeout=timeout,
+                headers=self.headers,
+                params=params,
+                ssl=self.ssl,
+                **kwargs,
+            ) as resp:
+                if resp.status in (401, 407):  # before `read`, which would show only a status
+                    raise ComfyServerError(self.name, f"{method} {path} -> {resp.status}: {CREDENTIALS_REFUSED}")
                 return await read(resp)
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError, OSError) as exc:
-            raise ComfyUnreachable(self.name, f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+            raise ComfyUnreachable(self.name, f"{method} {path}: {self.connection_problem(exc)}") from exc
         except aiohttp.ClientError as exc:
-            reason = " ".join(str(getattr(exc, "message", None) or exc).split())  # aiohttp's spans lines
+            reason = " ".join(self.scrub(str(getattr(exc, "message", None) or exc)).split())  # aiohttp's spans lines
             raise ComfyServerError(self.name, f"{method} {path}: not an answer of ComfyUI: {reason}"[:300]) from exc
 
     async def _get_json(

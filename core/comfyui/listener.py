@@ -203,7 +203,9 @@ class ComfyListener:
                 async with asyncio.timeout(CONNECT_TIMEOUT):
                     ws = await self.client.session.ws_connect(
                         self.client.ws_url,
-                        params={"clientId": self.client_id},
+                        params=self.client.params({"clientId": self.client_id}),
+                        headers=self.client.headers,  # a proxy may check them on the upgrade too
+                        ssl=self.client.ssl,
                         heartbeat=20,
                         max_msg_size=self.max_frame_bytes,
                     )
@@ -221,7 +223,7 @@ class ComfyListener:
             except asyncio.CancelledError:
                 raise
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                log.warning("websocket to %s failed: %s: %s", self.client.name, type(exc).__name__, exc)
+                log.warning("websocket to %s failed: %s", self.client.name, self.client.connection_problem(exc))
                 self.last_failure = time.monotonic()
             except Exception:
                 log.exception("websocket to %s: unexpected error", self.client.name)

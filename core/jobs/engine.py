@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -32,6 +32,7 @@ from core.jobs.inputs import ensure_inputs, keep_inputs
 from core.jobs.limits import Limits
 from core.jobs.store import JobRecord, JobState, JobStore
 from core.media import MediaKind, human_size, kind_of
+from core.servers import ServerConfig
 from core.text import cap
 from core.workflows import Workflow
 from core.workflows.model import InputFile
@@ -130,7 +131,7 @@ class Engine:
     def __init__(
         self,
         session: aiohttp.ClientSession,
-        urls: tuple[str, ...],
+        servers: Sequence[ServerConfig | str],  # a bare URL is the COMFYUI_URL shortcut
         *,
         job_timeout: float,
         max_output_bytes: int,
@@ -145,10 +146,10 @@ class Engine:
     ) -> None:
         self.servers = [
             ComfyServer(
-                client := ComfyClient(session, url),
+                client := ComfyClient(session, server),
                 ComfyListener(client, reconcile_interval=reconcile_interval, max_frame_bytes=max_output_bytes),
             )
-            for url in urls
+            for server in servers
         ]
         self.job_timeout = job_timeout
         self.max_output_bytes = max_output_bytes

@@ -19,6 +19,9 @@ keys, and a 403 for ``Sec-Fetch-Site: cross-site``. Both keep the same-clientId 
 No model runs: nodes produce placeholder values, and output nodes write small but
 valid files (PNG written by hand with zlib + struct) into an in-memory file store
 that ``/view`` serves.
+
+Two knobs stand for a server behind a reverse proxy: ``required_headers`` answers 401 to any request
+(websocket upgrade included) that lacks them, and ``ssl_context`` serves https and wss with it.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import posixpath
 import random
 import re
 import socket
+import ssl
 import struct
 import time
 import urllib.parse
@@ -604,6 +608,8 @@ class FakeComfyUI:
         output_padding: int = 0,
         profile: str | Profile = "0.3.64",
         port: int = 0,  # 0: any free port
+        required_headers: dict[str, str] | None = None,  # e.g. a proxy's Authorization: others get 401
+        ssl_context: ssl.SSLContext | None = None,  # serve https/wss with it
     ) -> None:
         # knobs
         self.profile = profile if isinstance(profile, Profile) else PROFILES[profile]
@@ -614,6 +620,9 @@ class FakeComfyUI:
         self.output_padding = output_padding
         self.fail_nodes: dict[str, tuple[str, str]] = {}
         self.http_failures: list[tuple[str, str, int]] = []
+        self.required_headers: dict[str, str] = dict(required_headers or {})
+        self.ssl_context = ssl_context
+        self.refused: list[RecordedRequest] = []  # requests answered 401 for want of required_headers
         # observation
         self.requests: list[RecordedRequest] = []
         self.history: dict[str, dict[str, Any]] = {}
@@ -667,10 +676,10 @@ class FakeComfyUI:
             await runner.cleanup()
             raise
         self._port = sock.getsockname()[1]
-        site = web.SockSite(runner, sock)
+        site = web.SockSite(runner, sock, ssl_context=self.ssl_context)
         await site.start()
         self._runner, self._site = runner, site
-        self.url = f"http://127.0.0.1:{self._port}"
+        self.url = f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self._port}"
         self._worker = asyncio.create_task(self._worker_loop(), name="fake-comfyui-worker")
 
     async def stop(self) -> None:
@@ -811,7 +820,11 @@ class FakeComfyUI:
                 if raw:
                     with contextlib.suppress(ValueError):
                         body_json = json.loads(raw)
-        self.requests.append(RecordedRequest(request.method, request.path, dict(request.query), body_json))
+        recorded = RecordedRequest(request.method, request.path, dict(request.query), body_json)
+        if any(request.headers.get(name) != value for name, value in self.required_headers.items()):
+            self.refused.append(recorded)  # as a proxy would: before ComfyUI sees it, websocket upgrade included
+            return web.Response(status=401, text="401: Unauthorized", headers={"WWW-Authenticate": "Bearer"})
+        self.requests.append(recorded)
         if self.profile.cross_site_guard and request.headers.get("Sec-Fetch-Site") == "cross-site":
             return web.Response(status=403)
         if too_large:
