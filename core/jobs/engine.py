@@ -148,7 +148,8 @@ class ComfyServer:
     async def refresh(self, workflows: Mapping[str, Workflow]) -> dict[str, Any]:
         """Read /object_info (and the version) again and re-check `workflows` against it; BotError if it fails."""
         async with self._reading:
-            connection = self.listener.client_id if self.listener.connected.is_set() else None
+            # The id of the connection open or being opened now: read during the first connect, it stays valid.
+            connection = self.listener.client_id
             info = await self.client.object_info()
             if self.client.info.version is None:  # read when the listener connected; asked now if not yet
                 await self.client.probe()
@@ -439,10 +440,14 @@ class Engine:
                 if job_id in self._cancelled:
                     self._cancelled.discard(job_id)
                     raise JobCancelled()
-                await self._refresh_stale()
+                routed = self.workflows.get(workflow.name) == workflow
+                if routed:
+                    await self._refresh_stale()
                 freed = self._slot_freed  # taken before looking, so that a slot freed meanwhile is not missed
                 connected = [s for s in self.servers if s.listener.connected.is_set()]
-                capable = [s for s in connected if s.problems_with(workflow) == []]
+                # Only the commands in use are routed by capability; another (a one-off `cli.py run`) goes to
+                # any server, whose own refusal then says what is wrong.
+                capable = [s for s in connected if not routed or s.problems_with(workflow) == []]
                 if not capable:
                     # A server still connecting may be the one that can run it: wait for it as for any.
                     all_failed = all(s.listener.last_failure > asked for s in self.servers if s not in connected)
