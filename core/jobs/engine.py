@@ -148,9 +148,10 @@ class ComfyServer:
     async def refresh(self, workflows: Mapping[str, Workflow]) -> dict[str, Any]:
         """Read /object_info (and the version) again and re-check `workflows` against it; BotError if it fails."""
         async with self._reading:
-            # The id of the connection open or being opened now: read during the first connect, it stays valid.
-            connection = self.listener.client_id
             info = await self.client.object_info()
+            # The connection open or being opened now (read after the answer, so a first connect that began
+            # meanwhile does not read it all again; a server restarting in that moment fails the read instead)
+            connection = self.listener.client_id
             if self.client.info.version is None:  # read when the listener connected; asked now if not yet
                 await self.client.probe()
             self.object_info, self.known_connection = info, connection

@@ -32,7 +32,7 @@ class Verdict:
         if self.reason is None:
             return "OK"
         more = f" (and {self.more} more problem(s))" if self.more else ""
-        return cap(f"lacks: {self.reason}", MAX_REASON) + more
+        return cap(f"lacks: {self.reason.rstrip('.')}", MAX_REASON) + more
 
 
 def verdict(server: str, problems: Sequence[str] | None, *, connected: bool = True) -> Verdict:
