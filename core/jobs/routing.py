@@ -24,11 +24,14 @@ class Verdict:
     reason: str | None  # None: it can run the workflow
     connected: bool = True
     more: int = 0  # further problems beyond `reason`
+    known: bool = True  # False: its /object_info could not be read
 
     def describe(self) -> str:
         """One line for a table or a refusal: OK, down, or what it lacks."""
         if not self.connected:
             return "down"
+        if not self.known:
+            return "did not answer /object_info"
         if self.reason is None:
             return "OK"
         more = f" (and {self.more} more problem(s))" if self.more else ""
@@ -38,7 +41,7 @@ class Verdict:
 def verdict(server: str, problems: Sequence[str] | None, *, connected: bool = True) -> Verdict:
     """Sum a server's problems with a workflow up (None: its /object_info is not known)."""
     if problems is None:
-        return Verdict(server, "its /object_info could not be read", connected)
+        return Verdict(server, "its /object_info could not be read", connected, known=False)
     if not problems:
         return Verdict(server, None, connected)
     return Verdict(server, problems[0], connected, len(problems) - 1)
@@ -46,6 +49,6 @@ def verdict(server: str, problems: Sequence[str] | None, *, connected: bool = Tr
 
 def refusal(workflow: str, verdicts: Sequence[Verdict]) -> NoCapableServer:
     """The error for a command no connected server can run, naming each server's reason."""
-    parts = [f"{v.server} is down" if not v.connected else f"{v.server} {v.describe()}" for v in verdicts]
+    parts = [f"{v.server} {'is down' if not v.connected else v.describe()}" for v in verdicts]
     text = f"No connected ComfyUI server can run /{workflow} right now: {'; '.join(parts)}."
     return NoCapableServer(cap(text, MAX_REFUSAL))
