@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
@@ -77,11 +77,19 @@ async def started(
     return engine
 
 
+async def until(check: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
+    """Wait until `check()` holds, polling (the listener offers no event for each state)."""
+    for _ in range(int(seconds / 0.02)):
+        if check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"not {what} within {seconds:g} s")
+
+
 async def reconnected(server: ComfyServer, before: str) -> None:
     """Wait until the listener is connected on a new connection (after the server restarted)."""
-    async with asyncio.timeout(10):
-        while not (server.listener.connected.is_set() and server.listener.client_id != before):
-            await asyncio.sleep(0.02)
+    listener = server.listener
+    await until(lambda: listener.connected.is_set() and listener.client_id != before, "reconnected")
 
 
 async def test_a_job_goes_only_to_the_server_that_has_its_checkpoint(
@@ -137,14 +145,11 @@ async def test_no_connected_server_can_run_it_names_what_each_lacks(
     engine = await started(session, [without, down], IMAGE)
     try:
         await down.stop()
-        async with asyncio.timeout(5):
-            while engine.servers[1].listener.connected.is_set():
-                await asyncio.sleep(0.02)
+        await until(lambda: not engine.servers[1].listener.connected.is_set(), "disconnected")
         with pytest.raises(NoCapableServer) as caught:
             await engine.run(IMAGE, IMAGE.resolve({"prompt": "a cat"}))
         assert caught.value.user_message == (
-            f"No connected ComfyUI server can run /image right now: {without.url} {NO_CHECKPOINT}; "
-            f"{down.url} is down."
+            f"No connected ComfyUI server can run /image right now: {without.url} {NO_CHECKPOINT}; {down.url} is down."
         )
         assert prompts_received(without) == 0
         assert (engine.servers[0].load, engine._waiting, engine.limits.queued) == (0, [], 0)
