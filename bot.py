@@ -175,6 +175,7 @@ class ComfyBot(commands.Bot):
             catalog = runnable(catalog, infos, versions)
         else:
             log.warning("no ComfyUI server answered: workflows are registered without checking them")
+        self.engine.capabilities(catalog.workflows)  # each server now knows which of them it can run
         for problem in catalog.problems:
             log.warning("workflow skipped: %s", problem)
         for note in catalog.notes:

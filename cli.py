@@ -19,6 +19,7 @@ from core.comfyui.client import ComfyClient
 from core.config import Settings
 from core.errors import BotError, ComfyServerError, ComfyUnreachable, InvalidInput
 from core.jobs.engine import ComfyServer, Engine, JobResult, Progress
+from core.jobs.routing import Verdict, verdict
 from core.workflows import (
     FILE_TYPES,
     Catalog,
@@ -463,6 +464,7 @@ async def check(settings: Settings) -> int:
     if not catalog.workflows:
         problems += 1
         print("  - no usable command: add an API-format .json and its .toml binding.")
+    table: list[tuple[str, list[Verdict]]] = []  # server -> its verdict on each workflow, in catalog order
     async with aiohttp.ClientSession() as session:
         for url in settings.comfyui_urls:
             client = ComfyClient(session, url)
@@ -473,15 +475,36 @@ async def check(settings: Settings) -> int:
                 problems += 1
                 state = "NOT reachable" if isinstance(exc, ComfyUnreachable) else "answered with an error"
                 print(f"Server {client.name}: {state} ({exc.reason})")
+                down = isinstance(exc, ComfyUnreachable)
+                table.append((client.name, [verdict(client.name, None, connected=not down)] * len(catalog.workflows)))
                 continue
             shown = version or "of unknown version"
             print(f"Server {client.name}: reachable (ComfyUI {shown}, {len(object_info)} node classes)")
+            verdicts: list[Verdict] = []
             for workflow in catalog.workflows.values():
                 found = validate_workflow(workflow, object_info, version)
+                verdicts.append(verdict(client.name, found))
                 problems += len(found)
-                verdict = f"{len(found)} problem(s)" if found else "OK"
-                print(f"  /{workflow.name} ({workflow.source.name}): {verdict}")
+                verdict_text = f"{len(found)} problem(s)" if found else "OK"
+                print(f"  /{workflow.name} ({workflow.source.name}): {verdict_text}")
                 for line in found:
                     print(f"    - {line}")
+            table.append((client.name, verdicts))
+    print_table(list(catalog.workflows), table)
     print("All good." if not problems else f"{problems} problem(s) found.")
     return 0 if not problems else 1
+
+
+def print_table(workflows: Sequence[str], table: Sequence[tuple[str, Sequence[Verdict]]]) -> None:
+    """Print which server can run which workflow: one line per pair, OK, down, or the first thing it lacks.
+
+    Only for two servers or more: with one, the server's section above already says all of it.
+    """
+    if not workflows or len(table) < 2:
+        return
+    print("Workflow × server:")
+    width = max(len(name) for name in workflows) + 1
+    server_width = max(len(server) for server, _ in table)
+    for index, name in enumerate(workflows):
+        for server, verdicts in table:
+            print(f"  {'/' + name:<{width}}  {server:<{server_width}}  {verdicts[index].describe()}")

@@ -30,11 +30,12 @@ from core.errors import (
 )
 from core.jobs.inputs import ensure_inputs, keep_inputs
 from core.jobs.limits import Limits
+from core.jobs.routing import refusal, verdict
 from core.jobs.store import JobRecord, JobState, JobStore
 from core.media import MediaKind, human_size, kind_of
 from core.servers import ServerConfig
 from core.text import cap
-from core.workflows import Workflow
+from core.workflows import Workflow, validate_workflow
 from core.workflows.model import InputFile
 
 log = logging.getLogger(__name__)
@@ -104,16 +105,37 @@ OnProgress = Callable[[Progress], Awaitable[None] | None]
 
 @dataclass(eq=False, slots=True)
 class ComfyServer:
-    """A configured ComfyUI server: its HTTP client, its websocket listener and a short cache of its lists."""
+    """A configured ComfyUI server: its HTTP client, its websocket listener and a short cache of its lists.
+
+    It also keeps its /object_info, read again on every websocket reconnect and on /reload, and from it
+    which workflows it can run (`runs`, and `problems_with` for why not).
+    """
 
     client: ComfyClient
     listener: ComfyListener
     _options: dict[str, tuple[float, list[str]]] = field(default_factory=dict)
     active: set[str] = field(default_factory=set)  # jobs given to this server and not finished yet
+    object_info: dict[str, Any] | None = None
+    # workflow name -> the workflow as checked, and why this server cannot run it (empty: it can)
+    _checked: dict[str, tuple[Workflow, list[str]]] = field(default_factory=dict)
+    # The listener's client id when object_info was read: a new one means a reconnect (maybe a restart
+    # with other models or nodes), so the capabilities are read again before the next job is placed.
+    known_connection: str | None = None
+    _reading: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def load(self) -> int:
         return len(self.active)
+
+    @property
+    def runs(self) -> frozenset[str]:
+        """The names of the known workflows this server can run."""
+        return frozenset(name for name, (_, found) in self._checked.items() if not found)
+
+    @property
+    def stale(self) -> bool:
+        """Connected on a connection its capabilities were not read on."""
+        return self.listener.connected.is_set() and self.listener.client_id != self.known_connection
 
     async def options(self, source: str) -> list[str]:
         """The server's values for "Class.input" (model files and the like), refreshed every OPTIONS_TTL s."""
@@ -123,6 +145,36 @@ class ComfyServer:
             cached = (time.monotonic(), await self.client.input_options(class_type, input_name))
             self._options[source] = cached
         return cached[1]
+
+    async def refresh(self, workflows: Mapping[str, Workflow]) -> dict[str, Any]:
+        """Read /object_info (and the version) again and re-check `workflows` against it; BotError if it fails."""
+        async with self._reading:
+            info = await self.client.object_info()
+            # The connection open or being opened now (read after the answer, so a first connect that began
+            # meanwhile does not read it all again; a server restarting in that moment fails the read instead)
+            connection = self.listener.client_id
+            if self.client.info.version is None:  # read when the listener connected; asked now if not yet
+                await self.client.probe()
+            self.object_info, self.known_connection = info, connection
+            self._options.clear()  # model lists may have changed with it
+            self.learn(workflows)
+            return info
+
+    def learn(self, workflows: Mapping[str, Workflow]) -> None:
+        """Re-check `workflows` against the /object_info read last (nothing is known before the first read)."""
+        self._checked = {}
+        for workflow in workflows.values():
+            self.problems_with(workflow)
+
+    def problems_with(self, workflow: Workflow) -> list[str] | None:
+        """Why this server cannot run `workflow` (empty: it can); None while its /object_info is unknown."""
+        if self.object_info is None:
+            return None
+        checked = self._checked.get(workflow.name)
+        if checked is None or (checked[0] is not workflow and checked[0] != workflow):
+            checked = (workflow, validate_workflow(workflow, self.object_info, self.client.info.version))
+            self._checked[workflow.name] = checked
+        return checked[1]
 
 
 class Engine:
@@ -163,6 +215,7 @@ class Engine:
             cooldown_seconds=cooldown_seconds,
             max_queued_jobs=max_queued_jobs,
         )
+        self.workflows: dict[str, Workflow] = {}  # the commands in use, whose capabilities each server keeps
         self._cancelled: set[str] = set()
         self._waiting: list[str] = []  # job ids waiting for a slot, first come first served
         self._slot_freed = asyncio.Event()  # replaced by a fresh one each time it is set (see _wake_waiting)
@@ -199,7 +252,7 @@ class Engine:
             if self.store is not None:  # kept before the queue: a restart may have to start the job from them
                 await keep_inputs(self.store, record.id, values)
             async with self._deadline(started):
-                server = await self._pick_server(record.id, on_progress)
+                server = await self._pick_server(record.id, workflow, on_progress)
                 ready = await self._server_values(server, workflow, values)
                 prompt = workflow.render(ready)
             # The names the attachments got on the server, stored with the prompt that uses them
@@ -374,30 +427,40 @@ class Engine:
                 raise  # someone else's timeout, not the job's
             raise JobTimeout(self.job_timeout) from None
 
-    async def _pick_server(self, job_id: str, on_progress: OnProgress | None) -> ComfyServer:
-        """The least busy server whose websocket is up and that has a free slot; first come, first served.
+    async def _pick_server(self, job_id: str, workflow: Workflow, on_progress: OnProgress | None) -> ComfyServer:
+        """The least busy connected server that can run `workflow` and has a free slot; first come, first served.
 
         A job arriving while a socket reconnects waits briefly, but not once every server has just
-        failed a connection attempt: then the member hears at once that ComfyUI is unreachable.
+        failed a connection attempt: then the member hears at once that ComfyUI is unreachable, or, when
+        servers are connected but none of them can run the workflow, what each one lacks.
         """
         asked = time.monotonic()
         self._waiting.append(job_id)
         shown: int | None = None
         try:
             while True:
-                freed = self._slot_freed  # taken before looking, so that a slot freed meanwhile is not missed
                 if job_id in self._cancelled:
                     self._cancelled.discard(job_id)
                     raise JobCancelled()
+                routed = self.workflows.get(workflow.name) == workflow
+                if routed:
+                    await self._refresh_stale()
+                freed = self._slot_freed  # taken before looking, so that a slot freed meanwhile is not missed
                 connected = [s for s in self.servers if s.listener.connected.is_set()]
-                if not connected:
-                    all_failed = all(s.listener.last_failure > asked for s in self.servers)
+                # Only the commands in use are routed by capability; another (a one-off `cli.py run`) goes to
+                # any server, whose own refusal then says what is wrong.
+                capable = [s for s in connected if not routed or s.problems_with(workflow) == []]
+                if not capable:
+                    # A server still connecting may be the one that can run it: wait for it as for any.
+                    all_failed = all(s.listener.last_failure > asked for s in self.servers if s not in connected)
                     if all_failed or time.monotonic() - asked > CONNECT_WAIT:
-                        names = ", ".join(s.client.name for s in self.servers)
-                        raise ComfyUnreachable(names, "websocket not connected")
+                        if not connected:
+                            names = ", ".join(s.client.name for s in self.servers)
+                            raise ComfyUnreachable(names, "websocket not connected")
+                        raise self._refusal(workflow)
                     await asyncio.sleep(0.05)
                     continue
-                free = [s for s in connected if not self.max_jobs_per_server or s.load < self.max_jobs_per_server]
+                free = [s for s in capable if not self.max_jobs_per_server or s.load < self.max_jobs_per_server]
                 position = self._waiting.index(job_id) + 1
                 if free and position == 1:
                     server = min(free, key=lambda s: s.load)
@@ -414,6 +477,32 @@ class Engine:
             self.limits.left_queue(job_id)
             self._wake_waiting()  # the next in line may go now
 
+    async def _refresh_stale(self) -> None:
+        """Read the capabilities of each server that reconnected since they were last read (it may have restarted)."""
+        stale = [s for s in self.servers if s.stale]
+        results = await asyncio.gather(*(s.refresh(self.workflows) for s in stale), return_exceptions=True)
+        for server, result in zip(stale, results, strict=True):
+            if isinstance(result, BotError):
+                log.warning("cannot read the capabilities of %s: %s", server.client.name, result.detail)
+            elif isinstance(result, BaseException):
+                raise result
+
+    def _refusal(self, workflow: Workflow) -> BotError:
+        """Why no connected server can run `workflow`, server by server, in the configured order."""
+        verdicts = [
+            verdict(s.client.name, s.problems_with(workflow), connected=s.listener.connected.is_set())
+            for s in self.servers
+        ]
+        error = refusal(workflow.name, verdicts)
+        log.warning("job for /%s refused: %s", workflow.name, error.user_message)
+        return error
+
+    def capabilities(self, workflows: Mapping[str, Workflow]) -> None:
+        """Use `workflows` as the commands in use: each server checks them against its last /object_info."""
+        self.workflows = dict(workflows)
+        for server in self.servers:
+            server.learn(self.workflows)
+
     def _release(self, server: ComfyServer, job_id: str) -> None:
         server.active.discard(job_id)
         self._wake_waiting()
@@ -424,22 +513,20 @@ class Engine:
         freed.set()
 
     async def object_infos(self) -> tuple[list[dict[str, Any]], list[str | None]]:
-        """The /object_info and ComfyUI version of every server that answers, to validate workflows against.
+        """Read every server's /object_info again (kept for routing) and return those that answered, with versions.
 
         The version is the one the listener read when it connected; a server not connected yet is asked now.
         """
         infos: list[dict[str, Any]] = []
         versions: list[str | None] = []
         for server in self.servers:
-            client = server.client
             try:
-                info = await client.object_info()
-                version = client.info.version or (await client.probe()).version
+                info = await server.refresh(self.workflows)
             except BotError as exc:
-                log.warning("cannot check workflows against %s: %s", client.name, exc.detail)
+                log.warning("cannot check workflows against %s: %s", server.client.name, exc.detail)
                 continue
             infos.append(info)
-            versions.append(version)
+            versions.append(server.client.info.version)
         return infos, versions
 
     async def choices(self, source: str, typed: str = "") -> list[str]:

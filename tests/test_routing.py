@@ -1,0 +1,227 @@
+"""Capability routing over several fake ComfyUI servers: which server gets a job, and why none can."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+import bot
+import cli
+from core.config import load_settings
+from core.jobs.engine import ComfyServer, Engine
+from core.jobs.routing import NoCapableServer
+from core.workflows import Workflow, load_catalog
+from tests.conftest import MODELS, WORKFLOWS
+from tests.fakes.comfyui import FakeComfyUI
+
+IMAGE = load_catalog(WORKFLOWS).workflows["image"]
+NO_CHECKPOINT = (
+    "lacks: “Load Checkpoint” (CheckpointLoaderSimple, node 4): input ckpt_name: "
+    "'v1-5-pruned-emaonly-fp16.safetensors' is not available on the server (it has none)"
+)
+
+
+def invert_workflow(folder: Path) -> Workflow:
+    """A model-free workflow that needs the ImageInvert class: EmptyImage -> ImageInvert -> SaveImage."""
+    folder.mkdir(exist_ok=True)
+    (folder / "invert.json").write_text(
+        '{"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},'
+        ' "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},'
+        ' "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "inv"}}}'
+    )
+    (folder / "invert.toml").write_text(
+        '[command]\nname = "invert"\ndescription = "An inverted square"\n'
+        '[params.size]\ntype = "int"\ntarget = "1.width"\nmin = 8\nmax = 64\ndefault = 8\n'
+    )
+    return load_catalog(folder).workflows["invert"]
+
+
+def prompts_received(fake: FakeComfyUI) -> int:
+    return sum(1 for r in fake.requests if r.method == "POST" and r.path == "/prompt")
+
+
+@pytest.fixture
+async def fakes() -> AsyncIterator[list[FakeComfyUI]]:
+    """Three fake servers: [0] without models, [1] and [2] with both shipped checkpoints."""
+    servers = [FakeComfyUI(), FakeComfyUI(models=MODELS), FakeComfyUI(models=MODELS)]
+    for fake in servers:
+        await fake.start()
+    yield servers
+    for fake in servers:
+        await fake.stop()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+async def started(
+    session: aiohttp.ClientSession, fakes: list[FakeComfyUI], *workflows: Workflow, max_jobs: int = 0
+) -> Engine:
+    """An engine on `fakes`, connected, that knows `workflows` as its commands (as the bot does after loading)."""
+    engine = Engine(
+        session, tuple(f.url for f in fakes), job_timeout=20, max_output_bytes=2**24, max_jobs_per_server=max_jobs
+    )
+    engine.start()
+    await engine.object_infos()
+    engine.capabilities({w.name: w for w in workflows})
+    for server in engine.servers:
+        await asyncio.wait_for(server.listener.connected.wait(), 5)
+    return engine
+
+
+async def until(check: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
+    """Wait until `check()` holds, polling (the listener offers no event for each state)."""
+    for _ in range(int(seconds / 0.02)):
+        if check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"not {what} within {seconds:g} s")
+
+
+async def reconnected(server: ComfyServer, before: str) -> None:
+    """Wait until the listener is connected on a new connection (after the server restarted)."""
+    listener = server.listener
+    await until(lambda: listener.connected.is_set() and listener.client_id != before, "reconnected")
+
+
+async def test_a_job_goes_only_to_the_server_that_has_its_checkpoint(
+    fakes: list[FakeComfyUI], session: aiohttp.ClientSession
+) -> None:
+    without, with_it = fakes[0], fakes[1]
+    engine = await started(session, [without, with_it], IMAGE)
+    try:
+        assert [s.runs for s in engine.servers] == [frozenset(), frozenset({"image"})]
+        results = [await engine.run(IMAGE, IMAGE.resolve({"prompt": f"cat {n}"})) for n in range(3)]
+        assert {r.server for r in results} == {engine.servers[1].client.name}
+        assert (prompts_received(without), prompts_received(with_it)) == (0, 3)
+    finally:
+        await engine.close()
+
+
+async def test_a_job_goes_only_to_the_server_that_has_its_node_class(
+    fakes: list[FakeComfyUI], session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    invert = invert_workflow(tmp_path / "workflows")
+    lacking, having = fakes[1], fakes[2]
+    del lacking._object_info["ImageInvert"]  # a server without that node (an older ComfyUI, a custom build)
+    engine = await started(session, [lacking, having], invert)
+    try:
+        results = await asyncio.gather(*(engine.run(invert, invert.resolve({})) for _ in range(4)))
+        assert {r.server for r in results} == {engine.servers[1].client.name}
+        assert all(r.files for r in results)
+        assert (prompts_received(lacking), prompts_received(having)) == (0, 4)
+    finally:
+        await engine.close()
+
+
+async def test_jobs_spread_over_the_capable_servers_by_load(
+    fakes: list[FakeComfyUI], session: aiohttp.ClientSession
+) -> None:
+    for fake in fakes:
+        fake.node_delay = 0.05  # jobs overlap, so each placement sees the others' load
+    engine = await started(session, fakes, IMAGE, max_jobs=0)
+    try:
+        results = await asyncio.gather(*(engine.run(IMAGE, IMAGE.resolve({"prompt": f"cat {n}"})) for n in range(8)))
+        spread = Counter(r.server for r in results)
+        assert spread == {engine.servers[1].client.name: 4, engine.servers[2].client.name: 4}
+        assert prompts_received(fakes[0]) == 0
+        assert [s.load for s in engine.servers] == [0, 0, 0]
+    finally:
+        await engine.close()
+
+
+async def test_no_connected_server_can_run_it_names_what_each_lacks(
+    fakes: list[FakeComfyUI], session: aiohttp.ClientSession
+) -> None:
+    without, down = fakes[0], fakes[1]
+    engine = await started(session, [without, down], IMAGE)
+    try:
+        await down.stop()
+        await until(lambda: not engine.servers[1].listener.connected.is_set(), "disconnected")
+        with pytest.raises(NoCapableServer) as caught:
+            await engine.run(IMAGE, IMAGE.resolve({"prompt": "a cat"}))
+        assert caught.value.user_message == (
+            f"No connected ComfyUI server can run /image right now: {without.url} {NO_CHECKPOINT}; {down.url} is down."
+        )
+        assert prompts_received(without) == 0
+        assert (engine.servers[0].load, engine._waiting, engine.limits.queued) == (0, [], 0)
+    finally:
+        await engine.close()
+
+
+async def test_capabilities_are_read_again_after_a_server_restarts_with_other_models(
+    fakes: list[FakeComfyUI], session: aiohttp.ClientSession
+) -> None:
+    fake = fakes[1]
+    engine = await started(session, [fake], IMAGE)
+    server = engine.servers[0]
+    try:
+        assert (await engine.run(IMAGE, IMAGE.resolve({"prompt": "before"}))).files
+        fake.models = {}
+        before = server.listener.client_id
+        await fake.restart()
+        await reconnected(server, before)
+        with pytest.raises(NoCapableServer) as caught:
+            await engine.run(IMAGE, IMAGE.resolve({"prompt": "without"}))
+        assert caught.value.user_message == (
+            f"No connected ComfyUI server can run /image right now: {fake.url} {NO_CHECKPOINT}."
+        )
+        fake.models = MODELS
+        before = server.listener.client_id
+        await fake.restart()
+        await reconnected(server, before)
+        assert (await engine.run(IMAGE, IMAGE.resolve({"prompt": "after"}))).files
+        assert server.runs == {"image"}
+    finally:
+        await engine.close()
+
+
+async def test_capabilities_are_read_again_on_reload(fakes: list[FakeComfyUI], session: aiohttp.ClientSession) -> None:
+    fake = fakes[0]
+    engine = await started(session, [fake], IMAGE)
+    try:
+        assert engine.servers[0].runs == frozenset()
+        fake.models = MODELS  # files added without a restart: /reload reads them (as bot.load_workflows does)
+        await engine.object_infos()
+        engine.capabilities({"image": IMAGE})
+        assert engine.servers[0].runs == {"image"}
+        assert (await engine.run(IMAGE, IMAGE.resolve({"prompt": "a cat"}))).files
+    finally:
+        await engine.close()
+
+
+async def test_check_prints_a_workflow_by_server_table(
+    fakes: list[FakeComfyUI], capsys: pytest.CaptureFixture[str], unused_tcp_port: int
+) -> None:
+    without, with_it = fakes[0], fakes[1]
+    down = f"http://127.0.0.1:{unused_tcp_port}"
+    settings = load_settings(
+        {"COMFYUI_URL": f"{without.url},{with_it.url},{down}", "WORKFLOWS_DIR": str(WORKFLOWS)}, require_token=False
+    )
+    code = await cli.execute(bot.parse_args(["check"]), settings)
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 1
+    table = lines[lines.index("Workflow × server:") :]
+    width = len(without.url)
+    no_music = (
+        "lacks: “Load Checkpoint” (CheckpointLoaderSimple, node 74:40): input ckpt_name: "
+        "'ace_step_v1_3.5b.safetensors' is not available on the server (it has none)"
+    )
+    assert table == [
+        "Workflow × server:",
+        f"  /image  {without.url:<{width}}  {NO_CHECKPOINT}",
+        f"  /image  {with_it.url:<{width}}  OK",
+        f"  /image  {down:<{width}}  down",
+        f"  /music  {without.url:<{width}}  {no_music}",
+        f"  /music  {with_it.url:<{width}}  OK",
+        f"  /music  {down:<{width}}  down",
+        "3 problem(s) found.",
+    ]
