@@ -466,8 +466,8 @@ async def check(settings: Settings) -> int:
         print("  - no usable command: add an API-format .json and its .toml binding.")
     table: list[tuple[str, list[Verdict]]] = []  # server -> its verdict on each workflow, in catalog order
     async with aiohttp.ClientSession() as session:
-        for url in settings.comfyui_urls:
-            client = ComfyClient(session, url)
+        for server in settings.servers:
+            client = ComfyClient(session, server)  # with its headers, query token and TLS settings
             try:
                 version = (await client.probe()).version
                 object_info = await client.object_info()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -15,6 +16,7 @@ import cli
 from core.config import load_settings
 from core.jobs.engine import ComfyServer, Engine
 from core.jobs.routing import NoCapableServer
+from core.servers import ServerConfig
 from core.workflows import Workflow, load_catalog
 from tests.conftest import MODELS, WORKFLOWS
 from tests.fakes.comfyui import FakeComfyUI
@@ -134,6 +136,30 @@ async def test_jobs_spread_over_the_capable_servers_by_load(
         assert spread == {engine.servers[1].client.name: 4, engine.servers[2].client.name: 4}
         assert prompts_received(fakes[0]) == 0
         assert [s.load for s in engine.servers] == [0, 0, 0]
+    finally:
+        await engine.close()
+
+
+async def test_each_server_holds_at_most_its_own_max_jobs(
+    fakes: list[FakeComfyUI], session: aiohttp.ClientSession
+) -> None:
+    small, big = fakes[1], fakes[2]
+    servers = (ServerConfig.from_url(small.url), replace(ServerConfig.from_url(big.url), max_jobs=3))
+    engine = Engine(session, servers, job_timeout=20, max_output_bytes=2**24, max_jobs_per_server=1)
+    engine.start()
+    try:
+        for server in engine.servers:
+            await asyncio.wait_for(server.listener.connected.wait(), 5)
+        small.pause()
+        big.pause()
+        jobs = [asyncio.create_task(engine.run(IMAGE, IMAGE.resolve({"prompt": f"cat {n}"}))) for n in range(6)]
+        await until(lambda: prompts_received(small) + prompts_received(big) == 4, "four jobs placed")
+        await asyncio.sleep(0.3)  # nothing more is placed while every slot is taken
+        assert (prompts_received(small), prompts_received(big), len(engine._waiting)) == (1, 3, 2)
+        small.resume()
+        big.resume()
+        results = await asyncio.wait_for(asyncio.gather(*jobs), 20)
+        assert len(results) == 6 and [s.load for s in engine.servers] == [0, 0]
     finally:
         await engine.close()
 

@@ -460,7 +460,7 @@ class Engine:
                         raise self._refusal(workflow)
                     await asyncio.sleep(0.05)
                     continue
-                free = [s for s in capable if not self.max_jobs_per_server or s.load < self.max_jobs_per_server]
+                free = [s for s in capable if not self.slots(s) or s.load < self.slots(s)]
                 position = self._waiting.index(job_id) + 1
                 if free and position == 1:
                     server = min(free, key=lambda s: s.load)
@@ -502,6 +502,10 @@ class Engine:
         self.workflows = dict(workflows)
         for server in self.servers:
             server.learn(self.workflows)
+
+    def slots(self, server: ComfyServer) -> int:
+        """Jobs `server` may hold at once: its own max_jobs from servers.toml, else MAX_JOBS_PER_SERVER; 0: any."""
+        return server.client.config.max_jobs or self.max_jobs_per_server
 
     def _release(self, server: ComfyServer, job_id: str) -> None:
         server.active.discard(job_id)
