@@ -184,3 +184,24 @@ def test_scrub_hides_header_values_query_token_and_url_password() -> None:
     client = ComfyClient(aiohttp.ClientSession.__new__(aiohttp.ClientSession), config)
     text = f"url='http://user:pw-777@h:1/ws?token={QUERY_TOKEN}' Bearer {TOKEN} {TOKEN} key {PROXY_KEY}"
     assert client.scrub(text) == "url='http://user:***@h:1/ws?token=***' *** *** key ***"
+
+
+async def test_check_reaches_a_server_behind_a_proxy_through_the_servers_file(
+    guarded: FakeComfyUI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import bot
+    import cli
+    from core.config import load_settings
+
+    servers = tmp_path / "servers.toml"
+    servers.write_text(
+        f'[servers.home]\nurl = "{guarded.url}"\n'
+        '[servers.home.headers]\nAuthorization = "Bearer ${COMFY_TOKEN}"\nX-Proxy-Key = "${PROXY_KEY}"\n'
+    )
+    env = {"SERVERS_FILE": str(servers), "WORKFLOWS_DIR": str(WORKFLOWS), "COMFY_TOKEN": TOKEN, "PROXY_KEY": PROXY_KEY}
+    code = await cli.execute(bot.parse_args(["check"]), load_settings(env, require_token=False))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "Server home: reachable (ComfyUI 0.3.64," in out and out.rstrip().endswith("All good.")
+    assert not guarded.refused
+    assert not [s for s in SECRETS if s in out]
