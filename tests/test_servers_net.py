@@ -205,3 +205,32 @@ async def test_check_reaches_a_server_behind_a_proxy_through_the_servers_file(
     assert "Server home: reachable (ComfyUI 0.3.64," in out and out.rstrip().endswith("All good.")
     assert not guarded.refused
     assert not [s for s in SECRETS if s in out]
+
+
+async def test_a_refused_upgrade_logs_no_url_encoded_token(
+    session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    from aiohttp import web
+
+    token = "ab+cd/ef=="  # base64 tokens have characters a URL encodes: %2B, %3D
+
+    async def refuse(_: web.Request) -> web.Response:
+        return web.Response(status=403, text="forbidden")  # e.g. a proxy that does not like the token
+
+    app = web.Application()
+    app.router.add_get("/ws", refuse)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    client = ComfyClient(session, ServerConfig("proxied", f"http://127.0.0.1:{port}", {}, {"token": token}))
+    try:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
+            await session.ws_connect(client.ws_url, params=client.params({"clientId": "c"}))
+        problem = client.connection_problem(caught.value)
+    finally:
+        await runner.cleanup()
+    assert problem == "WSServerHandshakeError: 403: Invalid response status"
+    assert token not in problem and "ab%2Bcd" not in problem
+    assert client.scrub("token=ab%2Bcd%2Fef%3D%3D or ab%2Bcd/ef%3D%3D") == "token=*** or ***"

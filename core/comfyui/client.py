@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 import aiohttp
 
@@ -78,6 +78,8 @@ class ComfyClient:
         self.ssl = self.config.ssl_context()
         password = urlsplit(self.base_url).password
         secrets = [*self.config.headers.values(), *self.config.query.values(), *([password] if password else [])]
+        # ...and as URLs carry them (aiohttp's query strings keep "/", form encoding turns " " into "+")
+        secrets += [encoded for s in secrets for encoded in (quote(s, safe=""), quote(s, safe="/"), quote_plus(s))]
         # Longest first, so that "Bearer abc" is hidden whole before "abc" alone would be.
         self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
 
@@ -105,6 +107,8 @@ class ComfyClient:
             )
         if isinstance(exc, aiohttp.WSServerHandshakeError) and exc.status in (401, 407):
             return f"{exc.status}: {CREDENTIALS_REFUSED}"
+        if isinstance(exc, aiohttp.ClientResponseError):  # its text holds the request URL, query token included
+            return self.scrub(f"{type(exc).__name__}: {exc.status}: {exc.message}")
         return self.scrub(f"{type(exc).__name__}: {exc}")
 
     @property
