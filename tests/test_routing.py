@@ -164,6 +164,20 @@ async def test_each_server_holds_at_most_its_own_max_jobs(
         await engine.close()
 
 
+async def test_a_server_whose_object_info_fails_is_still_tried(
+    fakes: list[FakeComfyUI], session: aiohttp.ClientSession
+) -> None:
+    broken = fakes[1]
+    broken.http_failures = [("GET", "/object_info", 500)]  # a custom node breaks /object_info
+    engine = await started(session, [broken], IMAGE)
+    try:
+        assert engine.servers[0].problems_with(IMAGE) is None
+        result = await asyncio.wait_for(engine.run(IMAGE, IMAGE.resolve({"prompt": "a cat"})), 10)
+        assert result.files and prompts_received(broken) == 1
+    finally:
+        await engine.close()
+
+
 async def test_no_connected_server_can_run_it_names_what_each_lacks(
     fakes: list[FakeComfyUI], session: aiohttp.ClientSession
 ) -> None:

@@ -450,6 +450,9 @@ class Engine:
                 # Only the commands in use are routed by capability; another (a one-off `cli.py run`) goes to
                 # any server, whose own refusal then says what is wrong.
                 capable = [s for s in connected if not routed or s.problems_with(workflow) == []]
+                # A server whose /object_info could not be read (a broken custom node) is still tried when
+                # none is known to fit: its own refusal then says what is wrong, as it would without routing.
+                capable = capable or [s for s in connected if s.problems_with(workflow) is None]
                 if not capable:
                     # A server still connecting may be the one that can run it: wait for it as for any.
                     all_failed = all(s.listener.last_failure > asked for s in self.servers if s not in connected)
