@@ -168,7 +168,7 @@ async def test_a_server_whose_object_info_fails_is_still_tried(
     fakes: list[FakeComfyUI], session: aiohttp.ClientSession
 ) -> None:
     broken = fakes[1]
-    broken.http_failures = [("GET", "/object_info", 500)]  # a custom node breaks /object_info
+    broken.http_failures = [("GET", "/object_info", 500)] * 20  # a custom node breaks /object_info
     engine = await started(session, [broken], IMAGE)
     try:
         assert engine.servers[0].problems_with(IMAGE) is None
