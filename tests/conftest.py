@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.fakes.comfyui import PROFILES, FakeComfyUI
@@ -56,6 +57,13 @@ def object_info() -> dict[str, Any]:
     """The full /object_info recorded from ComfyUI 0.3.64 (no models installed), as the fake serves it."""
     with gzip.open(ROOT / "tests" / "fakes" / "object_info.json.gz") as f:
         return json.load(f)
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """One HTTP session for a test's engine or clients, closed after it (as the bot owns one per process)."""
+    async with aiohttp.ClientSession() as s:
+        yield s
 
 
 @pytest.fixture

@@ -29,12 +29,6 @@ CATALOG = load_catalog(WORKFLOWS)
 IMAGE, MUSIC = CATALOG.workflows["image"], CATALOG.workflows["music"]
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
 def make_engine(session: aiohttp.ClientSession, *urls: str, job_timeout: float = 15) -> Engine:
     return Engine(session, urls, job_timeout=job_timeout, max_output_bytes=50 * 2**20, reconcile_interval=0.3)
 

@@ -163,12 +163,6 @@ async def get_json(session: aiohttp.ClientSession, url: str) -> Any:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
 async def fake() -> AsyncIterator[FakeComfyUI]:
     async with FakeComfyUI() as f:
         yield f

@@ -185,12 +185,6 @@ async def test_concurrent_reservations_from_one_member_let_exactly_the_limit_thr
 # The engine: server slots and JOB_TIMEOUT.
 
 
-@pytest.fixture
-async def session() -> Any:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
 async def test_an_unexpected_error_before_submitting_gives_the_server_slot_back(
     comfy: FakeComfyUI, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -182,12 +182,6 @@ async def mini() -> AsyncIterator[MiniComfy]:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
 def workflow(tmp_path: Path) -> Workflow:
     (tmp_path / "pic.json").write_text(
         json.dumps(

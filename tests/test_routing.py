@@ -58,12 +58,6 @@ async def fakes() -> AsyncIterator[list[FakeComfyUI]]:
         await fake.stop()
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
 async def started(
     session: aiohttp.ClientSession, fakes: list[FakeComfyUI], *workflows: Workflow, max_jobs: int = 0
 ) -> Engine:

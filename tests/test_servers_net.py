@@ -31,12 +31,6 @@ SECRETS = (TOKEN, QUERY_TOKEN, PROXY_KEY)
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
 async def guarded() -> AsyncIterator[FakeComfyUI]:
     async with FakeComfyUI(models=MODELS, required_headers=HEADERS) as fake:
         yield fake
