@@ -87,7 +87,12 @@ async def test_without_the_headers_http_and_websocket_get_401_and_say_so(
         await listener.close()
     assert not listener.connected.is_set()
     assert not guarded.requests  # nothing got past the proxy
-    assert "websocket to proxied failed: 401: the server (or a proxy before it) wants credentials; " in caplog.text
+    assert "ComfyUI server proxied is down: 401: the server (or a proxy before it) wants credentials; " in caplog.text
+    assert listener.state == "down"
+    assert listener.last_error == (
+        "401: the server (or a proxy before it) wants credentials; "
+        "set headers (e.g. Authorization) or query for this server in servers.toml"
+    )
     assert_no_secret(caplog, caught.value)
 
 

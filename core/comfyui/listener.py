@@ -19,6 +19,7 @@ import random
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Literal
 
 import aiohttp
 
@@ -39,6 +40,7 @@ FEATURE_FLAGS = json.dumps({"type": "feature_flags", "data": {"supports_preview_
 END_MESSAGES = frozenset({"execution_success", "execution_error", "execution_interrupted"})
 END_GRACE = 1.0
 FINISHED_JOB_STATES = frozenset({"completed", "failed", "cancelled"})
+Health = Literal["connecting", "up", "down"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,13 +74,20 @@ class Lost:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerDown:
+    """The server stopped answering (its socket dropped and a reconnect failed); the prompt may be gone with it."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Unreadable:
     """The server's answer about this prompt has a shape the bot cannot use: the job fails with it."""
 
     error: ComfyServerError
 
 
-PromptEvent = Queued | Running | Finished | Lost | Unreadable
+PromptEvent = Queued | Running | Finished | Lost | Unreadable | ServerDown
 
 
 @dataclass(eq=False, slots=True)
@@ -134,6 +143,12 @@ class ComfyListener:
         self.client_id = uuid.uuid4().hex  # replaced on every connection
         self.connected = asyncio.Event()
         self.last_failure = 0.0  # monotonic time of the last failed connection attempt
+        # Health, for routing, failover and the admin view. "down": the socket is closed and a connection
+        # attempt has failed since (a dropped socket that reconnects at once is not an outage).
+        self.state: Health = "connecting"
+        self.state_since = time.monotonic()
+        self.last_error: str | None = None  # why the last connection attempt failed (no secret in it)
+        self.queue_remaining: int | None = None  # the server's own queue (every client's prompts), from `status`
         self.reconcile_interval = reconcile_interval
         self.poll_interval = poll_interval
         self.max_frame_bytes = max_frame_bytes
@@ -213,21 +228,20 @@ class ComfyListener:
                     self._flags_acknowledged = False  # the server may have been upgraded meanwhile
                     await ws.send_str(FEATURE_FLAGS)
                     await self._probe()
-                    log.info("connected to %s websocket", self.client.name)
+                    self._set_state("up", None)
                     self.connected.set()
                     self._woke_socket = False
                     self._reconcile_wanted.set()  # events may have been missed while we were away
                     delay = 0.5
                     await self._read(ws)
-                log.warning("websocket to %s closed (code %s)", self.client.name, ws.close_code)
+                self._set_state("connecting", f"websocket closed (code {ws.close_code})")
             except asyncio.CancelledError:
                 raise
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                log.warning("websocket to %s failed: %s", self.client.name, self.client.connection_problem(exc))
-                self.last_failure = time.monotonic()
-            except Exception:
-                log.exception("websocket to %s: unexpected error", self.client.name)
-                self.last_failure = time.monotonic()
+                self._failed(self.client.connection_problem(exc))
+            except Exception as exc:
+                log.debug("websocket to %s: unexpected error", self.client.name, exc_info=True)
+                self._failed(self.client.scrub(f"unexpected error: {type(exc).__name__}: {exc}"))
             finally:
                 self.connected.clear()
                 self._running = None
@@ -239,6 +253,34 @@ class ComfyListener:
                 delay = 0.5
             except TimeoutError:
                 delay = min(delay * 2, 30.0)
+
+    def _failed(self, problem: str) -> None:
+        """Note a failed connection attempt: the server is down now, logged once per outage."""
+        self.last_failure = time.monotonic()
+        if self.state == "down":
+            log.debug("%s still down: %s", self.client.name, problem)
+            self.last_error = problem
+            return
+        self._set_state("down", problem)
+        for watch in self.watches.values():
+            if watch.submitted_at is not None and not watch.ended:
+                watch.events.put_nowait(ServerDown(problem))
+
+    def _set_state(self, state: Health, problem: str | None) -> None:
+        """Change the server's health and log the change, once."""
+        now = time.monotonic()
+        was, lasted = self.state, now - self.state_since
+        self.state, self.state_since = state, now
+        if problem is not None:
+            self.last_error = problem
+        if state == "down":
+            log.warning("ComfyUI server %s is down: %s", self.client.name, problem)
+        elif state == "up" and was == "down":
+            log.warning("ComfyUI server %s is back up after %.0f s down", self.client.name, lasted)
+        elif state == "up":
+            log.info("connected to ComfyUI server %s", self.client.name)
+        else:
+            log.info("%s: %s; reconnecting", self.client.name, problem)
 
     async def _probe(self) -> None:
         """Re-read the server's version and routes (it may have been upgraded); keep the old ones if it fails."""
@@ -263,6 +305,11 @@ class ComfyListener:
 
     def _on_message(self, kind: str, data: dict) -> None:
         if kind == "status":
+            status = data.get("status")
+            info = status.get("exec_info") if isinstance(status, dict) else None
+            remaining = info.get("queue_remaining") if isinstance(info, dict) else None
+            if isinstance(remaining, int) and not isinstance(remaining, bool) and remaining >= 0:
+                self.queue_remaining = remaining  # a shape it does not know leaves the last figure
             if any(w.last_position != 0 for w in self.watches.values()):
                 self._reconcile_wanted.set()  # the queue moved: refresh positions
             return

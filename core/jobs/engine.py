@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 
 from core.comfyui.client import ComfyClient, TooLarge
-from core.comfyui.listener import ComfyListener, Finished, Lost, Queued, Running, Unreadable, Watch
+from core.comfyui.listener import ComfyListener, Finished, Health, Lost, Queued, Running, ServerDown, Unreadable, Watch
 from core.comfyui.node_errors import node_label, running_label
 from core.comfyui.types import FILE_KEYS, HistoryEntry, Prompt
 from core.config import DEFAULT_MAX_JOB_OUTPUT_MB, DEFAULT_MAX_OUTPUTS_PER_JOB, DEFAULT_MAX_QUEUED_JOBS, MB
@@ -103,6 +103,24 @@ class JobResult:
 OnProgress = Callable[[Progress], Awaitable[None] | None]
 
 
+@dataclass(frozen=True, slots=True)
+class ServerStatus:
+    """One server's health, load and capabilities, for `/servers` and `bot.py servers` (never a secret)."""
+
+    name: str
+    state: Health  # "up", "down" or "connecting"
+    for_seconds: float  # how long it has been in that state
+    version: str | None
+    queue: int | None  # the server's own queue (every client's prompts, running included); None: not heard yet
+    jobs: int  # this bot's jobs placed on it and not finished
+    max_jobs: int | None  # its own max_jobs from servers.toml; None: MAX_JOBS_PER_SERVER
+    runs: tuple[str, ...]  # the commands it can run
+    lacks: tuple[tuple[str, str], ...]  # (command, the first thing it lacks) for those it cannot run
+    known: bool  # its /object_info has been read: without it, runs and lacks are empty
+    tags: dict[str, str]
+    last_error: str | None  # why the last connection attempt failed
+
+
 @dataclass(eq=False, slots=True)
 class ComfyServer:
     """A configured ComfyUI server: its HTTP client, its websocket listener and a short cache of its lists.
@@ -125,7 +143,33 @@ class ComfyServer:
 
     @property
     def load(self) -> int:
-        return len(self.active)
+        """The bot's own jobs on this server, plus what other clients have queued there."""
+        ours = len(self.active)
+        queued = self.listener.queue_remaining
+        if queued is None:
+            return ours
+        # The server's count holds our submitted prompts too; only the rest is someone else's.
+        submitted = sum(1 for w in self.listener.watches.values() if w.submitted_at is not None and not w.ended)
+        return ours + max(0, queued - submitted)
+
+    def status(self) -> ServerStatus:
+        """This server as the admin view shows it."""
+        listener = self.listener
+        lacking = tuple((name, problems[0]) for name, (_, problems) in sorted(self._checked.items()) if problems)
+        return ServerStatus(
+            name=self.client.name,
+            state=listener.state,
+            for_seconds=time.monotonic() - listener.state_since,
+            version=self.client.info.version,
+            queue=listener.queue_remaining,
+            jobs=len(self.active),
+            max_jobs=self.client.config.max_jobs,
+            runs=tuple(sorted(self.runs)),
+            lacks=lacking,
+            known=self.object_info is not None,
+            tags=dict(self.client.config.tags),
+            last_error=listener.last_error,
+        )
 
     @property
     def runs(self) -> frozenset[str]:
@@ -463,7 +507,7 @@ class Engine:
                         raise self._refusal(workflow)
                     await asyncio.sleep(0.05)
                     continue
-                free = [s for s in capable if not self.slots(s) or s.load < self.slots(s)]
+                free = [s for s in capable if not self.slots(s) or len(s.active) < self.slots(s)]
                 position = self._waiting.index(job_id) + 1
                 if free and position == 1:
                     server = min(free, key=lambda s: s.load)
@@ -505,6 +549,10 @@ class Engine:
         self.workflows = dict(workflows)
         for server in self.servers:
             server.learn(self.workflows)
+
+    def server_status(self) -> list[ServerStatus]:
+        """Every configured server's health, load and capabilities, in the configured order."""
+        return [server.status() for server in self.servers]
 
     def slots(self, server: ComfyServer) -> int:
         """Jobs `server` may hold at once: its own max_jobs from servers.toml, else MAX_JOBS_PER_SERVER; 0: any."""
@@ -569,6 +617,8 @@ class Engine:
                 raise JobLost(detail=event.reason)
             if isinstance(event, Unreadable):
                 raise event.error
+            if isinstance(event, ServerDown):
+                continue  # failover comes next; until then the job waits for its server
             if on_progress is None:
                 continue
             if isinstance(event, Queued):
