@@ -81,12 +81,15 @@ class JobLost(BotError):
 class JobTimeout(BotError):
     """The job did not finish within the configured time."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, *, down_server: str | None = None) -> None:
         minutes = max(1, round(seconds / 60))
-        super().__init__(
-            f"The job did not finish within {minutes} minute(s), so the bot stopped waiting for it.",
-            detail=f"timeout after {seconds:.0f}s",
-        )
+        message = f"The job did not finish within {minutes} minute(s), so the bot stopped waiting for it."
+        if down_server is not None:  # the job's server went down and no other could take it
+            message = (
+                f"The ComfyUI server {down_server} went down with the job and no other server could take it "
+                f"within {minutes} minute(s), so the bot stopped waiting for it."
+            )
+        super().__init__(message, detail=f"timeout after {seconds:.0f}s")
 
 
 class OutputTooLarge(BotError):

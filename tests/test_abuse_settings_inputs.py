@@ -11,7 +11,7 @@ import pytest
 from core.comfyui.client import ComfyClient
 from core.errors import BotError, ComfyServerError
 from core.jobs.engine import UPLOAD_SUBFOLDER
-from core.jobs.inputs import InputGone, ensure_inputs, keep_inputs, restored_values
+from core.jobs.inputs import InputGone, ensure_inputs, keep_inputs, restored_values, stored_copies
 from core.jobs.store import JobRecord, JobState, JobStore
 from core.workflows import load_workflow
 from core.workflows.model import InputFile, Workflow
@@ -70,7 +70,7 @@ async def test_a_file_still_on_the_server_is_used_as_it_is(
     comfy: FakeComfyUI, client: ComfyClient, store: JobStore
 ) -> None:
     record = await submitted_job(client, store)
-    assert await ensure_inputs(client, record, store) == record
+    assert await ensure_inputs(client, record, stored_copies(store, JOB)) == record
     assert comfy.files[("input", "discord-bot", "cat.png")] == CAT
     assert [k for k in comfy.files if k[0] == "input" and k[1] == "discord-bot"] == [
         ("input", "discord-bot", "cat.png")
@@ -83,7 +83,7 @@ async def test_a_file_the_server_lost_is_uploaded_again_from_the_copy(
     record = await submitted_job(client, store)
     del comfy.files[("input", "discord-bot", "cat.png")]  # ComfyUI's input folder was cleaned
     before = uploads(comfy)
-    assert await ensure_inputs(client, record, store) == record
+    assert await ensure_inputs(client, record, stored_copies(store, JOB)) == record
     assert uploads(comfy) == before + 1
     assert comfy.files[("input", "discord-bot", "cat.png")] == CAT
 
@@ -93,13 +93,12 @@ async def test_another_file_under_the_same_name_is_never_used(
 ) -> None:
     record = await submitted_job(client, store)
     comfy.files[("input", "discord-bot", "cat.png")] = DOG  # the name now holds someone else's picture
-    again = await ensure_inputs(client, record, store)
+    again = await ensure_inputs(client, record, stored_copies(store, JOB))
     assert again.inputs == {"picture": "discord-bot/cat (1).png"}
     assert again.prompt is not None and again.prompt["1"]["inputs"]["image"] == "discord-bot/cat (1).png"
     assert again.prompt["2"] == record.prompt["2"]  # type: ignore[index]
     assert comfy.files[("input", "discord-bot", "cat (1).png")] == CAT
     assert comfy.files[("input", "discord-bot", "cat.png")] == DOG  # the other file is left alone
-    assert await store.get(JOB) == again  # a restart before the resubmission uses the new name too
 
 
 async def test_without_a_copy_a_file_still_there_is_checked_not_uploaded(
@@ -107,7 +106,7 @@ async def test_without_a_copy_a_file_still_there_is_checked_not_uploaded(
 ) -> None:
     record = await submitted_job(client, store, keep=False)
     before = uploads(comfy)
-    assert await ensure_inputs(client, record, store) == record
+    assert await ensure_inputs(client, record, stored_copies(store, JOB)) == record
     assert uploads(comfy) == before
     views = [r for r in comfy.requests if r.path == "/view"]
     assert [r.query for r in views] == [{"filename": "cat.png", "subfolder": "discord-bot", "type": "input"}]
@@ -119,7 +118,7 @@ async def test_without_a_copy_a_lost_file_fails_the_job_clearly(
     record = await submitted_job(client, store, keep=False)
     del comfy.files[("input", "discord-bot", "cat.png")]
     with pytest.raises(InputGone) as caught:
-        await ensure_inputs(client, record, store)
+        await ensure_inputs(client, record, stored_copies(store, JOB))
     assert caught.value.user_message == (
         "The file you attached (cat.png) is no longer on the ComfyUI server and the bot has no copy of it; "
         "please run the command again with the attachment."
@@ -132,7 +131,7 @@ async def test_a_server_error_while_checking_is_not_taken_for_a_missing_file(
     record = await submitted_job(client, store, keep=False)
     comfy.http_failures.append(("GET", "/view", 500))
     with pytest.raises(ComfyServerError) as caught:
-        await ensure_inputs(client, record, store)
+        await ensure_inputs(client, record, stored_copies(store, JOB))
     assert caught.value.reason == "GET /view cat.png (input) -> 500"
 
 

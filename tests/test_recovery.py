@@ -116,7 +116,8 @@ async def test_a_server_that_never_comes_back_fails_the_job_with_a_message(start
     assert it.original is not None
     assert it.original["content"] == (
         f"**/image** for <@{it.user['id']}>\n"
-        "❌ The job did not finish within 1 minute(s), so the bot stopped waiting for it."
+        f"❌ The ComfyUI server {world.comfy.url} went down with the job and no other server could take it "
+        "within 1 minute(s), so the bot stopped waiting for it."
     )
 
 

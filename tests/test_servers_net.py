@@ -165,7 +165,7 @@ async def test_self_signed_tls_is_refused_without_ca_file_with_a_clear_message(
             await asyncio.sleep(0.02)
     finally:
         await listener.close()
-    assert "websocket to tls failed: its TLS certificate is not trusted (" in caplog.text
+    assert "ComfyUI server tls is down: its TLS certificate is not trusted (" in caplog.text
     assert_no_secret(caplog, *errors)
 
 

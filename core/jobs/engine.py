@@ -28,7 +28,7 @@ from core.errors import (
     JobLost,
     JobTimeout,
 )
-from core.jobs.inputs import ensure_inputs, keep_inputs
+from core.jobs.inputs import Copies, ensure_inputs, held_copies, keep_inputs, stored_copies
 from core.jobs.limits import Limits
 from core.jobs.routing import refusal, verdict
 from core.jobs.store import JobRecord, JobState, JobStore
@@ -44,6 +44,7 @@ CONNECT_WAIT = 5.0  # how long a new job waits for a server's websocket before g
 OPTIONS_TTL = 30.0  # model lists change when an admin adds files; re-read them this often
 UPLOAD_SUBFOLDER = "discord-bot"  # where members' attachments go in ComfyUI's input folder
 MAX_ATTEMPTS = 2  # a job the server forgot (restart, cleared queue) is submitted once more, then reported
+FAILOVER_CHECK = 1.0  # while a job's server is down, how often another server that could take it is looked for
 MAX_ERROR_TEXT = 600
 MAX_NAME_SHOWN = 100
 
@@ -58,10 +59,19 @@ class Progress:
     steps: int | None = None
     waiting: int | None = None  # place in the bot's own queue, before any server has a free slot
     resubmitted: bool = False  # the server lost the job (restart, cleared queue); it is submitted again
+    moved_to: str | None = None  # its server went down: the job went to this one
+    restarted: bool = False  # with moved_to: it was running, so it starts over there
+    servers_down: bool = False  # waiting in the bot's queue while no server that can run it is up
 
     def describe(self) -> str:
         if self.resubmitted:
             return "The server lost the job (it restarted or its queue was cleared); submitting it again."
+        if self.moved_to is not None and self.restarted:
+            return f"The ComfyUI server running the job went down; it starts again on {self.moved_to}."
+        if self.moved_to is not None:
+            return f"The ComfyUI server the job was queued on went down; it moved to {self.moved_to}."
+        if self.servers_down:
+            return "Every ComfyUI server that can run this is down right now; the job starts when one is back."
         if self.waiting:
             return f"Waiting for a free slot: position {self.waiting} in the bot's queue"
         if self.position:
@@ -101,6 +111,15 @@ class JobResult:
 
 
 OnProgress = Callable[[Progress], Awaitable[None] | None]
+
+
+class _Moving(Exception):
+    """The job's server is down and `target` (its slot already taken) runs the job instead."""
+
+    def __init__(self, target: ComfyServer, started: bool) -> None:
+        super().__init__(target.client.name)
+        self.target = target
+        self.started = started  # it was running: it starts over
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +282,7 @@ class Engine:
         self._cancelled: set[str] = set()
         self._waiting: list[str] = []  # job ids waiting for a slot, first come first served
         self._slot_freed = asyncio.Event()  # replaced by a fresh one each time it is set (see _wake_waiting)
+        self._cleanups: set[asyncio.Task[None]] = set()  # cancels of moved jobs, waiting for their old server
 
     def start(self) -> None:
         """Open every server's websocket (before the first submit, so no event is missed)."""
@@ -270,6 +290,9 @@ class Engine:
             server.listener.start()
 
     async def close(self) -> None:
+        for task in self._cleanups:
+            task.cancel()
+        await asyncio.gather(*self._cleanups, return_exceptions=True)
         await asyncio.gather(*(s.listener.close() for s in self.servers))
 
     async def run(
@@ -311,7 +334,10 @@ class Engine:
                 await self._end(record, exc)
             raise
         log.info("job %s: /%s on %s", record.id, workflow.name, server.client.name)
-        return await self._execute(server, record, on_progress, started, submit=True)
+        copies = stored_copies(self.store, record.id) if self.store is not None else held_copies(values)
+        return await self._execute(
+            server, record, workflow=workflow, copies=copies, on_progress=on_progress, started=started, submit=True
+        )
 
     async def resume(self, record: JobRecord, on_progress: OnProgress | None = None) -> JobResult:
         """Pick up a job a previous run of the bot submitted: wait for it, fetch it, or resubmit it once."""
@@ -322,7 +348,17 @@ class Engine:
             raise error
         await self._wait_connected(server)
         server.active.add(record.id)
-        return await self._execute(server, record, on_progress, time.monotonic(), submit=False)
+        workflow = self.workflows.get(record.workflow)  # None: no longer a command; it may still move anywhere
+        copies = stored_copies(self.store, record.id) if self.store is not None else held_copies({})
+        return await self._execute(
+            server,
+            record,
+            workflow=workflow,
+            copies=copies,
+            on_progress=on_progress,
+            started=time.monotonic(),
+            submit=False,
+        )
 
     def whereabouts(self, job_id: str) -> str:
         """Where a job of this process is now, in words for /queue."""
@@ -355,11 +391,21 @@ class Engine:
         server.listener.request_reconcile()
 
     async def _execute(
-        self, server: ComfyServer, record: JobRecord, on_progress: OnProgress | None, started: float, *, submit: bool
+        self,
+        server: ComfyServer,
+        record: JobRecord,
+        *,
+        workflow: Workflow | None,
+        copies: Copies,
+        on_progress: OnProgress | None,
+        started: float,
+        submit: bool,
     ) -> JobResult:
+        """Submit the job to `server` (or follow it there) until it ends; move it when the server goes down."""
         assert record.prompt is not None
         prompt = record.prompt
         prompt_id = record.prompt_id or record.id
+        counted = True  # this submission counts toward MAX_ATTEMPTS (a job moved before it started does not)
         try:
             async with asyncio.timeout(max(0.0, started + self.job_timeout - time.monotonic())):
                 while True:
@@ -374,12 +420,14 @@ class Engine:
                         record = await self._save(
                             record,
                             state=JobState.SUBMITTED,
-                            attempts=record.attempts + 1,
+                            server=server.client.name,
+                            attempts=record.attempts + counted,
                             prompt_id=None if prompt_id == record.id else prompt_id,
                         )
                     server.listener.submitted(watch, client_id)
                     try:
-                        entry = await self._follow(watch, prompt, self._noting_start(record, on_progress))
+                        progress = self._noting_start(record, on_progress)
+                        entry = await self._follow(server, watch, record, workflow, progress)
                         break
                     except JobLost:
                         if record.id in self._cancelled:
@@ -390,19 +438,40 @@ class Engine:
                         log.warning("job %s vanished from %s; submitting it again", record.id, server.client.name)
                         if on_progress is not None:
                             await _call(on_progress, Progress(resubmitted=True))
-                        if self.store is not None and record.inputs:
-                            # Its attachments may be gone from the server, or another file may have their name
-                            record = await ensure_inputs(server.client, record, self.store)
-                            assert record.prompt is not None
-                            prompt = record.prompt
-                        submit = True
+                        counted = True
+                    except _Moving as move:
+                        # The server went down with the job; another one that can run it has a free slot.
+                        old, server = server, move.target
+                        old.listener.unwatch(prompt_id)
+                        self._release(old, record.id)
+                        self._cancel_when_back(old, prompt_id)  # it may have been cut off, not restarted
+                        counted = move.started
+                        log.warning(
+                            "job %s: %s is down; %s on %s",
+                            record.id,
+                            old.client.name,
+                            "resubmitted" if move.started else "moved",
+                            server.client.name,
+                        )
+                        if on_progress is not None:
+                            await _call(on_progress, Progress(moved_to=server.client.name, restarted=move.started))
+                    # Its attachments may be gone from the server, another file may have their name, or the
+                    # job is on a new server: put them there again, from the kept or held copies.
+                    if record.inputs:
+                        again = await ensure_inputs(server.client, record, copies)
+                        if again is not record:
+                            record = await self._save(record, inputs=again.inputs, prompt=again.prompt)
+                        assert record.prompt is not None
+                        prompt = record.prompt
+                    submit = True
                 if record.id in self._cancelled:
                     raise JobCancelled()
                 _raise_if_failed(entry, prompt)
                 files, texts, skipped = await self._collect(server.client, entry, watch)
         except TimeoutError:
             await _best_effort(server.client.cancel(prompt_id))
-            error: BotError = JobTimeout(self.job_timeout)
+            down = server.listener.state == "down"
+            error: BotError = JobTimeout(self.job_timeout, down_server=server.client.name if down else None)
             await self._end(record, error)
             raise error from None
         except BotError as exc:
@@ -418,6 +487,43 @@ class Engine:
         return JobResult(
             record.id, record.workflow, dict(record.values), server.client.name, files, texts, seconds, skipped
         )
+
+    def _failover_target(
+        self, server: ComfyServer, record: JobRecord, workflow: Workflow | None, started: bool
+    ) -> ComfyServer | None:
+        """The least loaded other server that is up, can run the job and has a free slot; None: stay and wait.
+
+        A job that was running moves only while it has attempts left: it is resubmitted once, not bounced
+        from server to server. The slot is taken here, before anything is awaited.
+        """
+        if server.listener.state != "down" or (started and record.attempts >= MAX_ATTEMPTS):
+            return None
+        candidates = [
+            s
+            for s in self.servers
+            if s is not server
+            and s.listener.connected.is_set()
+            and (not self.slots(s) or len(s.active) < self.slots(s))
+            and (workflow is None or s.problems_with(workflow) in ([], None))
+        ]
+        if not candidates:
+            return None
+        target = min(candidates, key=lambda s: s.load)
+        target.active.add(record.id)
+        return target
+
+    def _cancel_when_back(self, server: ComfyServer, prompt_id: str) -> None:
+        """Cancel a moved job on the server it left once that server answers again (within the job timeout)."""
+
+        async def cancel() -> None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.job_timeout):
+                    await server.listener.connected.wait()
+                    await _best_effort(server.client.cancel(prompt_id))
+
+        task = asyncio.create_task(cancel(), name=f"cancel moved {prompt_id}")
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
 
     def _noting_start(self, record: JobRecord, on_progress: OnProgress | None) -> OnProgress:
         """Pass progress on, and record the moment ComfyUI starts running the job."""
@@ -476,11 +582,13 @@ class Engine:
 
         A job arriving while a socket reconnects waits briefly, but not once every server has just
         failed a connection attempt: then the member hears at once that ComfyUI is unreachable, or, when
-        servers are connected but none of them can run the workflow, what each one lacks.
+        servers are connected but none of them can run the workflow, what each one lacks. A job that arrived
+        while a server could run it is never dropped for an outage: it waits (within JOB_TIMEOUT) for one.
         """
         asked = time.monotonic()
         self._waiting.append(job_id)
-        shown: int | None = None
+        shown: int | None = None  # the place in line last shown; 0: "servers down" was shown
+        accepted = False  # a server able to run it was up since it asked
         try:
             while True:
                 if job_id in self._cancelled:
@@ -497,6 +605,14 @@ class Engine:
                 # A server whose /object_info could not be read (a broken custom node) is still tried when
                 # none is known to fit: its own refusal then says what is wrong, as it would without routing.
                 capable = capable or [s for s in connected if s.problems_with(workflow) is None]
+                if not capable and accepted:
+                    # Taken while a server could run it: an outage does not lose it; it waits for one to be back.
+                    if on_progress is not None and shown != 0:
+                        shown = 0
+                        await _call(on_progress, Progress(servers_down=True))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(freed.wait(), FAILOVER_CHECK)
+                    continue
                 if not capable:
                     # A server still connecting may be the one that can run it: wait for it as for any.
                     all_failed = all(s.listener.last_failure > asked for s in self.servers if s not in connected)
@@ -507,6 +623,7 @@ class Engine:
                         raise self._refusal(workflow)
                     await asyncio.sleep(0.05)
                     continue
+                accepted = True
                 free = [s for s in capable if not self.slots(s) or len(s.active) < self.slots(s)]
                 position = self._waiting.index(job_id) + 1
                 if free and position == 1:
@@ -608,24 +725,42 @@ class Engine:
                 ready[param.name] = await server.client.upload(value.filename, value.data, subfolder=UPLOAD_SUBFOLDER)
         return ready
 
-    async def _follow(self, watch: Watch, prompt: Prompt, on_progress: OnProgress | None) -> HistoryEntry:
+    async def _follow(
+        self,
+        server: ComfyServer,
+        watch: Watch,
+        record: JobRecord,
+        workflow: Workflow | None,
+        on_progress: OnProgress | None,
+    ) -> HistoryEntry:
+        """Pass the job's progress on until it ends; raise _Moving when its server is down and another can take it."""
+        assert record.prompt is not None
         while True:
-            event = await watch.events.get()
+            down = server.listener.state == "down"
+            try:
+                # While the server is down, look for another one every FAILOVER_CHECK seconds.
+                event = await asyncio.wait_for(watch.events.get(), FAILOVER_CHECK if down else None)
+            except TimeoutError:
+                event = None
+            if event is None or isinstance(event, ServerDown):
+                started = watch.last_position == 0
+                target = self._failover_target(server, record, workflow, started)
+                if target is not None:
+                    raise _Moving(target, started)
+                continue
             if isinstance(event, Finished):
                 return event.history
             if isinstance(event, Lost):
                 raise JobLost(detail=event.reason)
             if isinstance(event, Unreadable):
                 raise event.error
-            if isinstance(event, ServerDown):
-                continue  # failover comes next; until then the job waits for its server
             if on_progress is None:
                 continue
             if isinstance(event, Queued):
                 progress = Progress(position=event.position)
             else:
                 assert isinstance(event, Running)
-                label = running_label(prompt, event.node) if event.node else None
+                label = running_label(record.prompt, event.node) if event.node else None
                 progress = Progress(node=label, step=event.value, steps=event.max)
             await _call(on_progress, progress)
 

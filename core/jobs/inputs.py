@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from core.comfyui.client import ComfyClient
@@ -71,19 +72,43 @@ async def restored_values(store: JobStore, workflow: Workflow, record: JobRecord
     return values
 
 
-async def ensure_inputs(client: ComfyClient, record: JobRecord, store: JobStore) -> JobRecord:
-    """Make sure every attachment of `record` is on the server before it is submitted again.
+# An attachment's bytes by option name, or None when the bot holds no copy of it
+Copies = Callable[[str], Awaitable[bytes | None]]
 
-    Returns the record to submit: the same one, or one whose inputs and prompt name a re-uploaded file anew.
-    Raises InputGone when a file is missing and the bot kept no copy of it.
+
+def stored_copies(store: JobStore, job_id: str) -> Copies:
+    """The copies `keep_inputs` kept in the store (they survive a restart of the bot)."""
+
+    async def copy_of(param: str) -> bytes | None:
+        return await store.kept_input(job_id, _copy_name(param))
+
+    return copy_of
+
+
+def held_copies(values: Mapping[str, Any]) -> Copies:
+    """The attachments a job of this process still holds in memory (a bot without a store, the command line)."""
+
+    async def copy_of(param: str) -> bytes | None:
+        value = values.get(param)
+        return value.data if isinstance(value, InputFile) else None
+
+    return copy_of
+
+
+async def ensure_inputs(client: ComfyClient, record: JobRecord, copies: Copies) -> JobRecord:
+    """Make sure every attachment of `record` is on `client`'s server before it is submitted there (again).
+
+    Returns the record to submit: the same one, or one whose inputs and prompt name a re-uploaded file anew
+    (for the caller to save). Raises InputGone when a file is missing and the bot has no copy of it.
     """
     renamed: dict[str, str] = {}
     for param, uploaded in record.inputs.items():
         subfolder, _, name = uploaded.rpartition("/")
-        copy = await store.kept_input(record.id, _copy_name(param))
+        copy = await copies(param)
         if copy is not None:
             # Uploaded again even when the name still exists: ComfyUI keeps the name when the file there has the
             # same bytes (or is gone) and picks a new one when another file took it, so only ours is ever used.
+            # A job moved to another server gets its files there the same way.
             again = await client.upload(name, copy, subfolder=subfolder)
             if again != uploaded:
                 log.info("job %s: %s now uploaded as %s (another file had its name)", record.id, uploaded, again)
@@ -93,7 +118,7 @@ async def ensure_inputs(client: ComfyClient, record: JobRecord, store: JobStore)
     if not renamed:
         return record
     inputs = {param: renamed.get(uploaded, uploaded) for param, uploaded in record.inputs.items()}
-    return await store.update(record, inputs=inputs, prompt=_renamed(record.prompt, renamed))
+    return replace(record, inputs=inputs, prompt=_renamed(record.prompt, renamed))
 
 
 def _renamed(prompt: dict[str, Any] | None, names: Mapping[str, str]) -> dict[str, Any] | None:
