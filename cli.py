@@ -426,23 +426,17 @@ async def watch_servers(servers: Sequence[ComfyServer], say: Callable[[str], Non
 
 
 async def _watch_server(server: ComfyServer, say: Callable[[str], None]) -> None:
-    # A dropped websocket alone is not news: the listener reconnects at once. The server is down once a
-    # connection attempt has failed since it was last seen connected.
+    # A dropped websocket that reconnects at once is not news: the listener calls a server down only once a
+    # connection attempt has failed (see ComfyListener.state).
     name, listener = server.client.name, server.listener
     down = False
     while True:
-        await listener.connected.wait()  # woken before the reconciliation that follows a reconnect
-        if down:
+        await asyncio.sleep(SERVER_POLL)
+        if listener.state == "down" and not down:
+            say(f"ComfyUI server {name} stopped answering; its jobs move to another server or wait until it is back.")
+        elif listener.state == "up" and down:
             say(f"ComfyUI server {name} is answering again.")
-        up_at = time.monotonic()
-        while True:  # connected, or reconnecting after a drop
-            await asyncio.sleep(SERVER_POLL)
-            if listener.connected.is_set():
-                up_at = time.monotonic()
-            elif listener.last_failure > up_at:
-                break
-        say(f"ComfyUI server {name} stopped answering; its jobs wait until it is back.")
-        down = True
+        down = listener.state == "down" or (down and listener.state != "up")
 
 
 async def check(settings: Settings) -> int:

@@ -75,6 +75,17 @@ async def comfy(comfy_profile: str) -> AsyncIterator[FakeComfyUI]:
     await fake.stop()
 
 
+@pytest.fixture
+async def fakes() -> AsyncIterator[list[FakeComfyUI]]:
+    """Three fake servers: [0] without models, [1] and [2] with both shipped checkpoints."""
+    servers = [FakeComfyUI(), FakeComfyUI(models=MODELS), FakeComfyUI(models=MODELS)]
+    for fake in servers:
+        await fake.start()
+    yield servers
+    for fake in servers:
+        await fake.stop()
+
+
 def write_blur_workflow(folder: Path) -> Path:
     """A model-free workflow with an image option: LoadImage -> ImageBlur -> SaveImage, bound as /blur."""
     folder.mkdir(exist_ok=True)

@@ -166,7 +166,10 @@ async def test_server_going_away_coming_back_and_the_lost_job_resubmitted(
     assert code == 0, err
     assert out.splitlines() == ["out/image_3_ComfyUI_00001_.png"]
     lines = lasting(err)
-    assert lines[0] == f"ComfyUI server {comfy.url} stopped answering; its jobs wait until it is back."
+    assert (
+        lines[0]
+        == f"ComfyUI server {comfy.url} stopped answering; its jobs move to another server or wait until it is back."
+    )
     assert lines[1:] == [
         f"ComfyUI server {comfy.url} is answering again.",
         f"[1/1] {RESUBMITTED}",
@@ -243,12 +246,12 @@ def test_progress_on_a_terminal_is_one_line_redrawn() -> None:
     terminal = cli.Terminal(stream, live=True)
     terminal.progress("[1/1]", "Queued: position 1 in line")
     terminal.progress("[1/1]", "Running…")
-    terminal.say("ComfyUI server http://x stopped answering; its jobs wait until it is back.")
+    terminal.say("ComfyUI server http://x stopped answering; its jobs move to another server or wait until it is back.")
     terminal.done("[1/1]")
     terminal.close()
     assert stream.getvalue() == (
         "[1/1] Queued: position 1 in line\r\x1b[K[1/1] Running…\r\x1b[K"
-        "ComfyUI server http://x stopped answering; its jobs wait until it is back.\n"
+        "ComfyUI server http://x stopped answering; its jobs move to another server or wait until it is back.\n"
         "[1/1] Running…\r\x1b[K"
     )
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,12 +13,13 @@ import pytest
 import bot
 import cli
 from core.config import load_settings
-from core.jobs.engine import ComfyServer, Engine
+from core.jobs.engine import Engine
 from core.jobs.routing import NoCapableServer
 from core.servers import ServerConfig
 from core.workflows import Workflow, load_catalog
 from tests.conftest import MODELS, WORKFLOWS
 from tests.fakes.comfyui import FakeComfyUI
+from tests.many_servers import prompts_received, reconnected, started, until
 
 IMAGE = load_catalog(WORKFLOWS).workflows["image"]
 NO_CHECKPOINT = (
@@ -41,51 +41,6 @@ def invert_workflow(folder: Path) -> Workflow:
         '[params.size]\ntype = "int"\ntarget = "1.width"\nmin = 8\nmax = 64\ndefault = 8\n'
     )
     return load_catalog(folder).workflows["invert"]
-
-
-def prompts_received(fake: FakeComfyUI) -> int:
-    return sum(1 for r in fake.requests if r.method == "POST" and r.path == "/prompt")
-
-
-@pytest.fixture
-async def fakes() -> AsyncIterator[list[FakeComfyUI]]:
-    """Three fake servers: [0] without models, [1] and [2] with both shipped checkpoints."""
-    servers = [FakeComfyUI(), FakeComfyUI(models=MODELS), FakeComfyUI(models=MODELS)]
-    for fake in servers:
-        await fake.start()
-    yield servers
-    for fake in servers:
-        await fake.stop()
-
-
-async def started(
-    session: aiohttp.ClientSession, fakes: list[FakeComfyUI], *workflows: Workflow, max_jobs: int = 0
-) -> Engine:
-    """An engine on `fakes`, connected, that knows `workflows` as its commands (as the bot does after loading)."""
-    engine = Engine(
-        session, tuple(f.url for f in fakes), job_timeout=20, max_output_bytes=2**24, max_jobs_per_server=max_jobs
-    )
-    engine.start()
-    await engine.object_infos()
-    engine.capabilities({w.name: w for w in workflows})
-    for server in engine.servers:
-        await asyncio.wait_for(server.listener.connected.wait(), 5)
-    return engine
-
-
-async def until(check: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
-    """Wait until `check()` holds, polling (the listener offers no event for each state)."""
-    for _ in range(int(seconds / 0.02)):
-        if check():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"not {what} within {seconds:g} s")
-
-
-async def reconnected(server: ComfyServer, before: str) -> None:
-    """Wait until the listener is connected on a new connection (after the server restarted)."""
-    listener = server.listener
-    await until(lambda: listener.connected.is_set() and listener.client_id != before, "reconnected")
 
 
 async def test_a_job_goes_only_to_the_server_that_has_its_checkpoint(

@@ -245,6 +245,7 @@ class ComfyListener:
             finally:
                 self.connected.clear()
                 self._running = None
+                self.queue_remaining = None  # heard again on the next connection; it may have restarted empty
             # Back off, but reconnect at once when a poll finds the server answering HTTP again.
             self._answered.clear()
             try:
