@@ -48,7 +48,7 @@ def describe_server(status: ServerStatus, slots: int) -> list[str]:
     jobs = f"jobs {status.jobs}/{slots}" if slots else f"jobs {status.jobs} (no limit)"
     facts = [version, queue, jobs]
     if status.tags:
-        facts.append(one_line(", ".join(f"{k}={v}" for k, v in status.tags.items()), MAX_TAGS))
+        facts.append(one_line("tags " + ", ".join(f"{k}={v}" for k, v in status.tags.items()), MAX_TAGS))
     lines = [state, INDENT + " · ".join(facts)]
     if not status.known:
         return [*lines, INDENT + "capabilities unknown: its /object_info has not been read"]
