@@ -384,4 +384,4 @@ async def test_servers_answer_fits_discord_with_sixteen_servers_and_long_errors(
         "  cannot run /image: lacks: Node 3 uses KSampler, which this server does not have: a custom node, "
         "or a core node of a newer ComfyUI than this server's version"
     )
-    assert len(sent) == 6  # about 550 characters a server at the caps: three servers a message
+    assert len(sent) == 6  # about 600 characters a server at the caps: three a message

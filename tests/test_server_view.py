@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -61,7 +62,7 @@ def test_a_down_server_shows_its_error_and_unknown_load_and_capabilities() -> No
         state="down",
         for_seconds=42.9,
         version=None,
-        queue=None,
+        queue=5,  # as it was before it went down
         jobs=0,
         runs=(),
         known=False,
@@ -78,6 +79,7 @@ def test_a_down_server_shows_its_error_and_unknown_load_and_capabilities() -> No
 def test_a_connecting_server_and_one_back_up_show_their_last_error() -> None:
     connecting = replace(UP, state="connecting", for_seconds=3.0, last_error="websocket closed (code 1006)")
     assert describe_server(connecting, 4)[0] == "home: connecting 3 s: websocket closed (code 1006)"
+    assert describe_server(replace(connecting, last_error=None), 4)[0] == "home: connecting 3 s: no answer yet"
     back = replace(UP, for_seconds=7260.0, last_error="websocket closed (code 1006)")
     assert describe_server(back, 4)[0] == "home: up 2 h 1 min (last error: websocket closed (code 1006))"
 
@@ -225,6 +227,31 @@ async def test_bot_py_servers_shows_a_server_that_refuses_the_credentials_as_dow
         "or query for this server in servers.toml"
     )
     assert "tok-wrong-1234" not in out and QUERY_TOKEN not in out
+
+
+async def test_bot_py_servers_does_not_wait_long_for_a_server_that_never_answers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # a frozen process: the connection is accepted, nothing is ever answered
+        writer.close()
+
+    listening = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    (tmp_path / "servers.toml").write_text(f'[servers.frozen]\nurl = "http://127.0.0.1:{port}"\n')
+    settings = load_settings(settings_env(tmp_path / "servers.toml"), require_token=False)
+    try:
+        async with asyncio.timeout(5):
+            code = await cli.servers(settings, wait=0.3)
+    finally:
+        listening.close()
+    assert code == 1
+    assert normalised(capsys.readouterr().out).splitlines() == [
+        "1 ComfyUI server(s): 1 connecting.",
+        "frozen: connecting N s: no answer yet",
+        "  version unknown · queue unknown · jobs 0/4",
+        "  capabilities unknown: its /object_info has not been read",
+    ]
 
 
 # -- /servers ----------------------------------------------------------------------------------------

@@ -43,8 +43,11 @@ def describe_server(status: ServerStatus, slots: int) -> list[str]:
         state += f" (last error: {error})"  # it came back; the error may explain a recent outage
     elif error:
         state += f": {error}"
+    elif status.state == "connecting":
+        state += ": no answer yet"  # its first connection attempt has neither succeeded nor failed
     version = f"ComfyUI {cap(status.version, 40)}" if status.version else "version unknown"
-    queue = "queue unknown" if status.queue is None else f"queue {status.queue}"
+    # A server that is not up may have done anything with its queue since it was last heard from.
+    queue = f"queue {status.queue}" if status.queue is not None and status.state == "up" else "queue unknown"
     jobs = f"jobs {status.jobs}/{slots}" if slots else f"jobs {status.jobs} (no limit)"
     facts = [version, queue, jobs]
     if status.tags:
