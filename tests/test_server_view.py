@@ -114,10 +114,10 @@ def test_long_texts_from_servers_and_config_are_capped_on_one_line() -> None:
         lacks=(("video", "line one\nline two " + "y" * 2000),),
     )
     lines = describe_server(huge, 4)
-    details = len("  ComfyUI ") + 40 + len(" · queue 3 · jobs 1/4 · ") + 150  # version and tags capped
+    details = len("  ComfyUI ") + 40 + len(" · queue unknown · jobs 1/4 · ") + 150  # version and tags capped
     assert [len(line) for line in lines] == [100 + len(": down 3 min: ") + 200, details, 2 + 300, 2 + 250]
     assert lines[0].startswith("h" * 99 + "…: down 3 min: Traceback: xxx") and lines[0].endswith("x…")
-    assert lines[1].startswith(f"  ComfyUI {'9' * 39}… · queue 3 · jobs 1/4 · tags k0={'v' * 50}, k1=")
+    assert lines[1].startswith(f"  ComfyUI {'9' * 39}… · queue unknown · jobs 1/4 · tags k0={'v' * 50}, k1=")
     assert lines[-1].startswith("  cannot run /video: lacks: line one line two yyy") and lines[-1].endswith("…")
 
 
