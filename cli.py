@@ -42,7 +42,7 @@ exit codes:
 PLAIN_PROGRESS_INTERVAL = 10.0  # seconds between progress lines when stderr is a log file, not a terminal
 SERVER_POLL = 0.1  # how often the server watch looks at each websocket's state
 CANCEL_WAIT = 10.0  # how long cancelling jobs at the --timeout deadline may take
-SERVERS_WAIT = 5.0  # how long `servers` waits for the websockets, then for /object_info; a silent server is down
+SERVERS_WAIT = 5.0  # how long `servers` waits for the websockets, then for /object_info (a silent server: connecting)
 # At a terminal the reader usually runs the server too: the one hint core messages cannot give.
 UNREACHABLE_HINT = "Check that ComfyUI is running and that COMFYUI_URL points to it."
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # everything but \t and \n: no \r, no ANSI escapes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +16,7 @@ import cli
 from core.config import load_settings
 from core.jobs.engine import ServerStatus
 from core.jobs.server_view import describe_server, duration, report
+from core.workflows import load_catalog
 from tests.conftest import MODELS, WORKFLOWS
 from tests.e2e_world import Start, World, finished
 from tests.fakes.comfyui import FakeComfyUI
@@ -304,3 +306,8 @@ async def test_slash_servers_refuses_other_members(start: Start) -> None:
     member = world.discord.make_user(name="member")
     it = await world.discord.invoke_slash("servers", user=member)
     assert await private_text(world, it) == "Only the bot's owner and members with the admin role can use /servers."
+
+
+def test_a_workflow_named_servers_does_not_replace_the_admin_command(tmp_path: Path) -> None:
+    shutil.copy(WORKFLOWS / "image.json", tmp_path / "servers.json")
+    assert list(load_catalog(tmp_path).workflows) == ["servers-2"]
