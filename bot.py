@@ -1,4 +1,4 @@
-"""Entry point. `python bot.py` runs the Discord bot; `python bot.py run|check` is the command line."""
+"""Entry point. `python bot.py` runs the Discord bot; `python bot.py run|check|servers` is the command line."""
 
 from __future__ import annotations
 
@@ -306,17 +306,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bot.py",
         description="A Discord bot that runs ComfyUI workflows. Without a command it runs the bot; "
-        "`run` and `check` work from the command line and need no Discord token.",
-        epilog="`bot.py run --help` and `bot.py check --help` describe them and their exit codes.",
+        "`run`, `check` and `servers` work from the command line and need no Discord token.",
+        epilog="`bot.py run --help`, `bot.py check --help` and `bot.py servers --help` describe them and their "
+        "exit codes.",
     )
-    cli.add_commands(parser.add_subparsers(dest="command", metavar="{run,check}"))
+    cli.add_commands(parser.add_subparsers(dest="command", metavar="{run,check,servers}"))
     return parser.parse_args(argv)
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     load_dotenv()
-    # `run` and `check` never talk to Discord: a placeholder or malformed token must not stop them.
+    # The command line never talks to Discord: a placeholder or malformed token must not stop them.
     env = os.environ if args.command is None else {k: v for k, v in os.environ.items() if k != "DISCORD_TOKEN"}
     try:
         settings = load_settings(env, require_token=args.command is None)

@@ -1,9 +1,10 @@
-"""The command line: one-off jobs and nightly batches (`run`) and a health report (`check`), no Discord."""
+"""The command line: one-off jobs and nightly batches (`run`), a health report (`check`) and the servers (`servers`)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import re
 import shutil
 import sys
@@ -20,6 +21,7 @@ from core.config import Settings
 from core.errors import BotError, ComfyServerError, ComfyUnreachable, InvalidInput
 from core.jobs.engine import ComfyServer, Engine, JobResult, Progress
 from core.jobs.routing import Verdict, verdict
+from core.jobs.server_view import servers_report
 from core.workflows import (
     FILE_TYPES,
     Catalog,
@@ -40,13 +42,14 @@ exit codes:
 PLAIN_PROGRESS_INTERVAL = 10.0  # seconds between progress lines when stderr is a log file, not a terminal
 SERVER_POLL = 0.1  # how often the server watch looks at each websocket's state
 CANCEL_WAIT = 10.0  # how long cancelling jobs at the --timeout deadline may take
+SERVERS_WAIT = 5.0  # how long `servers` waits for the websockets, then for /object_info (a silent server: connecting)
 # At a terminal the reader usually runs the server too: the one hint core messages cannot give.
 UNREACHABLE_HINT = "Check that ComfyUI is running and that COMFYUI_URL points to it."
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # everything but \t and \n: no \r, no ANSI escapes
 
 
 def add_commands(sub: Any) -> None:
-    """Add `run` and `check` to the parser's subcommands (`sub` is what add_subparsers returned)."""
+    """Add `run`, `check` and `servers` to the parser's subcommands (`sub` is what add_subparsers returned)."""
     run = sub.add_parser(
         "run",
         help="run a workflow once (or --count times) and save its files",
@@ -104,6 +107,25 @@ Check what the bot and `run` would use, without running anything:
         epilog=f"examples:\n  bot.py check\n  COMFYUI_URL=http://gpu-box:8188 bot.py check\n\n{EXIT_CODES}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    sub.add_parser(
+        "servers",
+        help="show each ComfyUI server's state, version, load and what it can run",
+        description=f"""\
+Connect to each configured ComfyUI server (COMFYUI_URL, or servers.toml / SERVERS_FILE) as the bot
+does, wait up to {SERVERS_WAIT:g} seconds for them, and print what /servers shows in Discord: each
+server's state and for how long (with its last error), version, queue, jobs and slots, tags, the
+commands it can run and what it lacks for the others. DISCORD_TOKEN is not used.""",
+        epilog="""\
+examples:
+  bot.py servers
+  SERVERS_FILE=servers.toml bot.py servers
+
+exit codes:
+  0  every server is up
+  1  some server is down or did not answer in time
+  2  configuration or usage error""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
@@ -121,7 +143,7 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
-    """Run the `run` or `check` command; the exit code is described in EXIT_CODES."""
+    """Run the `run`, `check` or `servers` command; the exit code is described in its help."""
     try:
         return asyncio.run(execute(args, settings))
     except KeyboardInterrupt:
@@ -133,6 +155,8 @@ async def execute(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.command == "check":
             return await check(settings)
+        if args.command == "servers":
+            return await servers(settings)
         return await run_jobs(settings, args.workflow, args.values, args.out, args.count, timeout=args.timeout)
     except BotError as exc:
         print(_clean(for_terminal(exc)), file=sys.stderr)
@@ -502,3 +526,43 @@ def print_table(workflows: Sequence[str], table: Sequence[tuple[str, Sequence[Ve
     for index, name in enumerate(workflows):
         for server, verdicts in table:
             print(f"  {'/' + name:<{width}}  {server:<{server_width}}  {verdicts[index].describe()}")
+
+
+async def servers(settings: Settings, wait: float = SERVERS_WAIT) -> int:
+    """Print each server's state, load and capabilities as /servers shows them; 0 only when every one is up."""
+    catalog = load_catalog(settings.workflows_dir)
+    async with aiohttp.ClientSession() as session:
+        engine = Engine(
+            session,
+            settings.servers,
+            job_timeout=settings.job_timeout,
+            max_output_bytes=settings.max_output_bytes,
+            max_jobs_per_server=settings.max_jobs_per_server,
+        )
+        engine.start()
+        try:
+            await _settled(engine, wait)
+            try:  # the commands the bot would register, as it checks them on startup and /reload
+                async with asyncio.timeout(wait):
+                    infos, versions = await engine.object_infos()
+                if infos:
+                    catalog = runnable(catalog, infos, versions)
+            except TimeoutError:
+                pass  # a server answering its websocket but not /object_info: shown without capabilities
+            engine.capabilities(catalog.workflows)
+            lines = servers_report(engine)
+            up = all(status.state == "up" for status in engine.server_status())
+        finally:
+            await engine.close()
+    for line in lines:
+        print(_clean(line))
+    return 0 if up else 1
+
+
+async def _settled(engine: Engine, wait: float) -> None:
+    """Wait until every server is up or has failed a connection attempt, for at most `wait` seconds."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(wait):
+            # Polled: the listener sets an event when it connects, but none when an attempt fails.
+            while any(server.listener.state == "connecting" for server in engine.servers):  # noqa: ASYNC110
+                await asyncio.sleep(SERVER_POLL)

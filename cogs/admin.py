@@ -1,4 +1,4 @@
-"""Admin commands: /reload (re-read and re-check workflows, re-sync commands) and /workflows (what exists)."""
+"""Admin commands: /reload (re-read and re-check workflows, re-sync commands), /workflows and /servers (what exists)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs.access import admin_only
+from core.jobs.server_view import servers_report
 from core.workflows import Param, ParamType, Workflow
 from core.workflows.model import num_text
 from discord_ui.messages import MAX_CONTENT, NOTHING, cap, followup
@@ -42,6 +43,14 @@ class Admin(commands.Cog):
         blocks += [f"Note: {n}" for n in catalog.notes]
         await send_chunks(interaction, "\n\n".join(blocks))
 
+    @app_commands.command(name="servers", description="Show each ComfyUI server's state, load and what it can run")
+    @app_commands.default_permissions(manage_guild=True)
+    @app_commands.check(admin_only)
+    async def servers(self, interaction: discord.Interaction[Any]) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        lines = servers_report(self.bot.engine)
+        await send_chunks(interaction, "\n".join(_escaped(line) for line in lines))
+
 
 def describe_workflow(workflow: Workflow) -> str:
     """One command as the listing shows it: name, files, and each option with its limits and targets."""
@@ -72,6 +81,12 @@ def _default(workflow: Workflow, param: Param) -> str:
     value = param.default if param.default is not None else workflow.current_value(param)
     text = cap(str(value).replace("\n", " / "), 40)
     return repr(text) if isinstance(value, str) else text
+
+
+def _escaped(line: str) -> str:
+    """A plain line as Discord shows it literally: markdown escaped, its indentation kept."""
+    text = line.lstrip(" ")
+    return line[: len(line) - len(text)] + discord.utils.escape_markdown(text)
 
 
 async def send_chunks(interaction: discord.Interaction[Any], text: str) -> None:

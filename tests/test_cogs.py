@@ -9,22 +9,25 @@ import asyncio
 import dataclasses
 import datetime as dt
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import discord
 import pytest
 from discord import app_commands
 
 from bot import ComfyBot
-from cogs.admin import describe_param
+from cogs.admin import Admin, describe_param
 from cogs.generate import Generate
 from core.config import load_settings
 from core.errors import ExecutionFailed, InvalidInput
-from core.jobs.engine import JobResult, OutputFile, Progress
+from core.jobs.engine import Engine, JobResult, OutputFile, Progress
 from core.jobs.limits import Limits
 from core.jobs.store import JobRecord
+from core.servers import ServerConfig
 from core.workflows import load_catalog
 from discord_ui.forms import TextForm
 from discord_ui.status import JobMessage, StatusScheduler
@@ -354,3 +357,31 @@ def test_workflows_listing_names_huge_bounds_in_words() -> None:
     assert describe_param(workflow, huge) == (
         "`width` (int; default 512; a huge negative number–a huge number step 8) → 6.width"
     )
+
+
+async def test_servers_answer_fits_discord_with_sixteen_servers_and_long_errors(session: aiohttp.ClientSession) -> None:
+    bot = ComfyBot(load_settings({"WORKFLOWS_DIR": str(WORKFLOWS)}, require_token=False))
+    configs = [ServerConfig(f"gpu_{i:02d}", f"http://127.0.0.1:{i + 1}", tags={"card": "*4090*"}) for i in range(16)]
+    bot.engine = Engine(session, configs, job_timeout=60, max_output_bytes=2**20, max_jobs_per_server=4)
+    for server in bot.engine.servers:  # never started: each looks as if its last connection attempt failed
+        server.listener.state, server.listener.state_since = "down", time.monotonic() - 42.5
+        server.listener.last_error = "**boom** @everyone <@42>\n" + "x" * 3000
+        server.object_info = {}  # read, and without a single node class
+    bot.engine.capabilities(load_catalog(WORKFLOWS).workflows)
+    cog, it = Admin(bot), Interaction()
+    await cog.servers.callback(cog, it)  # type: ignore[arg-type]
+
+    assert it.calls[0] == ("defer", {"ephemeral": True, "thinking": True})
+    sent = it.calls[1:]
+    assert all(name == "followup" and kw["ephemeral"] and kw["allowed_mentions"] == NOBODY for name, kw in sent)
+    assert all(len(kw["content"]) <= 2000 for _, kw in sent)
+    lines = "\n".join(kw["content"] for _, kw in sent).splitlines()
+    assert len(lines) == 1 + 16 * 4  # nothing lost between messages: summary, then 4 lines per server
+    shown = "**boom** @everyone <@42> "  # the error on one line, capped at 200 characters, then escaped
+    assert lines[1] == r"gpu\_00: down 42 s: \*\*boom\*\* @everyone <@42> " + "x" * (199 - len(shown)) + "…"
+    assert lines[2] == r"  version unknown · queue unknown · jobs 0/4 · tags card=\*4090\*"
+    assert lines[3] == (
+        "  cannot run /image: lacks: Node 3 uses KSampler, which this server does not have: a custom node, "
+        "or a core node of a newer ComfyUI than this server's version"
+    )
+    assert len(sent) == 6  # about 600 characters a server at the caps: three a message

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.e2e
 async def test_commands_are_synced_to_the_development_guild(start: Start) -> None:
     world = await start()
     synced = world.discord.commands[world.discord.guild_id]
-    assert [c["name"] for c in synced] == ["image", "music", "queue", "cancel", "reload", "workflows"]
+    assert [c["name"] for c in synced] == ["image", "music", "queue", "cancel", "reload", "workflows", "servers"]
     assert [o["name"] for o in synced[1]["options"]] == ["tags", "lyrics", "lyrics_file", "duration", "seed"]
     assert None not in world.discord.commands  # nothing global while developing
     puts = [r.path for r in world.discord.requests if r.method == "PUT"]

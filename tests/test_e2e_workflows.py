@@ -34,7 +34,14 @@ async def test_reload_adds_a_command_that_then_runs(start: Start, tmp_path: Path
     folder = workflows_dir(tmp_path, "image")
     world = await start(workflows=folder)
     guild = world.discord.guild_id
-    assert [c["name"] for c in world.discord.commands[guild]] == ["image", "queue", "cancel", "reload", "workflows"]
+    assert [c["name"] for c in world.discord.commands[guild]] == [
+        "image",
+        "queue",
+        "cancel",
+        "reload",
+        "workflows",
+        "servers",
+    ]
 
     for suffix in (".json", ".toml"):
         shutil.copy(WORKFLOWS / f"music{suffix}", folder / f"music{suffix}")
@@ -42,7 +49,7 @@ async def test_reload_adds_a_command_that_then_runs(start: Start, tmp_path: Path
     reload = await world.discord.invoke_slash("reload")
     assert await private_text(world, reload) == "Added: /music, /portrait\n3 command(s) active."
     names = sorted(c["name"] for c in world.discord.commands[guild])
-    assert names == ["cancel", "image", "music", "portrait", "queue", "reload", "workflows"]
+    assert names == ["cancel", "image", "music", "portrait", "queue", "reload", "servers", "workflows"]
 
     it = await world.discord.invoke_slash("music", {"tags": "lofi", "lyrics": "[instrumental]"})
     message = await finished(world, it)
