@@ -136,6 +136,10 @@ def _server(name: str, table: Any, where: str, env: Mapping[str, str], problems:
     headers = strings("headers")
     query = strings("query")
     tags = strings("tags")
+    has_password = url is not None and url_problem(url) is None and "@" in urlsplit(url).netloc
+    if has_password and any(h.lower() == "authorization" for h in headers):
+        # aiohttp refuses a request that carries both; say it here rather than fail every call
+        problems.append(f"{where}: the url has a user:password and headers has an Authorization; keep one of them.")
 
     verify_tls = table.get("verify_tls", True)
     if not isinstance(verify_tls, bool):

@@ -146,3 +146,13 @@ def test_settings_read_servers_file_and_fall_back_to_comfyui_url(tmp_path: Path)
     with pytest.raises(ConfigError) as caught:
         load_settings({**base, "SERVERS_FILE": str(tmp_path / "nope.toml")}, require_token=False)
     assert caught.value.problems == [f"{tmp_path / 'nope.toml'} cannot be read: No such file or directory."]
+
+
+def test_a_url_password_and_an_authorization_header_together_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "servers.toml"
+    path.write_text('[servers.both]\nurl = "http://me:secret@gpu:8188"\nheaders = { Authorization = "Bearer ${T}" }\n')
+    with pytest.raises(ConfigError) as caught:
+        load_servers(path, {"T": "tok"})
+    assert caught.value.problems == [
+        f"{path}: [servers.both]: the url has a user:password and headers has an Authorization; keep one of them."
+    ]
