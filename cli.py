@@ -17,6 +17,7 @@ from typing import Any, TextIO
 import aiohttp
 
 from core.comfyui.client import ComfyClient
+from core.comfyui.listener import ComfyListener
 from core.config import Settings
 from core.errors import BotError, ComfyServerError, ComfyUnreachable, InvalidInput
 from core.jobs.engine import ComfyServer, Engine, JobResult, Progress
@@ -40,7 +41,6 @@ exit codes:
   1  some jobs failed or timed out (check: problems were found)
   2  configuration or usage error; nothing was run"""
 PLAIN_PROGRESS_INTERVAL = 10.0  # seconds between progress lines when stderr is a log file, not a terminal
-SERVER_POLL = 0.1  # how often the server watch looks at each websocket's state
 CANCEL_WAIT = 10.0  # how long cancelling jobs at the --timeout deadline may take
 SERVERS_WAIT = 5.0  # how long `servers` waits for the websockets, then for /object_info (a silent server: connecting)
 # At a terminal the reader usually runs the server too: the one hint core messages cannot give.
@@ -453,14 +453,12 @@ async def _watch_server(server: ComfyServer, say: Callable[[str], None]) -> None
     # A dropped websocket that reconnects at once is not news: the listener calls a server down only once a
     # connection attempt has failed (see ComfyListener.state).
     name, listener = server.client.name, server.listener
-    down = False
+    await listener.connected.wait()  # one that never answered is explained by its jobs' failure instead
     while True:
-        await asyncio.sleep(SERVER_POLL)
-        if listener.state == "down" and not down:
-            say(f"ComfyUI server {name} stopped answering; its jobs move to another server or wait until it is back.")
-        elif listener.state == "up" and down:
-            say(f"ComfyUI server {name} is answering again.")
-        down = listener.state == "down" or (down and listener.state != "up")
+        await listener.down.wait()
+        say(f"ComfyUI server {name} stopped answering; its jobs move to another server or wait until it is back.")
+        await listener.connected.wait()  # woken before the reconciliation that follows a reconnect
+        say(f"ComfyUI server {name} is answering again.")
 
 
 async def check(settings: Settings) -> int:
@@ -561,8 +559,15 @@ async def servers(settings: Settings, wait: float = SERVERS_WAIT) -> int:
 
 async def _settled(engine: Engine, wait: float) -> None:
     """Wait until every server is up or has failed a connection attempt, for at most `wait` seconds."""
+
+    async def settled(listener: ComfyListener) -> None:
+        waits = [asyncio.ensure_future(listener.connected.wait()), asyncio.ensure_future(listener.down.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pending in waits:
+                pending.cancel()
+
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(wait):
-            # Polled: the listener sets an event when it connects, but none when an attempt fails.
-            while any(server.listener.state == "connecting" for server in engine.servers):  # noqa: ASYNC110
-                await asyncio.sleep(SERVER_POLL)
+            await asyncio.gather(*(settled(server.listener) for server in engine.servers))

@@ -119,7 +119,7 @@ async def queued_behind_another(world: World) -> tuple[Interaction, str]:
     it = await world.discord.invoke_slash("blur", attachments={"picture": ("holiday.png", HOLIDAY)})
     await world.discord.wait_for(lambda: len(world.bot.active_jobs) == 2)
     job_id = next(job for job in world.bot.active_jobs if job not in {p["prompt_id"] for p in world.prompts()})
-    await world.discord.wait_for(lambda: job_id in world.bot.engine._waiting)
+    await world.discord.wait_for(lambda: job_id in world.bot.engine.queue)
     return it, job_id
 
 

@@ -117,7 +117,7 @@ async def test_a_full_queue_refuses_further_members_with_a_clear_message(start: 
         refusals
         == ["The bot's queue is full (2 job(s) waiting for a ComfyUI server). Please try again in a few minutes."] * 3
     )
-    await world.discord.wait_for(lambda: len(world.bot.engine._waiting) == 2)
+    await world.discord.wait_for(lambda: len(world.bot.engine.queue) == 2)
     await all_delivered(world, [running, *accepted])
     assert len(world.prompts()) == 3
 

@@ -277,7 +277,7 @@ async def test_server_slots_hold_back_extra_jobs_in_order_and_allow_cancelling(
         assert seen["b"] == ["Waiting for a free slot: position 1 in the bot's queue"]
         assert seen["c"] == ["Waiting for a free slot: position 2 in the bot's queue"]
         assert len(submitted(comfy)) == 1  # only one job on the server at a time
-        await engine.cancel(engine._waiting[0])  # b gives up its place
+        await engine.cancel(next(iter(engine.queue)))  # b gives up its place
         with pytest.raises(JobCancelled):
             await b
         await comfy.wait_for(lambda: "Waiting for a free slot: position 1 in the bot's queue" in seen["c"])

@@ -162,7 +162,8 @@ async def test_a_server_down_is_logged_once_and_gets_jobs_again_when_back(
         results = [await engine.run(IMAGE, IMAGE.resolve({"prompt": f"cat {n}"})) for n in range(2)]
         assert {r.server for r in results} == {engine.servers[1].client.name}
         await a.start()
-        await until(lambda: first.state == "up", "up again", seconds=40)
+        # up again, and its capabilities read anew (it may have come back with other models)
+        await until(lambda: first.state == "up" and not engine.servers[0].stale, "up again", seconds=40)
         down = [r.getMessage() for r in caplog.records if " is down: " in r.getMessage()]
         assert down == [
             f"ComfyUI server {a.url} is down: ClientConnectorError: Cannot connect to host {a.url[7:]} "

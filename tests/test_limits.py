@@ -201,7 +201,7 @@ async def test_an_unexpected_error_before_submitting_gives_the_server_slot_back(
             for _ in range(engine.max_jobs_per_server):
                 with pytest.raises(RuntimeError, match="not a BotError"):
                     await engine.run(IMAGE, IMAGE.resolve({"prompt": "a cat"}))
-        assert server.load == 0 and engine._waiting == [] and engine.limits.queued == 0
+        assert server.load == 0 and list(engine.queue) == [] and engine.limits.queued == 0
         result = await asyncio.wait_for(engine.run(IMAGE, IMAGE.resolve({"prompt": "still runs"})), 10)
         assert result.files and server.load == 0
     finally:
@@ -225,7 +225,7 @@ async def test_jobs_cancelled_at_any_moment_give_every_slot_back(
                 await asyncio.sleep(0.001 * ((n + round_) % 4))
                 job.cancel()
             await asyncio.gather(*jobs, return_exceptions=True)
-            assert (server.load, engine._waiting, engine.limits.queued) == (0, [], 0)
+            assert (server.active, list(engine.queue), engine.limits.queued) == (set(), [], 0)
         result = await asyncio.wait_for(engine.run(IMAGE, IMAGE.resolve({"prompt": "still runs"})), 10)
         assert result.files and server.load == 0
     finally:
@@ -251,7 +251,7 @@ async def test_job_timeout_counts_the_wait_in_the_bots_own_queue(
     assert caught.value.user_message == "The job did not finish within 1 minute(s), so the bot stopped waiting for it."
     assert seen == ["Waiting for a free slot: position 1 in the bot's queue"]
     assert 0.4 < waited < 2.0
-    assert engine._waiting == [] and engine.servers[0].active == {"someone else's job"}
+    assert list(engine.queue) == [] and engine.servers[0].active == {"someone else's job"}
     assert not [r for r in comfy.requests if r.method == "POST" and r.path == "/prompt"]  # never submitted
 
 

@@ -377,7 +377,7 @@ async def test_queue_lists_the_members_jobs_and_where_they_are(start: Start) -> 
     await world.discord.invoke_slash("image", {"prompt": "second cat"}, user=member)
     await world.discord.wait_for(lambda: len(world.bot.active_jobs) == 2)
     second_id = next(job for job, user in world.bot.active_jobs.items() if user == int(member["id"]))
-    await world.discord.wait_for(lambda: second_id in world.bot.engine._waiting)
+    await world.discord.wait_for(lambda: second_id in world.bot.engine.queue)
 
     mine = await world.discord.invoke_slash("queue", user=member)
     await world.discord.wait_for(lambda: bool(world.private_replies(mine)))

@@ -104,7 +104,7 @@ async def test_each_server_holds_at_most_its_own_max_jobs(
         jobs = [asyncio.create_task(engine.run(IMAGE, IMAGE.resolve({"prompt": f"cat {n}"}))) for n in range(6)]
         await until(lambda: prompts_received(small) + prompts_received(big) == 4, "four jobs placed")
         await asyncio.sleep(0.3)  # nothing more is placed while every slot is taken
-        assert (prompts_received(small), prompts_received(big), len(engine._waiting)) == (1, 3, 2)
+        assert (prompts_received(small), prompts_received(big), len(engine.queue)) == (1, 3, 2)
         small.resume()
         big.resume()
         results = await asyncio.wait_for(asyncio.gather(*jobs), 20)
@@ -141,7 +141,7 @@ async def test_no_connected_server_can_run_it_names_what_each_lacks(
             f"No connected ComfyUI server can run /image right now: {without.url} {NO_CHECKPOINT}; {down.url} is down."
         )
         assert prompts_received(without) == 0
-        assert (engine.servers[0].load, engine._waiting, engine.limits.queued) == (0, [], 0)
+        assert (engine.servers[0].load, list(engine.queue), engine.limits.queued) == (0, [], 0)
     finally:
         await engine.close()
 

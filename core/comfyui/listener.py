@@ -18,6 +18,7 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -149,6 +150,8 @@ class ComfyListener:
         self.state_since = time.monotonic()
         self.last_error: str | None = None  # why the last connection attempt failed (no secret in it)
         self.queue_remaining: int | None = None  # the server's own queue (every client's prompts), from `status`
+        self.on_change: Callable[[], None] | None = None  # called (soon after) each change of `state`
+        self.down = asyncio.Event()  # set while `state` is "down"
         self.reconcile_interval = reconcile_interval
         self.poll_interval = poll_interval
         self.max_frame_bytes = max_frame_bytes
@@ -272,8 +275,14 @@ class ComfyListener:
         now = time.monotonic()
         was, lasted = self.state, now - self.state_since
         self.state, self.state_since = state, now
+        if state == "down":
+            self.down.set()
+        else:
+            self.down.clear()
         if problem is not None:
             self.last_error = problem
+        if self.on_change is not None:  # soon: `connected` is set or cleared just after the state changes
+            asyncio.get_running_loop().call_soon(self.on_change)
         if state == "down":
             log.warning("ComfyUI server %s is down: %s", self.client.name, problem)
         elif state == "up" and was == "down":

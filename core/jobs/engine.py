@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -31,6 +32,7 @@ from core.errors import (
 from core.jobs.inputs import Copies, ensure_inputs, held_copies, keep_inputs, stored_copies
 from core.jobs.limits import Limits
 from core.jobs.routing import refusal, verdict
+from core.jobs.scheduler import Scheduler, Waiter, Waiting
 from core.jobs.store import JobRecord, JobState, JobStore
 from core.media import MediaKind, human_size, kind_of
 from core.servers import ServerConfig
@@ -280,8 +282,10 @@ class Engine:
         )
         self.workflows: dict[str, Workflow] = {}  # the commands in use, whose capabilities each server keeps
         self._cancelled: set[str] = set()
-        self._waiting: list[str] = []  # job ids waiting for a slot, first come first served
-        self._slot_freed = asyncio.Event()  # replaced by a fresh one each time it is set (see _wake_waiting)
+        self.queue: Scheduler[ComfyServer] = Scheduler(self._placement_round, self._release)
+        self._refreshing: dict[ComfyServer, asyncio.Task[None]] = {}  # capabilities read after a reconnect
+        for server in self.servers:
+            server.listener.on_change = functools.partial(self._server_changed, server)
         self._cleanups: set[asyncio.Task[None]] = set()  # cancels of moved jobs, waiting for their old server
 
     def start(self) -> None:
@@ -290,9 +294,11 @@ class Engine:
             server.listener.start()
 
     async def close(self) -> None:
-        for task in self._cleanups:
+        tasks = [*self._cleanups, *self._refreshing.values()]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._cleanups, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.queue.close()
         await asyncio.gather(*(s.listener.close() for s in self.servers))
 
     async def run(
@@ -362,8 +368,9 @@ class Engine:
 
     def whereabouts(self, job_id: str) -> str:
         """Where a job of this process is now, in words for /queue."""
-        if job_id in self._waiting:
-            return f"waiting for a free slot (position {self._waiting.index(job_id) + 1} in the bot's queue)"
+        position = self.queue.position(job_id)
+        if position is not None:
+            return f"waiting for a free slot (position {position} in the bot's queue)"
         for server in self.servers:
             watch = _watch_of(server, job_id)
             if watch is not None:
@@ -378,9 +385,7 @@ class Engine:
         """Stop a job of this process: removed if pending, interrupted if running (never anyone else's)."""
         if job_id in self._cancelled:
             raise InvalidInput("This job is already being cancelled.")
-        if job_id in self._waiting:
-            self._cancelled.add(job_id)
-            self._wake_waiting()
+        if self.queue.cancel(job_id):
             return
         found = next(((s, w) for s in self.servers if (w := _watch_of(s, job_id)) is not None), None)
         if found is None:
@@ -578,78 +583,98 @@ class Engine:
             raise JobTimeout(self.job_timeout) from None
 
     async def _pick_server(self, job_id: str, workflow: Workflow, on_progress: OnProgress | None) -> ComfyServer:
-        """The least busy connected server that can run `workflow` and has a free slot; first come, first served.
+        """Wait in the bot's queue for a free slot on a server that can run `workflow` (see _placement_round)."""
 
-        A job arriving while a socket reconnects waits briefly, but not once every server has just
-        failed a connection attempt: then the member hears at once that ComfyUI is unreachable, or, when
-        servers are connected but none of them can run the workflow, what each one lacks. A job that arrived
-        while a server could run it is never dropped for an outage: it waits (within JOB_TIMEOUT) for one.
-        """
-        asked = time.monotonic()
-        self._waiting.append(job_id)
-        shown: int | None = None  # the place in line last shown; 0: "servers down" was shown
-        accepted = False  # a server able to run it was up since it asked
+        async def on_waiting(waiting: Waiting) -> None:
+            if on_progress is not None:
+                shown = Progress(servers_down=True) if waiting.servers_down else Progress(waiting=waiting.position)
+                await _call(on_progress, shown)
+
+        # Only the commands in use are routed by capability; another (a one-off `cli.py run`) goes to any
+        # server, whose own refusal then says what is wrong.
+        routed = self.workflows.get(workflow.name) == workflow
         try:
-            while True:
-                if job_id in self._cancelled:
-                    self._cancelled.discard(job_id)
-                    raise JobCancelled()
-                routed = self.workflows.get(workflow.name) == workflow
-                if routed:
-                    await self._refresh_stale()
-                freed = self._slot_freed  # taken before looking, so that a slot freed meanwhile is not missed
-                connected = [s for s in self.servers if s.listener.connected.is_set()]
-                # Only the commands in use are routed by capability; another (a one-off `cli.py run`) goes to
-                # any server, whose own refusal then says what is wrong.
-                capable = [s for s in connected if not routed or s.problems_with(workflow) == []]
-                # A server whose /object_info could not be read (a broken custom node) is still tried when
-                # none is known to fit: its own refusal then says what is wrong, as it would without routing.
-                capable = capable or [s for s in connected if s.problems_with(workflow) is None]
-                if not capable and accepted:
-                    # Taken while a server could run it: an outage does not lose it; it waits for one to be back.
-                    if on_progress is not None and shown != 0:
-                        shown = 0
-                        await _call(on_progress, Progress(servers_down=True))
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(freed.wait(), FAILOVER_CHECK)
-                    continue
-                if not capable:
-                    # A server still connecting may be the one that can run it: wait for it as for any.
-                    all_failed = all(s.listener.last_failure > asked for s in self.servers if s not in connected)
-                    if all_failed or time.monotonic() - asked > CONNECT_WAIT:
-                        if not connected:
-                            names = ", ".join(s.client.name for s in self.servers)
-                            raise ComfyUnreachable(names, "websocket not connected")
-                        raise self._refusal(workflow)
-                    await asyncio.sleep(0.05)
-                    continue
-                accepted = True
-                free = [s for s in capable if not self.slots(s) or len(s.active) < self.slots(s)]
-                position = self._waiting.index(job_id) + 1
-                if free and position == 1:
-                    server = min(free, key=lambda s: s.load)
-                    server.active.add(job_id)
-                    return server
-                if on_progress is not None and position != shown:
-                    shown = position
-                    await _call(on_progress, Progress(waiting=position))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(freed.wait(), 1.0)
+            return await self.queue.wait(job_id, (workflow, routed), on_waiting, CONNECT_WAIT)
         finally:
-            # Nothing awaited here: a timeout or cancel landing in this block would keep the slot taken above.
-            self._waiting.remove(job_id)
             self.limits.left_queue(job_id)
-            self._wake_waiting()  # the next in line may go now
 
-    async def _refresh_stale(self) -> None:
-        """Read the capabilities of each server that reconnected since they were last read (it may have restarted)."""
-        stale = [s for s in self.servers if s.stale]
-        results = await asyncio.gather(*(s.refresh(self.workflows) for s in stale), return_exceptions=True)
-        for server, result in zip(stale, results, strict=True):
-            if isinstance(result, BotError):
-                log.warning("cannot read the capabilities of %s: %s", server.client.name, result.detail)
-            elif isinstance(result, BaseException):
-                raise result
+    def _placement_round(self) -> Callable[[Waiter[ComfyServer]], ComfyServer | BotError | None]:
+        """Decide for each waiting job: the least loaded server up that can run it and has a free slot.
+
+        A job arriving while a socket (re)connects waits briefly, but not once every server has just failed a
+        connection attempt: then the member hears at once that ComfyUI is unreachable, or, when servers are
+        up but none of them can run the workflow, what each one lacks. A job that arrived while a server could
+        run it is never dropped for an outage: it waits (within JOB_TIMEOUT) for one to be back.
+        """
+        now = time.monotonic()
+        connected = [s for s in self.servers if s.listener.connected.is_set()]
+        for server in connected:
+            if server.stale:
+                self._refresh(server)
+        fresh = [s for s in connected if not s.stale]  # a stale one may have restarted with other models
+        capable_cache: dict[tuple[str, bool], list[ComfyServer]] = {}
+
+        def capable(workflow: Workflow, routed: bool) -> list[ComfyServer]:
+            key = (workflow.name, routed)
+            found = capable_cache.get(key)
+            if found is None:
+                if not routed:
+                    found = connected
+                else:
+                    # A server whose /object_info could not be read (a broken custom node) is still tried when
+                    # none is known to fit: its own refusal then says what is wrong, as without routing.
+                    found = [s for s in fresh if s.problems_with(workflow) == []] or [
+                        s for s in fresh if s.problems_with(workflow) is None
+                    ]
+                capable_cache[key] = found
+            return found
+
+        def decide(waiter: Waiter[ComfyServer]) -> ComfyServer | BotError | None:
+            workflow, routed = waiter.subject
+            servers = capable(workflow, routed)
+            if servers:
+                waiter.accepted, waiter.down = True, False
+                free = [s for s in servers if not self.slots(s) or len(s.active) < self.slots(s)]
+                if not free:
+                    return None
+                server = min(free, key=lambda s: s.load)
+                server.active.add(waiter.job_id)
+                return server
+            if waiter.accepted:
+                waiter.down = True
+                return None
+            # A server still connecting may be the one that can run it: wait for it as for any.
+            all_failed = all(s.listener.last_failure > waiter.asked for s in self.servers if s not in fresh)
+            if not all_failed and now - waiter.asked < CONNECT_WAIT:
+                return None
+            if not connected:
+                return ComfyUnreachable(", ".join(s.client.name for s in self.servers), "websocket not connected")
+            return self._refusal(workflow)
+
+        return decide
+
+    def _server_changed(self, server: ComfyServer) -> None:
+        """A server went up or down: jobs may go to it now (once its capabilities are read), or wait."""
+        if server.stale:
+            self._refresh(server)
+        self.queue.dispatch()
+
+    def _refresh(self, server: ComfyServer) -> None:
+        """Read the capabilities of a server that reconnected (it may have restarted), then place jobs again."""
+        if server in self._refreshing:
+            return
+
+        async def refresh() -> None:
+            try:
+                await server.refresh(self.workflows)
+            except BotError as exc:
+                log.warning("cannot read the capabilities of %s: %s", server.client.name, exc.detail)
+                server.known_connection = server.listener.client_id  # used with what was known before
+            finally:
+                del self._refreshing[server]
+            self.queue.dispatch()
+
+        self._refreshing[server] = asyncio.create_task(refresh(), name=f"capabilities of {server.client.name}")
 
     def _refusal(self, workflow: Workflow) -> BotError:
         """Why no connected server can run `workflow`, server by server, in the configured order."""
@@ -666,6 +691,7 @@ class Engine:
         self.workflows = dict(workflows)
         for server in self.servers:
             server.learn(self.workflows)
+        self.queue.dispatch()
 
     def server_status(self) -> list[ServerStatus]:
         """Every configured server's health, load and capabilities, in the configured order."""
@@ -676,29 +702,26 @@ class Engine:
         return server.client.config.max_jobs or self.max_jobs_per_server
 
     def _release(self, server: ComfyServer, job_id: str) -> None:
+        """Free a job's slot and hand it on (synchronous, so safe in `finally`)."""
         server.active.discard(job_id)
-        self._wake_waiting()
-
-    def _wake_waiting(self) -> None:
-        """Let every job waiting for a slot look again (synchronous, so safe in `finally` and on cancel)."""
-        freed, self._slot_freed = self._slot_freed, asyncio.Event()
-        freed.set()
+        self.queue.dispatch()
 
     async def object_infos(self) -> tuple[list[dict[str, Any]], list[str | None]]:
-        """Read every server's /object_info again (kept for routing) and return those that answered, with versions.
+        """Read every server's /object_info again, all at once (kept for routing); return those that answered.
 
-        The version is the one the listener read when it connected; a server not connected yet is asked now.
+        With each its version: the one the listener read when it connected; a server not connected yet is asked.
         """
+        results = await asyncio.gather(*(s.refresh(self.workflows) for s in self.servers), return_exceptions=True)
         infos: list[dict[str, Any]] = []
         versions: list[str | None] = []
-        for server in self.servers:
-            try:
-                info = await server.refresh(self.workflows)
-            except BotError as exc:
-                log.warning("cannot check workflows against %s: %s", server.client.name, exc.detail)
-                continue
-            infos.append(info)
-            versions.append(server.client.info.version)
+        for server, result in zip(self.servers, results, strict=True):
+            if isinstance(result, BotError):
+                log.warning("cannot check workflows against %s: %s", server.client.name, result.detail)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                infos.append(result)
+                versions.append(server.client.info.version)
         return infos, versions
 
     async def choices(self, source: str, typed: str = "") -> list[str]:
