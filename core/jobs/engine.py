@@ -326,7 +326,14 @@ class Engine:
                 await keep_inputs(self.store, record.id, values)
             async with self._deadline(started):
                 server = await self._pick_server(record.id, workflow, on_progress)
-                ready = await self._server_values(server, workflow, values)
+                while True:
+                    try:
+                        ready = await self._server_values(server, workflow, values)
+                        break
+                    except ComfyUnreachable as exc:
+                        old, server = server, await self._try_again(server, record, workflow, exc)
+                        if server is not old and on_progress is not None:
+                            await _call(on_progress, Progress(moved_to=server.client.name))
                 prompt = workflow.render(ready)
             # The names the attachments got on the server, stored with the prompt that uses them
             uploaded = {name: str(ready[name]) for name, value in values.items() if isinstance(value, InputFile)}
@@ -411,17 +418,33 @@ class Engine:
         prompt = record.prompt
         prompt_id = record.prompt_id or record.id
         counted = True  # this submission counts toward MAX_ATTEMPTS (a job moved before it started does not)
+        placed = True  # its attachments are on `server` (run() uploaded them there)
         try:
             async with asyncio.timeout(max(0.0, started + self.job_timeout - time.monotonic())):
                 while True:
-                    if submit:
-                        prompt_id = uuid_form(record.id)
-                    watch = server.listener.watch(prompt_id, prompt)
-                    watch.max_images, watch.max_image_bytes = self.max_outputs_per_job, self.max_job_output_bytes
                     client_id = None  # submitted by an earlier run of the bot: its events go to an old clientId
                     if submit:
-                        client_id = server.listener.client_id
-                        await server.client.submit(prompt, client_id=client_id, prompt_id=prompt_id)
+                        prompt_id = uuid_form(record.id)
+                        try:
+                            if not placed and record.inputs:
+                                # Its attachments may be gone from the server, another file may have their name,
+                                # or the job is on a new server: put them there again, from the copies.
+                                again = await ensure_inputs(server.client, record, copies)
+                                if again is not record:
+                                    record = await self._save(record, inputs=again.inputs, prompt=again.prompt)
+                                assert record.prompt is not None
+                                prompt = record.prompt
+                            placed = True
+                            watch = server.listener.watch(prompt_id, prompt)  # before submitting: no event missed
+                            client_id = server.listener.client_id
+                            await server.client.submit(prompt, client_id=client_id, prompt_id=prompt_id)
+                        except ComfyUnreachable as exc:
+                            server.listener.unwatch(prompt_id)
+                            old, server = server, await self._try_again(server, record, workflow, exc)
+                            placed = False
+                            if server is not old and on_progress is not None:
+                                await _call(on_progress, Progress(moved_to=server.client.name))
+                            continue
                         record = await self._save(
                             record,
                             state=JobState.SUBMITTED,
@@ -429,6 +452,9 @@ class Engine:
                             attempts=record.attempts + counted,
                             prompt_id=None if prompt_id == record.id else prompt_id,
                         )
+                    else:
+                        watch = server.listener.watch(prompt_id, prompt)
+                    watch.max_images, watch.max_image_bytes = self.max_outputs_per_job, self.max_job_output_bytes
                     server.listener.submitted(watch, client_id)
                     try:
                         progress = self._noting_start(record, on_progress)
@@ -446,33 +472,25 @@ class Engine:
                         counted = True
                     except _Moving as move:
                         # The server went down with the job; another one that can run it has a free slot.
-                        old, server = server, move.target
-                        old.listener.unwatch(prompt_id)
-                        self._release(old, record.id)
-                        self._cancel_when_back(old, prompt_id)  # it may have been cut off, not restarted
-                        counted = move.started
-                        log.warning(
-                            "job %s: %s is down; %s on %s",
-                            record.id,
-                            old.client.name,
-                            "resubmitted" if move.started else "moved",
-                            server.client.name,
-                        )
+                        server.listener.unwatch(prompt_id)
+                        self._cancel_when_back(server, prompt_id)  # it may have been cut off, not restarted
+                        self._moved(server, move.target, record, restarted=move.started)
+                        server, counted = move.target, move.started
                         if on_progress is not None:
-                            await _call(on_progress, Progress(moved_to=server.client.name, restarted=move.started))
-                    # Its attachments may be gone from the server, another file may have their name, or the
-                    # job is on a new server: put them there again, from the kept or held copies.
-                    if record.inputs:
-                        again = await ensure_inputs(server.client, record, copies)
-                        if again is not record:
-                            record = await self._save(record, inputs=again.inputs, prompt=again.prompt)
-                        assert record.prompt is not None
-                        prompt = record.prompt
-                    submit = True
+                            await _call(on_progress, Progress(moved_to=server.client.name, restarted=counted))
+                    placed, submit = False, True
                 if record.id in self._cancelled:
                     raise JobCancelled()
                 _raise_if_failed(entry, prompt)
-                files, texts, skipped = await self._collect(server.client, entry, watch)
+                while True:
+                    try:
+                        files, texts, skipped = await self._collect(server.client, entry, watch)
+                        break
+                    except ComfyUnreachable as exc:
+                        # Its files stay on the server's disk, also across a restart: wait for it to answer.
+                        log.warning("job %s: files not downloaded from %s yet: %s", record.id, server.client.name, exc)
+                        await asyncio.sleep(FAILOVER_CHECK)
+                        await server.listener.connected.wait()
         except TimeoutError:
             await _best_effort(server.client.cancel(prompt_id))
             down = server.listener.state == "down"
@@ -501,7 +519,7 @@ class Engine:
         A job that was running moves only while it has attempts left: it is resubmitted once, not bounced
         from server to server. The slot is taken here, before anything is awaited.
         """
-        if server.listener.state != "down" or (started and record.attempts >= MAX_ATTEMPTS):
+        if started and record.attempts >= MAX_ATTEMPTS:
             return None
         candidates = [
             s
@@ -516,6 +534,30 @@ class Engine:
         target = min(candidates, key=lambda s: s.load)
         target.active.add(record.id)
         return target
+
+    async def _try_again(
+        self, server: ComfyServer, record: JobRecord, workflow: Workflow | None, problem: BotError
+    ) -> ComfyServer:
+        """`server` did not take the job: the server to try next, once it answers again or another can take it.
+
+        Returns `server` itself, or another whose slot is taken, the slot on `server` given back: the caller
+        must hold the result before it awaits anything else.
+        """
+        log.warning("job %s: %s did not take it: %s", record.id, server.client.name, problem.detail)
+        while True:
+            await asyncio.sleep(FAILOVER_CHECK)
+            if server.listener.connected.is_set():
+                return server  # it answers its socket: a passing error, or it is back
+            target = self._failover_target(server, record, workflow, started=False)
+            if target is not None:
+                self._moved(server, target, record, restarted=False)
+                return target
+
+    def _moved(self, old: ComfyServer, new: ComfyServer, record: JobRecord, *, restarted: bool) -> None:
+        """Give back the job's slot on the server it leaves (its slot on `new` is already taken)."""
+        self._release(old, record.id)
+        what = "resubmitted" if restarted else "moved"
+        log.warning("job %s: %s is down; %s on %s", record.id, old.client.name, what, new.client.name)
 
     def _cancel_when_back(self, server: ComfyServer, prompt_id: str) -> None:
         """Cancel a moved job on the server it left once that server answers again (within the job timeout)."""
@@ -767,9 +809,10 @@ class Engine:
                 event = None
             if event is None or isinstance(event, ServerDown):
                 started = watch.last_position == 0
-                target = self._failover_target(server, record, workflow, started)
-                if target is not None:
-                    raise _Moving(target, started)
+                if server.listener.state == "down":
+                    target = self._failover_target(server, record, workflow, started)
+                    if target is not None:
+                        raise _Moving(target, started)
                 continue
             if isinstance(event, Finished):
                 return event.history

@@ -168,9 +168,9 @@ class Scheduler(Generic[S]):
                         await result
                 except Exception:
                     log.exception("reporting the queue position of job %s failed", waiter.job_id)
+            await asyncio.sleep(POSITION_PAUSE)  # changes meanwhile are reported together, after it
             if not self._report_again:
                 return
-            await asyncio.sleep(POSITION_PAUSE)
 
     async def close(self) -> None:
         if self._reporter is not None:
