@@ -24,18 +24,19 @@ import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import random
 import resource
 import statistics
 import struct
 import tempfile
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 
@@ -47,7 +48,6 @@ from core.workflows import Workflow, load_catalog
 from tests.conftest import MODELS, WORKFLOWS
 from tests.fakes.comfyui import FakeComfyUI
 
-T = TypeVar("T")
 JOBS = 10_000
 SERVERS = 16
 IN_FLIGHT = 256  # jobs the driver keeps running at once; MAX_JOBS_PER_SERVER decides how many reach a server
@@ -159,74 +159,117 @@ class Ledger:
         }
 
 
-@dataclass(slots=True)
 class Fleet:
-    """The fake servers, their chaos and their housekeeping, on their own event loop in a background thread."""
+    """The fake servers, their chaos and their housekeeping, in a child process of their own.
 
-    count: int
-    seed: int
-    make_server: MakeServer = fake_server
-    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
-    servers: list[FakeComfyUI] = field(default_factory=list)
-    events: Counter[str] = field(default_factory=Counter)  # chaos events done, by kind
-    _thread: threading.Thread | None = None
-    _stop: asyncio.Event | None = None
-    _tasks: list[asyncio.Future[None]] = field(default_factory=list)
+    Not a thread: the sixteen fakes together cost about as much CPU as the engine, and sharing the GIL with
+    them would make the soak measure the fakes (see the module's timing notes).
+    """
 
-    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+    def __init__(
+        self,
+        count: int,
+        seed: int,
+        make_server: MakeServer = fake_server,
+        *,
+        pause: tuple[float, float] = CHAOS_PAUSE,
+        max_down: int | None = None,
+    ) -> None:
+        context = multiprocessing.get_context("fork")  # the child gets make_server as is, no pickling
+        self._conn, child = context.Pipe()
+        down = max(1, count // 4) if max_down is None else max_down
+        self._process = context.Process(
+            target=_serve_fleet,
+            args=(child, [make_server] * count),
+            kwargs={"seed": seed, "pause": pause, "max_down": down},
+            name="soak-fakes",
+            daemon=True,
+        )
+        self.events: dict[str, int] = {}  # chaos events done, by kind (known after `calm`)
+
+    async def _answer(self) -> Any:
+        return await asyncio.to_thread(self._conn.recv)
 
     async def start(self) -> list[ServerConfig]:
         """Start the servers and return how the engine reaches them."""
-        self._thread = threading.Thread(target=self.loop.run_forever, name="soak-fakes", daemon=True)
-        self._thread.start()
+        self._process.start()
+        urls: list[str] = await self._answer()
+        return [ServerConfig(name=f"soak{i:02}", url=url) for i, url in enumerate(urls)]
 
-        async def start() -> None:
-            self.servers = [self.make_server() for _ in range(self.count)]
-            await asyncio.gather(*(s.start() for s in self.servers))
-            self._stop = asyncio.Event()
-
-        await self.run(start())
-        return [ServerConfig(name=f"soak{i:02}", url=s.url) for i, s in enumerate(self.servers)]
-
-    def unleash(self, *, pause: tuple[float, float] = CHAOS_PAUSE, max_down: int | None = None) -> None:
+    def unleash(self) -> None:
         """Start the chaos and the housekeeping (they run until `calm`)."""
-        down = max(1, self.count // 4) if max_down is None else max_down
-        for coro in (self._chaos(pause, down), self._housekeeping()):
-            self._tasks.append(asyncio.run_coroutine_threadsafe(coro, self.loop))
-
-    async def calm(self) -> None:
-        """Stop the chaos and wait until every server is up again."""
-        assert self._stop is not None
-        self.loop.call_soon_threadsafe(self._stop.set)
-        await asyncio.gather(*(asyncio.wrap_future(t) for t in self._tasks))
+        self._conn.send(("unleash",))
 
     def forget(self, server: str, job_id: str, filenames: list[str]) -> None:
-        """Drop a delivered job's history entry and files (thread-safe), so that the fakes' memory stays flat.
+        """Drop a delivered job's history entry and files, so that the fakes' memory stays flat.
 
         Not `forget_outputs()`: that would also delete files of jobs finished but not downloaded yet. A saved
         file's counter is one past the highest existing name, so a freed name is never that of a file in use.
         """
-        fake = self.servers[int(server.removeprefix("soak"))]
+        self._conn.send(("forget", int(server.removeprefix("soak")), job_id, filenames))
 
-        def drop() -> None:
-            fake.history.pop(job_id, None)
-            for name in filenames:
-                fake.files.pop(("output", "", name), None)
-
-        self.loop.call_soon_threadsafe(drop)
+    async def calm(self) -> None:
+        """Stop the chaos and wait until every server is up again."""
+        self._conn.send(("calm",))
+        self.events = await self._answer()
 
     async def stop(self) -> None:
-        await self.run(self._stop_all())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        if self._thread is not None:
-            self._thread.join(5)
+        if self._process.is_alive():
+            self._conn.send(("stop",))
+            await asyncio.to_thread(self._process.join, 10)
+        if self._process.is_alive():
+            self._process.kill()
+        self._conn.close()
 
-    async def _stop_all(self) -> None:
-        await asyncio.gather(*(s.stop() for s in self.servers))
 
-    async def _chaos(self, pause: tuple[float, float], max_down: int) -> None:
-        assert self._stop is not None
+def _serve_fleet(
+    conn: Connection, makers: list[MakeServer], *, seed: int, pause: tuple[float, float], max_down: int
+) -> None:
+    """The child process: run the fakes and obey the parent's messages until it says stop."""
+    asyncio.run(_Fakes(conn, [make() for make in makers], seed, pause, max_down).serve())
+
+
+@dataclass(slots=True)
+class _Fakes:
+    conn: Connection
+    servers: list[FakeComfyUI]
+    seed: int
+    pause: tuple[float, float]
+    max_down: int
+    events: Counter[str] = field(default_factory=Counter)
+    calming: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def serve(self) -> None:
+        await asyncio.gather(*(s.start() for s in self.servers))
+        self.conn.send([s.url for s in self.servers])
+        inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        def receive() -> None:
+            while self.conn.poll():
+                inbox.put_nowait(self.conn.recv())
+
+        loop.add_reader(self.conn.fileno(), receive)
+        tasks: list[asyncio.Task[None]] = []
+        while True:
+            kind, *args = await inbox.get()
+            if kind == "unleash":
+                tasks = [asyncio.create_task(self._chaos()), asyncio.create_task(self._housekeeping())]
+            elif kind == "forget":
+                index, job_id, names = args
+                self.servers[index].history.pop(job_id, None)
+                for name in names:
+                    self.servers[index].files.pop(("output", "", name), None)
+            elif kind == "calm":
+                self.calming.set()
+                await asyncio.gather(*tasks)
+                self.conn.send(dict(self.events))
+            else:
+                loop.remove_reader(self.conn.fileno())
+                await asyncio.gather(*(s.stop() for s in self.servers))
+                return
+
+    async def _chaos(self) -> None:
         rng = random.Random(self.seed)
         down: set[int] = set()
         outages: set[asyncio.Task[None]] = set()
@@ -242,16 +285,16 @@ class Fleet:
             finally:
                 down.discard(index)
 
-        while not self._stop.is_set():
+        while not self.calming.is_set():
             # Every draw happens whatever the state, so the schedule depends on the seed alone.
-            wait = rng.uniform(*pause)
-            index = rng.randrange(self.count)
+            wait = rng.uniform(*self.pause)
+            index = rng.randrange(len(self.servers))
             kind = rng.choices(["drop", "restart", "outage"], weights=[4, 1, 1])[0]
             seconds = rng.uniform(*(RESTART_DOWNTIME if kind == "restart" else OUTAGE))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), wait)
+                await asyncio.wait_for(self.calming.wait(), wait)
                 break
-            if index in down or (kind != "drop" and len(down) >= max_down):
+            if index in down or (kind != "drop" and len(down) >= self.max_down):
                 self.events["skipped"] += 1
                 continue
             self.events[kind] += 1
@@ -266,10 +309,9 @@ class Fleet:
 
     async def _housekeeping(self) -> None:
         """Trim the request logs the fakes keep for tests (each holds every prompt it was sent)."""
-        assert self._stop is not None
-        while not self._stop.is_set():
+        while not self.calming.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), HOUSEKEEPING)
+                await asyncio.wait_for(self.calming.wait(), HOUSEKEEPING)
             for fake in self.servers:
                 fake.requests.clear()
                 fake.finished_at.clear()
@@ -301,7 +343,7 @@ async def soak(
         print(f"Soak: {jobs} jobs on {servers} fake servers, chaos seed {seed} (repeat with --seed {seed})")
     workflow = load_catalog(WORKFLOWS).workflows["image"]
     ledger = Ledger(jobs)
-    fleet = Fleet(servers, seed, make_server)
+    fleet = Fleet(servers, seed, make_server, pause=chaos_pause)
     configs = await fleet.start()
     folder = tempfile.TemporaryDirectory(prefix="soak-")
     store = await JobStore(Path(folder.name) / "jobs.sqlite3").open()
@@ -322,7 +364,7 @@ async def soak(
             try:
                 await engine.object_infos()
                 engine.capabilities({workflow.name: workflow})
-                fleet.unleash(pause=chaos_pause)
+                fleet.unleash()
                 next_job = iter(range(jobs))
                 await asyncio.gather(*(_driver(engine, workflow, next_job, ledger, fleet) for _ in range(in_flight)))
                 seconds = time.monotonic() - started
@@ -338,7 +380,7 @@ async def soak(
         "soak_seconds": round(seconds, 1),
         "soak_jobs_per_s": round(jobs / seconds, 1),
         "soak_seed": seed,
-        "soak_chaos": dict(fleet.events),
+        "soak_chaos": fleet.events,
         "soak_rss_mb_start": rss_start,
         "soak_rss_mb_end": rss_mb(),
     }
