@@ -429,7 +429,9 @@ def report(ledger: Ledger, figures: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.soak", description="Soak the engine with many chaotic servers."
+    )
     parser.add_argument("--jobs", type=int, default=JOBS, help=f"jobs to run (default {JOBS})")
     parser.add_argument("--servers", type=int, default=SERVERS, help=f"fake servers (default {SERVERS})")
     parser.add_argument("--seed", type=int, help="chaos seed (default: a random one, printed)")
