@@ -1,9 +1,10 @@
 """Soak: thousands of jobs through the engine while fake ComfyUI servers drop and restart: `python -m bench.soak`.
 
 The core `Engine` (no Discord) runs on the main event loop and drives `--jobs` /image jobs, a few hundred
-in flight, through `--servers` instant fake ComfyUI servers. The fakes and the chaos run on a second event
-loop in a thread: every few tenths of a second one server drops its websockets, restarts (its queue and
-history lost) or goes away for a few seconds; a seeded RNG draws the schedule (printed, so a run can be
+in flight, through `--servers` instant fake ComfyUI servers. The fakes and the chaos run in a child process
+(in a thread they shared the GIL with the engine and took a quarter of its throughput): every few tenths
+of a second one server drops its websockets, restarts (its queue and history lost) or goes away for a few
+seconds; a seeded RNG draws the schedule (printed, so a run can be
 repeated with `--seed`; the timing of jobs against it still varies), and a quarter of the servers at most
 are down at once, never longer than the job timeout.
 
@@ -163,7 +164,7 @@ class Fleet:
     """The fake servers, their chaos and their housekeeping, in a child process of their own.
 
     Not a thread: the sixteen fakes together cost about as much CPU as the engine, and sharing the GIL with
-    them would make the soak measure the fakes (see the module's timing notes).
+    them would make the soak measure the fakes.
     """
 
     def __init__(
@@ -344,9 +345,14 @@ async def soak(
     workflow = load_catalog(WORKFLOWS).workflows["image"]
     ledger = Ledger(jobs)
     fleet = Fleet(servers, seed, make_server, pause=chaos_pause)
-    configs = await fleet.start()
     folder = tempfile.TemporaryDirectory(prefix="soak-")
-    store = await JobStore(Path(folder.name) / "jobs.sqlite3").open()
+    try:
+        configs = await fleet.start()
+        store = await JobStore(Path(folder.name) / "jobs.sqlite3").open()
+    except BaseException:
+        await fleet.stop()
+        folder.cleanup()
+        raise
     rss_start = rss_mb()
     started = time.monotonic()
     try:
