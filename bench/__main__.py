@@ -7,9 +7,10 @@ the bot's own loop. Times are time.monotonic() in one process, so both sides com
 - added latency: ComfyUI writes the prompt's history -> fake Discord has read the request with the file;
 - polling baseline: the same, for a client that polls GET /history/{id} every second (seed 002's way),
   then downloads the file and posts it to the channel;
-- throughput: N jobs sent at once, jobs per second until the last result lands.
+- throughput: N jobs sent at once, jobs per second until the last result lands;
+- soak (bench/soak.py): --soak-jobs jobs through the engine over 16 fake servers that drop and restart.
 
-The last line printed is one JSON object with the figures.
+The last line printed is one JSON object with the figures (the soak's under keys soak_*).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
+from bench import soak
 from bot import ComfyBot
 from core.config import load_settings
 from core.workflows import load_catalog
@@ -241,7 +243,7 @@ async def main(jobs: int) -> dict[str, float]:
     }
 
 
-def report(figures: dict[str, float]) -> None:
+def report(figures: dict[str, Any]) -> None:
     ratio = figures["polling_baseline_ms_p50"] / max(figures["added_latency_ms_p50"], 0.001)
     rows = [
         ("added latency p50 (ComfyUI done -> file at Discord)", f"{figures['added_latency_ms_p50']} ms"),
@@ -259,10 +261,21 @@ def report(figures: dict[str, float]) -> None:
     print(f"Benchmark: {figures['jobs']} jobs of /image with a 1 MB PNG each; targets {'met' if met else 'MISSED'}")
     for name, value in rows:
         print(f"  {name.ljust(width)}  {value}")
-    print(json.dumps(figures))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=200, help="jobs per measurement (default 200)")
-    report(asyncio.run(main(parser.parse_args().jobs)))
+    parser.add_argument("--soak-jobs", type=int, default=soak.JOBS, help=f"soak jobs (default {soak.JOBS}; 0: no soak)")
+    parser.add_argument("--soak-seed", type=int, help="the soak's chaos seed (default: a random one, printed)")
+    parser.add_argument("--soak-only", action="store_true", help="run only the soak")
+    args = parser.parse_args()
+    figures: dict[str, Any] = {}
+    if not args.soak_only:
+        figures = asyncio.run(main(args.jobs))
+        report(figures)
+    if args.soak_jobs > 0:
+        ledger, soaked = asyncio.run(soak.soak(args.soak_jobs, seed=args.soak_seed))
+        soak.report(ledger, soaked)
+        figures.update(soaked)
+    print(json.dumps(figures))
