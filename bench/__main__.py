@@ -264,7 +264,7 @@ def report(figures: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--jobs", type=int, default=200, help="jobs per measurement (default 200)")
     parser.add_argument("--soak-jobs", type=int, default=soak.JOBS, help=f"soak jobs (default {soak.JOBS}; 0: no soak)")
     parser.add_argument("--soak-seed", type=int, help="the soak's chaos seed (default: a random one, printed)")

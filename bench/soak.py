@@ -34,7 +34,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -58,8 +58,6 @@ CHAOS_PAUSE = (0.05, 0.4)  # seconds between two chaos events
 OUTAGE = (1.0, 4.0)  # seconds a stopped server stays away
 RESTART_DOWNTIME = (0.1, 1.5)
 HOUSEKEEPING = 1.0  # seconds between two trims of what the fakes record for tests
-# Progress fields that report a job moved to another server (failover); read by name so the soak follows the engine.
-MOVE_FIELDS = tuple(f.name for f in fields(Progress) if "move" in f.name)
 
 MakeServer = Callable[[], FakeComfyUI]
 
@@ -128,7 +126,7 @@ class Ledger:
     def progress(self, job: int, progress: Progress) -> None:
         if progress.resubmitted:
             self.resubmitted.add(job)
-        if any(getattr(progress, name) for name in MOVE_FIELDS):
+        if progress.moved_to is not None:
             self.moved.add(job)
 
     @property

@@ -488,7 +488,9 @@ class Engine:
                         break
                     except ComfyUnreachable as exc:
                         # Its files stay on the server's disk, also across a restart: wait for it to answer.
-                        log.warning("job %s: files not downloaded from %s yet: %s", record.id, server.client.name, exc)
+                        log.warning(
+                            "job %s: files not downloaded from %s yet: %s", record.id, server.client.name, exc.detail
+                        )
                         await asyncio.sleep(FAILOVER_CHECK)
                         await server.listener.connected.wait()
         except TimeoutError:
@@ -556,7 +558,7 @@ class Engine:
     def _moved(self, old: ComfyServer, new: ComfyServer, record: JobRecord, *, restarted: bool) -> None:
         """Give back the job's slot on the server it leaves (its slot on `new` is already taken)."""
         self._release(old, record.id)
-        what = "resubmitted" if restarted else "moved"
+        what = "starts again" if restarted else "moved"
         log.warning("job %s: %s is down; %s on %s", record.id, old.client.name, what, new.client.name)
 
     def _cancel_when_back(self, server: ComfyServer, prompt_id: str) -> None:
