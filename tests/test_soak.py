@@ -94,4 +94,6 @@ async def test_soak_accounts_for_every_job_while_servers_drop_and_restart() -> N
     assert figures["soak_lost"] == jobs - len(ledger.delivered) == sum(ledger.errors.values())
     assert sum(ledger.per_server.values()) == len(ledger.delivered)
     assert figures["soak_duplicated"] == 0
+    assert (figures["soak_lost"], dict(ledger.errors)) == (0, {})  # failover: no job is lost to the chaos
+    assert figures["soak_resubmitted"] > 0  # and the chaos did hit jobs
     assert set(figures["soak_spread"]) == {"min", "max", "stdev"}
