@@ -357,15 +357,17 @@ async def run_jobs(
 async def adapt(engine: Engine, workflow: Workflow, timeout: float | None) -> Workflow:
     """The workflow as the bot registers it: model names spelled as the first server that can run it lists them.
 
-    One that no server can run (or when none answers in time) goes as it is; a server's refusal then says why.
+    Its jobs are then routed like the bot's: only to servers that can run it. One that no server can run (or
+    when none answers in time) goes as it is to any server, whose refusal then says why.
     """
     try:
         async with asyncio.timeout(timeout):
             infos, versions = await engine.object_infos()
     except TimeoutError:
         return workflow
-    kept = runnable(Catalog(workflows={workflow.name: workflow}), infos, versions)
-    return kept.workflows.get(workflow.name, workflow)
+    kept = runnable(Catalog(workflows={workflow.name: workflow}), infos, versions).workflows
+    engine.capabilities(kept)  # with several servers, the jobs then go only to those that can run it
+    return kept.get(workflow.name, workflow)
 
 
 async def _stop_late_jobs(engine: Engine, tasks: set[asyncio.Task[bool]]) -> bool:

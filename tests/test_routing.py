@@ -214,3 +214,16 @@ async def test_check_prints_a_workflow_by_server_table(
         f"  /music  {down:<{width}}  down",
         "3 problem(s) found.",
     ]
+
+
+async def test_bot_py_run_sends_its_jobs_only_to_the_server_that_can_run_them(
+    fakes: list[FakeComfyUI], capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    without, with_it = fakes[0], fakes[1]
+    settings = load_settings(
+        {"COMFYUI_URL": f"{without.url},{with_it.url}", "WORKFLOWS_DIR": str(WORKFLOWS)}, require_token=False
+    )
+    code = await cli.execute(bot.parse_args(["run", "image", "prompt=a cat", "--count", "3"]), settings)
+    assert code == 0, capsys.readouterr().err
+    assert (prompts_received(without), prompts_received(with_it)) == (0, 3)
