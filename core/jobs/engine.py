@@ -528,6 +528,7 @@ class Engine:
             for s in self.servers
             if s is not server
             and s.listener.connected.is_set()
+            and not s.stale  # back from a restart, perhaps with other models: read first (see _refresh)
             and (not self.slots(s) or len(s.active) < self.slots(s))
             and (workflow is None or s.problems_with(workflow) in ([], None))
         ]
@@ -558,8 +559,8 @@ class Engine:
     def _moved(self, old: ComfyServer, new: ComfyServer, record: JobRecord, *, restarted: bool) -> None:
         """Give back the job's slot on the server it leaves (its slot on `new` is already taken)."""
         self._release(old, record.id)
-        what = "starts again" if restarted else "moved"
-        log.warning("job %s: %s is down; %s on %s", record.id, old.client.name, what, new.client.name)
+        what = "starts again on" if restarted else "moved to"
+        log.warning("job %s: %s is down; %s %s", record.id, old.client.name, what, new.client.name)
 
     def _cancel_when_back(self, server: ComfyServer, prompt_id: str) -> None:
         """Cancel a moved job on the server it left once that server answers again (within the job timeout)."""
