@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import multiprocessing
 import random
 import resource
@@ -353,6 +354,10 @@ async def soak(
         raise
     rss_start = rss_mb()
     started = time.monotonic()
+    # The chaos makes the engine warn about every outage and move (thousands of lines): the ledger tells the story.
+    core_log = logging.getLogger("core")
+    level = core_log.level
+    core_log.setLevel(logging.ERROR)
     try:
         async with aiohttp.ClientSession() as session:
             engine = Engine(
@@ -376,6 +381,7 @@ async def soak(
             finally:
                 await engine.close()
     finally:
+        core_log.setLevel(level)
         await store.close()
         await fleet.stop()
         folder.cleanup()

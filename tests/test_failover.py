@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from core.errors import JobTimeout
+from core.errors import JobLost, JobTimeout
 from core.jobs.engine import Progress
 from core.workflows import load_catalog
 from core.workflows.model import InputFile
@@ -240,3 +240,36 @@ async def test_the_member_is_told_when_the_job_moves_and_gets_it_once(start: Sta
     finally:
         await a.stop()
         await b.stop()
+
+
+async def test_a_job_forgotten_twice_in_a_queue_still_runs_but_one_lost_twice_while_running_is_reported(
+    fakes: list[FakeComfyUI], session: aiohttp.ClientSession
+) -> None:
+    only = fakes[1]
+    engine = await started(session, [only], IMAGE)
+    try:
+        only.pause()  # queued, never started: each restart forgets it before it ran
+        progress: list[Progress] = []
+        job = asyncio.create_task(engine.run(IMAGE, IMAGE.resolve({"prompt": "patient cat"}), progress.append))
+        for round_ in range(1, 3):
+            await until(lambda n=round_: prompts_received(only) == n, f"submission {round_}")
+            await only.restart()
+        only.resume()
+        result = await asyncio.wait_for(job, 15)
+        assert len(result.files) == 1 and progress.count(Progress(resubmitted=True)) == 2
+
+        only.node_delay = 0.3  # now it runs each time the server goes down: twice is the end of it
+        running_progress: list[Progress] = []
+        job = asyncio.create_task(engine.run(IMAGE, IMAGE.resolve({"prompt": "unlucky cat"}), running_progress.append))
+        for _ in range(2):
+            await running(running_progress)
+            running_progress.clear()
+            await only.restart()
+        with pytest.raises(JobLost) as caught:
+            await asyncio.wait_for(job, 15)
+        assert caught.value.user_message == (
+            "The ComfyUI server lost this job (it restarted or its queue was cleared) before it finished. "
+            "Please try again."
+        )
+    finally:
+        await engine.close()

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 CONNECT_WAIT = 5.0  # how long a new job waits for a server's websocket before giving up
 OPTIONS_TTL = 30.0  # model lists change when an admin adds files; re-read them this often
 UPLOAD_SUBFOLDER = "discord-bot"  # where members' attachments go in ComfyUI's input folder
-MAX_ATTEMPTS = 2  # a job the server forgot (restart, cleared queue) is submitted once more, then reported
+MAX_ATTEMPTS = 2  # a job lost while it ran (a restart, a crash) is submitted once more, then reported
 FAILOVER_CHECK = 1.0  # while a job's server is down, how often another server that could take it is looked for
 MAX_ERROR_TEXT = 600
 MAX_NAME_SHOWN = 100
@@ -463,13 +463,15 @@ class Engine:
                     except JobLost:
                         if record.id in self._cancelled:
                             raise JobCancelled() from None
-                        if record.attempts >= MAX_ATTEMPTS:
+                        # Only a loss while it ran counts: a job that may bring the server down is not retried
+                        # forever, but one forgotten in a queue (a restart, a cleared queue) never ran at all.
+                        counted = watch.last_position == 0 or record.state is JobState.RUNNING
+                        if counted and record.attempts >= MAX_ATTEMPTS:
                             raise
                         server.listener.unwatch(prompt_id)
                         log.warning("job %s vanished from %s; submitting it again", record.id, server.client.name)
                         if on_progress is not None:
                             await _call(on_progress, Progress(resubmitted=True))
-                        counted = True
                     except _Moving as move:
                         # The server went down with the job; another one that can run it has a free slot.
                         server.listener.unwatch(prompt_id)
