@@ -85,7 +85,10 @@ async def test_soak_catches_a_server_that_delivers_another_jobs_file() -> None:
 
 async def test_soak_accounts_for_every_job_while_servers_drop_and_restart() -> None:
     jobs = 300
-    ledger, figures = await soak(jobs, servers=4, seed=3, chaos_pause=(0.02, 0.1), job_timeout=10, quiet=True)
+    # As many in flight as the servers have slots: a job's timeout then measures the chaos, not the bot's queue.
+    ledger, figures = await soak(
+        jobs, servers=4, seed=3, in_flight=16, chaos_pause=(0.02, 0.1), job_timeout=30, quiet=True
+    )
 
     assert figures["soak_jobs"] == jobs
     chaos = figures["soak_chaos"]
