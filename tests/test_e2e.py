@@ -44,6 +44,34 @@ async def test_image_defers_shows_progress_and_posts_the_png(start: Start) -> No
     assert world.prompts()[0]["prompt"]["6"]["inputs"]["text"] == "a cat in a spacesuit"
 
 
+async def test_one_image_job_costs_three_discord_requests(start: Start) -> None:
+    world = await start()
+    world.bot.status_edit_interval = 2.0  # as in production: a job shorter than that gets no progress edit
+    before = len(world.discord.requests)
+    it = await world.discord.invoke_slash("image", {"prompt": "a cat", "seed": 5})
+    await finished(world, it)
+    await world.bot.statuses.close()  # nothing may still be on its way
+
+    requests = world.discord.requests[before:]
+    original = f"/webhooks/{world.discord.application_id}/{it.token}/messages/@original"
+    assert [(r.method, r.path) for r in requests] == [
+        ("POST", f"/interactions/{it.id}/{it.token}/callback"),  # "thinking…"
+        ("PATCH", original),  # Submitting…, with the Cancel button
+        ("PATCH", original),  # the result
+    ]
+    callback, status, result = requests
+    # The deferred answer names its message: the bot needs no GET of @original to learn it.
+    assert callback.query == {"with_response": "1"}
+    assert callback.response["interaction"]["response_message_id"] == str(it.original_id)
+    assert callback.response["resource"] == {"type": 5}
+    assert status.json["content"] == f"**/image** for <@{it.user['id']}>\nSubmitting…"
+    [[cancel]] = [row["components"] for row in status.json["components"]]
+    assert cancel["label"] == "Cancel" and cancel["custom_id"].startswith("job:cancel:")
+    assert [f.filename for f in result.files] == ["ComfyUI_00001_.png"]
+    record = await world.bot.store.get(cancel["custom_id"].removeprefix("job:cancel:"))
+    assert record is not None and record.message_id == it.original_id
+
+
 async def test_music_takes_multiline_lyrics_through_the_form(start: Start) -> None:
     world = await start()
     it = await world.discord.invoke_slash("music", {"tags": "lofi, jazz", "duration": 30})
