@@ -3,8 +3,13 @@ unmodified discord.py client, against the fake Discord, with the fake ComfyUI do
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 
+from tests.conftest import WORKFLOWS
 from tests.e2e_world import Start, finished
 
 pytestmark = pytest.mark.e2e
@@ -18,6 +23,49 @@ async def test_commands_are_synced_to_the_development_guild(start: Start) -> Non
     assert None not in world.discord.commands  # nothing global while developing
     puts = [r.path for r in world.discord.requests if r.method == "PUT"]
     assert puts == [f"/applications/{world.discord.application_id}/guilds/{world.discord.guild_id}/commands"]
+
+
+@pytest.mark.parametrize("dev_guild", [True, False], ids=["dev-guild", "global"])
+async def test_a_restart_with_unchanged_commands_sends_no_sync_request(
+    start: Start, caplog: pytest.LogCaptureFixture, dev_guild: bool
+) -> None:
+    world = await start(settings_env={} if dev_guild else {"DEV_GUILD_ID": ""})
+    app, guild = world.discord.application_id, world.discord.guild_id
+    commands = f"/applications/{app}/guilds/{guild}/commands" if dev_guild else f"/applications/{app}/commands"
+    synced = [r.method for r in world.discord.requests if r.path == commands]
+    assert synced == (["PUT"] if dev_guild else ["GET", "PUT"])
+    before = len(world.discord.requests)
+    await world.restart_bot()
+
+    assert [(r.method, r.path) for r in world.discord.requests[before:]] == [
+        ("GET", "/users/@me"),
+        ("GET", "/oauth2/applications/@me"),
+    ]
+    target = f"guild {guild}" if dev_guild else "global"
+    assert f"7 command(s) unchanged since they were last synced ({target}); not syncing" in caplog.messages
+    it = await world.discord.invoke_slash("queue")
+    await world.discord.wait_for(lambda: bool(world.private_replies(it)))
+    assert world.private_replies(it) == ["No job is waiting or running."]  # the default member owns the bot
+
+
+async def test_commands_changed_while_the_bot_was_down_are_synced_and_reload_always_syncs(
+    start: Start, tmp_path: Path
+) -> None:
+    world = await start()
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    for suffix in (".json", ".toml"):  # /music is gone when the bot starts again
+        shutil.copy(WORKFLOWS / f"image{suffix}", folder / f"image{suffix}")
+    world.settings = replace(world.settings, workflows_dir=folder)
+    await world.restart_bot()
+
+    puts = [r for r in world.discord.requests if r.method == "PUT"]
+    assert len(puts) == 2
+    assert [c["name"] for c in puts[1].json] == ["image", "queue", "cancel", "reload", "workflows", "servers"]
+    reload = await world.discord.invoke_slash("reload")  # also puts back commands deleted on Discord's side
+    await world.discord.wait_for(lambda: bool(world.private_replies(reload)))
+    assert world.private_replies(reload) == ["No change; 1 command(s) active."]
+    assert len([r for r in world.discord.requests if r.method == "PUT"]) == 3
 
 
 async def test_image_defers_shows_progress_and_posts_the_png(start: Start) -> None:
