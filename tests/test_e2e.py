@@ -43,6 +43,7 @@ async def test_a_restart_with_unchanged_commands_sends_no_sync_request(
     ]
     target = f"guild {guild}" if dev_guild else "global"
     assert f"7 command(s) unchanged since they were last synced ({target}); not syncing" in caplog.messages
+    assert "connected to Discord as FakeBot; 7 command(s) usable" in caplog.messages  # READY: what bench times
     it = await world.discord.invoke_slash("queue")
     await world.discord.wait_for(lambda: bool(world.private_replies(it)))
     assert world.private_replies(it) == ["No job is waiting or running."]  # the default member owns the bot
