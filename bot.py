@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import logging
 import os
 import sys
@@ -35,6 +36,11 @@ log = logging.getLogger("bot")
 EXTENSIONS = ("cogs.generate", "cogs.admin")
 # How often the heartbeat file next to JOBS_DB is refreshed; the Dockerfile's HEALTHCHECK allows 90 s.
 HEARTBEAT_SECONDS = 30.0
+# discord.py waits this long after the last GUILD_CREATE before it is ready (2 s by default). The bot needs no
+# guild cache (an interaction carries its channel and member) and answers commands from READY on, so barely wait.
+GUILD_READY_TIMEOUT = 0.05
+# Next to JOBS_DB: the fingerprint of the commands as last synced, so an unchanged start makes no sync request.
+SYNCED_FILE = "commands.synced"
 
 
 class ComfyBot(commands.Bot):
@@ -46,6 +52,7 @@ class ComfyBot(commands.Bot):
     store: JobStore
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        kwargs.setdefault("guild_ready_timeout", GUILD_READY_TIMEOUT)
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=discord.Intents.default(),
@@ -187,7 +194,7 @@ class ComfyBot(commands.Bot):
         before, after = self.catalog.workflows, (catalog := await self.load_workflows()).workflows
         self.catalog = catalog
         await self.reload_extension("cogs.generate")  # rebuilds one command per workflow
-        await self.sync_commands()
+        await self.sync_commands(force=True)  # also puts back commands deleted on Discord's side
         lines = [
             f"{label}: {', '.join(f'/{n}' for n in names)}"
             for label, names in (
@@ -213,19 +220,36 @@ class ComfyBot(commands.Bot):
             self.job_tasks.add(task)
             task.add_done_callback(self.job_tasks.discard)
 
-    async def sync_commands(self) -> None:
-        """Sync to the development guild when one is set (instant); otherwise globally, only when changed."""
-        if self.settings.dev_guild_id:
-            guild = discord.Object(self.settings.dev_guild_id)
+    async def sync_commands(self, *, force: bool = False) -> None:
+        """Sync to the development guild when one is set (instant); otherwise globally, only when changed.
+
+        Unless `force`d, nothing is sent when the commands are the ones this store's bot last synced there.
+        """
+        guild = discord.Object(self.settings.dev_guild_id) if self.settings.dev_guild_id else None
+        local = sorted(_shape(c.to_dict(self.tree)) for c in self.tree.get_commands())
+        target = f"guild {guild.id}" if guild else "global"
+        fingerprint = hashlib.sha256(repr((self.application_id, target, local)).encode()).hexdigest()
+        marker = self.settings.jobs_db.parent / SYNCED_FILE
+        if not force and await asyncio.to_thread(_read_marker, marker) == fingerprint:
+            log.info("%d command(s) unchanged since they were last synced (%s); not syncing", len(local), target)
+            return
+        if guild is not None:
             self.tree.copy_global_to(guild=guild)
             synced = await self.tree.sync(guild=guild)
             log.info("synced %d command(s) to development guild %s", len(synced), guild.id)
-            return
-        local = sorted(_shape(c.to_dict(self.tree)) for c in self.tree.get_commands())
-        remote = sorted(_shape(c.to_dict()) for c in await self.tree.fetch_commands())
-        if local != remote:
-            synced = await self.tree.sync()
-            log.info("synced %d global command(s); Discord may take a while to show changes", len(synced))
+        else:
+            remote = sorted(_shape(c.to_dict()) for c in await self.tree.fetch_commands())
+            if local != remote:
+                synced = await self.tree.sync()
+                log.info("synced %d global command(s); Discord may take a while to show changes", len(synced))
+        try:
+            await asyncio.to_thread(marker.write_text, fingerprint, encoding="ascii")
+        except OSError as exc:  # only costs a sync request at the next start
+            log.warning("cannot write %s: %s", marker, exc.strerror or exc)
+
+    async def on_connect(self) -> None:
+        # READY: setup_hook has loaded the workflows and synced the commands, so commands are answered from now.
+        log.info("connected to Discord as %s; %d command(s) usable", self.user, len(self.tree.get_commands()))
 
     async def close(self) -> None:
         # Jobs stay in the store as they are; the next start waits for them, fetches or resubmits them.
@@ -256,6 +280,14 @@ async def heartbeat(path: Path, alive: Callable[[], bool], interval: float) -> N
             else:
                 failing = False
         await asyncio.sleep(interval)
+
+
+def _read_marker(path: Path) -> str | None:
+    """The fingerprint of the commands last synced, or None when there is none to read."""
+    try:
+        return path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def _shape(payload: Mapping[str, Any]) -> str:

@@ -9,20 +9,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import PurePosixPath
-from typing import Literal
-
-import av
-from av.container import InputContainer
-from PIL import Image
+from typing import TYPE_CHECKING, Literal
 
 from core.config import DEFAULT_MAX_IMAGE_PIXELS
 from core.errors import OutputTooLarge
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:  # imported by `_load_codecs` on the first fit: they are a tenth of a second of the bot's start
+    import av
+    from av.container import InputContainer
+    from PIL import Image
 
-# Pillow's own guard warns above ~89 MP and refuses above ~179 MP without saying the size; `fit_file` checks
-# every picture's header against its own `max_image_pixels` before decoding, and reports the size by name.
-Image.MAX_IMAGE_PIXELS = None
+log = logging.getLogger(__name__)
 
 MediaKind = Literal["image", "audio", "video", "text", "file"]
 
@@ -71,6 +68,7 @@ def fit_file(
     kind = kind_of(filename)
     if limit <= 0 or kind not in ("image", "video", "audio"):
         return None
+    _load_codecs()
     try:
         if kind == "image":
             return _fit_image(filename, data, limit, max_image_pixels)
@@ -82,6 +80,17 @@ def fit_file(
     except Exception as exc:  # a corrupt or undecodable output is "cannot fit", never a crash of the job
         log.info("could not shrink %s (%d bytes) below %d bytes: %r", filename, len(data), limit, exc)
         return None
+
+
+def _load_codecs() -> None:
+    """Import PyAV and Pillow, which only fitting a file needs, the first time one is fitted."""
+    global av, Image  # noqa: PLW0603
+    import av  # noqa: PLC0415
+    from PIL import Image  # noqa: PLC0415
+
+    # Pillow's own guard warns above ~89 MP and refuses above ~179 MP without saying the size; `fit_file` checks
+    # every picture's header against its own `max_image_pixels` before decoding, and reports the size by name.
+    Image.MAX_IMAGE_PIXELS = None
 
 
 def human_size(size: int) -> str:

@@ -199,7 +199,7 @@ class JobMessage:
     async def open(self) -> None:
         """Answer the interaction with "thinking…" (or a channel message if it expired); note the message id."""
         try:
-            await self.interaction.response.defer(thinking=True)
+            answer = await self.interaction.response.defer(thinking=True)
         except discord.NotFound as exc:
             if not is_unknown_interaction(exc):
                 raise
@@ -209,7 +209,9 @@ class JobMessage:
             message = await channel_send(self._channel(), f"{self.header}\n{SUBMITTING}")
             self.message_id = message.id
             return
-        self.message_id = (await self.interaction.original_response()).id
+        # Discord names the "thinking" message in its answer to the defer: no second request to learn its id.
+        message_id = answer.message_id if answer is not None else None
+        self.message_id = message_id or (await self.interaction.original_response()).id
 
     def attach(self, job_id: str) -> None:
         """Tie the message to its job: its Cancel button and its place in the scheduler."""

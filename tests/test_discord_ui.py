@@ -9,6 +9,8 @@ import logging
 import math
 import re
 from collections import defaultdict
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -16,7 +18,7 @@ from core.jobs.engine import OutputFile
 from discord_ui.delivery import REQUEST_LIMIT, batches
 from discord_ui.logs import install_token_filter, redact
 from discord_ui.messages import cap, mentions, shown
-from discord_ui.status import StatusScheduler
+from discord_ui.status import JobMessage, StatusScheduler
 from tests.conftest import ROOT
 
 
@@ -112,6 +114,27 @@ async def test_the_newest_state_wins_and_a_dropped_status_is_never_edited() -> N
     await asyncio.sleep(0.1)
     await scheduler.close()
     assert shown_texts == ["c", "e"]
+
+
+@pytest.mark.parametrize(("named", "expected"), [(555, ["defer"]), (None, ["defer", "original_response"])])
+async def test_the_status_message_id_comes_with_the_defer(named: int | None, expected: list[str]) -> None:
+    calls: list[str] = []
+
+    async def defer(**kw: Any) -> SimpleNamespace:
+        calls.append("defer")
+        return SimpleNamespace(message_id=named)  # discord.py's InteractionCallbackResponse
+
+    async def original_response() -> SimpleNamespace:
+        calls.append("original_response")
+        return SimpleNamespace(id=777)
+
+    interaction: Any = SimpleNamespace(
+        user=SimpleNamespace(id=42), response=SimpleNamespace(defer=defer), original_response=original_response
+    )
+    message = JobMessage(interaction, "image", StatusScheduler())
+    await message.open()
+    assert calls == expected  # a second request only when Discord's answer does not name the message
+    assert message.message_id == (named or 777)
 
 
 @pytest.mark.abuse

@@ -3,8 +3,13 @@ unmodified discord.py client, against the fake Discord, with the fake ComfyUI do
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 
+from tests.conftest import WORKFLOWS
 from tests.e2e_world import Start, finished
 
 pytestmark = pytest.mark.e2e
@@ -18,6 +23,50 @@ async def test_commands_are_synced_to_the_development_guild(start: Start) -> Non
     assert None not in world.discord.commands  # nothing global while developing
     puts = [r.path for r in world.discord.requests if r.method == "PUT"]
     assert puts == [f"/applications/{world.discord.application_id}/guilds/{world.discord.guild_id}/commands"]
+
+
+@pytest.mark.parametrize("dev_guild", [True, False], ids=["dev-guild", "global"])
+async def test_a_restart_with_unchanged_commands_sends_no_sync_request(
+    start: Start, caplog: pytest.LogCaptureFixture, dev_guild: bool
+) -> None:
+    world = await start(settings_env={} if dev_guild else {"DEV_GUILD_ID": ""})
+    app, guild = world.discord.application_id, world.discord.guild_id
+    commands = f"/applications/{app}/guilds/{guild}/commands" if dev_guild else f"/applications/{app}/commands"
+    synced = [r.method for r in world.discord.requests if r.path == commands]
+    assert synced == (["PUT"] if dev_guild else ["GET", "PUT"])
+    before = len(world.discord.requests)
+    await world.restart_bot()
+
+    assert [(r.method, r.path) for r in world.discord.requests[before:]] == [
+        ("GET", "/users/@me"),
+        ("GET", "/oauth2/applications/@me"),
+    ]
+    target = f"guild {guild}" if dev_guild else "global"
+    assert f"7 command(s) unchanged since they were last synced ({target}); not syncing" in caplog.messages
+    assert "connected to Discord as FakeBot; 7 command(s) usable" in caplog.messages  # READY: what bench times
+    it = await world.discord.invoke_slash("queue")
+    await world.discord.wait_for(lambda: bool(world.private_replies(it)))
+    assert world.private_replies(it) == ["No job is waiting or running."]  # the default member owns the bot
+
+
+async def test_commands_changed_while_the_bot_was_down_are_synced_and_reload_always_syncs(
+    start: Start, tmp_path: Path
+) -> None:
+    world = await start()
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    for suffix in (".json", ".toml"):  # /music is gone when the bot starts again
+        shutil.copy(WORKFLOWS / f"image{suffix}", folder / f"image{suffix}")
+    world.settings = replace(world.settings, workflows_dir=folder)
+    await world.restart_bot()
+
+    puts = [r for r in world.discord.requests if r.method == "PUT"]
+    assert len(puts) == 2
+    assert [c["name"] for c in puts[1].json] == ["image", "queue", "cancel", "reload", "workflows", "servers"]
+    reload = await world.discord.invoke_slash("reload")  # also puts back commands deleted on Discord's side
+    await world.discord.wait_for(lambda: bool(world.private_replies(reload)))
+    assert world.private_replies(reload) == ["No change; 1 command(s) active."]
+    assert len([r for r in world.discord.requests if r.method == "PUT"]) == 3
 
 
 async def test_image_defers_shows_progress_and_posts_the_png(start: Start) -> None:
@@ -42,6 +91,34 @@ async def test_image_defers_shows_progress_and_posts_the_png(start: Start) -> No
     assert "**seed:** 5" in lines
     assert [a["filename"] for a in message["attachments"]] == ["ComfyUI_00001_.png"]
     assert world.prompts()[0]["prompt"]["6"]["inputs"]["text"] == "a cat in a spacesuit"
+
+
+async def test_one_image_job_costs_three_discord_requests(start: Start) -> None:
+    world = await start()
+    world.bot.status_edit_interval = 2.0  # as in production: a job shorter than that gets no progress edit
+    before = len(world.discord.requests)
+    it = await world.discord.invoke_slash("image", {"prompt": "a cat", "seed": 5})
+    await finished(world, it)
+    await world.bot.statuses.close()  # nothing may still be on its way
+
+    requests = world.discord.requests[before:]
+    original = f"/webhooks/{world.discord.application_id}/{it.token}/messages/@original"
+    assert [(r.method, r.path) for r in requests] == [
+        ("POST", f"/interactions/{it.id}/{it.token}/callback"),  # "thinking…"
+        ("PATCH", original),  # Submitting…, with the Cancel button
+        ("PATCH", original),  # the result
+    ]
+    callback, status, result = requests
+    # The deferred answer names its message: the bot needs no GET of @original to learn it.
+    assert callback.query == {"with_response": "1"}
+    assert callback.response["interaction"]["response_message_id"] == str(it.original_id)
+    assert callback.response["resource"] == {"type": 5}
+    assert status.json["content"] == f"**/image** for <@{it.user['id']}>\nSubmitting…"
+    [[cancel]] = [row["components"] for row in status.json["components"]]
+    assert cancel["label"] == "Cancel" and cancel["custom_id"].startswith("job:cancel:")
+    assert [f.filename for f in result.files] == ["ComfyUI_00001_.png"]
+    record = await world.bot.store.get(cancel["custom_id"].removeprefix("job:cancel:"))
+    assert record is not None and record.message_id == it.original_id
 
 
 async def test_music_takes_multiline_lyrics_through_the_form(start: Start) -> None:

@@ -302,13 +302,13 @@ async def test_kill_9_mid_job_then_restart_delivers_once(
     }
 
     async def spawn() -> asyncio.subprocess.Process:
-        connections = len(world.discord.gateway_connections)
+        readies = len(world.discord.ready_at)
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "tests.fakes.bot_process", world.discord.url,
             cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
-        await world.discord.wait_for(lambda: len(world.discord.gateway_connections) > connections, timeout=30)
-        await asyncio.sleep(2.5)  # a plain `python bot.py` waits for guilds (guild_ready_timeout) before it is ready
+        # Commands are answered from READY on: setup_hook (workflows, command sync) comes before it.
+        await world.discord.wait_for(lambda: len(world.discord.ready_at) > readies, timeout=30)
         return process
 
     first = await spawn()

@@ -38,8 +38,9 @@ What is modelled (see the project's notes on testing against Discord, discord-te
 Beyond the required interface the fake also offers: ``default_user`` (the member interactions come from unless
 ``user=`` is given), ``interactions`` (every interaction sent), ``channels`` / ``roles``, ``gateway_log`` (every
 gateway frame as ``("recv" | "send", frame)``), ``gateway_connections`` (the query of every websocket connect),
-``resumes``, ``send_user_message()`` (a member posts a message), ``click(..., values=[...])`` for select menus,
-``Interaction.payload`` (the full INTERACTION_CREATE data), ``Interaction.modal`` and ``async with FakeDiscord()``.
+``ready_at`` (when each READY went out, to time start-up), ``resumes``, ``send_user_message()`` (a member posts a
+message), ``click(..., values=[...])`` for select menus, ``Interaction.payload`` (the full INTERACTION_CREATE
+data), ``Interaction.modal`` and ``async with FakeDiscord()``.
 ``Interaction.followups`` lists only messages a followup *created*: the first followup after a deferred response
 edits ``@original`` instead, so its id is ``original_id``.
 
@@ -356,6 +357,7 @@ class FakeDiscord:
         self.interactions: list[Interaction] = []
         self.gateway_log: list[tuple[str, dict[str, Any]]] = []  # ("recv" | "send", frame)
         self.gateway_connections: list[dict[str, str]] = []  # the query of every gateway websocket connect
+        self.ready_at: list[float] = []  # time.monotonic() when each READY had been sent
 
         self.bot_user: dict[str, Any] = {
             "id": str(self.bot_user_id),
@@ -893,6 +895,8 @@ class FakeDiscord:
             except (ConnectionError, RuntimeError):
                 return
             self.gateway_log.append(("send", frame))
+            if frame.get("t") == "READY":
+                self.ready_at.append(time.monotonic())
             self._touch()
 
     async def _gateway_op(self, conn: _GatewayConn, frame: dict[str, Any]) -> None:
