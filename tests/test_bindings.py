@@ -612,3 +612,14 @@ def test_ten_thousand_parameter_sets_render_valid_prompts_or_clear_refusals(
     record_property("generated parameter sets", done["parameter sets"])
     assert done["parameter sets"] == ABUSE_LOOP
     assert done["rendered"] > ABUSE_LOOP // 10 and done["refused"] > ABUSE_LOOP // 10  # both paths are exercised
+
+
+def test_a_rendered_prompt_shares_nothing_with_the_workflow(every: Workflow) -> None:
+    before = json.dumps(every.graph, sort_keys=True)
+    prompt = every.render(every.resolve({"prompt": "a cat", "photo": "cat.png"}))
+    for node in prompt.values():  # whatever a later step does to the prompt, the next job starts clean
+        for value in node["inputs"].values():
+            if isinstance(value, list):
+                value.append("changed")
+        node["inputs"]["extra"] = "changed"
+    assert json.dumps(every.graph, sort_keys=True) == before
