@@ -616,7 +616,7 @@ def test_ten_thousand_parameter_sets_render_valid_prompts_or_clear_refusals(
 
 def test_a_rendered_prompt_shares_nothing_with_the_workflow(every: Workflow) -> None:
     before = json.dumps(every.graph, sort_keys=True)
-    prompt = every.render(every.resolve({"prompt": "a cat", "photo": "cat.png"}))
+    prompt = every.render({"prompt": "a cat", "size": 768, "photo": "discord-bot/cat.png"})
     for node in prompt.values():  # whatever a later step does to the prompt, the next job starts clean
         for value in node["inputs"].values():
             if isinstance(value, list):
