@@ -32,6 +32,7 @@ from core.workflows import load_catalog
 from discord_ui.forms import TextForm
 from discord_ui.status import JobMessage, StatusScheduler
 from tests.conftest import WORKFLOWS
+from tests.output_files import output_file
 
 FIXTURES = Path(__file__).parent / "fixtures" / "workflows"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 100
@@ -119,8 +120,8 @@ class Interaction:
 class StubEngine:
     """Reports a few progress steps, then returns a result (or raises `error`)."""
 
-    def __init__(self, files: tuple[OutputFile, ...] = (OutputFile("ComfyUI_00001_.png", PNG, "9"),)) -> None:
-        self.files = files
+    def __init__(self, folder: Path) -> None:
+        self.files: tuple[OutputFile, ...] = (output_file(folder, "ComfyUI_00001_.png", PNG),)
         self.error: Exception | None = None
         self.runs: list[dict[str, Any]] = []
         self.finished: list[tuple[str, Any]] = []
@@ -142,10 +143,10 @@ class StubEngine:
 
 
 @pytest.fixture
-def bot() -> ComfyBot:
+def bot(tmp_path: Path) -> ComfyBot:
     bot = ComfyBot(load_settings({"WORKFLOWS_DIR": str(WORKFLOWS)}, require_token=False))
     bot.catalog = load_catalog(WORKFLOWS)
-    bot.engine = StubEngine()  # type: ignore[assignment]
+    bot.engine = StubEngine(tmp_path / "outputs")  # type: ignore[assignment]
     bot.status_edit_interval = 0.0
     return bot
 
@@ -308,10 +309,10 @@ async def test_unexpected_errors_get_a_reference_not_a_traceback(
     assert kw["ephemeral"] is True
 
 
-async def test_files_over_the_limit_are_named_and_batches_hold_ten(bot: ComfyBot) -> None:
+async def test_files_over_the_limit_are_named_and_batches_hold_ten(bot: ComfyBot, tmp_path: Path) -> None:
     files = (
-        *tuple(OutputFile(f"img_{i:02d}.png", PNG, "9") for i in range(12)),
-        OutputFile("huge.mp4", b"\x00" * 3000, "10"),
+        *tuple(output_file(tmp_path, f"img_{i:02d}.png", PNG) for i in range(12)),
+        output_file(tmp_path, "huge.mp4", b"\x00" * 3000, "10"),
     )
     result = JobResult("a" * 32, "image", {"prompt": "a cat"}, "http://comfy", files, (), 2.0)
     it = Interaction(limit=2048)
