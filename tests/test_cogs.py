@@ -12,6 +12,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -121,6 +122,7 @@ class StubEngine:
     """Reports a few progress steps, then returns a result (or raises `error`)."""
 
     def __init__(self, folder: Path) -> None:
+        self.folder = folder  # the result's temporary folder, which the cog removes once it has delivered
         self.files: tuple[OutputFile, ...] = (output_file(folder, "ComfyUI_00001_.png", PNG),)
         self.error: Exception | None = None
         self.runs: list[dict[str, Any]] = []
@@ -137,9 +139,8 @@ class StubEngine:
             await asyncio.sleep(0.03)
         if self.error:
             raise self.error
-        return JobResult(
-            record.id if record else "abcdef12" * 4, workflow.name, dict(values), "http://comfy", self.files, (), 1.25
-        )
+        job_id = record.id if record else "abcdef12" * 4
+        return JobResult(job_id, workflow.name, dict(values), "http://comfy", self.files, (), 1.25, folder=self.folder)
 
 
 @pytest.fixture
@@ -199,6 +200,33 @@ async def test_image_defers_shows_progress_and_posts_files_with_parameters(bot: 
         "**negative:** text, watermark",
     ]
     assert "**seed:** 7" in final["content"]
+
+
+async def test_the_result_files_are_removed_once_delivered(bot: ComfyBot) -> None:
+    folder = bot.engine.folder  # type: ignore[attr-defined]
+    assert [p.name for p in folder.iterdir()] == ["000.out"]
+    it = Interaction()
+    await Generate(bot).invoke(it, bot.catalog.workflows["image"], {"prompt": "a cat"}, {})  # type: ignore[arg-type]
+    assert [f.filename for f in it.calls[-1][1]["attachments"]] == ["ComfyUI_00001_.png"]
+    assert not folder.exists()
+
+
+async def test_the_result_files_are_removed_when_delivery_fails(bot: ComfyBot) -> None:
+    folder = bot.engine.folder  # type: ignore[attr-defined]
+    it = Interaction()
+    forbidden = SimpleNamespace(status=403, reason="Forbidden")
+    refused = discord.HTTPException(forbidden, {"message": "Missing Permissions", "code": 50013})  # type: ignore[arg-type]
+
+    async def edit(**kw: Any) -> None:
+        if "attachments" in kw:  # the result itself
+            raise refused
+        it.log.add("edit", kw)
+
+    it.edit_original_response = edit  # type: ignore[method-assign]
+    with pytest.raises(discord.HTTPException) as caught:
+        await Generate(bot).invoke(it, bot.catalog.workflows["image"], {"prompt": "a cat"}, {})  # type: ignore[arg-type]
+    assert caught.value is refused
+    assert not folder.exists()
 
 
 async def test_status_edits_are_throttled(bot: ComfyBot, monkeypatch: pytest.MonkeyPatch) -> None:
