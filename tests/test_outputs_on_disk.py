@@ -186,7 +186,7 @@ async def test_a_finished_jobs_files_stay_on_disk_until_the_result_is_discarded(
             ("b.png", 300_000, b"b" * 300_000),
         ]
         assert files_under(engine.spool.path) == [f.path for f in result.files]
-    assert files_under(engine.spool.path) == []
+    assert list(engine.spool.path.iterdir()) == []
 
 
 async def test_a_download_that_fails_leaves_no_file(mini: MiniComfy, engine: Engine, workflow: Workflow) -> None:
@@ -199,7 +199,7 @@ async def test_a_download_that_fails_leaves_no_file(mini: MiniComfy, engine: Eng
         "The ComfyUI server answered with an error, so nothing was generated. Please try again later."
     )
     assert caught.value.detail == f"{mini.url}: GET /view b.png -> 404"
-    assert files_under(engine.spool.path) == []
+    assert list(engine.spool.path.iterdir()) == []
 
 
 async def test_a_job_cancelled_while_its_output_downloads_leaves_no_file(
@@ -208,6 +208,8 @@ async def test_a_job_cancelled_while_its_output_downloads_leaves_no_file(
     started = asyncio.Event()
 
     async def endless_view(request: web.Request) -> web.StreamResponse:
+        if request.query["filename"] == "a.png":
+            return web.Response(body=PNG)
         response = web.StreamResponse()
         await response.prepare(request)
         await response.write(b"x" * (1 << 16))
@@ -222,17 +224,21 @@ async def test_a_job_cancelled_while_its_output_downloads_leaves_no_file(
     engine.start()
     try:
         job, prompt_id = await start_job(engine, mini, workflow)
-        await finish_job(mini, prompt_id, "slow.png")
+        await finish_job(mini, prompt_id, "a.png", "slow.png")
         await asyncio.wait_for(started.wait(), 5)
-        for _ in range(100):  # until the first piece is in the file
-            if [p.stat().st_size for p in files_under(engine.spool.path)] == [1 << 16]:
+
+        def sizes() -> list[int]:
+            return [p.stat().st_size for p in files_under(engine.spool.path)]
+
+        for _ in range(100):  # until the first piece of the second file is on disk
+            if sizes() == [len(PNG), 1 << 16]:
                 break
             await asyncio.sleep(0.01)
-        assert [p.stat().st_size for p in files_under(engine.spool.path)] == [1 << 16]
+        assert sizes() == [len(PNG), 1 << 16]
         job.cancel()
         with pytest.raises(asyncio.CancelledError):
             await job
-        assert files_under(engine.spool.path) == []
+        assert list(engine.spool.path.iterdir()) == []  # the job's folder too
     finally:
         await engine.close()
         await mini.stop()

@@ -865,10 +865,21 @@ class Engine:
     async def _collect(
         self, client: ComfyClient, entry: HistoryEntry, watch: Watch
     ) -> tuple[Path, tuple[OutputFile, ...], tuple[str, ...], tuple[str, ...]]:
-        """Download the job's output files within the caps into a new temporary folder; name those over them.
+        """Download the job's output files into a new temporary folder; return it with the files, texts and skips.
 
-        The folder is removed again if anything fails (the caller then owns no file); on success it is returned.
+        The folder is removed again if anything fails, cancels included: then the caller owns no file.
         """
+        folder = self.spool.folder(watch.prompt_id)
+        try:
+            return folder, *await self._download(client, entry, watch, folder)
+        except BaseException:
+            discard(folder)
+            raise
+
+    async def _download(
+        self, client: ComfyClient, entry: HistoryEntry, watch: Watch, folder: Path
+    ) -> tuple[tuple[OutputFile, ...], tuple[str, ...], tuple[str, ...]]:
+        """Download the job's output files within the caps into `folder`; name the ones over them instead."""
         files: list[OutputFile] = []
         texts: list[str] = []
         skipped: list[str] = []
@@ -876,59 +887,54 @@ class Engine:
         count_cap = f"the job made more than {self.max_outputs_per_job} files (MAX_OUTPUTS_PER_JOB)"
         total_cap = f"the job's files would pass {human_size(self.max_job_output_bytes)} (MAX_JOB_OUTPUT_MB)"
         file_cap = f"larger than {human_size(self.max_output_bytes)} (MAX_OUTPUT_MB)"
-        folder = self.spool.folder(watch.prompt_id)
-        try:
-            for node_id, output in entry["outputs"].items():
-                for key in FILE_KEYS:
-                    for ref in output["files"][key]:
-                        if ref["type"] != "output":
-                            continue  # previews in the temp folder
-                        if len(files) >= self.max_outputs_per_job:
-                            skipped.append(_skipped(ref["filename"], None, count_cap))
-                            continue
-                        room = self.max_job_output_bytes - total
-                        if room <= 0:  # nothing more fits: not even asked for
-                            skipped.append(_skipped(ref["filename"], None, total_cap))
-                            continue
-                        limit = min(self.max_output_bytes, room)
-                        path = folder / _local_name(len(files), ref["filename"])
-                        try:
-                            size = await client.download(ref, path, max_bytes=limit)
-                        except TooLarge as exc:
-                            over_file = limit == self.max_output_bytes or (exc.size or 0) > self.max_output_bytes
-                            skipped.append(
-                                _skipped(ref["filename"], exc.size or -limit, file_cap if over_file else total_cap)
-                            )
-                            continue
-                        total += size
-                        files.append(OutputFile(ref["filename"], path, size, node_id))
-                texts.extend(output["text"])
-            for index, (node_id, data) in enumerate(watch.ws_images, start=1):
-                extension = "jpg" if data[:2] == b"\xff\xd8" else "png"
-                name = f"{watch.prompt_id[:8]}_{index:02d}.{extension}"
-                if len(files) >= self.max_outputs_per_job:
-                    skipped.append(_skipped(name, len(data), count_cap))
-                elif total + len(data) > self.max_job_output_bytes:
-                    skipped.append(_skipped(name, len(data), total_cap))
-                else:
-                    total += len(data)
-                    path = folder / _local_name(len(files), name)
-                    _write(path, data)
-                    files.append(OutputFile(name, path, len(data), node_id))
-            first_dropped = len(watch.ws_images) + 1
-            for index, (_node_id, size) in enumerate(watch.ws_dropped, start=first_dropped):
-                reason = count_cap if first_dropped > self.max_outputs_per_job else total_cap
-                skipped.append(_skipped(f"{watch.prompt_id[:8]}_{index:02d}", size, reason))
-            if not files and not texts and not skipped:
-                raise BotError(
-                    "The workflow finished but saved no output: it must end in a Save node (SaveImage, SaveAudio, …), "
-                    "not only a Preview node.",
-                    detail=f"outputs: {entry['outputs']}",
-                )
-        except BaseException:
-            discard(folder)
-            raise
-        return folder, tuple(files), tuple(texts), tuple(skipped)
+        for node_id, output in entry["outputs"].items():
+            for key in FILE_KEYS:
+                for ref in output["files"][key]:
+                    if ref["type"] != "output":
+                        continue  # previews in the temp folder
+                    if len(files) >= self.max_outputs_per_job:
+                        skipped.append(_skipped(ref["filename"], None, count_cap))
+                        continue
+                    room = self.max_job_output_bytes - total
+                    if room <= 0:  # nothing more fits: not even asked for
+                        skipped.append(_skipped(ref["filename"], None, total_cap))
+                        continue
+                    limit = min(self.max_output_bytes, room)
+                    path = folder / _local_name(len(files), ref["filename"])
+                    try:
+                        size = await client.download(ref, path, max_bytes=limit)
+                    except TooLarge as exc:
+                        over_file = limit == self.max_output_bytes or (exc.size or 0) > self.max_output_bytes
+                        skipped.append(
+                            _skipped(ref["filename"], exc.size or -limit, file_cap if over_file else total_cap)
+                        )
+                        continue
+                    total += size
+                    files.append(OutputFile(ref["filename"], path, size, node_id))
+            texts.extend(output["text"])
+        for index, (node_id, data) in enumerate(watch.ws_images, start=1):
+            extension = "jpg" if data[:2] == b"\xff\xd8" else "png"
+            name = f"{watch.prompt_id[:8]}_{index:02d}.{extension}"
+            if len(files) >= self.max_outputs_per_job:
+                skipped.append(_skipped(name, len(data), count_cap))
+            elif total + len(data) > self.max_job_output_bytes:
+                skipped.append(_skipped(name, len(data), total_cap))
+            else:
+                total += len(data)
+                path = folder / _local_name(len(files), name)
+                _write(path, data)
+                files.append(OutputFile(name, path, len(data), node_id))
+        first_dropped = len(watch.ws_images) + 1
+        for index, (_node_id, size) in enumerate(watch.ws_dropped, start=first_dropped):
+            reason = count_cap if first_dropped > self.max_outputs_per_job else total_cap
+            skipped.append(_skipped(f"{watch.prompt_id[:8]}_{index:02d}", size, reason))
+        if not files and not texts and not skipped:
+            raise BotError(
+                "The workflow finished but saved no output: it must end in a Save node (SaveImage, SaveAudio, …), "
+                "not only a Preview node.",
+                detail=f"outputs: {entry['outputs']}",
+            )
+        return tuple(files), tuple(texts), tuple(skipped)
 
 
 def _local_name(index: int, filename: str) -> str:
