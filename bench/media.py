@@ -5,6 +5,7 @@ Each case builds a file like the ComfyUI outputs that overflow Discord's limit (
 `fit_file` call on it in this process (wall clock, so libx264's own threads count). The last line printed
 is one JSON object with the seconds per case.
 """
+
 from __future__ import annotations
 
 import io
