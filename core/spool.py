@@ -20,7 +20,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ROOT = Path(tempfile.gettempdir()) / "comfyui-discord-bot"  # when no job store gives a place for it
+# When no job store gives a place for it; one per user, as another user's folder could not be written to
+DEFAULT_ROOT = Path(tempfile.gettempdir()) / f"comfyui-discord-bot-{os.getuid()}"
 LOCK_SUFFIX = ".lock"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -45,7 +46,7 @@ class Spool:
         """Remove what dead processes left under the root, then make and lock this process's folder."""
         if self._path is not None:
             return self
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         swept = sweep(self.root)
         if swept:
             log.info("removed %d temporary folder(s) left by a process that ended under %s", swept, self.root)
