@@ -148,7 +148,8 @@ class ComfyBot(commands.Bot):
                 result = await self.engine.run(workflow, values, record=record, since=time.time())
             else:
                 result = await self.engine.resume(record)
-            await deliver_to_channel(channel, record, result, max_image_pixels=self.settings.max_image_pixels)
+            with result:  # its temporary files go once delivered, or once delivery fails
+                await deliver_to_channel(channel, record, result, max_image_pixels=self.settings.max_image_pixels)
             await self.engine.finish(record.id, JobState.DONE)
         except BotError as exc:
             log.info("recovered job %s failed: %s | %s", record.id, exc.user_message, exc.detail or "")

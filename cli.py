@@ -398,8 +398,8 @@ async def _one_job(engine: Engine, workflow: Workflow, job: _Job, out: Path, ter
             terminal.progress(job.tag, progress.describe())
 
     try:
-        result = await engine.run(workflow, workflow.resolve(job.given), show)
-        paths = save_result(result, out)
+        with await engine.run(workflow, workflow.resolve(job.given), show) as result:
+            paths = save_result(result, out)
     except BotError as exc:
         terminal.say(f"{job.tag} failed: {for_terminal(exc)}")
         return False
@@ -427,19 +427,19 @@ def save_result(result: JobResult, out: Path) -> list[Path]:
         path = out / f"{stem}_{_CONTROL.sub('_', Path(file.filename).name)}"  # the name comes from the server
         try:
             out.mkdir(parents=True, exist_ok=True)
-            paths.append(_write_new(path, file.data))
+            paths.append(_write_new(path, file.path))
         except OSError as exc:
             raise BotError(f"Cannot save {path}: {exc.strerror or exc}.") from None
     return paths
 
 
-def _write_new(path: Path, data: bytes) -> Path:
-    """Write `data` to `path`, or to `path` with _2, _3… added when that name is taken."""
+def _write_new(path: Path, source: Path) -> Path:
+    """Copy the file `source` to `path`, or to `path` with _2, _3… added when that name is taken."""
     candidate, number = path, 1
     while True:
         try:
-            with candidate.open("xb") as f:
-                f.write(data)
+            with candidate.open("xb") as f, source.open("rb") as data:
+                shutil.copyfileobj(data, f)  # in chunks: an output of any size passes through little memory
             return candidate
         except FileExistsError:
             number += 1

@@ -107,7 +107,7 @@ class Ledger:
     def deliver(self, job: int, result: JobResult) -> None:
         """Check that `result` holds exactly job `job`'s own file."""
         self.per_server[result.server] += 1
-        seeds = [prompt_seed(f.data) for f in result.files]
+        seeds = [prompt_seed(f.read()) for f in result.files]
         for seed in seeds:
             if seed is not None:
                 self.arrivals[seed] += 1
@@ -414,7 +414,8 @@ async def _driver(engine: Engine, workflow: Workflow, next_job: Iterator[int], l
             continue
         finally:
             reservation.release()
-        ledger.deliver(job, result)
+        with result:
+            ledger.deliver(job, result)
         fleet.forget(result.server, result.job_id, [f.filename for f in result.files])
         await engine.finish(record.id, JobState.DONE)
 

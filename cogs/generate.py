@@ -215,7 +215,8 @@ class Generate(commands.Cog):
             return
         finally:
             await message.stop()
-        await message.finish(result)
+        with result:  # its temporary files go once delivered, or once delivery fails
+            await message.finish(result)
         await self.bot.engine.finish(record.id, JobState.DONE)
 
     # What job buttons need (discord_ui.buttons.JobActions)

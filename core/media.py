@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Literal
 
 from core.config import DEFAULT_MAX_IMAGE_PIXELS
@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # imported by `_load_codecs` on the first fit: they are a ten
     from PIL import Image
 
 log = logging.getLogger(__name__)
+
 
 MediaKind = Literal["image", "audio", "video", "text", "file"]
 
@@ -41,7 +42,8 @@ class Fitted:
     """A file made to fit the upload limit, and what was done to it (None when it was already small enough)."""
 
     filename: str
-    data: bytes
+    path: Path  # the source itself when it already fit, else a new file beside it
+    size: int
     note: str | None
 
 
@@ -56,30 +58,39 @@ class TooManyPixels(OutputTooLarge):
 
 
 def fit_file(
-    filename: str, data: bytes, limit: int, *, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    filename: str, source: Path, limit: int, *, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 ) -> Fitted | None:
-    """Make `data` at most `limit` bytes, re-encoding or scaling it down; None when nothing fits.
+    """Make the file at `source` at most `limit` bytes, re-encoding or scaling it down; None when nothing fits.
 
-    Raises TooManyPixels for a picture over `max_image_pixels`, found from its header without decoding it.
+    `filename` is the output's own name (its extension says what it is). The source is read from disk, never
+    whole into memory, and a smaller version is written beside it as `<source>.fitted`, which goes with the
+    source's folder. Raises TooManyPixels for a picture over `max_image_pixels`, found from its header.
     """
     # None is the caller's cue to tell the member the file was too big; it also covers undecodable files.
-    if len(data) <= limit:
-        return Fitted(filename, data, None)
+    size = source.stat().st_size
+    if size <= limit:
+        return Fitted(filename, source, size, None)
     kind = kind_of(filename)
     if limit <= 0 or kind not in ("image", "video", "audio"):
         return None
     _load_codecs()
+    dest = source.with_name(source.name + ".fitted")
+    fitted: Fitted | None = None
     try:
         if kind == "image":
-            return _fit_image(filename, data, limit, max_image_pixels)
-        if kind == "video":
-            return _fit_video(filename, data, limit, max_image_pixels)
-        return _fit_audio(filename, data, limit)
+            fitted = _fit_image(filename, source, dest, limit, max_image_pixels)
+        elif kind == "video":
+            fitted = _fit_video(filename, source, dest, limit, max_image_pixels)
+        else:
+            fitted = _fit_audio(filename, source, dest, limit)
     except TooManyPixels:
         raise
     except Exception as exc:  # a corrupt or undecodable output is "cannot fit", never a crash of the job
-        log.info("could not shrink %s (%d bytes) below %d bytes: %r", filename, len(data), limit, exc)
-        return None
+        log.info("could not shrink %s (%d bytes) below %d bytes: %r", filename, size, limit, exc)
+    finally:
+        if fitted is None:
+            dest.unlink(missing_ok=True)  # an attempt that did not fit, or broke off midway
+    return fitted
 
 
 def _load_codecs() -> None:
@@ -137,15 +148,19 @@ class _Encoded:
     quality: int
 
 
-def _fit_image(filename: str, data: bytes, limit: int, max_pixels: int) -> Fitted | None:
-    img = Image.open(io.BytesIO(data))  # reads the header only: nothing is decoded before load()
-    width, height = img.size
-    if width * height > max_pixels:
-        raise TooManyPixels(filename, width, height, len(data), max_pixels)
-    # Multi-page TIFFs are pages, not animations: their first page is the picture
-    if img.format in ("GIF", "PNG", "WEBP") and getattr(img, "n_frames", 1) > 1:
-        return _fit_animation(filename, img, limit)
-    img.load()
+def _fit_image(filename: str, source: Path, dest: Path, limit: int, max_pixels: int) -> Fitted | None:
+    with Image.open(source) as img:  # reads the header only: nothing is decoded before load()
+        width, height = img.size
+        if width * height > max_pixels:
+            raise TooManyPixels(filename, width, height, source.stat().st_size, max_pixels)
+        # Multi-page TIFFs are pages, not animations: their first page is the picture
+        if img.format in ("GIF", "PNG", "WEBP") and getattr(img, "n_frames", 1) > 1:
+            return _fit_animation(filename, img, dest, limit)
+        img.load()
+        return _fit_still(filename, img, dest, limit)
+
+
+def _fit_still(filename: str, img: Image.Image, dest: Path, limit: int) -> Fitted | None:
     exif = _comfy_exif(img.info)
     still = _normalized(img)
     width, height = still.size
@@ -166,7 +181,8 @@ def _fit_image(filename: str, data: bytes, limit: int, max_pixels: int) -> Fitte
                 scaled = "" if scale == 1.0 else f" and scaled to {size[0]}×{size[1]}"
                 note = f"re-encoded as {fmt} (quality {encoded.quality}){scaled} {_to_fit(limit)}"
                 suffix = ".webp" if encoded.format == "WEBP" else ".jpg"
-                return Fitted(_renamed(filename, suffix), encoded.data, note)
+                dest.write_bytes(encoded.data)
+                return Fitted(_renamed(filename, suffix), dest, len(encoded.data), note)
             if math.isfinite(smallest):
                 floor_bpp = smallest / pixels
         scale *= _SCALE_STEP
@@ -324,15 +340,15 @@ class _Clip:
     frames: Callable[[], Iterator[av.VideoFrame | av.AudioFrame]]
 
 
-def _fit_video(filename: str, data: bytes, limit: int, max_pixels: int) -> Fitted | None:
-    with av.open(io.BytesIO(data), "r") as container:
+def _fit_video(filename: str, source: Path, dest: Path, limit: int, max_pixels: int) -> Fitted | None:
+    with av.open(str(source), "r") as container:
         if not container.streams.video:
             # An audio-only WebM/MP4/MKV: treat it as the audio it is
-            return _fit_audio(filename, data, limit) if container.streams.audio else None
+            return _fit_audio(filename, source, dest, limit) if container.streams.audio else None
         video = container.streams.video[0]
         width, height = video.codec_context.width, video.codec_context.height  # from the stream header
         if width * height > max_pixels:
-            raise TooManyPixels(filename, width, height, len(data), max_pixels)
+            raise TooManyPixels(filename, width, height, source.stat().st_size, max_pixels)
         audio = container.streams.audio[0] if container.streams.audio else None
         duration = _duration_of(container, video)
         fps = video.average_rate or video.guessed_rate or Fraction(25)
@@ -343,14 +359,14 @@ def _fit_video(filename: str, data: bytes, limit: int, max_pixels: int) -> Fitte
             fps=Fraction(fps),
             time_base=video.time_base or Fraction(1, 90000),
             audio=None if audio is None else (audio.codec_context.sample_rate, audio.codec_context.channels),
-            frames=lambda: _decoded(data, with_audio=audio is not None),
+            frames=lambda: _decoded(source, with_audio=audio is not None),
         )
-    return _fit_clip(filename, clip, limit, "re-encoded as")
+    return _fit_clip(filename, clip, dest, limit, "re-encoded as")
 
 
-def _decoded(data: bytes, *, with_audio: bool) -> Iterator[av.VideoFrame | av.AudioFrame]:
+def _decoded(source: Path, *, with_audio: bool) -> Iterator[av.VideoFrame | av.AudioFrame]:
     """Decode the first video stream (and the first audio stream) in file order."""
-    with av.open(io.BytesIO(data), "r") as container:
+    with av.open(str(source), "r") as container:
         streams: list[av.VideoStream | av.AudioStream] = [container.streams.video[0]]
         container.streams.video[0].thread_type = "AUTO"
         if with_audio:
@@ -361,7 +377,7 @@ def _decoded(data: bytes, *, with_audio: bool) -> Iterator[av.VideoFrame | av.Au
                     yield frame
 
 
-def _fit_animation(filename: str, img: Image.Image, limit: int) -> Fitted | None:
+def _fit_animation(filename: str, img: Image.Image, dest: Path, limit: int) -> Fitted | None:
     # H.264 needs a fraction of the bytes of GIF or animated WebP for the same frames, Discord plays MP4 inline,
     # and its bitrate can be computed from the duration: one encode instead of a ladder of slow WebP trials.
     durations: list[int] = []
@@ -391,10 +407,10 @@ def _fit_animation(filename: str, img: Image.Image, limit: int) -> Fitted | None
         audio=None,
         frames=frames,
     )
-    return _fit_clip(filename, clip, limit, "converted to")
+    return _fit_clip(filename, clip, dest, limit, "converted to")
 
 
-def _fit_clip(filename: str, clip: _Clip, limit: int, verb: str) -> Fitted | None:
+def _fit_clip(filename: str, clip: _Clip, dest: Path, limit: int, verb: str) -> Fitted | None:
     """Encode `clip` as H.264/AAC MP4 at the bitrate that fills the limit; retry lower if the encoder overshoots."""
     if clip.duration <= 0 or clip.width <= 0 or clip.height <= 0:
         return None
@@ -405,12 +421,12 @@ def _fit_clip(filename: str, clip: _Clip, limit: int, verb: str) -> Fitted | Non
         if video_bps < _MIN_VIDEO_BPS:
             return None
         width, height = _video_size(clip, video_bps)
-        data = _encode_mp4(clip, width, height, round(video_bps), audio_bps)
-        if len(data) <= limit:
+        size = _encode_mp4(clip, dest, (width, height), round(video_bps), audio_bps)
+        if size <= limit:
             note = f"{verb} MP4 ({_rate(video_bps)}, {width}×{height}) {_to_fit(limit)}"
-            return Fitted(_renamed(filename, ".mp4"), data, note)
+            return Fitted(_renamed(filename, ".mp4"), dest, size, note)
         # Take the overshoot out of the video budget, with a margin since ABR misses by a similar ratio again
-        video_bps = (video_bps - (len(data) - limit) * 8 / clip.duration) * 0.9
+        video_bps = (video_bps - (size - limit) * 8 / clip.duration) * 0.9
     return None
 
 
@@ -437,9 +453,10 @@ def _video_size(clip: _Clip, video_bps: float) -> tuple[int, int]:
     return max(2, round(clip.width * scale / 2) * 2), max(2, round(clip.height * scale / 2) * 2)
 
 
-def _encode_mp4(clip: _Clip, width: int, height: int, video_bps: int, audio_bps: int) -> bytes:
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format="mp4") as out:
+def _encode_mp4(clip: _Clip, dest: Path, picture: tuple[int, int], video_bps: int, audio_bps: int) -> int:
+    """Encode `clip` at `picture` (width, height) into the file `dest` (replacing it); return its size."""
+    width, height = picture
+    with av.open(str(dest), "w", format="mp4") as out:
         video = out.add_stream("libx264", rate=clip.fps)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         video.bit_rate = video_bps
@@ -472,7 +489,7 @@ def _encode_mp4(clip: _Clip, width: int, height: int, video_bps: int, audio_bps:
         out.mux(video.encode(None))
         if audio is not None:
             out.mux(audio.encode(None))
-    return buffer.getvalue()
+    return dest.stat().st_size
 
 
 def _duration_of(container: InputContainer, stream: av.VideoStream | av.AudioStream) -> float:
@@ -503,10 +520,10 @@ _AUDIO_HEADROOM = 0.98
 _AUDIO_ATTEMPTS = 2
 
 
-def _fit_audio(filename: str, data: bytes, limit: int) -> Fitted | None:
+def _fit_audio(filename: str, source: Path, dest: Path, limit: int) -> Fitted | None:
     # MP3 rather than Opus: every Discord client (iOS included) plays it inline, and at typical ComfyUI lengths
     # (seconds to minutes) the limit allows 128 kbps or more, where MP3 sounds fine.
-    with av.open(io.BytesIO(data), "r") as container:
+    with av.open(str(source), "r") as container:
         if not container.streams.audio:
             return None
         stream = container.streams.audio[0]
@@ -517,26 +534,26 @@ def _fit_audio(filename: str, data: bytes, limit: int) -> Fitted | None:
     budget_kbps = (limit * _AUDIO_HEADROOM - _MP3_OVERHEAD) * 8 / duration / 1000
     # CBR lands within a frame or two of the computed size: if the first rate misses, the next lower ones will not
     for kbps in [kbps for kbps in _MP3_KBPS if kbps <= budget_kbps][:_AUDIO_ATTEMPTS]:
-        encoded = _encode_mp3(data, kbps, rate, channels)
-        if len(encoded) <= limit:
+        size = _encode_mp3(source, dest, kbps, rate, channels)
+        if size <= limit:
             note = f"converted to MP3 at {kbps} kbps {_to_fit(limit)}"
-            return Fitted(_renamed(filename, ".mp3"), encoded, note)
+            return Fitted(_renamed(filename, ".mp3"), dest, size, note)
     return None
 
 
-def _encode_mp3(data: bytes, kbps: int, rate: int, channels: int) -> bytes:
+def _encode_mp3(source: Path, dest: Path, kbps: int, rate: int, channels: int) -> int:
+    """Encode the first audio stream of `source` as constant-bitrate MP3 into `dest` (replacing it); return its size."""
     # MPEG-1 layer III only has these rates; the nearest family keeps resampling gentle
     if rate not in (32000, 44100, 48000):
         rate = 44100 if rate % 11025 == 0 else 48000
-    buffer = io.BytesIO()
-    with av.open(io.BytesIO(data), "r") as source, av.open(buffer, "w", format="mp3") as out:
+    with av.open(str(source), "r") as reader, av.open(str(dest), "w", format="mp3") as out:
         stream = out.add_stream("libmp3lame", rate=rate)
         stream.layout = "stereo" if channels >= 2 else "mono"
         stream.bit_rate = kbps * 1000
         # LAME's -q 5: a quarter faster than its default -q 3, with no audible loss at the rates used here
         stream.codec_context.options = {"compression_level": "5"}
-        for frame in source.decode(source.streams.audio[0]):
+        for frame in reader.decode(reader.streams.audio[0]):
             frame.pts = None  # the encoder's resampler keeps its own sample clock
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
-    return buffer.getvalue()
+    return dest.stat().st_size

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
 
 import discord
@@ -45,17 +44,17 @@ def batches(files: list[OutputFile], limit: int) -> list[list[OutputFile]]:
     out: list[list[OutputFile]] = []
     size = 0
     for file in files:
-        if not out or len(out[-1]) >= MAX_FILES or size + len(file.data) > budget:
+        if not out or len(out[-1]) >= MAX_FILES or size + file.size > budget:
             out.append([])
             size = 0
         out[-1].append(file)
-        size += len(file.data)
+        size += file.size
     return out or [[]]
 
 
 def as_files(batch: list[OutputFile]) -> list[discord.File]:
-    """Wrap output files as attachments for one message."""
-    return [discord.File(io.BytesIO(f.data), filename=f.filename) for f in batch]
+    """Wrap output files as attachments for one message: each is read from its file as it is sent, in chunks."""
+    return [discord.File(f.path, filename=f.filename) for f in batch]
 
 
 async def result_messages(
@@ -66,7 +65,8 @@ async def result_messages(
     A file over the upload limit is re-encoded or scaled down to fit (in a thread: it is CPU work); one
     that cannot be made to fit, or a picture too large to decode (over `max_image_pixels`), is named with
     its size instead of failing the whole message. So are the outputs the engine did not download (over
-    MAX_OUTPUTS_PER_JOB, MAX_JOB_OUTPUT_MB or MAX_OUTPUT_MB), at most MAX_SKIPPED_SHOWN of them.
+    MAX_OUTPUTS_PER_JOB, MAX_JOB_OUTPUT_MB or MAX_OUTPUT_MB), at most MAX_SKIPPED_SHOWN of them. A shrunk
+    version is a file beside its source, in the job's folder: it goes when the result is discarded.
     """
     lines = [f"{header(result.workflow, user_id)} · {result.seconds:.1f} s"]
     lines += [f"**{name}:** {shown(value)}" for name, value in result.values.items()]
@@ -76,7 +76,7 @@ async def result_messages(
     for file in result.files:
         try:
             fitted = await asyncio.to_thread(
-                fit_file, file.filename, file.data, limit, max_image_pixels=max_image_pixels
+                fit_file, file.filename, file.path, limit, max_image_pixels=max_image_pixels
             )
         except OutputTooLarge as exc:
             lines.append(cap(exc.user_message, MAX_LINE))
@@ -84,11 +84,11 @@ async def result_messages(
         if fitted is None:
             too_big.append(file)
             continue
-        files.append(OutputFile(fitted.filename, fitted.data, file.node_id))
+        files.append(OutputFile(fitted.filename, fitted.path, fitted.size, file.node_id))
         if fitted.note:
             lines.append(f"{cap(file.filename, 100)}: {fitted.note}.")
     if too_big:
-        names = ", ".join(f"{cap(f.filename, 100)} ({human_size(len(f.data))})" for f in too_big)
+        names = ", ".join(f"{cap(f.filename, 100)} ({human_size(f.size)})" for f in too_big)
         lines.append(TOO_LARGE.format(limit=human_size(limit), names=names))
     lines += [cap(line, MAX_LINE) for line in result.skipped[:MAX_SKIPPED_SHOWN]]
     if len(result.skipped) > MAX_SKIPPED_SHOWN:

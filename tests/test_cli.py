@@ -15,9 +15,10 @@ import bot
 import cli
 from core.config import Settings, load_settings
 from core.errors import ComfyServerError, InvalidInput, JobLost, UnreadableAnswer
-from core.jobs.engine import JobResult, OutputFile
+from core.jobs.engine import JobResult
 from tests.conftest import WORKFLOWS, write_blur_workflow
 from tests.fakes.comfyui import FakeComfyUI, make_png
+from tests.output_files import output_file
 
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 PROGRESS = re.compile(r"^\[\d+/\d+\] (Queued|Running|Waiting)")
@@ -118,7 +119,7 @@ async def test_run_refuses_an_out_that_is_a_file(
 def test_saving_never_overwrites_a_file(in_tmp: Path) -> None:
     (in_tmp / "out").mkdir()
     (in_tmp / "out" / "image_5_a.png").write_bytes(b"last night")
-    files = (OutputFile("a.png", b"tonight", "9"), OutputFile("b\x1b[2J.png", b"odd name", "9"))
+    files = (output_file(in_tmp / "tmp", "a.png", b"tonight"), output_file(in_tmp / "tmp", "b\x1b[2J.png", b"odd name"))
     result = JobResult("0" * 32, "image", {"seed": 5}, "s", files, (), 1.0)
     assert cli.save_result(result, Path("out")) == [Path("out/image_5_a_2.png"), Path("out/image_5_b_[2J.png")]
     assert (in_tmp / "out" / "image_5_a.png").read_bytes() == b"last night"

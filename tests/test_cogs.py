@@ -12,6 +12,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -32,6 +33,7 @@ from core.workflows import load_catalog
 from discord_ui.forms import TextForm
 from discord_ui.status import JobMessage, StatusScheduler
 from tests.conftest import WORKFLOWS
+from tests.output_files import output_file
 
 FIXTURES = Path(__file__).parent / "fixtures" / "workflows"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 100
@@ -119,8 +121,9 @@ class Interaction:
 class StubEngine:
     """Reports a few progress steps, then returns a result (or raises `error`)."""
 
-    def __init__(self, files: tuple[OutputFile, ...] = (OutputFile("ComfyUI_00001_.png", PNG, "9"),)) -> None:
-        self.files = files
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder  # the result's temporary folder, which the cog removes once it has delivered
+        self.files: tuple[OutputFile, ...] = (output_file(folder, "ComfyUI_00001_.png", PNG),)
         self.error: Exception | None = None
         self.runs: list[dict[str, Any]] = []
         self.finished: list[tuple[str, Any]] = []
@@ -136,16 +139,15 @@ class StubEngine:
             await asyncio.sleep(0.03)
         if self.error:
             raise self.error
-        return JobResult(
-            record.id if record else "abcdef12" * 4, workflow.name, dict(values), "http://comfy", self.files, (), 1.25
-        )
+        job_id = record.id if record else "abcdef12" * 4
+        return JobResult(job_id, workflow.name, dict(values), "http://comfy", self.files, (), 1.25, folder=self.folder)
 
 
 @pytest.fixture
-def bot() -> ComfyBot:
+def bot(tmp_path: Path) -> ComfyBot:
     bot = ComfyBot(load_settings({"WORKFLOWS_DIR": str(WORKFLOWS)}, require_token=False))
     bot.catalog = load_catalog(WORKFLOWS)
-    bot.engine = StubEngine()  # type: ignore[assignment]
+    bot.engine = StubEngine(tmp_path / "outputs")  # type: ignore[assignment]
     bot.status_edit_interval = 0.0
     return bot
 
@@ -198,6 +200,33 @@ async def test_image_defers_shows_progress_and_posts_files_with_parameters(bot: 
         "**negative:** text, watermark",
     ]
     assert "**seed:** 7" in final["content"]
+
+
+async def test_the_result_files_are_removed_once_delivered(bot: ComfyBot) -> None:
+    folder = bot.engine.folder  # type: ignore[attr-defined]
+    assert [p.name for p in folder.iterdir()] == ["000.out"]
+    it = Interaction()
+    await Generate(bot).invoke(it, bot.catalog.workflows["image"], {"prompt": "a cat"}, {})  # type: ignore[arg-type]
+    assert [f.filename for f in it.calls[-1][1]["attachments"]] == ["ComfyUI_00001_.png"]
+    assert not folder.exists()
+
+
+async def test_the_result_files_are_removed_when_delivery_fails(bot: ComfyBot) -> None:
+    folder = bot.engine.folder  # type: ignore[attr-defined]
+    it = Interaction()
+    forbidden = SimpleNamespace(status=403, reason="Forbidden")
+    refused = discord.HTTPException(forbidden, {"message": "Missing Permissions", "code": 50013})  # type: ignore[arg-type]
+
+    async def edit(**kw: Any) -> None:
+        if "attachments" in kw:  # the result itself
+            raise refused
+        it.log.add("edit", kw)
+
+    it.edit_original_response = edit  # type: ignore[method-assign]
+    with pytest.raises(discord.HTTPException) as caught:
+        await Generate(bot).invoke(it, bot.catalog.workflows["image"], {"prompt": "a cat"}, {})  # type: ignore[arg-type]
+    assert caught.value is refused
+    assert not folder.exists()
 
 
 async def test_status_edits_are_throttled(bot: ComfyBot, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -308,10 +337,10 @@ async def test_unexpected_errors_get_a_reference_not_a_traceback(
     assert kw["ephemeral"] is True
 
 
-async def test_files_over_the_limit_are_named_and_batches_hold_ten(bot: ComfyBot) -> None:
+async def test_files_over_the_limit_are_named_and_batches_hold_ten(bot: ComfyBot, tmp_path: Path) -> None:
     files = (
-        *tuple(OutputFile(f"img_{i:02d}.png", PNG, "9") for i in range(12)),
-        OutputFile("huge.mp4", b"\x00" * 3000, "10"),
+        *tuple(output_file(tmp_path, f"img_{i:02d}.png", PNG) for i in range(12)),
+        output_file(tmp_path, "huge.mp4", b"\x00" * 3000, "10"),
     )
     result = JobResult("a" * 32, "image", {"prompt": "a cat"}, "http://comfy", files, (), 2.0)
     it = Interaction(limit=2048)

@@ -9,6 +9,7 @@ import logging
 import math
 import re
 from collections import defaultdict
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -140,15 +141,20 @@ async def test_the_status_message_id_comes_with_the_defer(named: int | None, exp
 @pytest.mark.abuse
 def test_batches_hold_ten_files_and_one_request_worth_of_bytes() -> None:
     mb = 2**20
-    big = [OutputFile(f"big{i}.png", b"\0" * (8 * mb), "9") for i in range(4)]
+    nowhere = Path("unused")  # batches go by the sizes alone
+
+    def sized(name: str, size: int) -> OutputFile:
+        return OutputFile(name, nowhere, size, "9")
+
+    big = [sized(f"big{i}.png", 8 * mb) for i in range(4)]
     assert [[f.filename for f in b] for b in batches(big, 10 * mb)] == [
         ["big0.png", "big1.png", "big2.png"],
         ["big3.png"],
     ]
-    small = [OutputFile(f"s{i}.png", b"\0" * 10, "9") for i in range(23)]
+    small = [sized(f"s{i}.png", 10) for i in range(23)]
     assert [len(b) for b in batches(small, 10 * mb)] == [10, 10, 3]
-    assert all(sum(len(f.data) for f in b) <= REQUEST_LIMIT for b in batches(big, 10 * mb))
-    huge = [OutputFile("h0.mp4", b"\0" * (40 * mb), "9"), OutputFile("h1.mp4", b"\0" * (40 * mb), "9")]
+    assert all(sum(f.size for f in b) <= REQUEST_LIMIT for b in batches(big, 10 * mb))
+    huge = [sized("h0.mp4", 40 * mb), sized("h1.mp4", 40 * mb)]
     assert [len(b) for b in batches(huge, 50 * mb)] == [1, 1]  # a boosted server's larger limit
     assert batches([], 10 * mb) == [[]]
 

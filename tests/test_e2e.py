@@ -237,7 +237,10 @@ async def test_a_job_that_outlives_the_token_still_posts_its_result(start: Start
     world.comfy.node_delay = 0.15  # the job takes about a second
     it = await world.discord.invoke_slash("image", {"prompt": "a slow cat"})
     channel = f"/channels/{world.discord.channel_id}/messages"
-    await world.discord.wait_for(lambda: any(r.method == "POST" and r.path == channel for r in world.discord.requests))
+    # Answered, not only begun: the file is streamed in, so the request is recorded before its body is read
+    await world.discord.wait_for(
+        lambda: any(r.method == "POST" and r.path == channel and r.status for r in world.discord.requests)
+    )
 
     [post] = [r for r in world.discord.requests if r.method == "POST" and r.path == channel]
     assert post.headers["Authorization"] == f"Bot {world.discord.token}"

@@ -55,8 +55,8 @@ async def test_image_job_returns_the_saved_png(comfy: FakeComfyUI, engine: Engin
 
     [file] = result.files
     assert file.filename == "ComfyUI_00001_.png" and file.kind == "image"
-    assert file.data.startswith(b"\x89PNG\r\n\x1a\n")
-    assert file.data == comfy.files[("output", "", "ComfyUI_00001_.png")]
+    assert file.read().startswith(b"\x89PNG\r\n\x1a\n")
+    assert file.read() == comfy.files[("output", "", "ComfyUI_00001_.png")]
     [body] = submitted(comfy)
     assert body["client_id"] == listener(engine).client_id
     assert body["prompt_id"] == result.job_id
@@ -74,7 +74,7 @@ async def test_music_job_returns_the_mp3(comfy: FakeComfyUI, engine: Engine) -> 
 
     [file] = result.files
     assert file.filename == "ComfyUI_00001_.mp3" and file.kind == "audio"
-    assert file.data == comfy.files[("output", "audio", "ComfyUI_00001_.mp3")]
+    assert file.read() == comfy.files[("output", "audio", "ComfyUI_00001_.mp3")]
     assert submitted(comfy)[0]["prompt"]["74:14"]["inputs"]["lyrics"] == "[verse]\nla la\n[chorus]\nlo lo"
 
 
@@ -225,7 +225,7 @@ async def test_cached_rerun_completes_with_the_same_file(comfy: FakeComfyUI, eng
     first = await engine.run(IMAGE, values)
     again = await engine.run(IMAGE, values)
     assert [f.filename for f in again.files] == [f.filename for f in first.files] == ["ComfyUI_00001_.png"]
-    assert again.files[0].data == first.files[0].data
+    assert again.files[0].read() == first.files[0].read()
 
 
 async def test_save_image_websocket_frames_become_files(comfy: FakeComfyUI, engine: Engine, tmp_path: Path) -> None:
@@ -237,7 +237,7 @@ async def test_save_image_websocket_frames_become_files(comfy: FakeComfyUI, engi
     workflow: Workflow = load_workflow(tmp_path / "ws.toml")
     result = await engine.run(workflow, workflow.resolve({"prompt": "a cat"}))
     assert len(result.files) == 2
-    assert all(f.data.startswith(b"\x89PNG") and f.node_id == "9" for f in result.files)
+    assert all(f.read().startswith(b"\x89PNG") and f.node_id == "9" for f in result.files)
     assert result.files[0].filename == f"{result.job_id[:8]}_01.png"
 
 

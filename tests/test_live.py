@@ -35,7 +35,7 @@ async def test_live_server_runs_a_model_free_workflow(tmp_path: Path) -> None:
         try:
             result = await engine.run(workflow, workflow.resolve({"color": 255}))
             [file] = result.files
-            assert file.data.startswith(b"\x89PNG") and file.filename.startswith("discord-bot-live_")
+            assert file.read().startswith(b"\x89PNG") and file.filename.startswith("discord-bot-live_")
             bad = workflow.render({"color": 255})
             bad["1"]["inputs"]["width"] = 0
             with pytest.raises(PromptRejected):

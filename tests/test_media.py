@@ -6,9 +6,11 @@ import io
 import math
 import random
 import struct
+import tempfile
 import wave
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import av
@@ -16,10 +18,35 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from core import media
-from core.media import Fitted, fit_file, human_size, kind_of
+from core.media import human_size, kind_of
 from tests.media_samples import noisy_clip
 
 KB = 2**10
+
+
+@dataclass(frozen=True, slots=True)
+class Shrunk:
+    """What media.fit_file made, read back from its file."""
+
+    filename: str
+    data: bytes
+    note: str | None
+
+
+def fit_file(filename: str, data: bytes, limit: int, **options: Any) -> Shrunk | None:
+    """Run media.fit_file on `data` put in a file; check that it leaves nothing but its result beside the source."""
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / "000.out"
+        source.write_bytes(data)
+        fitted = media.fit_file(filename, source, limit, **options)
+        left = sorted(p.name for p in Path(folder).iterdir())
+        if fitted is None or fitted.note is None:
+            assert left == ["000.out"]  # a failed attempt's partial file is gone too
+            assert fitted is None or fitted.path == source
+        else:
+            assert left == ["000.out", "000.out.fitted"] and fitted.path == source.with_name("000.out.fitted")
+            assert fitted.size == fitted.path.stat().st_size
+        return None if fitted is None else Shrunk(fitted.filename, fitted.path.read_bytes(), fitted.note)
 
 
 # --- generated media -------------------------------------------------------------------------------------------
@@ -108,7 +135,7 @@ def mp4() -> bytes:
 # --- what a result must look like ------------------------------------------------------------------------------
 
 
-def open_image(fitted: Fitted, fmt: str) -> Image.Image:
+def open_image(fitted: Shrunk, fmt: str) -> Image.Image:
     picture = Image.open(io.BytesIO(fitted.data))
     assert picture.format == fmt
     picture.load()
@@ -146,10 +173,7 @@ def probe(data: bytes) -> Probe:
 
 def test_a_file_that_fits_is_returned_unchanged() -> None:
     data = png_bytes(noise((64, 64)))
-    fitted = fit_file("ComfyUI_00001_.png", data, 10 * 2**20)
-    assert fitted == Fitted("ComfyUI_00001_.png", data, None)
-    assert fitted is not None
-    assert fitted.data is data
+    assert fit_file("ComfyUI_00001_.png", data, 10 * 2**20) == Shrunk("ComfyUI_00001_.png", data, None)
 
 
 def test_a_large_png_becomes_the_best_webp_that_fits(noisy_png: bytes) -> None:
@@ -358,10 +382,10 @@ def test_an_overshooting_encode_is_retried_at_a_lower_bitrate(mp4: bytes, monkey
     encode = media._encode_mp4
     rates: list[int] = []
 
-    def overshoot_once(clip: Any, width: int, height: int, video_bps: int, audio_bps: int) -> bytes:
+    def overshoot_once(clip: Any, dest: Path, picture: tuple[int, int], video_bps: int, audio_bps: int) -> int:
         rates.append(video_bps)
-        data = encode(clip, width, height, video_bps, audio_bps)
-        return data + bytes(len(data) // 10) if len(rates) == 1 else data  # as if x264 missed by 10 %
+        size = encode(clip, dest, picture, video_bps, audio_bps)
+        return size + size // 10 if len(rates) == 1 else size  # as if x264 missed by 10 %
 
     monkeypatch.setattr(media, "_encode_mp4", overshoot_once)
     fitted = fit_file("ComfyUI_00007_.mp4", mp4, 200 * KB)
@@ -397,7 +421,7 @@ def test_a_truncated_video_returns_none(mp4: bytes) -> None:
 def test_other_files_are_never_shrunk(name: str) -> None:
     data = b"x" * 5000
     assert fit_file(name, data, 1000) is None
-    assert fit_file(name, data, 5000) == Fitted(name, data, None)
+    assert fit_file(name, data, 5000) == Shrunk(name, data, None)
 
 
 @pytest.mark.parametrize(

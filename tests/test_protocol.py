@@ -366,7 +366,7 @@ async def test_newer_output_shapes_are_collected_as_named(mini: MiniComfy, engin
     mini.finish(prompt_id, ok_entry(outputs))
     await mini.send({"type": "execution_success", "data": {"prompt_id": prompt_id, "timestamp": 1}})
     result = await asyncio.wait_for(job, 5)
-    assert [(f.filename, f.data, f.node_id) for f in result.files] == [
+    assert [(f.filename, f.read(), f.node_id) for f in result.files] == [
         ("clip_00001.mp4", b"video", "3"),
         ("pic_00001.png", PNG, "2"),
     ]

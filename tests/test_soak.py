@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from bench.soak import Ledger, fake_server, prompt_seed, soak
 from core.errors import JobLost
-from core.jobs.engine import JobResult, OutputFile, Progress
+from core.jobs.engine import JobResult, Progress
 from tests.fakes.comfyui import FakeComfyUI, make_png
+from tests.output_files import output_file
 
 SWAPPED = 5  # the job whose saved picture claims to be the next job's
 
@@ -18,8 +20,8 @@ def png_of(seed: int) -> bytes:
     return make_png(8, 8, text={"prompt": json.dumps(prompt)})
 
 
-def result_with(*seeds: int, server: str = "soak00") -> JobResult:
-    files = tuple(OutputFile(f"ComfyUI_{i:05}_.png", png_of(seed), "9") for i, seed in enumerate(seeds))
+def result_with(folder: Path, *seeds: int, server: str = "soak00") -> JobResult:
+    files = tuple(output_file(folder, f"ComfyUI_{i:05}_.png", png_of(seed)) for i, seed in enumerate(seeds))
     return JobResult("id", "image", {}, server, files, (), 0.1)
 
 
@@ -28,11 +30,11 @@ def test_prompt_seed_reads_the_sampler_seed_from_the_png_text_chunk() -> None:
     assert prompt_seed(make_png(8, 8)) is None
 
 
-def test_ledger_counts_a_file_delivered_to_the_wrong_job_as_lost_and_duplicated() -> None:
+def test_ledger_counts_a_file_delivered_to_the_wrong_job_as_lost_and_duplicated(tmp_path: Path) -> None:
     ledger = Ledger(4)
-    ledger.deliver(0, result_with(0))
-    ledger.deliver(1, result_with(2))  # job 1 got job 2's picture
-    ledger.deliver(2, result_with(2, server="soak01"))
+    ledger.deliver(0, result_with(tmp_path, 0))
+    ledger.deliver(1, result_with(tmp_path, 2))  # job 1 got job 2's picture
+    ledger.deliver(2, result_with(tmp_path, 2, server="soak01"))
     ledger.fail(3, JobLost(detail="not in the queue nor in the history"))
     ledger.progress(3, Progress(resubmitted=True))
     ledger.progress(0, Progress(position=1))
@@ -50,10 +52,10 @@ def test_ledger_counts_a_file_delivered_to_the_wrong_job_as_lost_and_duplicated(
     }
 
 
-def test_ledger_counts_a_job_delivered_twice() -> None:
+def test_ledger_counts_a_job_delivered_twice(tmp_path: Path) -> None:
     ledger = Ledger(1)
-    ledger.deliver(0, result_with(0))
-    ledger.deliver(0, result_with(0))
+    ledger.deliver(0, result_with(tmp_path, 0))
+    ledger.deliver(0, result_with(tmp_path, 0))
 
     assert (ledger.figures()["soak_lost"], ledger.figures()["soak_duplicated"]) == (1, 1)
 

@@ -6,7 +6,8 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import quote, quote_plus, urlsplit
 
 import aiohttp
@@ -37,6 +38,7 @@ T = TypeVar("T")
 API_TIMEOUT = aiohttp.ClientTimeout(total=30, connect=5)
 OBJECT_INFO_TIMEOUT = aiohttp.ClientTimeout(total=120, connect=5)
 DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=5, sock_read=60)
+DOWNLOAD_CHUNK = 1 << 18  # bytes read and written at a time while streaming an output to disk
 
 CREDENTIALS_REFUSED = (
     "the server (or a proxy before it) wants credentials; set headers (e.g. Authorization) "
@@ -294,20 +296,40 @@ class ComfyClient:
         await self._post("/queue", {"delete": [prompt_id]})
         await self._post("/interrupt", {"prompt_id": prompt_id})
 
-    async def download(self, ref: FileRef, *, max_bytes: int) -> bytes:
-        """Stream one output file from /view; raise TooLarge, having read no more, past `max_bytes`."""
+    async def download(self, ref: FileRef, dest: Path, *, max_bytes: int) -> int:
+        """Stream one output file from /view into a new file `dest`; return its size.
+
+        Raises TooLarge, having read no more, past `max_bytes`. Memory stays one chunk whatever the size, and
+        `dest` is removed again when the download fails in any way.
+        """
         params = {"filename": ref["filename"], "subfolder": ref["subfolder"], "type": ref["type"]}
 
-        async def read(resp: aiohttp.ClientResponse) -> bytes:
+        async def read(resp: aiohttp.ClientResponse) -> int:
             if resp.status != 200:
                 raise ComfyServerError(self.name, f"GET /view {ref['filename']} -> {resp.status}")
             if resp.content_length is not None and resp.content_length > max_bytes:
                 raise TooLarge(resp.content_length, max_bytes)
-            data = bytearray()
-            async for chunk in resp.content.iter_chunked(1 << 16):
-                data += chunk
-                if len(data) > max_bytes:
-                    raise TooLarge(None, max_bytes)
-            return bytes(data)
+            size = 0
+            with _create(dest) as sink:
+                async for chunk in resp.content.iter_chunked(DOWNLOAD_CHUNK):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise TooLarge(None, max_bytes)
+                    sink.write(chunk)  # into the page cache: cheaper than a thread hop per chunk
+            return size
 
-        return await self._call("GET", "/view", read, timeout=DOWNLOAD_TIMEOUT, params=params)
+        try:
+            return await self._call("GET", "/view", read, timeout=DOWNLOAD_TIMEOUT, params=params)
+        except BaseException:
+            _remove(dest)
+            raise
+
+
+def _create(path: Path) -> BinaryIO:
+    """Open a new file for writing; an existing one is never overwritten."""
+    return path.open("xb")
+
+
+def _remove(path: Path) -> None:
+    """Delete a partly written file, if it was made at all."""
+    path.unlink(missing_ok=True)

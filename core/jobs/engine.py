@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import aiohttp
@@ -36,6 +37,7 @@ from core.jobs.scheduler import Scheduler, Waiter, Waiting
 from core.jobs.store import JobRecord, JobState, JobStore
 from core.media import MediaKind, human_size, kind_of
 from core.servers import ServerConfig
+from core.spool import DEFAULT_ROOT, Spool, discard
 from core.text import cap
 from core.workflows import Workflow, validate_workflow
 from core.workflows.model import InputFile
@@ -87,15 +89,20 @@ class Progress:
 
 @dataclass(frozen=True, slots=True)
 class OutputFile:
-    """One file a job produced."""
+    """One file a job produced, in a temporary file (removed by the owner of its folder, see JobResult)."""
 
-    filename: str
-    data: bytes
+    filename: str  # as ComfyUI named it
+    path: Path
+    size: int
     node_id: str
 
     @property
     def kind(self) -> MediaKind:
         return kind_of(self.filename)
+
+    def read(self) -> bytes:
+        """The whole file in memory, for small uses only: delivery streams `path` instead."""
+        return self.path.read_bytes()
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +117,20 @@ class JobResult:
     texts: tuple[str, ...]
     seconds: float
     skipped: tuple[str, ...] = ()  # one line per output over a cap: its name, size and which cap
+    # The job's temporary folder: its files and the versions made to fit Discord. Whoever receives the result
+    # owns it and removes it once the files are delivered, however that ends: `with result:` (or `discard()`).
+    folder: Path | None = None
+
+    def discard(self) -> None:
+        """Remove the job's temporary files."""
+        if self.folder is not None:
+            discard(self.folder)
+
+    def __enter__(self) -> JobResult:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.discard()
 
 
 OnProgress = Callable[[Progress], Awaitable[None] | None]
@@ -260,6 +281,7 @@ class Engine:
         max_pending_per_member: int = 0,
         cooldown_seconds: float = 0.0,
         max_queued_jobs: int = DEFAULT_MAX_QUEUED_JOBS,
+        spool: Spool | None = None,
     ) -> None:
         self.servers = [
             ComfyServer(
@@ -273,6 +295,8 @@ class Engine:
         self.max_outputs_per_job = max_outputs_per_job
         self.max_job_output_bytes = max_job_output_bytes
         self.store = store
+        # Downloaded outputs wait on disk for delivery: beside the job store (a disk, not a tmpfs in RAM) if any
+        self.spool = spool or Spool(store.path.parent / "tmp" if store is not None else DEFAULT_ROOT)
         self.max_jobs_per_server = max_jobs_per_server  # 0: no limit
         # Fronts reserve a job's place here before their first await; the engine frees its queue place.
         self.limits = Limits(
@@ -289,7 +313,8 @@ class Engine:
         self._cleanups: set[asyncio.Task[None]] = set()  # cancels of moved jobs, waiting for their old server
 
     def start(self) -> None:
-        """Open every server's websocket (before the first submit, so no event is missed)."""
+        """Remove temporary files a crashed run left; open every server's websocket (before the first submit)."""
+        self.spool.open()
         for server in self.servers:
             server.listener.start()
 
@@ -300,6 +325,7 @@ class Engine:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.queue.close()
         await asyncio.gather(*(s.listener.close() for s in self.servers))
+        self.spool.close()
 
     async def run(
         self,
@@ -486,7 +512,7 @@ class Engine:
                 _raise_if_failed(entry, prompt)
                 while True:
                     try:
-                        files, texts, skipped = await self._collect(server.client, entry, watch)
+                        folder, files, texts, skipped = await self._collect(server.client, entry, watch)
                         break
                     except ComfyUnreachable as exc:
                         # Its files stay on the server's disk, also across a restart: wait for it to answer.
@@ -508,11 +534,15 @@ class Engine:
             server.listener.unwatch(prompt_id)
             self._cancelled.discard(record.id)
             self._release(server, record.id)
-        await self._save(record, state=JobState.DELIVERING)
+        try:
+            await self._save(record, state=JobState.DELIVERING)
+        except BaseException:
+            discard(folder)  # no result to own the files: they go now
+            raise
         seconds = time.monotonic() - started
         log.info("job %s: done in %.1fs with %d file(s)", record.id, seconds, len(files))
         return JobResult(
-            record.id, record.workflow, dict(record.values), server.client.name, files, texts, seconds, skipped
+            record.id, record.workflow, dict(record.values), server.client.name, files, texts, seconds, skipped, folder
         )
 
     def _failover_target(
@@ -837,8 +867,22 @@ class Engine:
 
     async def _collect(
         self, client: ComfyClient, entry: HistoryEntry, watch: Watch
+    ) -> tuple[Path, tuple[OutputFile, ...], tuple[str, ...], tuple[str, ...]]:
+        """Download the job's output files into a new temporary folder; return it with the files, texts and skips.
+
+        The folder is removed again if anything fails, cancels included: then the caller owns no file.
+        """
+        folder = self.spool.folder(watch.prompt_id)
+        try:
+            return folder, *await self._download(client, entry, watch, folder)
+        except BaseException:
+            discard(folder)
+            raise
+
+    async def _download(
+        self, client: ComfyClient, entry: HistoryEntry, watch: Watch, folder: Path
     ) -> tuple[tuple[OutputFile, ...], tuple[str, ...], tuple[str, ...]]:
-        """Download the job's output files within the caps; name the ones over them instead."""
+        """Download the job's output files within the caps into `folder`; name the ones over them instead."""
         files: list[OutputFile] = []
         texts: list[str] = []
         skipped: list[str] = []
@@ -859,16 +903,17 @@ class Engine:
                         skipped.append(_skipped(ref["filename"], None, total_cap))
                         continue
                     limit = min(self.max_output_bytes, room)
+                    path = folder / _local_name(len(files), ref["filename"])
                     try:
-                        data = await client.download(ref, max_bytes=limit)
+                        size = await client.download(ref, path, max_bytes=limit)
                     except TooLarge as exc:
                         over_file = limit == self.max_output_bytes or (exc.size or 0) > self.max_output_bytes
                         skipped.append(
                             _skipped(ref["filename"], exc.size or -limit, file_cap if over_file else total_cap)
                         )
                         continue
-                    total += len(data)
-                    files.append(OutputFile(ref["filename"], data, node_id))
+                    total += size
+                    files.append(OutputFile(ref["filename"], path, size, node_id))
             texts.extend(output["text"])
         for index, (node_id, data) in enumerate(watch.ws_images, start=1):
             extension = "jpg" if data[:2] == b"\xff\xd8" else "png"
@@ -879,7 +924,9 @@ class Engine:
                 skipped.append(_skipped(name, len(data), total_cap))
             else:
                 total += len(data)
-                files.append(OutputFile(name, data, node_id))
+                path = folder / _local_name(len(files), name)
+                _write(path, data)
+                files.append(OutputFile(name, path, len(data), node_id))
         first_dropped = len(watch.ws_images) + 1
         for index, (_node_id, size) in enumerate(watch.ws_dropped, start=first_dropped):
             reason = count_cap if first_dropped > self.max_outputs_per_job else total_cap
@@ -891,6 +938,17 @@ class Engine:
                 detail=f"outputs: {entry['outputs']}",
             )
         return tuple(files), tuple(texts), tuple(skipped)
+
+
+def _local_name(index: int, filename: str) -> str:
+    """The name of an output's temporary file: its place in the job, and its extension when that is plain."""
+    suffix = PurePosixPath(filename).suffix.lower()
+    return f"{index:03d}{suffix if suffix[1:].isascii() and suffix[1:].isalnum() and len(suffix) <= 9 else ''}"
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Put a small output received in memory (a websocket image) into its temporary file."""
+    path.write_bytes(data)
 
 
 def shown_values(values: Mapping[str, Any]) -> dict[str, Any]:
