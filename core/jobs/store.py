@@ -402,19 +402,23 @@ class JobStore:
             return []
         try:
             self._transaction(writes)
-            errors: list[Exception | None] = [None] * len(writes)
         except Exception as exc:
-            errors = [exc] if len(writes) == 1 else [self._alone(task) for task in writes]
-        for task, error in zip(writes, errors, strict=True):
-            assert task.record is not None
-            job_id = task.record.id
-            if error is not None:
-                self._unsure.add(job_id)
-                continue
+            if len(writes) == 1:
+                return [self._written(writes[0], exc)]
+            return [self._written(task, self._alone(task)) for task in writes]  # in order: see _put
+        return [self._written(task, None) for task in writes]
+
+    def _written(self, task: _Task, error: Exception | None) -> Outcome:
+        """Note how a write went; once a job is reported, delete its kept inputs (nothing will run it again)."""
+        assert task.record is not None
+        job_id = task.record.id
+        if error is not None:
+            self._unsure.add(job_id)
+        else:
             self._unsure.discard(job_id)
             if task.record.reported and SAFE_NAME.fullmatch(job_id):
-                shutil.rmtree(self.inputs_dir / job_id, ignore_errors=True)  # nothing will run the job again
-        return [(task, None, error) for task, error in zip(writes, errors, strict=True)]
+                shutil.rmtree(self.inputs_dir / job_id, ignore_errors=True)
+        return (task, None, error)
 
     def _alone(self, task: _Task) -> Exception | None:
         try:
@@ -440,6 +444,7 @@ class JobStore:
     def _put(self, task: _Task) -> None:
         record = task.record
         assert record is not None and self._db is not None
+        # A write after a failed one of the same job was told only what differs from the failed version
         if task.changed is not None and record.id not in self._unsure:
             if not task.changed:
                 return  # the version queued before is this one
