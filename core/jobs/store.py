@@ -18,6 +18,7 @@ import errno
 import fcntl
 import functools
 import json
+import logging
 import os
 import queue
 import re
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from core.errors import BotError
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 # Job ids and parameter names become folder and file names of the kept inputs: never let one climb out.
@@ -157,8 +160,8 @@ FIELDS = tuple(f.name for f in fields(JobRecord))  # also the column names, in t
 JSON_FIELDS = frozenset({"values", "prompt", "inputs"})
 # Jobs whose last written version the store remembers (those in flight); beyond this the oldest are forgotten
 REMEMBERED = 10_000
-# Tasks done and handed back together at most: their callers all wake in one turn of the event loop, which a
-# few dozen cost about a millisecond; a larger batch saves little more than the commits it merges
+# Tasks done and handed back together at most: their callers all resume in one turn of the event loop, which
+# this keeps to a couple of milliseconds; larger batches would save little more (see bench/store.py)
 BATCH = 64
 
 
@@ -172,7 +175,7 @@ class _Task:
     call: Callable[[], Any] | None = None  # anything else: runs once the writes queued before it are committed
 
 
-Outcome = tuple[_Task, Any, Exception | None]
+_Outcome = tuple[_Task, Any, Exception | None]
 
 
 class JobStore:
@@ -351,6 +354,7 @@ class JobStore:
         return self.inputs_dir / _safe(job_id)
 
     async def get(self, job_id: str) -> JobRecord | None:
+        """Return the job as stored, including the writes queued before this call; None if there is none."""
         if (known := self._known.get(job_id)) is not None:
             return known  # what the store holds once the queued writes are done: a read sees its own writes
         rows = await self._run(self._select, "WHERE id = ?", (job_id,))
@@ -378,10 +382,16 @@ class JobStore:
                     batch.append(self._queue.get_nowait())
             tasks = [task for task in batch if task is not None]
             stopping = len(tasks) < len(batch)  # nothing is queued after the stop
-            self._hand_back(self._do(tasks))
+            outcomes: list[_Outcome]
+            try:
+                outcomes = self._do(tasks)
+            except Exception as exc:  # a fault of the store itself: fail its callers rather than leave them waiting
+                log.exception("job store: a batch of %d task(s) failed", len(tasks))
+                outcomes = [(task, None, exc) for task in tasks]
+            self._hand_back(outcomes)
 
-    def _do(self, tasks: list[_Task]) -> list[Outcome]:
-        outcomes: list[Outcome] = []
+    def _do(self, tasks: list[_Task]) -> list[_Outcome]:
+        outcomes: list[_Outcome] = []
         writes: list[_Task] = []
         for task in tasks:
             if task.record is not None:
@@ -396,7 +406,7 @@ class JobStore:
                 outcomes.append((task, None, exc))
         return outcomes + self._commit(writes)
 
-    def _commit(self, writes: list[_Task]) -> list[Outcome]:
+    def _commit(self, writes: list[_Task]) -> list[_Outcome]:
         """Write `writes` in one transaction; if that fails, one by one, so that only those that cannot fail."""
         if not writes:
             return []
@@ -408,7 +418,7 @@ class JobStore:
             return [self._written(task, self._alone(task)) for task in writes]  # in order: see _put
         return [self._written(task, None) for task in writes]
 
-    def _written(self, task: _Task, error: Exception | None) -> Outcome:
+    def _written(self, task: _Task, error: Exception | None) -> _Outcome:
         """Note how a write went; once a job is reported, delete its kept inputs (nothing will run it again)."""
         assert task.record is not None
         job_id = task.record.id
@@ -454,8 +464,8 @@ class JobStore:
             # The row is gone (deleted by hand): write the job whole
         self._db.execute(UPSERT, [_column(name, getattr(record, name)) for name in FIELDS])
 
-    def _hand_back(self, outcomes: list[Outcome]) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
+    def _hand_back(self, outcomes: list[_Outcome]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
         for outcome in outcomes:
             by_loop.setdefault(outcome[0].future.get_loop(), []).append(outcome)
         for loop, theirs in by_loop.items():
@@ -464,7 +474,7 @@ class JobStore:
 
     # The event loop again
 
-    def _settle(self, outcomes: list[Outcome]) -> None:
+    def _settle(self, outcomes: list[_Outcome]) -> None:
         for task, result, error in outcomes:
             record = task.record
             if error is not None and record is not None and self._known.get(record.id) is record:
