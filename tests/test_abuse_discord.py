@@ -224,7 +224,7 @@ async def test_recovery_tells_members_of_ended_jobs_and_one_failure_stops_nothin
 
 
 async def _all_records(store: JobStore) -> list[JobRecord]:
-    return await store._run(store._select, "SELECT data, reported FROM jobs", ())  # a test-only read of every row
+    return await store._run(store._select, "", ())  # a test-only read of every row
 
 
 def _fields(record: JobRecord) -> dict[str, Any]:

@@ -7,7 +7,9 @@ import re
 import signal
 import sqlite3
 import sys
+from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -183,7 +185,9 @@ async def test_a_jobs_db_in_a_read_only_folder_says_to_make_it_writable(tmp_path
 
 HOLDER = """
 import asyncio, sys
+from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 from core.jobs.store import JobStore
 
 async def main() -> None:
@@ -228,3 +232,195 @@ async def test_two_stores_in_one_process_cannot_share_a_file_either(tmp_path: Pa
     assert caught.value.pid == os.getpid()
     await first.close()
     await (await JobStore(tmp_path / "jobs.sqlite3").open()).close()  # closing released it
+
+
+def _job(number: int) -> JobRecord:
+    return JobRecord(id=f"{number:032x}", workflow="image", values={"prompt": f"cat {number}", "seed": number})
+
+
+async def _engine_path(store: JobStore, record: JobRecord, number: int) -> JobRecord:
+    """Write one job as the engine does, ending it in a state of its own so that mix-ups show."""
+    await store.add(record)
+    record = await store.update(record, server=f"gpu-{number % 3}", prompt={"3": {"seed": number}}, inputs={})
+    record = await store.update(record, state=JobState.SUBMITTED, attempts=1, prompt_id=f"p-{number}")
+    record = await store.update(record, state=JobState.RUNNING)
+    if number % 4 == 0:
+        return await store.update(record, state=JobState.FAILED, error=f"failure {number}")
+    record = await store.update(record, state=JobState.DELIVERING)
+    again = await store.get(record.id)
+    assert again == record  # read back before it is reported, as Engine.finish does
+    return await store.update(again, state=JobState.DONE, reported=number % 3 != 0)
+
+
+async def test_many_jobs_written_at_once_read_back_exactly_and_share_commits(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    store = await JobStore(path).open()
+    loop = asyncio.get_running_loop()
+    hand_backs = 0
+    plain = loop.call_soon_threadsafe
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal hand_backs
+        hand_backs += 1
+        return plain(*args, **kwargs)
+
+    loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+    try:
+        final = await asyncio.gather(*(_engine_path(store, _job(n), n) for n in range(300)))
+    finally:
+        loop.call_soon_threadsafe = plain  # type: ignore[method-assign]
+    assert hand_backs < 300 * 6 / 4  # the writes of jobs running together were committed together
+    assert [await store.get(r.id) for r in final] == final
+    await store.close()
+
+    reopened = await JobStore(path).open()
+    assert [await reopened.get(r.id) for r in final] == final  # every field, as the database holds it
+    unfinished = [r for r in final if not r.reported]
+    assert sorted(r.id for r in await reopened.unfinished()) == sorted(r.id for r in unfinished)
+    await reopened.close()
+
+
+async def test_one_job_makes_six_thread_hops_and_its_reads_none(tmp_path: Path) -> None:
+    store = await JobStore(tmp_path / "jobs.sqlite3").open()
+    loop = asyncio.get_running_loop()
+    hops = 0
+    plain = loop.call_soon_threadsafe
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal hops
+        hops += 1
+        return plain(*args, **kwargs)
+
+    loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+    try:
+        await _engine_path(store, _job(1), 1)  # six writes and a read
+    finally:
+        loop.call_soon_threadsafe = plain  # type: ignore[method-assign]
+    assert hops == 6
+    await store.close()
+
+
+async def test_an_update_writes_only_the_fields_that_changed(tmp_path: Path) -> None:
+    store = await JobStore(tmp_path / "jobs.sqlite3").open()
+    statements: list[str] = []
+    await store._run(lambda: store._db.set_trace_callback(statements.append))  # type: ignore[union-attr]
+    record = await store.update(_job(7), prompt={"3": {"inputs": {"text": "a long prompt"}}})
+    statements.clear()
+    running = await store.update(record, state=JobState.RUNNING)
+    begin, update, commit = statements
+    assert (begin, commit) == ("BEGIN", "COMMIT")
+    assert re.fullmatch(
+        f"UPDATE jobs SET \"state\" = 'running', \"updated_at\" = [0-9.]+ WHERE id = '{running.id}'", update
+    )
+    await store.close()
+
+
+@pytest.mark.abuse
+async def test_a_full_disk_fails_only_the_write_that_did_not_fit(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    store = await JobStore(path).open()
+    small, other = await store.update(_job(1), server="a"), await store.update(_job(2), server="a")
+
+    def fill() -> None:  # the disk is full: no page beyond those in use
+        assert store._db is not None
+        pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+        store._db.execute(f"PRAGMA max_page_count = {pages}")
+
+    await store._run(fill)
+    huge = replace(small, server="b", values={"prompt": "x" * 1_000_000})
+    # Queued together: the huge one, the job written again from it (it must not lose server="b"), another job
+    outcomes = await asyncio.gather(
+        store.add(huge),
+        store.update(huge, values={"prompt": "short"}),
+        store.update(other, state=JobState.RUNNING),
+        return_exceptions=True,
+    )
+    failure, written, running = outcomes
+    assert isinstance(failure, sqlite3.OperationalError) and str(failure) == "database or disk is full"
+    assert isinstance(written, JobRecord) and written.server == "b" and written.values == {"prompt": "short"}
+    assert isinstance(running, JobRecord)
+    assert await store.get(small.id) == written
+    await store.close()
+
+    reopened = await JobStore(path).open()
+    assert await reopened.get(small.id) == written
+    assert await reopened.get(other.id) == running
+    await reopened.close()
+
+
+WRITER = """
+import asyncio, sys
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+from core.jobs.store import JobRecord, JobStore
+
+async def job(store, number):
+    record = JobRecord(id=f"{number:032x}", workflow="image", values={"n": number})
+    await store.add(record)
+    for step in range(1, 100_000):
+        record = await store.update(record, attempts=step)
+        print(record.id, step, flush=True)  # only once the write is on disk
+
+async def main():
+    store = await JobStore(Path(sys.argv[1])).open()
+    await asyncio.gather(*(job(store, n) for n in range(40)))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.abuse
+async def test_a_crash_mid_batch_keeps_every_awaited_write(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    writer = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", WRITER, str(path), cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert writer.stdout is not None
+    acknowledged: dict[str, int] = {}
+    try:
+        while len(acknowledged) < 40 or sum(acknowledged.values()) < 4000:
+            job_id, step = (await writer.stdout.readline()).split()
+            acknowledged[job_id.decode()] = int(step)
+    finally:
+        writer.send_signal(signal.SIGKILL)  # while the store's thread commits the next batch
+    for line in (await writer.stdout.read()).splitlines():  # acknowledged before the kill, still in the pipe
+        if len(line.split()) == 2:
+            job_id, step = line.split()
+            acknowledged[job_id.decode()] = int(step)
+    await writer.wait()
+
+    store = await JobStore(path).open()
+    stored = {r.id: r.attempts for r in await store.unfinished()}
+    await store.close()
+    assert len(stored) == 40
+    behind = {job_id: (step, stored[job_id]) for job_id, step in acknowledged.items() if stored[job_id] < step}
+    assert behind == {}
+
+
+@pytest.mark.abuse
+async def test_the_migration_to_one_column_a_field_keeps_every_field(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    kept = JobRecord(
+        id=JOB_A, workflow="blur", values={"prompt": "ünïcode 🐈", "picture": "cat.png"}, state=JobState.RUNNING,
+        user_id=42, guild_id=2**62, channel_id=3, message_id=4, upload_limit=10 << 20, server="gpu-1",
+        prompt={"3": {"inputs": {"seed": 1}}}, prompt_id="8c6c1e5a-0000-4000-8000-000000000001", attempts=2,
+        error=None, reported=False, inputs={"picture": "discord-bot/cat.png"}, created_at=1.5, updated_at=2.5,
+    )  # fmt: skip
+    told = replace(kept, id=JOB_B, state=JobState.FAILED, error="It broke.", reported=True, prompt=None)
+    with sqlite3.connect(path) as db:  # a store as the previous release left it: schema version 3, jobs as JSON
+        for number, script in enumerate(MIGRATIONS[:3], start=1):
+            db.executescript(f"{script}; PRAGMA user_version = {number};")
+        for record in (kept, told):
+            db.execute(
+                "INSERT INTO jobs (id, workflow, state, data, user_id, created_at, updated_at, reported)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (record.id, record.workflow, record.state.value, json.dumps(asdict(record)), record.user_id,
+                 record.created_at, record.updated_at, record.reported),
+            )  # fmt: skip
+    store = await JobStore(path).open()
+    assert await store.get(JOB_A) == kept
+    assert await store.get(JOB_B) == told
+    assert await store.unfinished() == [kept]
+    await store.close()

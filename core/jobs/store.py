@@ -1,29 +1,39 @@
 """The job store: every job is written before it is submitted, and each state change as it happens.
 
-SQLite in WAL mode, used from one worker thread so that no database call blocks the event loop. One process
-at a time: `open()` takes a lock on `<JOBS_DB>.lock` that the operating system releases when the process
-ends, however it ends.
+SQLite in WAL mode, one column per field of a job. One thread owns the connection and takes its work from a
+queue, so that no database call blocks the event loop: the writes waiting when it comes round are committed
+in one transaction (several jobs' changes at once under load), and their awaits return together, once that
+transaction is on disk. An update writes only the fields that differ from what the store last wrote for the
+job, which it remembers for the jobs in flight (their reads need no database call). One process at a time:
+`open()` takes a lock on `<JOBS_DB>.lock` that the operating system releases when the process ends, however
+it ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import errno
 import fcntl
+import functools
 import json
+import logging
 import os
+import queue
 import re
 import shutil
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from core.errors import BotError
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 # Job ids and parameter names become folder and file names of the kept inputs: never let one climb out.
@@ -109,38 +119,121 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE jobs SET reported = 1 WHERE state IN ('done', 'failed', 'cancelled');
     CREATE INDEX jobs_unreported ON jobs (created_at) WHERE reported = 0;
     """,
+    # One column per field, so that an update writes only what changed instead of the whole job as JSON
+    """
+    CREATE TABLE jobs_by_field (
+        id TEXT PRIMARY KEY,
+        workflow TEXT NOT NULL,
+        "values" TEXT NOT NULL,
+        state TEXT NOT NULL,
+        user_id INTEGER,
+        guild_id INTEGER,
+        channel_id INTEGER,
+        message_id INTEGER,
+        upload_limit INTEGER,
+        server TEXT,
+        prompt TEXT,
+        prompt_id TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        reported INTEGER NOT NULL DEFAULT 0,
+        inputs TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    INSERT INTO jobs_by_field
+    SELECT id, workflow, coalesce(json_extract(data, '$.values'), '{}'), state, user_id,
+        json_extract(data, '$.guild_id'), json_extract(data, '$.channel_id'), json_extract(data, '$.message_id'),
+        json_extract(data, '$.upload_limit'), json_extract(data, '$.server'), json_extract(data, '$.prompt'),
+        json_extract(data, '$.prompt_id'), coalesce(json_extract(data, '$.attempts'), 0),
+        json_extract(data, '$.error'), reported, coalesce(json_extract(data, '$.inputs'), '{}'), created_at,
+        updated_at
+    FROM jobs;
+    DROP TABLE jobs;
+    ALTER TABLE jobs_by_field RENAME TO jobs;
+    CREATE INDEX jobs_state ON jobs (state);
+    CREATE INDEX jobs_user ON jobs (user_id, state);
+    CREATE INDEX jobs_unreported ON jobs (created_at) WHERE reported = 0;
+    """,
 )
+FIELDS = tuple(f.name for f in fields(JobRecord))  # also the column names, in the table's order
+JSON_FIELDS = frozenset({"values", "prompt", "inputs"})
+# Jobs whose last written version the store remembers (those in flight); beyond this the oldest are forgotten
+REMEMBERED = 10_000
+# Tasks done and handed back together at most: their callers all resume in one turn of the event loop, which
+# this keeps to a couple of milliseconds; larger batches would save little more (see bench/store.py)
+BATCH = 64
+
+
+@dataclass(slots=True, eq=False)
+class _Task:
+    """One piece of work for the store's thread: a write of one version of a job, or a call."""
+
+    future: asyncio.Future[Any]
+    record: JobRecord | None = None  # a write of this version
+    changed: tuple[str, ...] | None = None  # its fields that differ from the version queued before; None: all
+    call: Callable[[], Any] | None = None  # anything else: runs once the writes queued before it are committed
+
+
+_Outcome = tuple[_Task, Any, Exception | None]
 
 
 class JobStore:
-    """Async access to the jobs table; one thread owns the connection."""
+    """Async access to the jobs table; one thread owns the connection and commits what is queued together."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.inputs_dir = path.parent / "inputs"  # kept copies of attachments: <inputs_dir>/<job id>/<param>
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-store")
-        self._db: sqlite3.Connection | None = None
+        self._queue: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()  # None stops the thread
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._db: sqlite3.Connection | None = None  # the store's thread only
         self._lock: int | None = None  # file descriptor holding the flock on <JOBS_DB>.lock
+        # The version of each job in flight that the store holds once the queued writes are done (event loop only)
+        self._known: dict[str, JobRecord] = {}
+        # Jobs whose last write failed, so that their next one is written whole (the store's thread only)
+        self._unsure: set[str] = set()
 
     async def open(self) -> JobStore:
         """Lock the store for this process and open it; StoreError says what is wrong and what to do."""
+        self._thread = threading.Thread(target=self._serve, name="job-store", daemon=True)
+        self._thread.start()
         try:
             await self._run(self._connect)
         except BaseException:
-            await self._run(self._release)
-            self._executor.shutdown(wait=False)
+            await self._stop()
             raise
         return self
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._run(self._db.close)
-            self._db = None
-        await self._run(self._release)
-        self._executor.shutdown(wait=True)
+        """Finish the queued work, then close the database and drop the lock."""
+        if self._thread is not None and not self._closed:
+            await self._stop()
+
+    async def _stop(self) -> None:
+        done = self._enqueue(_Task(asyncio.get_running_loop().create_future(), call=self._disconnect))
+        self._closed = True  # in the same step as the stop below: nothing can be queued after it
+        self._queue.put(None)
+        await done
+
+    def _disconnect(self) -> None:
+        try:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+        finally:
+            self._release()
+
+    def _enqueue(self, task: _Task) -> asyncio.Future[Any]:
+        if self._thread is None or self._closed:
+            raise RuntimeError(f"the job store {self.path} is not open")
+        self._queue.put(task)
+        return task.future
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        """Call `fn` on the store's thread, after the writes queued before it are committed."""
+        call = functools.partial(fn, *args) if args else fn
+        return await self._enqueue(_Task(asyncio.get_running_loop().create_future(), call=call))
 
     def _connect(self) -> None:
         try:
@@ -216,7 +309,7 @@ class JobStore:
         return self._unusable(message, "Check the file, or set JOBS_DB to a new path.")
 
     async def add(self, record: JobRecord) -> None:
-        await self._run(self._write, record)
+        await self._write(record)
 
     async def update(self, record: JobRecord, **changes: Any) -> JobRecord:
         """Store `record` with `changes` applied and return the new version.
@@ -224,30 +317,19 @@ class JobStore:
         Once a job is reported its kept inputs are deleted: nothing will run it again.
         """
         new = replace(record, **changes, updated_at=time.time())
-        await self._run(self._write, new)
-        if new.reported:
-            await self._run(shutil.rmtree, self._input_folder(new.id), True)
+        await self._write(new)
         return new
 
-    def _write(self, record: JobRecord) -> None:
-        assert self._db is not None
-        data = json.dumps(asdict(record), default=str)
-        self._db.execute(
-            "INSERT INTO jobs (id, workflow, state, data, user_id, created_at, updated_at, reported)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT(id) DO UPDATE SET state = excluded.state, data = excluded.data,"
-            " updated_at = excluded.updated_at, reported = excluded.reported",
-            (
-                record.id,
-                record.workflow,
-                record.state.value,
-                data,
-                record.user_id,
-                record.created_at,
-                record.updated_at,
-                record.reported,
-            ),
-        )
+    def _write(self, record: JobRecord) -> asyncio.Future[Any]:
+        """Queue a write of `record`: of the fields that differ from the version queued before, when known."""
+        before = self._known.pop(record.id, None)
+        changed = None if before is None else tuple(name for name in FIELDS if _differs(record, before, name))
+        future = self._enqueue(_Task(asyncio.get_running_loop().create_future(), record, changed))
+        if not record.reported:  # a reported job is done with: forget it
+            self._known[record.id] = record  # (again) the newest: the oldest are forgotten first
+            if len(self._known) > REMEMBERED:
+                del self._known[next(iter(self._known))]
+        return future
 
     async def keep_input(self, job_id: str, param: str, data: bytes) -> None:
         """Keep a copy of an attachment, so that a resubmission can upload it again if the server lost it."""
@@ -272,22 +354,163 @@ class JobStore:
         return self.inputs_dir / _safe(job_id)
 
     async def get(self, job_id: str) -> JobRecord | None:
-        rows = await self._run(self._select, "SELECT data, reported FROM jobs WHERE id = ?", (job_id,))
+        """Return the job as stored, including the writes queued before this call; None if there is none."""
+        if (known := self._known.get(job_id)) is not None:
+            return known  # what the store holds once the queued writes are done: a read sees its own writes
+        rows = await self._run(self._select, "WHERE id = ?", (job_id,))
         return rows[0] if rows else None
 
     async def unfinished(self) -> list[JobRecord]:
         """Return the jobs a restart must pick up again, oldest first."""
         # Those not ended, and those that ended (done, failed, cancelled) without their member being told
         ended = tuple(s.value for s in JobState if s.finished)
-        return await self._run(
-            self._select,
-            "SELECT data, reported FROM jobs WHERE state NOT IN (?, ?, ?) OR reported = 0 ORDER BY created_at",
-            ended,
-        )
+        return await self._run(self._select, "WHERE state NOT IN (?, ?, ?) OR reported = 0 ORDER BY created_at", ended)
 
-    def _select(self, sql: str, params: tuple[Any, ...]) -> list[JobRecord]:
+    def _select(self, where: str, params: tuple[Any, ...]) -> list[JobRecord]:
         assert self._db is not None
-        return [_record(json.loads(data), reported) for data, reported in self._db.execute(sql, params)]
+        return [_record(row) for row in self._db.execute(f"SELECT {COLUMNS} FROM jobs {where}", params)]
+
+    # The store's thread
+
+    def _serve(self) -> None:
+        """Take everything queued, do it in order, and hand the outcomes back to the event loop in one wake-up."""
+        stopping = False
+        while not stopping:
+            batch = [self._queue.get()]
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < BATCH:
+                    batch.append(self._queue.get_nowait())
+            tasks = [task for task in batch if task is not None]
+            stopping = len(tasks) < len(batch)  # nothing is queued after the stop
+            outcomes: list[_Outcome]
+            try:
+                outcomes = self._do(tasks)
+            except Exception as exc:  # a fault of the store itself: fail its callers rather than leave them waiting
+                log.exception("job store: a batch of %d task(s) failed", len(tasks))
+                outcomes = [(task, None, exc) for task in tasks]
+            self._hand_back(outcomes)
+
+    def _do(self, tasks: list[_Task]) -> list[_Outcome]:
+        outcomes: list[_Outcome] = []
+        writes: list[_Task] = []
+        for task in tasks:
+            if task.record is not None:
+                writes.append(task)
+                continue
+            outcomes += self._commit(writes)  # a call sees every write queued before it
+            writes = []
+            assert task.call is not None
+            try:
+                outcomes.append((task, task.call(), None))
+            except Exception as exc:
+                outcomes.append((task, None, exc))
+        return outcomes + self._commit(writes)
+
+    def _commit(self, writes: list[_Task]) -> list[_Outcome]:
+        """Write `writes` in one transaction; if that fails, one by one, so that only those that cannot fail."""
+        if not writes:
+            return []
+        try:
+            self._transaction(writes)
+        except Exception as exc:
+            if len(writes) == 1:
+                return [self._written(writes[0], exc)]
+            return [self._written(task, self._alone(task)) for task in writes]  # in order: see _put
+        return [self._written(task, None) for task in writes]
+
+    def _written(self, task: _Task, error: Exception | None) -> _Outcome:
+        """Note how a write went; once a job is reported, delete its kept inputs (nothing will run it again)."""
+        assert task.record is not None
+        job_id = task.record.id
+        if error is not None:
+            self._unsure.add(job_id)
+        else:
+            self._unsure.discard(job_id)
+            if task.record.reported and SAFE_NAME.fullmatch(job_id):
+                shutil.rmtree(self.inputs_dir / job_id, ignore_errors=True)
+        return (task, None, error)
+
+    def _alone(self, task: _Task) -> Exception | None:
+        try:
+            self._transaction([task])
+        except Exception as exc:
+            return exc
+        return None
+
+    def _transaction(self, writes: list[_Task]) -> None:
+        assert self._db is not None
+        db = self._db
+        try:
+            db.execute("BEGIN")
+            for task in writes:
+                self._put(task)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:  # SQLite may have rolled back already (a full disk, for one)
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise
+
+    def _put(self, task: _Task) -> None:
+        record = task.record
+        assert record is not None and self._db is not None
+        # A write after a failed one of the same job was told only what differs from the failed version
+        if task.changed is not None and record.id not in self._unsure:
+            if not task.changed:
+                return  # the version queued before is this one
+            values = [_column(name, getattr(record, name)) for name in task.changed]
+            if self._db.execute(_update_sql(task.changed), (*values, record.id)).rowcount:
+                return
+            # The row is gone (deleted by hand): write the job whole
+        self._db.execute(UPSERT, [_column(name, getattr(record, name)) for name in FIELDS])
+
+    def _hand_back(self, outcomes: list[_Outcome]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+        for outcome in outcomes:
+            by_loop.setdefault(outcome[0].future.get_loop(), []).append(outcome)
+        for loop, theirs in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(self._settle, theirs)
+
+    # The event loop again
+
+    def _settle(self, outcomes: list[_Outcome]) -> None:
+        for task, result, error in outcomes:
+            record = task.record
+            if error is not None and record is not None and self._known.get(record.id) is record:
+                del self._known[record.id]  # not written: the store no longer knows what it holds for this job
+            if task.future.done():
+                continue  # its caller was cancelled; the work is done all the same
+            if error is None:
+                task.future.set_result(result)
+            else:
+                task.future.set_exception(error)
+
+
+COLUMNS = ", ".join(f'"{name}"' for name in FIELDS)  # quoted: "values" is a keyword of SQL
+UPSERT = (
+    f"INSERT INTO jobs ({COLUMNS}) VALUES ({', '.join('?' * len(FIELDS))}) ON CONFLICT(id) DO UPDATE SET "
+    + ", ".join(f'"{name}" = excluded."{name}"' for name in FIELDS if name != "id")
+)
+
+
+@functools.cache
+def _update_sql(names: tuple[str, ...]) -> str:
+    assignments = ", ".join(f'"{name}" = ?' for name in names)
+    return f"UPDATE jobs SET {assignments} WHERE id = ?"
+
+
+def _differs(record: JobRecord, before: JobRecord, name: str) -> bool:
+    new, old = getattr(record, name), getattr(before, name)
+    return new is not old and new != old
+
+
+def _column(name: str, value: Any) -> Any:
+    if name in JSON_FIELDS:
+        return None if value is None else json.dumps(value, default=str)
+    if name == "state":
+        return JobState(value).value
+    return value
 
 
 def _safe(name: str) -> str:
@@ -296,7 +519,11 @@ def _safe(name: str) -> str:
     return name
 
 
-def _record(data: dict[str, Any], reported: int) -> JobRecord:
+def _record(row: tuple[Any, ...]) -> JobRecord:
+    data = dict(zip(FIELDS, row, strict=True))
+    for name in JSON_FIELDS:
+        if data[name] is not None:
+            data[name] = json.loads(data[name])
     data["state"] = JobState(data["state"])
-    data["reported"] = bool(reported)  # rows written before the column existed have no "reported" in data
+    data["reported"] = bool(data["reported"])
     return JobRecord(**data)
