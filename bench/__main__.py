@@ -176,6 +176,7 @@ class Bench:
         with LoopLag() as lag, cpu_clock() as spent:
             result = await self.fakes.call("level", in_flight, jobs, STALL)
         fakes_cpu = await self.fakes.call("cpu") - fakes_cpu0
+        discord1, _ = await self.fakes.call("requests")
         latencies = result["latencies_ms"]
         delivered = max(result["delivered"], 1)
         n = in_flight
@@ -187,6 +188,7 @@ class Bench:
             f"bot_cpu_ms_per_job_{n}": r(1000 * spent["cpu"] / delivered, 2),
             f"cpu_pct_{n}": r(spent["pct"]),
             f"fakes_cpu_pct_{n}": r(100 * fakes_cpu / spent["wall"]),
+            f"discord_requests_per_job_{n}": r((discord1 - discord0) / delivered, 2),
             f"undelivered_{n}": result["jobs"] - result["delivered"],
             f"expired_interactions_{n}": result["expired"],
         }
@@ -352,13 +354,17 @@ def readme(figures: dict[str, Any], path: Path = README) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated parts to run (default: all of {', '.join(PARTS)})")
+    parser.add_argument(
+        "--parts", default=",".join(PARTS), help=f"comma-separated parts to run (default: all of {', '.join(PARTS)})"
+    )
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the jobs run at each load level")
     parser.add_argument("--soak-jobs", type=int, default=soak.JOBS, help=f"soak jobs (default {soak.JOBS}; 0: no soak)")
     parser.add_argument("--soak-seed", type=int, help="the soak's chaos seed (default: a random one, printed)")
     parser.add_argument("--soak-only", action="store_true", help="run only the soak (same as --parts soak)")
     parser.add_argument("--readme", action="store_true", help="rewrite README.md's performance table from this run")
-    parser.add_argument("--readme-from", type=Path, metavar="FILE", help="rewrite it from a saved run's output, run nothing")
+    parser.add_argument(
+        "--readme-from", type=Path, metavar="FILE", help="rewrite it from a saved run's output, run nothing"
+    )
     parser.add_argument("--profile", type=Path, metavar="FILE", help="cProfile the bot's side into FILE (slows it)")
     args = parser.parse_args()
     if args.readme_from:
