@@ -229,7 +229,7 @@ class Bench:
             "big_output_delivered": outcome["delivered"],
             "big_output_seconds": r(seconds, 2),
             "big_output_attachments": outcome["attachments"],
-            "big_output_message": (outcome["content"] or "")[:200],
+            "big_output_note": (outcome["content"] or "").splitlines()[-1:],  # what the bot said of the file
         }
 
     async def queued(self) -> None:

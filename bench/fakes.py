@@ -132,6 +132,7 @@ class FakeWorld:
         self._open: list[Request] = []  # Discord requests still being read
         self._serial = itertools.count()
         self._stopping = asyncio.Event()
+        self._stop_reply: tuple[int, bool, Any] | None = None  # sent once the fakes have stopped
 
     async def serve(self) -> None:
         await asyncio.gather(self.discord.start(), *(c.start() for c in self.comfy))
@@ -151,7 +152,8 @@ class FakeWorld:
         loop.remove_reader(self.conn.fileno())
         scanner.cancel()
         await asyncio.gather(self.discord.stop(), *(c.stop() for c in self.comfy))
-        self.conn.send(self._stop_reply)
+        if self._stop_reply is not None:
+            self.conn.send(self._stop_reply)
 
     async def _answer(self, call_id: int, method: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
         try:
@@ -159,7 +161,7 @@ class FakeWorld:
         except Exception as exc:  # the parent shows it; the child keeps serving
             reply = (call_id, False, f"{type(exc).__name__}: {exc}")
         if method.__name__ == "stop":
-            self._stop_reply = reply  # sent once the fakes have stopped
+            self._stop_reply = reply
             return
         self.conn.send(reply)
 
