@@ -706,13 +706,18 @@ class Engine:
                 capable_cache[key] = found
             return found
 
+        full: set[tuple[str, bool]] = set()  # jobs of these found every capable server full in this round
+
         def decide(waiter: Waiter[ComfyServer]) -> ComfyServer | BotError | None:
             workflow, routed = waiter.subject
+            if (workflow.name, routed) in full:  # as full for this one as for the one before it: no need to look
+                return None
             servers = capable(workflow, routed)
             if servers:
                 waiter.accepted, waiter.down = True, False
                 free = [s for s in servers if not self.slots(s) or len(s.active) < self.slots(s)]
                 if not free:
+                    full.add((workflow.name, routed))
                     return None
                 server = min(free, key=lambda s: s.load)
                 server.active.add(waiter.job_id)
