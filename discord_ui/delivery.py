@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 
 import discord
@@ -35,6 +36,9 @@ MAX_SKIPPED_SHOWN = 10  # outputs over the caps named one per line; the rest are
 MAX_LINE = 300  # characters of one line about one file
 
 
+READ_WHOLE = 8 * 2**20  # output files up to this size are uploaded from memory, larger ones streamed
+
+
 def batches(files: list[OutputFile], limit: int) -> list[list[OutputFile]]:
     """Split files into messages of at most ten files and at most one request's worth of bytes each.
 
@@ -53,8 +57,12 @@ def batches(files: list[OutputFile], limit: int) -> list[list[OutputFile]]:
 
 
 def as_files(batch: list[OutputFile]) -> list[discord.File]:
-    """Wrap output files as attachments for one message: each is read from its file as it is sent, in chunks."""
-    return [discord.File(f.path, filename=f.filename) for f in batch]
+    """Wrap output files as attachments for one message.
+
+    A small file is read whole (a batch is within one request's size, so memory stays bounded): streaming it
+    would cost a thread hop per chunk read. A large one is read from its file as it is sent, in chunks.
+    """
+    return [discord.File(io.BytesIO(f.read()) if f.size <= READ_WHOLE else f.path, filename=f.filename) for f in batch]
 
 
 async def result_messages(

@@ -101,7 +101,7 @@ class OutputFile:
         return kind_of(self.filename)
 
     def read(self) -> bytes:
-        """The whole file in memory, for small uses only: delivery streams `path` instead."""
+        """The whole file in memory, for small files only (delivery streams large ones from `path`)."""
         return self.path.read_bytes()
 
 
