@@ -86,19 +86,7 @@ class ComfyBot(commands.Bot):
         # The store first: a bad JOBS_DB or a second copy of the bot stops here (StoreError, see run_bot)
         self.store = await JobStore(self.settings.jobs_db).open()
         self.session = aiohttp.ClientSession()
-        self.engine = Engine(
-            self.session,
-            self.settings.servers,
-            job_timeout=self.settings.job_timeout,
-            max_output_bytes=self.settings.max_output_bytes,
-            store=self.store,
-            max_jobs_per_server=self.settings.max_jobs_per_server,
-            max_pending_per_member=self.settings.max_pending_per_member,
-            cooldown_seconds=self.settings.cooldown_seconds,
-            max_queued_jobs=self.settings.max_queued_jobs,
-            max_outputs_per_job=self.settings.max_outputs_per_job,
-            max_job_output_bytes=self.settings.max_job_output_bytes,
-        )
+        self.engine = Engine.from_settings(self.session, self.settings, self.store)
         self.engine.start()
         self.catalog = await self.load_workflows()
         for extension in EXTENSIONS:

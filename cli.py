@@ -317,14 +317,7 @@ async def run_jobs(
 
     terminal = Terminal()
     async with aiohttp.ClientSession() as session:
-        engine = Engine(
-            session,
-            settings.servers,
-            job_timeout=settings.job_timeout,
-            max_output_bytes=settings.max_output_bytes,
-            max_outputs_per_job=settings.max_outputs_per_job,
-            max_job_output_bytes=settings.max_job_output_bytes,
-        )
+        engine = Engine.from_settings(session, settings)
         engine.start()
         watcher = asyncio.create_task(watch_servers(engine.servers, terminal.say))
         tasks: dict[asyncio.Task[bool], _Job] = {}
@@ -532,13 +525,7 @@ async def servers(settings: Settings, wait: float = SERVERS_WAIT) -> int:
     """Print each server's state, load and capabilities as /servers shows them; 0 only when every one is up."""
     catalog = load_catalog(settings.workflows_dir)
     async with aiohttp.ClientSession() as session:
-        engine = Engine(
-            session,
-            settings.servers,
-            job_timeout=settings.job_timeout,
-            max_output_bytes=settings.max_output_bytes,
-            max_jobs_per_server=settings.max_jobs_per_server,
-        )
+        engine = Engine.from_settings(session, settings)
         engine.start()
         try:
             await _settled(engine, wait)

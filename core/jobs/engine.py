@@ -19,7 +19,13 @@ from core.comfyui.client import ComfyClient, TooLarge
 from core.comfyui.listener import ComfyListener, Finished, Health, Lost, Queued, Running, ServerDown, Unreadable, Watch
 from core.comfyui.node_errors import node_label, running_label
 from core.comfyui.types import FILE_KEYS, HistoryEntry, Prompt
-from core.config import DEFAULT_MAX_JOB_OUTPUT_MB, DEFAULT_MAX_OUTPUTS_PER_JOB, DEFAULT_MAX_QUEUED_JOBS, MB
+from core.config import (
+    DEFAULT_MAX_JOB_OUTPUT_MB,
+    DEFAULT_MAX_OUTPUTS_PER_JOB,
+    DEFAULT_MAX_QUEUED_JOBS,
+    MB,
+    Settings,
+)
 from core.errors import (
     BotError,
     ComfyUnreachable,
@@ -311,6 +317,23 @@ class Engine:
         for server in self.servers:
             server.listener.on_change = functools.partial(self._server_changed, server)
         self._cleanups: set[asyncio.Task[None]] = set()  # cancels of moved jobs, waiting for their old server
+
+    @classmethod
+    def from_settings(cls, session: aiohttp.ClientSession, settings: Settings, store: JobStore | None = None) -> Engine:
+        """The engine every front runs: the configured servers, limits and caps."""
+        return cls(
+            session,
+            settings.servers,
+            job_timeout=settings.job_timeout,
+            max_output_bytes=settings.max_output_bytes,
+            max_outputs_per_job=settings.max_outputs_per_job,
+            max_job_output_bytes=settings.max_job_output_bytes,
+            store=store,
+            max_jobs_per_server=settings.max_jobs_per_server,
+            max_pending_per_member=settings.max_pending_per_member,
+            cooldown_seconds=settings.cooldown_seconds,
+            max_queued_jobs=settings.max_queued_jobs,
+        )
 
     def start(self) -> None:
         """Remove temporary files a crashed run left; open every server's websocket (before the first submit)."""
