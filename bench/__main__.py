@@ -35,7 +35,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import discord.gateway
 import discord.http
@@ -60,47 +60,54 @@ STALL = 60.0  # seconds a job may go without delivery before the level gives up 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-class LoopLag:
-    """Samples how late a 10 ms sleep wakes up on this process's loop."""
+class _Sampler:
+    """Takes a sample every `interval` seconds on this process's loop while entered (`with`)."""
+
+    interval = 0.01
 
     def __init__(self) -> None:
-        self.samples: list[float] = []
         self._task: asyncio.Task[None] | None = None
 
-    def __enter__(self) -> LoopLag:
-        self._task = asyncio.create_task(self._sample())
+    def __enter__(self) -> Self:
+        self._task = asyncio.create_task(self._run())
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._task:
             self._task.cancel()
 
-    async def _sample(self) -> None:
+    async def _run(self) -> None:
         while True:
             start = time.monotonic()
-            await asyncio.sleep(0.01)
-            self.samples.append((time.monotonic() - start - 0.01) * 1000)
+            await asyncio.sleep(self.interval)
+            self.sample(time.monotonic() - start)
+
+    def sample(self, slept: float) -> None:
+        raise NotImplementedError
 
 
-class PeakRss:
-    """Samples this process's RSS every 5 ms; `peak` in MB."""
+class LoopLag(_Sampler):
+    """How late a 10 ms sleep wakes up on this process's loop, in ms."""
 
     def __init__(self) -> None:
+        super().__init__()
+        self.samples: list[float] = []
+
+    def sample(self, slept: float) -> None:
+        self.samples.append((slept - self.interval) * 1000)
+
+
+class PeakRss(_Sampler):
+    """This process's RSS every 5 ms; `peak` in MB."""
+
+    interval = 0.005
+
+    def __init__(self) -> None:
+        super().__init__()
         self.peak = soak.rss_mb() or math.nan
-        self._task: asyncio.Task[None] | None = None
 
-    def __enter__(self) -> PeakRss:
-        self._task = asyncio.create_task(self._sample())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._task:
-            self._task.cancel()
-
-    async def _sample(self) -> None:
-        while True:
-            self.peak = max(self.peak, soak.rss_mb() or math.nan)
-            await asyncio.sleep(0.005)
+    def sample(self, slept: float) -> None:
+        self.peak = max(self.peak, soak.rss_mb() or math.nan)
 
 
 @contextlib.contextmanager

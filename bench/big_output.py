@@ -148,7 +148,7 @@ async def measure(size: int, url: str, folder: Path) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--mb", type=int, default=300, help="size of the output in MB (default 300)")
     args = parser.parse_args()
     size = args.mb * MB
