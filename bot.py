@@ -55,7 +55,10 @@ class ComfyBot(commands.Bot):
         kwargs.setdefault("guild_ready_timeout", GUILD_READY_TIMEOUT)
         super().__init__(
             command_prefix=commands.when_mentioned,
-            intents=discord.Intents.default(),
+            # Slash commands and buttons come as interactions, which carry their member and channel: the bot
+            # needs no message, typing or presence events, and each of its own status edits would be one more.
+            intents=discord.Intents(guilds=True),
+            max_messages=None,
             tree_cls=BotTree,
             help_command=None,
             allowed_mentions=discord.AllowedMentions.none(),  # a safe default; discord_ui sets each message's

@@ -93,6 +93,16 @@ async def test_image_defers_shows_progress_and_posts_the_png(start: Start) -> No
     assert world.prompts()[0]["prompt"]["6"]["inputs"]["text"] == "a cat in a spacesuit"
 
 
+async def test_the_bot_asks_for_no_gateway_events_but_its_guilds_and_interactions(start: Start) -> None:
+    world = await start()
+    it = await world.discord.invoke_slash("image", {"prompt": "a quiet cat"})
+    await finished(world, it)
+    [session] = world.discord._live_sessions()
+    assert session.intents == 1  # GUILDS only: no message, typing or presence events to parse
+    # Its own status edits and result did not come back to it as MESSAGE_CREATE / MESSAGE_UPDATE events
+    assert {frame["t"] for frame in session.buffer} <= {"READY", "GUILD_CREATE", "INTERACTION_CREATE"}
+
+
 async def test_one_image_job_costs_three_discord_requests(start: Start) -> None:
     world = await start()
     world.bot.status_edit_interval = 2.0  # as in production: a job shorter than that gets no progress edit
