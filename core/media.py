@@ -132,6 +132,8 @@ _WEBP_QUALITIES = (90, 80, 65, 50)
 _JPEG_QUALITIES = (85, 70, 50)
 _SCALE_STEP = 0.75
 _MIN_LONG_SIDE = 64  # below this a picture is no longer worth posting
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_EXTRA_LIMIT = 1 << 20  # an ancillary PNG chunk larger than this is left out before decoding
 _WEBP_MAX_SIDE = 16383  # libwebp's hard limit
 _JPEG_MAX_SIDE = 65500
 # libwebp's method 4 costs ~2.5 s on 16 MP, method 2 ~1 s for files a few % larger: keep big pictures fast.
@@ -149,6 +151,15 @@ class _Encoded:
 
 
 def _fit_image(filename: str, source: Path, dest: Path, limit: int, max_pixels: int) -> Fitted | None:
+    lean = _png_without_large_extras(source, dest.with_name(dest.name + ".png"))
+    try:
+        return _fit_picture(filename, lean or source, dest, limit, max_pixels)
+    finally:
+        if lean is not None:
+            lean.unlink(missing_ok=True)
+
+
+def _fit_picture(filename: str, source: Path, dest: Path, limit: int, max_pixels: int) -> Fitted | None:
     with Image.open(source) as img:  # reads the header only: nothing is decoded before load()
         width, height = img.size
         if width * height > max_pixels:
@@ -158,6 +169,45 @@ def _fit_image(filename: str, source: Path, dest: Path, limit: int, max_pixels: 
             return _fit_animation(filename, img, dest, limit)
         img.load()
         return _fit_still(filename, img, dest, limit)
+
+
+def _png_without_large_extras(source: Path, copy: Path) -> Path | None:
+    """A copy of a PNG without its large ancillary chunks, or None when it has none (or is no PNG).
+
+    Pillow reads each chunk after the image data whole into memory, so a PNG with a 500 MB private chunk
+    would cost 500 MB (twice, as it joins the pieces) to re-encode. The pixels are all in the critical chunks;
+    small ancillary ones (ComfyUI's workflow text, gamma, transparency) are kept.
+    """
+    with source.open("rb") as file:
+        if file.read(8) != _PNG_SIGNATURE:
+            return None
+        chunks: list[tuple[int, int, bytes]] = []  # (offset, length, type)
+        large = False
+        while header := file.read(8):
+            if len(header) < 8:
+                return None  # truncated: let Pillow say what is wrong
+            length, kind = int.from_bytes(header[:4], "big"), header[4:]
+            chunks.append((file.tell() - 8, length, kind))
+            large = large or (kind[:1].islower() and length > _PNG_EXTRA_LIMIT)
+            if kind == b"IEND":
+                break
+            file.seek(length + 4, 1)  # its data and CRC
+        if not large:
+            return None
+        with copy.open("wb") as out:
+            out.write(_PNG_SIGNATURE)
+            for offset, length, kind in chunks:
+                if kind[:1].islower() and length > _PNG_EXTRA_LIMIT:
+                    continue
+                file.seek(offset)
+                left = length + 12  # length, type, data and CRC
+                while left > 0:
+                    block = file.read(min(left, 1 << 20))
+                    if not block:
+                        break
+                    out.write(block)
+                    left -= len(block)
+    return copy
 
 
 def _fit_still(filename: str, img: Image.Image, dest: Path, limit: int) -> Fitted | None:

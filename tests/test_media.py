@@ -186,6 +186,23 @@ def test_a_large_png_becomes_the_best_webp_that_fits(noisy_png: bytes) -> None:
     assert open_image(fitted, "WEBP").size == (1024, 1024)
 
 
+def test_a_large_private_chunk_is_left_out_before_the_png_is_decoded(noisy_png: bytes, tmp_path: Path) -> None:
+    # Pillow would read a chunk after the image data whole into memory: 30 MB here, 500 MB from a bad node
+    iend = noisy_png.rindex(b"IEND") - 4
+    private = 30 * 2**20
+    chunk = private.to_bytes(4, "big") + b"zzZz" + b"\0" * private
+    padded = noisy_png[:iend] + chunk + zlib.crc32(chunk[4:]).to_bytes(4, "big") + noisy_png[iend:]
+    source = tmp_path / "ComfyUI_00001_.png"
+    source.write_bytes(padded)
+    lean = media._png_without_large_extras(source, tmp_path / "lean.png")
+    assert lean is not None and lean.read_bytes() == noisy_png  # every other chunk kept, byte for byte
+    source.write_bytes(noisy_png)
+    assert media._png_without_large_extras(source, tmp_path / "other.png") is None  # nothing to leave out
+    fitted = fit_file("ComfyUI_00001_.png", padded, 780 * KB)
+    assert fitted is not None and fitted.filename == "ComfyUI_00001_.webp"
+    assert open_image(fitted, "WEBP").size == (1024, 1024)
+
+
 def test_jpeg_takes_over_when_no_webp_quality_fits(noisy_png: bytes) -> None:
     # WebP 50 ≈ 541 KB is too big for 460 KB; JPEG 70 ≈ 538 KB too, JPEG 50 ≈ 392 KB fits.
     fitted = fit_file("ComfyUI_00001_.png", noisy_png, 460 * KB)
