@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from tests.fakes.comfyui import PROFILES, FakeComfyUI
+from tests.mini_comfy import MiniComfy
 
 pytest_plugins = ["tests.e2e_world"]  # the `start` fixture of the end-to-end tests
 
@@ -84,6 +85,15 @@ async def fakes() -> AsyncIterator[list[FakeComfyUI]]:
     yield servers
     for fake in servers:
         await fake.stop()
+
+
+@pytest.fixture
+async def mini() -> AsyncIterator[MiniComfy]:
+    """A scripted ComfyUI on a real port (tests.mini_comfy)."""
+    server = MiniComfy()
+    await server.start()
+    yield server
+    await server.stop()
 
 
 def write_blur_workflow(folder: Path) -> Path:

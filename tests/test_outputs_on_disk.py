@@ -23,7 +23,8 @@ from core.spool import Spool
 from core.workflows import Workflow, load_workflow
 from tests.conftest import ROOT
 from tests.e2e_world import Start, finished
-from tests.test_protocol import PNG, MiniComfy, ok_entry, start_job
+from tests.mini_comfy import PNG, MiniComfy, ok_entry
+from tests.test_protocol import start_job
 
 MB = 2**20
 
@@ -31,14 +32,6 @@ MB = 2**20
 def files_under(folder: Path) -> list[Path]:
     """Every file below `folder` but the spool's lock files."""
     return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.endswith(".lock"))
-
-
-@pytest.fixture
-async def mini() -> AsyncIterator[MiniComfy]:
-    server = MiniComfy()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture
