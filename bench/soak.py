@@ -285,6 +285,17 @@ class _Fakes:
             finally:
                 down.discard(index)
 
+        # The first blow is a restart of a server holding jobs, so that every soak shows the failover at work,
+        # however quickly the jobs run.
+        first = rng.randrange(len(self.servers))
+        with contextlib.suppress(TimeoutError):
+            await self.servers[first].wait_for(lambda: self.servers[first].holds_jobs or self.calming.is_set(), 600)
+        if not self.calming.is_set():
+            self.events["restart"] += 1
+            down.add(first)
+            task = asyncio.create_task(outage(first, "restart", RESTART_DOWNTIME[0]))
+            outages.add(task)
+            task.add_done_callback(outages.discard)
         while not self.calming.is_set():
             # Every draw happens whatever the state, so the schedule depends on the seed alone.
             wait = rng.uniform(*self.pause)
@@ -335,6 +346,7 @@ async def soak(
     job_timeout: float = JOB_TIMEOUT,
     chaos_pause: tuple[float, float] = CHAOS_PAUSE,
     make_server: MakeServer = fake_server,
+    chaos: bool = True,
     quiet: bool = False,
 ) -> tuple[Ledger, dict[str, Any]]:
     """Run `jobs` /image jobs through an Engine over `servers` chaotic fakes; the ledger and the figures."""
@@ -373,11 +385,13 @@ async def soak(
             try:
                 await engine.object_infos()
                 engine.capabilities({workflow.name: workflow})
-                fleet.unleash()
+                if chaos:
+                    fleet.unleash()
                 next_job = iter(range(jobs))
                 await asyncio.gather(*(_driver(engine, workflow, next_job, ledger, fleet) for _ in range(in_flight)))
                 seconds = time.monotonic() - started
-                await fleet.calm()
+                if chaos:
+                    await fleet.calm()
             finally:
                 await engine.close()
     finally:

@@ -760,6 +760,11 @@ class FakeComfyUI:
     def ws_client_ids(self) -> list[str]:
         return list(self._gen.sockets)
 
+    @property
+    def holds_jobs(self) -> bool:
+        """True while a prompt runs or waits here: a stop or restart now loses it."""
+        return self._running is not None or bool(self._queue)
+
     def queue_snapshot(self) -> tuple[list[Any], list[Any]]:
         """What GET /queue shows: (running, pending) 5-item lists; the current profile leaves API keys out."""
         items = ([self._running] if self._running is not None else []), self._queue
