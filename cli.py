@@ -20,7 +20,7 @@ from core.comfyui.client import ComfyClient
 from core.comfyui.listener import ComfyListener
 from core.config import Settings
 from core.errors import BotError, ComfyServerError, ComfyUnreachable, InvalidInput
-from core.jobs.engine import ComfyServer, Engine, JobResult, Progress
+from core.jobs.engine import ComfyServer, Engine, JobResult, OutputFile, Progress
 from core.jobs.routing import Verdict, verdict
 from core.jobs.server_view import servers_report
 from core.workflows import (
@@ -420,19 +420,24 @@ def save_result(result: JobResult, out: Path) -> list[Path]:
         path = out / f"{stem}_{_CONTROL.sub('_', Path(file.filename).name)}"  # the name comes from the server
         try:
             out.mkdir(parents=True, exist_ok=True)
-            paths.append(_write_new(path, file.path))
+            paths.append(_write_new(path, file))
         except OSError as exc:
             raise BotError(f"Cannot save {path}: {exc.strerror or exc}.") from None
     return paths
 
 
-def _write_new(path: Path, source: Path) -> Path:
-    """Copy the file `source` to `path`, or to `path` with _2, _3… added when that name is taken."""
+def _write_new(path: Path, file: OutputFile) -> Path:
+    """Write the output `file` to `path`, or to `path` with _2, _3… added when that name is taken."""
     candidate, number = path, 1
     while True:
         try:
-            with candidate.open("xb") as f, source.open("rb") as data:
-                shutil.copyfileobj(data, f)  # in chunks: an output of any size passes through little memory
+            with candidate.open("xb") as f:
+                if file.data is not None:
+                    f.write(file.data)
+                else:
+                    assert file.path is not None
+                    with file.path.open("rb") as data:
+                        shutil.copyfileobj(data, f)  # in chunks: an output of any size passes through little memory
             return candidate
         except FileExistsError:
             number += 1

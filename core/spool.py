@@ -1,4 +1,9 @@
-"""Temporary files for job outputs, on disk rather than in memory, removed on every path and after a crash.
+"""Where job outputs wait for delivery: small ones in memory within a budget, the rest in temporary files.
+
+An output up to IN_MEMORY_MAX (uploaded from memory anyway) stays in memory while all jobs together hold
+less than the spool's memory budget: writing, reading and deleting a file for each would cost more than
+the rest of the job's path. Larger outputs, and everything once the budget is spent, go to disk, so
+memory never grows with output size. Temporary files are removed on every path and after a crash.
 
 Each process keeps its files in a folder of its own under a shared root (the bot's: `tmp/` beside JOBS_DB),
 locked with flock for as long as the process lives. Opening a spool removes the folders whose lock nobody
@@ -17,20 +22,25 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
+from typing import BinaryIO
 
 log = logging.getLogger(__name__)
 
 # When no job store gives a place for it; one per user, as another user's folder could not be written to
 DEFAULT_ROOT = Path(tempfile.gettempdir()) / f"comfyui-discord-bot-{os.getuid()}"
 LOCK_SUFFIX = ".lock"
+IN_MEMORY_MAX = 8 * 2**20  # an output up to this size may stay in memory
+MEMORY_BUDGET = 64 * 2**20  # bytes of outputs all jobs together may hold in memory
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
 class Spool:
-    """This process's folder of temporary files; one folder per job inside it (see `folder`)."""
+    """This process's folder of temporary files (one folder per job inside it) and its outputs' memory budget."""
 
-    def __init__(self, root: Path = DEFAULT_ROOT) -> None:
+    def __init__(self, root: Path = DEFAULT_ROOT, *, memory_budget: int = MEMORY_BUDGET) -> None:
         self.root = root
+        self.memory_budget = memory_budget
+        self.in_memory = 0  # bytes of outputs held in memory now
         self._path: Path | None = None
         self._lock: int | None = None  # file descriptor holding the flock on <root>/<name>.lock
 
@@ -68,6 +78,10 @@ class Spool:
         """A new empty folder for one job's files; its owner removes it with `discard`."""
         return Path(tempfile.mkdtemp(prefix=_UNSAFE.sub("_", name)[:40] + "-", dir=self.path))
 
+    def scratch(self, name: str) -> Scratch:
+        """A place for one job's outputs (see Scratch), `name` naming its folder if it needs one."""
+        return Scratch(self, name)
+
     def close(self) -> None:
         """Remove this process's folder and everything still in it."""
         if self._path is None or self._lock is None:
@@ -77,6 +91,89 @@ class Spool:
             (self.root / (self._path.name + LOCK_SUFFIX)).unlink()
         os.close(self._lock)
         self._path = self._lock = None
+
+
+class Scratch:
+    """One job's outputs: small ones in memory while the spool's budget allows, the rest in a folder made on
+    first use. Whoever holds it calls `discard` once the outputs are delivered, however that ends."""
+
+    def __init__(self, spool: Spool, name: str) -> None:
+        self._spool = spool
+        self._name = name
+        self._folder: Path | None = None
+        self._held = 0  # bytes of this job's outputs counted in the spool's budget
+
+    def folder(self) -> Path:
+        """The job's folder of temporary files, made now if it does not exist yet."""
+        if self._folder is None:
+            self._folder = self._spool.folder(self._name)
+        return self._folder
+
+    def keep_in_memory(self, size: int) -> bool:
+        """Count `size` bytes in the memory budget and return True, or False: the file goes to disk instead."""
+        spool = self._spool
+        if size > IN_MEMORY_MAX or spool.in_memory + size > spool.memory_budget:
+            return False
+        spool.in_memory += size
+        self._held += size
+        return True
+
+    def sink(self, name: str) -> Sink:
+        """Somewhere to download one output into, called `name` if it has to be a file."""
+        return Sink(self, name)
+
+    def discard(self) -> None:
+        """Remove the job's temporary files and give its memory back to the budget (again: nothing happens)."""
+        if self._folder is not None:
+            discard(self._folder)
+            self._folder = None
+        self._spool.in_memory -= self._held
+        self._held = 0
+
+
+class Sink:
+    """One output as it is downloaded: into memory when its announced size fits the budget, else a new file.
+
+    The downloader calls `start` with the Content-Length (None when not sent), then `write` per chunk,
+    then `close`; `abort` instead on any failure. Then `data` holds the file, or `path` names it.
+    """
+
+    def __init__(self, scratch: Scratch, name: str) -> None:
+        self._scratch = scratch
+        self._name = name
+        self._chunks: list[bytes] | None = None
+        self._file: BinaryIO | None = None
+        self.path: Path | None = None
+        self.data: bytes | None = None
+
+    def start(self, length: int | None) -> None:
+        if length is not None and self._scratch.keep_in_memory(length):
+            self._chunks = []
+        else:
+            self.path = self._scratch.folder() / self._name
+            self._file = self.path.open("xb")  # never over an existing file
+
+    def write(self, chunk: bytes) -> None:
+        if self._chunks is not None:
+            self._chunks.append(chunk)
+        else:
+            assert self._file is not None, "start() first"
+            self._file.write(chunk)  # into the page cache: cheaper than a thread hop per chunk
+
+    def close(self) -> None:
+        if self._chunks is not None:
+            self.data, self._chunks = b"".join(self._chunks), None
+        elif self._file is not None:
+            self._file.close()
+
+    def abort(self) -> None:
+        """Drop what was written (the memory counted stays in the job's budget until `discard`)."""
+        self._chunks = None
+        if self._file is not None:
+            self._file.close()
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+            self.path = None
 
 
 def discard(folder: Path) -> None:

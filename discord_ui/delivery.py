@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import io
 import logging
+from pathlib import Path
 
 import discord
 
@@ -13,7 +14,7 @@ from core.config import DEFAULT_MAX_IMAGE_PIXELS
 from core.errors import OutputTooLarge
 from core.jobs.engine import JobResult, OutputFile
 from core.jobs.store import JobRecord
-from core.media import fit_file, human_size
+from core.media import Fitted, fit_file, human_size
 from discord_ui.buttons import result_view
 from discord_ui.messages import (
     MAX_FILES,
@@ -59,10 +60,18 @@ def batches(files: list[OutputFile], limit: int) -> list[list[OutputFile]]:
 def as_files(batch: list[OutputFile]) -> list[discord.File]:
     """Wrap output files as attachments for one message.
 
-    A small file is read whole (a batch is within one request's size, so memory stays bounded): streaming it
-    would cost a thread hop per chunk read. A large one is read from its file as it is sent, in chunks.
+    A file in memory goes as it is. A small one on disk is read whole (a batch is within one request's size,
+    so memory stays bounded): streaming it would cost a thread hop per chunk read. A large one is read from
+    its file as it is sent, in chunks.
     """
-    return [discord.File(io.BytesIO(f.read()) if f.size <= READ_WHOLE else f.path, filename=f.filename) for f in batch]
+    return [discord.File(_upload_source(f), filename=f.filename) for f in batch]
+
+
+def _upload_source(file: OutputFile) -> io.BytesIO | Path:
+    if file.data is not None or file.size <= READ_WHOLE:
+        return io.BytesIO(file.read())
+    assert file.path is not None
+    return file.path
 
 
 async def result_messages(
@@ -81,11 +90,12 @@ async def result_messages(
     lines += [f"```\n{cap(text, MAX_TEXT_OUTPUT).replace('```', 'ʼʼʼ')}\n```" for text in result.texts]
     files: list[OutputFile] = []
     too_big: list[OutputFile] = []
-    for file in result.files:
+    for index, file in enumerate(result.files):
+        if file.size <= limit:
+            files.append(file)
+            continue
         try:
-            fitted = await asyncio.to_thread(
-                fit_file, file.filename, file.path, limit, max_image_pixels=max_image_pixels
-            )
+            fitted = await asyncio.to_thread(_fit, result, index, limit, max_image_pixels)
         except OutputTooLarge as exc:
             lines.append(cap(exc.user_message, MAX_LINE))
             continue
@@ -102,6 +112,17 @@ async def result_messages(
     if len(result.skipped) > MAX_SKIPPED_SHOWN:
         lines.append(MORE_NOT_DOWNLOADED.format(count=len(result.skipped) - MAX_SKIPPED_SHOWN))
     return cap("\n".join(lines)), batches(files, limit)
+
+
+def _fit(result: JobResult, index: int, limit: int, max_image_pixels: int) -> Fitted | None:
+    """Fit the result's file number `index` (see fit_file), first writing it to the job's folder if it is in memory."""
+    file = result.files[index]
+    source = file.path
+    if source is None:  # fitting reads from disk
+        assert file.data is not None and result.scratch is not None, "outputs in memory come with their scratch"
+        source = result.scratch.folder() / f"in-memory-{index}"
+        source.write_bytes(file.data)
+    return fit_file(file.filename, source, limit, max_image_pixels=max_image_pixels)
 
 
 async def deliver_to_channel(

@@ -29,6 +29,7 @@ from core.jobs.engine import Engine, JobResult, OutputFile, Progress
 from core.jobs.limits import Limits
 from core.jobs.store import JobRecord
 from core.servers import ServerConfig
+from core.spool import Spool
 from core.workflows import load_catalog
 from discord_ui.forms import TextForm
 from discord_ui.status import JobMessage, StatusScheduler
@@ -121,9 +122,10 @@ class Interaction:
 class StubEngine:
     """Reports a few progress steps, then returns a result (or raises `error`)."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder  # the result's temporary folder, which the cog removes once it has delivered
-        self.files: tuple[OutputFile, ...] = (output_file(folder, "ComfyUI_00001_.png", PNG),)
+    def __init__(self, spool: Path) -> None:
+        self.scratch = Spool(spool).scratch("job")  # where the result's files wait; the cog discards it once delivered
+        self.folder = self.scratch.folder()
+        self.files: tuple[OutputFile, ...] = (output_file(self.folder, "ComfyUI_00001_.png", PNG),)
         self.error: Exception | None = None
         self.runs: list[dict[str, Any]] = []
         self.finished: list[tuple[str, Any]] = []
@@ -140,14 +142,15 @@ class StubEngine:
         if self.error:
             raise self.error
         job_id = record.id if record else "abcdef12" * 4
-        return JobResult(job_id, workflow.name, dict(values), "http://comfy", self.files, (), 1.25, folder=self.folder)
+        files, scratch = self.files, self.scratch
+        return JobResult(job_id, workflow.name, dict(values), "http://comfy", files, (), 1.25, scratch=scratch)
 
 
 @pytest.fixture
 def bot(tmp_path: Path) -> ComfyBot:
     bot = ComfyBot(load_settings({"WORKFLOWS_DIR": str(WORKFLOWS)}, require_token=False))
     bot.catalog = load_catalog(WORKFLOWS)
-    bot.engine = StubEngine(tmp_path / "outputs")  # type: ignore[assignment]
+    bot.engine = StubEngine(tmp_path / "tmp")  # type: ignore[assignment]
     bot.status_edit_interval = 0.0
     return bot
 

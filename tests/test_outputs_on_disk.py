@@ -1,5 +1,5 @@
-"""Outputs on disk (issue 13 item 3): streamed from ComfyUI into temporary files, delivered from them, and
-removed after success, failure, cancel and crash."""
+"""Outputs on their way (issue 13 item 3): small ones held in memory within a budget, the rest streamed from
+ComfyUI into temporary files and delivered from them; both freed after success, failure, cancel and crash."""
 
 from __future__ import annotations
 
@@ -14,12 +14,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-import core.comfyui.client as client_module
 from core.comfyui.client import ComfyClient, TooLarge
 from core.errors import ComfyServerError
 from core.jobs.engine import Engine
 from core.jobs.store import JobStore
-from core.spool import Spool
+from core.spool import IN_MEMORY_MAX, Sink, Spool
 from core.workflows import Workflow, load_workflow
 from tests.conftest import ROOT
 from tests.e2e_world import Start, finished
@@ -137,49 +136,69 @@ async def test_a_download_over_the_cap_writes_no_more_than_the_cap_and_leaves_no
 ) -> None:
     runner, url = await streaming_server(b"z" * 8 * MB, announced=announced)
     written: list[int] = []
-    create = client_module._create
 
-    def counting(path: Path) -> Any:
-        sink = create(path)
-        real_write = sink.write
-
-        def write(chunk: Any) -> int:
+    class CountingSink(Sink):
+        def write(self, chunk: bytes) -> None:
             written.append(len(chunk))
-            return real_write(chunk)
+            super().write(chunk)
 
-        sink.write = write  # type: ignore[method-assign]
-        return sink
-
-    monkeypatch.setattr(client_module, "_create", counting)
-    dest = tmp_path / "000.png"
+    spool = Spool(tmp_path / "tmp")
+    scratch = spool.scratch("job")
+    sink = CountingSink(scratch, "000.png")
     try:
         with pytest.raises(TooLarge) as caught:
             await ComfyClient(session, url).download(
-                {"filename": "big.png", "subfolder": "", "type": "output"}, dest, max_bytes=MB
+                {"filename": "big.png", "subfolder": "", "type": "output"}, sink, max_bytes=MB
             )
     finally:
         await runner.cleanup()
     assert (caught.value.size, caught.value.limit) == (8 * MB if announced else None, MB)
     assert sum(written) <= MB
-    assert not dest.exists()
+    assert (sink.path, sink.data) == (None, None)
+    assert files_under(spool.path) == []
+    scratch.discard()
+    assert spool.in_memory == 0
 
 
 # --- every way a job ends ------------------------------------------------------------------------------------
 
 
-async def test_a_finished_jobs_files_stay_on_disk_until_the_result_is_discarded(
+async def test_outputs_stay_in_memory_within_the_budget_and_on_disk_past_it_until_the_result_is_discarded(
     mini: MiniComfy, engine: Engine, workflow: Workflow
 ) -> None:
+    engine.spool.memory_budget = len(PNG) + 1000  # room for a.png, not for b.png as well
     job, prompt_id = await start_job(engine, mini, workflow)
     mini.files = {"a.png": PNG, "b.png": b"b" * 300_000}
     await finish_job(mini, prompt_id, "a.png", "b.png")
     with await asyncio.wait_for(job, 5) as result:
+        a, b = result.files
         assert [(f.filename, f.size, f.read()) for f in result.files] == [
             ("a.png", len(PNG), PNG),
             ("b.png", 300_000, b"b" * 300_000),
         ]
-        assert files_under(engine.spool.path) == [f.path for f in result.files]
+        assert (a.data, a.path, b.data) == (PNG, None, None)
+        assert files_under(engine.spool.path) == [b.path]
+        assert engine.spool.in_memory == len(PNG)
     assert list(engine.spool.path.iterdir()) == []
+    assert engine.spool.in_memory == 0
+
+
+async def test_an_output_over_the_in_memory_size_goes_to_disk_whatever_the_budget(
+    mini: MiniComfy, session: aiohttp.ClientSession, workflow: Workflow, tmp_path: Path
+) -> None:
+    big = b"v" * (IN_MEMORY_MAX + 1)
+    engine = Engine(session, (mini.url,), job_timeout=10, max_output_bytes=16 * MB, spool=Spool(tmp_path / "tmp"))
+    engine.start()
+    try:
+        job, prompt_id = await start_job(engine, mini, workflow)
+        mini.files = {"a.mp4": big}
+        await finish_job(mini, prompt_id, "a.mp4")
+        with await asyncio.wait_for(job, 10) as result:
+            [file] = result.files
+            assert (file.data, file.size, engine.spool.in_memory) == (None, len(big), 0)
+            assert file.path is not None and file.path.stat().st_size == len(big)
+    finally:
+        await engine.close()
 
 
 async def test_a_download_that_fails_leaves_no_file(mini: MiniComfy, engine: Engine, workflow: Workflow) -> None:
@@ -223,15 +242,17 @@ async def test_a_job_cancelled_while_its_output_downloads_leaves_no_file(
         def sizes() -> list[int]:
             return [p.stat().st_size for p in files_under(engine.spool.path)]
 
+        # a.png (its size announced) waits in memory; slow.png (size unknown) is streamed to disk
         for _ in range(100):  # until the first piece of the second file is on disk
-            if sizes() == [len(PNG), 1 << 16]:
+            if sizes() == [1 << 16]:
                 break
             await asyncio.sleep(0.01)
-        assert sizes() == [len(PNG), 1 << 16]
+        assert (sizes(), engine.spool.in_memory) == ([1 << 16], len(PNG))
         job.cancel()
         with pytest.raises(asyncio.CancelledError):
             await job
         assert list(engine.spool.path.iterdir()) == []  # the job's folder too
+        assert engine.spool.in_memory == 0
     finally:
         release.set()
         await engine.close()
@@ -257,3 +278,19 @@ async def test_a_20_mb_output_reaches_discord_byte_for_byte_and_its_temporary_fi
     assert spool.is_dir()
     # Discord has the message a moment before the bot has read Discord's answer and removed the file
     await world.discord.wait_for(lambda: files_under(spool) == [], timeout=5)
+
+
+@pytest.mark.e2e
+async def test_an_output_held_in_memory_and_over_the_upload_limit_is_fitted_from_a_file_then_freed(
+    start: Start,
+) -> None:
+    world = await start(attachment_size_limit=1 * MB)
+    world.comfy.output_padding = 3 * MB  # a PNG carrying a 3 MB private chunk: small enough to stay in memory
+    it = await world.discord.invoke_slash("image", {"prompt": "a cat"})
+    await finished(world, it, timeout=30)
+    [upload] = [r for r in it.requests if r.files]
+    [sent] = upload.files
+    assert len(world.comfy.files[("output", "", "ComfyUI_00001_.png")]) > 3 * MB
+    assert (sent.filename, sent.data[:4], len(sent.data) <= MB) == ("ComfyUI_00001_.webp", b"RIFF", True)
+    spool = world.settings.jobs_db.parent / "tmp"
+    await world.discord.wait_for(lambda: files_under(spool) == [] and world.bot.engine.spool.in_memory == 0, timeout=5)

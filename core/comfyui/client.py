@@ -6,8 +6,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote, quote_plus, urlsplit
 
 import aiohttp
@@ -31,6 +30,7 @@ from core.comfyui.types import (
 )
 from core.errors import ComfyServerError, ComfyUnreachable, PromptRejected
 from core.servers import ServerConfig
+from core.spool import Sink
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -296,11 +296,11 @@ class ComfyClient:
         await self._post("/queue", {"delete": [prompt_id]})
         await self._post("/interrupt", {"prompt_id": prompt_id})
 
-    async def download(self, ref: FileRef, dest: Path, *, max_bytes: int) -> int:
-        """Stream one output file from /view into a new file `dest`; return its size.
+    async def download(self, ref: FileRef, sink: Sink, *, max_bytes: int) -> int:
+        """Stream one output file from /view into `sink` (memory or a new file, see core.spool); return its size.
 
-        Raises TooLarge, having read no more, past `max_bytes`. Memory stays one chunk whatever the size, and
-        `dest` is removed again when the download fails in any way.
+        Raises TooLarge, having read no more, past `max_bytes`. Memory stays one chunk whatever the size when
+        the sink is a file, and the sink is aborted (a file removed) when the download fails in any way.
         """
         params = {"filename": ref["filename"], "subfolder": ref["subfolder"], "type": ref["type"]}
 
@@ -310,26 +310,17 @@ class ComfyClient:
             if resp.content_length is not None and resp.content_length > max_bytes:
                 raise TooLarge(resp.content_length, max_bytes)
             size = 0
-            with _create(dest) as sink:
-                async for chunk in resp.content.iter_chunked(DOWNLOAD_CHUNK):
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise TooLarge(None, max_bytes)
-                    sink.write(chunk)  # into the page cache: cheaper than a thread hop per chunk
+            sink.start(resp.content_length)
+            async for chunk in resp.content.iter_chunked(DOWNLOAD_CHUNK):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise TooLarge(None, max_bytes)
+                sink.write(chunk)
+            sink.close()
             return size
 
         try:
             return await self._call("GET", "/view", read, timeout=DOWNLOAD_TIMEOUT, params=params)
         except BaseException:
-            _remove(dest)
+            sink.abort()
             raise
-
-
-def _create(path: Path) -> BinaryIO:
-    """Open a new file for writing; an existing one is never overwritten."""
-    return path.open("xb")
-
-
-def _remove(path: Path) -> None:
-    """Delete a partly written file, if it was made at all."""
-    path.unlink(missing_ok=True)

@@ -43,7 +43,7 @@ from core.jobs.scheduler import Scheduler, Waiter, Waiting
 from core.jobs.store import JobRecord, JobState, JobStore
 from core.media import MediaKind, human_size, kind_of
 from core.servers import ServerConfig
-from core.spool import DEFAULT_ROOT, Spool, discard
+from core.spool import DEFAULT_ROOT, Scratch, Spool
 from core.text import cap
 from core.workflows import Workflow, validate_workflow
 from core.workflows.model import InputFile
@@ -95,12 +95,13 @@ class Progress:
 
 @dataclass(frozen=True, slots=True)
 class OutputFile:
-    """One file a job produced, in a temporary file (removed by the owner of its folder, see JobResult)."""
+    """One file a job produced: in memory (`data`) or in a temporary file (`path`); see core.spool."""
 
     filename: str  # as ComfyUI named it
-    path: Path
+    path: Path | None  # None when the file is in `data`
     size: int
     node_id: str
+    data: bytes | None = None
 
     @property
     def kind(self) -> MediaKind:
@@ -108,6 +109,9 @@ class OutputFile:
 
     def read(self) -> bytes:
         """The whole file in memory, for small files only (delivery streams large ones from `path`)."""
+        if self.data is not None:
+            return self.data
+        assert self.path is not None
         return self.path.read_bytes()
 
 
@@ -123,14 +127,14 @@ class JobResult:
     texts: tuple[str, ...]
     seconds: float
     skipped: tuple[str, ...] = ()  # one line per output over a cap: its name, size and which cap
-    # The job's temporary folder: its files and the versions made to fit Discord. Whoever receives the result
-    # owns it and removes it once the files are delivered, however that ends: `with result:` (or `discard()`).
-    folder: Path | None = None
+    # Where the files wait, with the versions made to fit Discord. Whoever receives the result owns it and
+    # frees it once the files are delivered, however that ends: `with result:` (or `discard()`).
+    scratch: Scratch | None = None
 
     def discard(self) -> None:
-        """Remove the job's temporary files."""
-        if self.folder is not None:
-            discard(self.folder)
+        """Remove the job's temporary files and free the memory its outputs held."""
+        if self.scratch is not None:
+            self.scratch.discard()
 
     def __enter__(self) -> JobResult:
         return self
@@ -535,7 +539,7 @@ class Engine:
                 _raise_if_failed(entry, prompt)
                 while True:
                     try:
-                        folder, files, texts, skipped = await self._collect(server.client, entry, watch)
+                        scratch, files, texts, skipped = await self._collect(server.client, entry, watch)
                         break
                     except ComfyUnreachable as exc:
                         # Its files stay on the server's disk, also across a restart: wait for it to answer.
@@ -560,12 +564,12 @@ class Engine:
         try:
             await self._save(record, state=JobState.DELIVERING)
         except BaseException:
-            discard(folder)  # no result to own the files: they go now
+            scratch.discard()  # no result to own the files: they go now
             raise
         seconds = time.monotonic() - started
         log.info("job %s: done in %.1fs with %d file(s)", record.id, seconds, len(files))
         return JobResult(
-            record.id, record.workflow, dict(record.values), server.client.name, files, texts, seconds, skipped, folder
+            record.id, record.workflow, dict(record.values), server.client.name, files, texts, seconds, skipped, scratch
         )
 
     def _failover_target(
@@ -895,22 +899,22 @@ class Engine:
 
     async def _collect(
         self, client: ComfyClient, entry: HistoryEntry, watch: Watch
-    ) -> tuple[Path, tuple[OutputFile, ...], tuple[str, ...], tuple[str, ...]]:
-        """Download the job's output files into a new temporary folder; return it with the files, texts and skips.
+    ) -> tuple[Scratch, tuple[OutputFile, ...], tuple[str, ...], tuple[str, ...]]:
+        """Download the job's output files into a new scratch; return it with the files, texts and skips.
 
-        The folder is removed again if anything fails, cancels included: then the caller owns no file.
+        The scratch is discarded again if anything fails, cancels included: then the caller owns no file.
         """
-        folder = self.spool.folder(watch.prompt_id)
+        scratch = self.spool.scratch(watch.prompt_id)
         try:
-            return folder, *await self._download(client, entry, watch, folder)
+            return scratch, *await self._download(client, entry, watch, scratch)
         except BaseException:
-            discard(folder)
+            scratch.discard()
             raise
 
     async def _download(
-        self, client: ComfyClient, entry: HistoryEntry, watch: Watch, folder: Path
+        self, client: ComfyClient, entry: HistoryEntry, watch: Watch, scratch: Scratch
     ) -> tuple[tuple[OutputFile, ...], tuple[str, ...], tuple[str, ...]]:
-        """Download the job's output files within the caps into `folder`; name the ones over them instead."""
+        """Download the job's output files within the caps into `scratch`; name the ones over them instead."""
         files: list[OutputFile] = []
         texts: list[str] = []
         skipped: list[str] = []
@@ -931,9 +935,9 @@ class Engine:
                         skipped.append(_skipped(ref["filename"], None, total_cap))
                         continue
                     limit = min(self.max_output_bytes, room)
-                    path = folder / _local_name(len(files), ref["filename"])
+                    sink = scratch.sink(_local_name(len(files), ref["filename"]))
                     try:
-                        size = await client.download(ref, path, max_bytes=limit)
+                        size = await client.download(ref, sink, max_bytes=limit)
                     except TooLarge as exc:
                         over_file = limit == self.max_output_bytes or (exc.size or 0) > self.max_output_bytes
                         skipped.append(
@@ -941,7 +945,7 @@ class Engine:
                         )
                         continue
                     total += size
-                    files.append(OutputFile(ref["filename"], path, size, node_id))
+                    files.append(OutputFile(ref["filename"], sink.path, size, node_id, sink.data))
             texts.extend(output["text"])
         for index, (node_id, data) in enumerate(watch.ws_images, start=1):
             extension = "jpg" if data[:2] == b"\xff\xd8" else "png"
@@ -952,9 +956,12 @@ class Engine:
                 skipped.append(_skipped(name, len(data), total_cap))
             else:
                 total += len(data)
-                path = folder / _local_name(len(files), name)
-                _write(path, data)
-                files.append(OutputFile(name, path, len(data), node_id))
+                if scratch.keep_in_memory(len(data)):
+                    files.append(OutputFile(name, None, len(data), node_id, data))
+                else:
+                    path = scratch.folder() / _local_name(len(files), name)
+                    _write(path, data)
+                    files.append(OutputFile(name, path, len(data), node_id))
         first_dropped = len(watch.ws_images) + 1
         for index, (_node_id, size) in enumerate(watch.ws_dropped, start=first_dropped):
             reason = count_cap if first_dropped > self.max_outputs_per_job else total_cap
