@@ -220,12 +220,15 @@ async def test_queued_job_reports_its_position(comfy: FakeComfyUI, engine: Engin
     await asyncio.gather(first, second)
 
 
+@pytest.mark.parametrize("comfy_profile", ["0.3.64", "current"], indirect=True)
 async def test_cached_rerun_completes_with_the_same_file(comfy: FakeComfyUI, engine: Engine) -> None:
     values = IMAGE.resolve({"prompt": "a cat", "seed": 1})
     first = await engine.run(IMAGE, values)
     again = await engine.run(IMAGE, values)
     assert [f.filename for f in again.files] == [f.filename for f in first.files] == ["ComfyUI_00001_.png"]
     assert again.files[0].read() == first.files[0].read()
+    # Both runs' outputs came with their `executed` messages (the cached node's replayed): no history read
+    assert [r.path for r in comfy.requests if "history" in r.path] == []
 
 
 async def test_save_image_websocket_frames_become_files(comfy: FakeComfyUI, engine: Engine, tmp_path: Path) -> None:

@@ -198,6 +198,57 @@ async def test_the_history_is_read_once_when_the_end_and_the_final_executing_bot
     assert mini.paths("GET").count(f"/history/{prompt_id}") == 1
 
 
+def executed(prompt_id: str, node: str, output: Any) -> dict[str, Any]:
+    return {"type": "executed", "data": {"node": node, "display_node": node, "output": output, "prompt_id": prompt_id}}
+
+
+async def test_outputs_announced_on_the_websocket_need_no_history(
+    mini: MiniComfy, engine: Engine, workflow: Workflow
+) -> None:
+    job, prompt_id = await start_job(engine, mini, workflow)
+    mini.files = {"pic_00001.png": PNG}
+    pic = {"images": [{"filename": "pic_00001.png", "subfolder": "", "type": "output"}]}
+    await mini.send(executed(prompt_id, "1", None))  # a cached node without output
+    await mini.send(executed(prompt_id, "2", pic))
+    await mini.send({"type": "execution_success", "data": {"prompt_id": prompt_id, "timestamp": 1}})
+    result = await asyncio.wait_for(job, 5)  # no `executing` null, no history entry: the success is enough
+    assert [(f.filename, f.read(), f.node_id) for f in result.files] == [("pic_00001.png", PNG, "2")]
+    assert not [p for p in mini.paths("GET") if p.startswith("/history")]
+
+
+async def test_an_unreadable_executed_message_leaves_the_outputs_to_the_history(
+    mini: MiniComfy, engine: Engine, workflow: Workflow
+) -> None:
+    job, prompt_id = await start_job(engine, mini, workflow)
+    mini.files = {"pic_00001.png": PNG}
+    await mini.send(executed(prompt_id, "2", {"images": "pic_00001.png"}))  # not a list
+    await mini.send({"type": "execution_success", "data": {"prompt_id": prompt_id, "timestamp": 1}})
+    mini.finish(
+        prompt_id, ok_entry({"2": {"images": [{"filename": "pic_00001.png", "subfolder": "", "type": "output"}]}})
+    )
+    await mini.send({"type": "executing", "data": {"node": None, "prompt_id": prompt_id}})
+    result = await asyncio.wait_for(job, 5)
+    assert [f.filename for f in result.files] == ["pic_00001.png"]
+    assert mini.paths("GET").count(f"/history/{prompt_id}") == 1
+
+
+async def test_outputs_heard_before_the_websocket_reconnected_leave_them_to_the_history(
+    mini: MiniComfy, engine: Engine, workflow: Workflow
+) -> None:
+    job, prompt_id = await start_job(engine, mini, workflow)
+    mini.files = {"a.png": PNG, "b.png": PNG}
+    first = {"images": [{"filename": "a.png", "subfolder": "", "type": "output"}]}
+    await mini.send(executed(prompt_id, "2", first))
+    await mini.drop_sockets()  # what came meanwhile is lost: a second output, say
+    await mini.wait_connections(2)
+    both = {"images": [{"filename": n, "subfolder": "", "type": "output"} for n in ("a.png", "b.png")]}
+    mini.finish(prompt_id, ok_entry({"2": both}))
+    await mini.send({"type": "execution_success", "data": {"prompt_id": prompt_id, "timestamp": 1}})
+    await mini.send({"type": "executing", "data": {"node": None, "prompt_id": prompt_id}})
+    result = await asyncio.wait_for(job, 5)
+    assert [f.filename for f in result.files] == ["a.png", "b.png"]
+
+
 async def test_newer_output_shapes_are_collected_as_named(mini: MiniComfy, engine: Engine, workflow: Workflow) -> None:
     job, prompt_id = await start_job(engine, mini, workflow)
     mini.files = {"clip_00001.mp4": b"video", "pic_00001.png": PNG}

@@ -20,12 +20,20 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import aiohttp
 
 from core.comfyui.client import ComfyClient, QueueState
-from core.comfyui.types import HistoryEntry, Prompt, parse_binary_frame, parse_ws_message
+from core.comfyui.types import (
+    HistoryEntry,
+    NodeOutput,
+    Prompt,
+    parse_binary_frame,
+    parse_node_output,
+    parse_ws_message,
+    succeeded,
+)
 from core.errors import BotError, ComfyServerError, ComfyUnreachable, UnreadableAnswer
 
 log = logging.getLogger(__name__)
@@ -37,7 +45,8 @@ WEBSOCKET_OUTPUT_CLASSES = frozenset({"SaveImageWebsocket"})
 FEATURE_FLAGS = json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
 # Messages after which our prompt has ended; its history says how. ComfyUI writes the history and then sends
 # `executing` with node null, so the history is read then, or END_GRACE seconds after one of these should
-# that signal not come (a server that no longer sends it).
+# that signal not come (a server that no longer sends it). A success heard on the very connection the prompt
+# was watched from needs no history: see Watch.ws_outputs.
 END_MESSAGES = frozenset({"execution_success", "execution_error", "execution_interrupted"})
 END_GRACE = 1.0
 FINISHED_JOB_STATES = frozenset({"completed", "failed", "cancelled"})
@@ -104,6 +113,13 @@ class Watch:
     max_image_bytes: int | None = None
     submitted_at: float | None = None
     client_id: str | None = None  # the clientId it was submitted under; None: by an earlier run of the bot
+    # The connection (its clientId) that was up when the watch began, before the prompt was submitted.
+    opened_on: str | None = None
+    # The outputs `executed` messages announced on that connection (None: one was unreadable). ComfyUI sends
+    # them in order before `execution_success`, to that connection only, cached nodes included, and never
+    # sends anything to a connection again once it closed: a success heard on it means none was missed, so
+    # they are the history's outputs without asking for them.
+    ws_outputs: dict[str, NodeOutput] | None = field(default_factory=dict)
     last_position: int | None = None
     fetching: bool = False  # its history is being read
     ended: bool = False
@@ -187,7 +203,7 @@ class ComfyListener:
 
     def watch(self, prompt_id: str, prompt: Prompt) -> Watch:
         """Start routing events for `prompt_id`; call before submitting so that none is missed."""
-        watch = Watch(prompt_id, prompt)
+        watch = Watch(prompt_id, prompt, opened_on=self.client_id if self.connected.is_set() else None)
         self.watches[prompt_id] = watch
         return watch
 
@@ -329,7 +345,13 @@ class ComfyListener:
         watch = self.watches.get(str(data.get("prompt_id")))
         if watch is None:
             return
-        if kind in END_MESSAGES:
+        heard_whole = watch.opened_on == self.client_id and watch.ws_outputs is not None
+        if kind == "executed" and heard_whole:
+            self._note_output(watch, data)
+        elif kind == "execution_success" and heard_whole and watch.ws_outputs:
+            # (with none heard, the history has the last word: "no output" is worth a second opinion)
+            watch.end(Finished(succeeded(watch.ws_outputs)))
+        elif kind in END_MESSAGES:
             asyncio.get_running_loop().call_later(END_GRACE, self._start_finish, watch)
         elif kind == "executing" and data["node"] is None:
             self._running = None
@@ -342,6 +364,20 @@ class ComfyListener:
             self._progress(watch, Running(None))
         elif kind == "progress":
             self._progress(watch, Running(data["node"], data["value"], data["max"]))
+
+    def _note_output(self, watch: Watch, data: dict[str, Any]) -> None:
+        """Keep the files and texts an `executed` message announces (a cached node without any sends null)."""
+        assert watch.ws_outputs is not None
+        if data.get("output") is None:
+            return
+        try:
+            node = data["node"]
+            if node is None:
+                raise UnreadableAnswer(self.client.name, "websocket message", "executed.node: missing")
+            watch.ws_outputs[node] = parse_node_output(data["output"], node, self.client.name)
+        except ComfyServerError:
+            watch.ws_outputs = None  # the history tells them then
+            raise
 
     def _progress(self, watch: Watch, event: Running) -> None:
         if not watch.ended:

@@ -255,6 +255,16 @@ def parse_history(data: Any, prompt_id: str, server: str) -> HistoryEntry | None
     return parsed
 
 
+def parse_node_output(value: Any, node_id: str, server: str) -> NodeOutput:
+    """Check the `output` of an `executed` websocket message: the shape of that node's entry in history."""
+    return _node_output(value, f"executed.{node_id}.output", _Check(server, "websocket message"))
+
+
+def succeeded(outputs: dict[str, NodeOutput]) -> HistoryEntry:
+    """The history entry of a prompt that succeeded with `outputs`, as the websocket told them."""
+    return {"outputs": outputs, "status": {"status_str": "success", "completed": True, "messages": []}}
+
+
 def _node_output(value: Any, where: str, check: _Check) -> NodeOutput:
     output = check.obj(value, where)
     files: dict[str, list[FileRef]] = {}
