@@ -142,7 +142,7 @@ async def test_a_slow_job_shows_its_status_with_cancel_only_after_the_first_dela
     assert between and all(r.method == "PATCH" and not r.files for r in between)
     first = between[0]
     assert first.at - callback.at >= first_delay  # not before
-    assert first.at - callback.at < first_delay + 0.5  # but soon after
+    assert first.at - callback.at < first_delay + 1.0  # but soon after (slack for a busy machine)
     assert first.json["content"].startswith(f"**/image** for <@{it.user['id']}>\n")
     [[cancel]] = [row["components"] for row in first.json["components"]]
     assert cancel["label"] == "Cancel" and cancel["custom_id"].startswith("job:cancel:")
