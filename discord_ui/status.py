@@ -48,6 +48,7 @@ class _Status:
     write: Edit
     latest: str
     queued: bool
+    first_at: float  # the first edit waits until then: a job done sooner needs none
     shown: str | None = None
     last_edit: float = -math.inf
     in_flight: asyncio.Task[None] | None = None
@@ -56,9 +57,19 @@ class _Status:
     def waiting(self) -> bool:
         return self.latest != self.shown and (self.in_flight is None or self.in_flight.done())
 
+    def due(self, interval: float) -> float:
+        """Tell when this message may be edited next."""
+        return max(self.first_at, self.last_edit + interval)
+
 
 class StatusScheduler:
     """Paces status edits: each job's message at most once per `interval` seconds, newest state wins.
+
+    A job's first status waits `first_delay` seconds. Discord already shows "<bot> is thinking…" from
+    the deferred answer on, so a status replaced by the result within a second is one REST request for
+    nothing: a job whose result, failure or cancel comes sooner never gets a status edit (the defer and
+    the result, two requests). A longer job shows its newest state once `first_delay` has passed, so its
+    Cancel button appears only then.
 
     Queue positions change for every waiting job whenever one job moves on, so with a long queue they
     would cost edits in proportion to its length squared. After a job's first status, position changes
@@ -71,11 +82,13 @@ class StatusScheduler:
         interval: float = 2.0,
         queue_rate: float = 2.0,
         *,
+        first_delay: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ) -> None:
         self.interval = interval
         self.queue_rate = queue_rate
+        self.first_delay = first_delay
         self._clock, self._sleep = clock, sleep
         self._statuses: dict[str, _Status] = {}
         self._tokens = self._burst = max(1.0, queue_rate)
@@ -87,7 +100,7 @@ class StatusScheduler:
         """Remember the newest state of `key`'s message; it goes out as soon as the pacing allows."""
         status = self._statuses.get(key)
         if status is None:
-            self._statuses[key] = _Status(edit, text, queued)
+            self._statuses[key] = _Status(edit, text, queued, self._clock() + self.first_delay)
         else:
             status.write, status.latest, status.queued = edit, text, queued
         self._wake.set()
@@ -124,7 +137,7 @@ class StatusScheduler:
             next_at = math.inf
             rationed: list[_Status] = []
             for status in waiting:
-                if (due := status.last_edit + self.interval) > now:
+                if (due := status.due(self.interval)) > now:
                     next_at = min(next_at, due)
                     continue
                 if status.queued and status.shown is not None:

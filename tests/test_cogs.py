@@ -152,6 +152,7 @@ def bot(tmp_path: Path) -> ComfyBot:
     bot.catalog = load_catalog(WORKFLOWS)
     bot.engine = StubEngine(tmp_path / "tmp")  # type: ignore[assignment]
     bot.status_edit_interval = 0.0
+    bot.statuses.first_delay = 0.0  # these tests read every status; the delay has its own in test_discord_ui
     return bot
 
 

@@ -19,7 +19,7 @@ from core.jobs.engine import OutputFile
 from discord_ui.delivery import REQUEST_LIMIT, batches
 from discord_ui.logs import install_token_filter, redact
 from discord_ui.messages import cap, mentions, shown
-from discord_ui.status import JobMessage, StatusScheduler
+from discord_ui.status import Edit, JobMessage, StatusScheduler
 from tests.conftest import ROOT
 
 
@@ -44,7 +44,7 @@ class VirtualTime:
             if deadline <= self.now and not future.done():
                 future.set_result(None)
         self.timers = [(d, f) for d, f in self.timers if not f.done()]
-        for _ in range(6):  # let the scheduler and the edits it started run
+        for _ in range(20):  # let the scheduler, the edits it started and its next nap run
             await asyncio.sleep(0)
 
 
@@ -98,7 +98,7 @@ async def test_queue_position_edits_per_job_do_not_grow_with_the_queue() -> None
 
 
 async def test_the_newest_state_wins_and_a_dropped_status_is_never_edited() -> None:
-    scheduler = StatusScheduler(interval=0.05)
+    scheduler = StatusScheduler(interval=0.05, first_delay=0.0)
     shown_texts: list[str] = []
 
     async def edit(text: str) -> None:
@@ -115,6 +115,66 @@ async def test_the_newest_state_wins_and_a_dropped_status_is_never_edited() -> N
     await asyncio.sleep(0.1)
     await scheduler.close()
     assert shown_texts == ["c", "e"]
+
+
+def recording_scheduler(**options: Any) -> tuple[StatusScheduler, VirtualTime, Edit, list[tuple[float, str]]]:
+    """A scheduler on virtual time, an edit function, and the (time, text) of every edit made through it."""
+    time = VirtualTime()
+    scheduler = StatusScheduler(clock=time.clock, sleep=time.sleep, **options)
+    edits: list[tuple[float, str]] = []
+
+    async def edit(text: str) -> None:
+        edits.append((time.now, text))
+
+    return scheduler, time, edit, edits
+
+
+# Times below are sums of binary fractions, so the virtual clock reaches each deadline exactly.
+
+
+@pytest.mark.parametrize("queued", [False, True])
+async def test_a_status_replaced_within_the_first_delay_is_never_edited(queued: bool) -> None:
+    scheduler, time, edit, edits = recording_scheduler(interval=2.0, first_delay=1.0)
+    scheduler.show("job", "Submitting…", edit)
+    await time.advance(0.5)
+    scheduler.show("job", "Queued: position 1 in line", edit, queued=queued)
+    await time.advance(0.375)
+    assert edits == []
+    await scheduler.drop("job")  # the result came at 0.875 s
+    await time.advance(4.0)
+    await scheduler.close()
+    assert edits == []
+
+
+async def test_a_slow_job_shows_its_newest_status_after_the_first_delay_then_is_paced() -> None:
+    scheduler, time, edit, edits = recording_scheduler(interval=2.0, first_delay=1.0)
+    scheduler.show("job", "Submitting…", edit)
+    await time.advance(0.5)
+    scheduler.show("job", "Running KSampler: step 1/20 (5%)", edit)
+    await time.advance(0.375)
+    assert edits == []  # not before the first delay
+    await time.advance(0.125)
+    assert edits == [(1.0, "Running KSampler: step 1/20 (5%)")]  # the newest state, as soon as it is over
+    scheduler.show("job", "Running KSampler: step 2/20 (10%)", edit)
+    await time.advance(1.75)
+    assert len(edits) == 1  # then paced by the interval, as before
+    await time.advance(0.25)
+    assert edits[1:] == [(3.0, "Running KSampler: step 2/20 (10%)")]
+    await scheduler.close()
+
+
+async def test_each_job_waits_its_own_first_delay() -> None:
+    scheduler, time, edit, edits = recording_scheduler(interval=0.25, first_delay=1.0)
+    scheduler.show("early", "early", edit)
+    await time.advance(0.5)
+    scheduler.show("late", "late", edit)
+    await time.advance(0.5)
+    assert edits == [(1.0, "early")]
+    await time.advance(0.25)
+    assert edits == [(1.0, "early")]  # the other job's edit and the interval do not bring it forward
+    await time.advance(0.25)
+    assert edits == [(1.0, "early"), (1.5, "late")]
+    await scheduler.close()
 
 
 @pytest.mark.parametrize(("named", "expected"), [(555, ["defer"]), (None, ["defer", "original_response"])])

@@ -3,7 +3,9 @@ unmodified discord.py client, against the fake Discord, with the fake ComfyUI do
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -103,28 +105,46 @@ async def test_the_bot_asks_for_no_gateway_events_but_its_guilds_and_interaction
     assert {frame["t"] for frame in session.buffer} <= {"READY", "GUILD_CREATE", "INTERACTION_CREATE"}
 
 
-async def test_one_image_job_costs_three_discord_requests(start: Start) -> None:
+async def test_a_job_done_within_the_first_delay_costs_two_discord_requests(start: Start) -> None:
     world = await start()
-    world.bot.status_edit_interval = 2.0  # as in production: a job shorter than that gets no progress edit
+    world.bot.status_edit_interval = 2.0  # as in production (first_delay too: the scheduler's default)
     before = len(world.discord.requests)
     it = await world.discord.invoke_slash("image", {"prompt": "a cat", "seed": 5})
     await finished(world, it)
-    await world.bot.statuses.close()  # nothing may still be on its way
+    callback = world.discord.requests[before]
+    # Wait out the moment a held-back status would have gone: nothing may come after the result either.
+    await asyncio.sleep(max(0.0, callback.at + world.bot.statuses.first_delay + 0.2 - time.monotonic()))
 
     requests = world.discord.requests[before:]
     original = f"/webhooks/{world.discord.application_id}/{it.token}/messages/@original"
     assert [(r.method, r.path) for r in requests] == [
         ("POST", f"/interactions/{it.id}/{it.token}/callback"),  # "thinking…"
-        ("PATCH", original),  # Submitting…, with the Cancel button
-        ("PATCH", original),  # the result
+        ("PATCH", original),  # the result; the status it replaced never went out
     ]
-    callback, status, result = requests
+    result = requests[1]
     # The deferred answer names its message: the bot needs no GET of @original to learn it.
     assert callback.query == {"with_response": "1"}
     assert callback.response["interaction"]["response_message_id"] == str(it.original_id)
     assert callback.response["resource"] == {"type": 5}
-    assert status.json["content"] == f"**/image** for <@{it.user['id']}>\nSubmitting…"
-    [[cancel]] = [row["components"] for row in status.json["components"]]
+    assert [f.filename for f in result.files] == ["ComfyUI_00001_.png"]
+
+
+async def test_a_slow_job_shows_its_status_with_cancel_only_after_the_first_delay(start: Start) -> None:
+    world = await start()
+    world.comfy.node_delay = 0.3  # about two seconds in all
+    first_delay = world.bot.statuses.first_delay
+    assert first_delay == 1.0  # the production value: the bot builds its scheduler with the default
+    before = len(world.discord.requests)
+    it = await world.discord.invoke_slash("image", {"prompt": "a slow cat"})
+    await finished(world, it)
+
+    callback, *between, result = world.discord.requests[before:]
+    assert between and all(r.method == "PATCH" and not r.files for r in between)
+    first = between[0]
+    assert first.at - callback.at >= first_delay  # not before
+    assert first.at - callback.at < first_delay + 1.0  # but soon after (slack for a busy machine)
+    assert first.json["content"].startswith(f"**/image** for <@{it.user['id']}>\n")
+    [[cancel]] = [row["components"] for row in first.json["components"]]
     assert cancel["label"] == "Cancel" and cancel["custom_id"].startswith("job:cancel:")
     assert [f.filename for f in result.files] == ["ComfyUI_00001_.png"]
     record = await world.bot.store.get(cancel["custom_id"].removeprefix("job:cancel:"))

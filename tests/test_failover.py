@@ -227,6 +227,7 @@ async def test_the_member_is_told_when_the_job_moves_and_gets_it_once(start: Sta
     await b.start()
     try:
         world = await start(settings_env={"COMFYUI_URL": f"{a.url},{b.url}"})
+        world.bot.statuses.first_delay = 0.0  # the whole job may take less: show the notice however short it is
         it = await world.discord.invoke_slash("image", {"prompt": "travelling cat"})
         await until(lambda: bool(a.queue_snapshot()[0]), "running on the first server")
         await a.stop()
