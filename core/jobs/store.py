@@ -1,12 +1,12 @@
 """The job store: every job is written before it is submitted, and each state change as it happens.
 
 SQLite in WAL mode, one column per field of a job. One thread owns the connection and takes its work from a
-queue, so that no database call blocks the event loop: what is queued during one turn of the event loop reaches
-that thread in one hand-off, the writes waiting when it comes round are committed in one transaction (several
-jobs' changes at once under load), and their awaits return together, once that transaction is on disk. An update writes only the fields that differ from what the store last wrote for the
-job, which it remembers for the jobs in flight (their reads need no database call). One process at a time:
-`open()` takes a lock on `<JOBS_DB>.lock` that the operating system releases when the process ends, however
-it ends.
+queue, so that no database call blocks the event loop: what is queued during one turn of the event loop
+reaches that thread in one hand-off, the writes waiting when it comes round are committed in one transaction
+(several jobs' changes at once under load), and their awaits return together, once that transaction is on
+disk. An update writes only the fields that differ from what the store last wrote for the job, which it
+remembers for the jobs in flight (their reads need no database call). One process at a time: `open()` takes a
+lock on `<JOBS_DB>.lock` that the operating system releases when the process ends, however it ends.
 """
 
 from __future__ import annotations
