@@ -220,7 +220,7 @@ class JobStore:
         done = self._enqueue(_Task(asyncio.get_running_loop().create_future(), call=self._disconnect))
         with self._pending_lock:
             self._closed = True  # in the same step as the stop below: nothing can be queued after it
-            self._hand_over()  # the work queued before, this loop's hand-off may not have run yet
+            self._hand_over()  # the work queued before it: this turn's hand-off has not run yet
             self._queue.put(None)
         await done
 
@@ -415,7 +415,7 @@ class JobStore:
                     else:
                         waiting.extend(handed)
             if not waiting:
-                continue
+                break  # stopped, and everything queued before is done
             tasks = [waiting.popleft() for _ in range(min(BATCH, len(waiting)))]
             outcomes: list[_Outcome]
             try:
