@@ -7,7 +7,8 @@ reported by the front (`Engine.finish`). No ComfyUI, no Discord: the figures are
 The levels run as fast as the store lets them, then a paced run starts `--rate` new jobs a second (the
 issue's goal is 200), where the event loop's lag is the store's own rather than that of a saturated loop.
 For each level it prints writes/s, thread hops per job (wake-ups of the event loop from another thread,
-counted on `loop.call_soon_threadsafe`, which both `run_in_executor` and the store's writer use), CPU ms per
+counted on `loop.call_soon_threadsafe`, which both `run_in_executor` and the store's writer use), hand-offs
+per job (work handed by the loop to the store's thread: puts on its queue, each a wake-up), CPU ms per
 job (the whole process, the store's thread included), CPU ms per job on the event loop's thread, and the
 p99 lag of the event loop while the jobs run. The last line is one JSON object with every figure.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import queue
 import statistics
 import tempfile
 import time
@@ -56,6 +58,16 @@ async def one_job(store: JobStore, number: int) -> None:
     await store.update(again, state=JobState.DONE, error=None, reported=True)
 
 
+class CountedQueue(queue.SimpleQueue[Any]):
+    """The store's queue, counting the hand-offs to its thread."""
+
+    puts = 0
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        self.puts += 1
+        super().put(item, block, timeout)
+
+
 LAG_TICK = 0.005  # seconds; often enough to see a blocked loop, rarely enough not to weigh on the CPU figures
 
 
@@ -69,7 +81,10 @@ async def lag_sampler(samples: list[float], stop: asyncio.Event) -> None:
 
 async def level(folder: Path, jobs: int, in_flight: int, rate: float | None = None) -> dict[str, float]:
     """Run `jobs` fake jobs, `in_flight` at a time (or `rate` new ones a second), on a fresh store."""
-    store = await JobStore(folder / f"jobs-{in_flight}-{rate}.sqlite3").open()
+    store = JobStore(folder / f"jobs-{in_flight}-{rate}.sqlite3")
+    store._queue = hand_offs = CountedQueue()
+    await store.open()
+    hand_offs.puts = 0
     loop = asyncio.get_running_loop()
     hops = 0
     plain = loop.call_soon_threadsafe
@@ -108,6 +123,7 @@ async def level(folder: Path, jobs: int, in_flight: int, rate: float | None = No
         "writes_per_s": round(jobs * WRITES_PER_JOB / wall),
         "jobs_per_s": round(jobs / wall),
         "thread_hops_per_job": round(hops / jobs, 2),
+        "hand_offs_per_job": round(hand_offs.puts / jobs, 2),
         "cpu_ms_per_job": round(cpu * 1000 / jobs, 3),
         "loop_cpu_ms_per_job": round(loop_cpu * 1000 / jobs, 3),
         "loop_lag_p99_ms": round(statistics.quantiles(lags, n=100)[98], 2) if len(lags) > 1 else 0.0,
@@ -123,7 +139,8 @@ async def main(jobs: int, in_flight: list[int], rate: float) -> dict[str, Any]:
             name = f"{n:>4} in flight" if paced is None else f"{paced:g} jobs/s"
             print(
                 f"{name}: {result['writes_per_s']:>7} writes/s, {result['jobs_per_s']:>6} jobs/s, "
-                f"{result['thread_hops_per_job']:>5} thread hops/job, {result['cpu_ms_per_job']:.3f} CPU ms/job "
+                f"{result['thread_hops_per_job']:>5} thread hops/job, {result['hand_offs_per_job']:>5} hand-offs/job, "
+                f"{result['cpu_ms_per_job']:.3f} CPU ms/job "
                 f"({result['loop_cpu_ms_per_job']:.3f} on the loop), loop lag p99 {result['loop_lag_p99_ms']} ms",
                 flush=True,
             )

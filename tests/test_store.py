@@ -3,10 +3,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import queue
 import re
 import signal
 import sqlite3
 import sys
+import threading
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ import aiohttp
 import pytest
 
 from core.jobs.engine import Engine
-from core.jobs.store import MIGRATIONS, JobRecord, JobState, JobStore, StoreError, StoreLocked
+from core.jobs.store import BATCH, MIGRATIONS, JobRecord, JobState, JobStore, StoreError, StoreLocked, _Task
 from tests.conftest import ROOT
 
 JOB_A, JOB_B, JOB_C = "a" * 32, "b" * 32, "c" * 32
@@ -424,3 +426,120 @@ async def test_the_migration_to_one_column_a_field_keeps_every_field(tmp_path: P
     assert await store.get(JOB_B) == told
     assert await store.unfinished() == [kept]
     await store.close()
+
+
+class _CountedQueue(queue.SimpleQueue[Any]):
+    """The store's queue, noting how many tasks each hand-off to its thread carried (None: the stop)."""
+
+    def __init__(self) -> None:
+        self.handed: list[int | None] = []
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        self.handed.append(None if item is None else len(item))
+        super().put(item, block, timeout)
+
+
+async def _counted_store(path: Path) -> tuple[JobStore, _CountedQueue, list[int]]:
+    """An open store whose hand-offs to its thread, and the batches that thread does, are counted."""
+    store = JobStore(path)
+    store._queue = counted = _CountedQueue()
+    batches: list[int] = []
+    do = store._do
+
+    def counted_do(tasks: list[_Task]) -> Any:
+        batches.append(len(tasks))
+        return do(tasks)
+
+    store._do = counted_do  # type: ignore[method-assign]
+    await store.open()
+    counted.handed.clear()
+    batches.clear()
+    return store, counted, batches
+
+
+async def test_writes_queued_in_one_turn_of_the_loop_reach_the_thread_in_one_hand_off(tmp_path: Path) -> None:
+    store, counted, batches = await _counted_store(tmp_path / "jobs.sqlite3")
+    jobs = [_job(n) for n in range(150)]
+    await asyncio.gather(*(store.add(job) for job in jobs))  # all queued in the turn the gathered tasks start
+    assert counted.handed == [150]
+    assert batches == [BATCH, BATCH, 150 - 2 * BATCH]  # done and handed back BATCH at most at a time
+    assert await store._run(store._select, "ORDER BY id", ()) == jobs
+    await store.close()
+
+
+async def test_order_is_kept_across_hand_offs_and_a_call_sees_every_write_queued_before_it(tmp_path: Path) -> None:
+    store, counted, _ = await _counted_store(tmp_path / "jobs.sqlite3")
+    loop = asyncio.get_running_loop()
+
+    def read() -> list[JobRecord]:
+        return store._select("WHERE id = ?", (JOB_A,))
+
+    first = JobRecord(id=JOB_A, workflow="image", values={"seed": 1})
+    second, third = replace(first, state=JobState.SUBMITTED), replace(first, state=JobState.RUNNING, attempts=1)
+    turn = [store._write(first), store._enqueue(_Task(loop.create_future(), call=read))]
+    await asyncio.sleep(0)  # the turn ends: its hand-off runs before this coroutine goes on
+    turn += [store._write(second), store._write(third), store._enqueue(_Task(loop.create_future(), call=read))]
+    assert await asyncio.gather(*turn) == [None, [first], None, None, [third]]
+    assert counted.handed == [2, 3]
+    await store.close()
+    reopened = await JobStore(tmp_path / "jobs.sqlite3").open()
+    assert await reopened.get(JOB_A) == third
+    await reopened.close()
+
+
+async def test_close_with_work_not_yet_handed_over_loses_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    store, counted, _ = await _counted_store(path)
+    jobs = [_job(n) for n in range(10)]
+    written = [store._write(job) for job in jobs]  # queued; this turn's hand-off has not run yet
+    async with asyncio.timeout(10):  # not wait_for: close() must start in this turn, not in a task of its own
+        await store.close()
+    assert counted.handed == [11, None]  # the ten writes and the close in one hand-off, then the stop
+    assert [future.result() for future in written] == [None] * 10
+    with pytest.raises(RuntimeError) as caught:
+        await store.add(_job(11))
+    assert str(caught.value) == f"the job store {path} is not open"
+    reopened = await JobStore(path).open()
+    assert await reopened._run(reopened._select, "ORDER BY id", ()) == jobs
+    await reopened.close()
+
+
+def test_a_loop_that_stopped_before_its_hand_off_does_not_hold_back_its_writes(tmp_path: Path) -> None:
+    record = _job(1)
+    first = asyncio.new_event_loop()
+    try:
+        store = first.run_until_complete(JobStore(tmp_path / "jobs.sqlite3").open())
+        written: list[asyncio.Future[Any]] = []
+        first.call_soon(lambda: written.append(store._write(record)))
+        first.call_soon(first.stop)  # the loop stops in the turn of the write, before its hand-off
+        first.run_forever()
+        assert len(written) == 1 and not written[0].done()
+
+        async def read_then_close() -> list[JobRecord]:
+            rows = await store._run(store._select, "WHERE id = ?", (record.id,))  # queued after the write
+            await store.close()
+            return rows
+
+        assert asyncio.run(read_then_close()) == [record]
+        assert first.run_until_complete(written[0]) is None  # its caller learns it was written
+    finally:
+        first.close()
+
+
+async def test_loops_in_two_threads_share_one_store(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    store = await JobStore(path).open()
+    start = threading.Barrier(2)
+
+    def writer(first: int) -> list[JobRecord]:
+        async def jobs() -> list[JobRecord]:
+            return await asyncio.gather(*(_engine_path(store, _job(n), n) for n in range(first, first + 100)))
+
+        start.wait()
+        return asyncio.run(jobs())
+
+    final = [r for results in await asyncio.gather(*(asyncio.to_thread(writer, n) for n in (0, 100))) for r in results]
+    await store.close()
+    reopened = await JobStore(path).open()
+    assert await reopened._run(reopened._select, "ORDER BY id", ()) == sorted(final, key=lambda r: r.id)
+    await reopened.close()

@@ -1,17 +1,18 @@
 """The job store: every job is written before it is submitted, and each state change as it happens.
 
 SQLite in WAL mode, one column per field of a job. One thread owns the connection and takes its work from a
-queue, so that no database call blocks the event loop: the writes waiting when it comes round are committed
-in one transaction (several jobs' changes at once under load), and their awaits return together, once that
-transaction is on disk. An update writes only the fields that differ from what the store last wrote for the
-job, which it remembers for the jobs in flight (their reads need no database call). One process at a time:
-`open()` takes a lock on `<JOBS_DB>.lock` that the operating system releases when the process ends, however
-it ends.
+queue, so that no database call blocks the event loop: what is queued during one turn of the event loop
+reaches that thread in one hand-off, the writes waiting when it comes round are committed in one transaction
+(several jobs' changes at once under load), and their awaits return together, once that transaction is on
+disk. An update writes only the fields that differ from what the store last wrote for the job, which it
+remembers for the jobs in flight (their reads need no database call). One process at a time: `open()` takes a
+lock on `<JOBS_DB>.lock` that the operating system releases when the process ends, however it ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import errno
@@ -184,9 +185,14 @@ class JobStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.inputs_dir = path.parent / "inputs"  # kept copies of attachments: <inputs_dir>/<job id>/<param>
-        self._queue: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()  # None stops the thread
+        self._queue: queue.SimpleQueue[list[_Task] | None] = queue.SimpleQueue()  # None stops the thread
         self._thread: threading.Thread | None = None
         self._closed = False
+        # Tasks queued since the last hand-off to the thread, in order, from every loop; the loops that have a
+        # hand-off scheduled. Under _pending_lock: loops in other threads may queue work too.
+        self._pending: list[_Task] = []
+        self._flushing: set[asyncio.AbstractEventLoop] = set()
+        self._pending_lock = threading.Lock()
         self._db: sqlite3.Connection | None = None  # the store's thread only
         self._lock: int | None = None  # file descriptor holding the flock on <JOBS_DB>.lock
         # The version of each job in flight that the store holds once the queued writes are done (event loop only)
@@ -212,8 +218,10 @@ class JobStore:
 
     async def _stop(self) -> None:
         done = self._enqueue(_Task(asyncio.get_running_loop().create_future(), call=self._disconnect))
-        self._closed = True  # in the same step as the stop below: nothing can be queued after it
-        self._queue.put(None)
+        with self._pending_lock:
+            self._closed = True  # in the same step as the stop below: nothing can be queued after it
+            self._hand_over()  # the work queued before it: this turn's hand-off has not run yet
+            self._queue.put(None)
         await done
 
     def _disconnect(self) -> None:
@@ -225,10 +233,32 @@ class JobStore:
             self._release()
 
     def _enqueue(self, task: _Task) -> asyncio.Future[Any]:
-        if self._thread is None or self._closed:
-            raise RuntimeError(f"the job store {self.path} is not open")
-        self._queue.put(task)
+        """Queue `task`; the loop hands what was queued in this turn to the thread at once, in its next turn."""
+        loop = task.future.get_loop()
+        with self._pending_lock:
+            if self._thread is None or self._closed:
+                raise RuntimeError(f"the job store {self.path} is not open")
+            self._pending.append(task)
+            # Each waking of the thread costs the loop a GIL hand-off: one per turn, not one per task
+            if loop not in self._flushing:
+                self._flushing.add(loop)
+                loop.call_soon(self._flush, loop)
         return task.future
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._pending_lock:
+            self._flushing.discard(loop)
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Put everything pending on the queue as one list (the caller holds _pending_lock).
+
+        The tasks of every loop go together, in the order they were queued: a loop that stopped before its
+        hand-off ran does not hold back its writes from the calls other loops queue after them.
+        """
+        if self._pending:
+            self._queue.put(self._pending)
+            self._pending = []
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         """Call `fn` on the store's thread, after the writes queued before it are committed."""
@@ -374,14 +404,19 @@ class JobStore:
 
     def _serve(self) -> None:
         """Take everything queued, do it in order, and hand the outcomes back to the event loop in one wake-up."""
+        waiting: collections.deque[_Task] = collections.deque()
         stopping = False
-        while not stopping:
-            batch = [self._queue.get()]
+        while waiting or not stopping:
             with contextlib.suppress(queue.Empty):
-                while len(batch) < BATCH:
-                    batch.append(self._queue.get_nowait())
-            tasks = [task for task in batch if task is not None]
-            stopping = len(tasks) < len(batch)  # nothing is queued after the stop
+                while not stopping and len(waiting) < BATCH:
+                    handed = self._queue.get(block=not waiting)  # sleep only when there is nothing to do
+                    if handed is None:
+                        stopping = True  # nothing is queued after the stop
+                    else:
+                        waiting.extend(handed)
+            if not waiting:
+                break  # stopped, and everything queued before is done
+            tasks = [waiting.popleft() for _ in range(min(BATCH, len(waiting)))]
             outcomes: list[_Outcome]
             try:
                 outcomes = self._do(tasks)
