@@ -7,8 +7,11 @@ import contextlib
 import io
 import logging
 from pathlib import Path
+from typing import Any
 
+import aiohttp.payload
 import discord
+from aiohttp.abc import AbstractStreamWriter
 
 from core.config import DEFAULT_MAX_IMAGE_PIXELS
 from core.errors import OutputTooLarge
@@ -69,9 +72,37 @@ def as_files(batch: list[OutputFile]) -> list[discord.File]:
 
 def _upload_source(file: OutputFile) -> io.BytesIO | Path:
     if file.data is not None or file.size <= READ_WHOLE:
-        return io.BytesIO(file.read())
+        return InMemory(file.read())
     assert file.path is not None
     return file.path
+
+
+class InMemory(io.BytesIO):
+    """An attachment's bytes, which aiohttp sends as they are (see _InMemoryPayload)."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.data = data
+
+
+class _InMemoryPayload(aiohttp.payload.Payload):
+    """Sends an InMemory in one write: aiohttp's own payload for a BytesIO copies it first (getbuffer) and
+    then writes 64 KB per turn of the event loop, which made up a tenth of the bot's CPU time per job."""
+
+    _autoclose = True  # nothing to close
+
+    def __init__(self, value: InMemory, *args: Any, **kwargs: Any) -> None:
+        super().__init__(value.data, *args, **kwargs)
+        self._size = len(value.data)
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return self._value.decode(encoding, errors)
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await writer.write(self._value)
+
+
+aiohttp.payload.register_payload(_InMemoryPayload, InMemory)
 
 
 async def result_messages(

@@ -13,10 +13,11 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import aiohttp
 import pytest
 
 from core.jobs.engine import OutputFile
-from discord_ui.delivery import REQUEST_LIMIT, batches
+from discord_ui.delivery import REQUEST_LIMIT, as_files, batches
 from discord_ui.logs import install_token_filter, redact
 from discord_ui.messages import cap, mentions, shown
 from discord_ui.status import Edit, JobMessage, StatusScheduler
@@ -278,3 +279,19 @@ def test_a_form_never_prefills_more_text_than_its_field_takes() -> None:
     form = TextForm(music, [short], submit)
     field = form.inputs["lyrics"]
     assert field.max_length == 20 and field.default == ("[verse] " + "la " * 50)[:20]
+
+
+async def test_an_attachment_in_memory_is_sent_in_one_write_without_a_copy() -> None:
+    data = b"\x89PNG" + bytes(3 * 2**20)
+    [attachment] = as_files([OutputFile("a.png", None, len(data), "9", data)])
+    form = aiohttp.FormData(quote_fields=False)  # as discord.py builds an upload
+    form.add_field("files[0]", attachment.fp, filename="a.png", content_type="application/octet-stream")
+    [(payload, _, _)] = list(form())  # type: ignore[call-overload]
+    writes: list[bytes] = []
+
+    class Writer:
+        async def write(self, chunk: bytes) -> None:
+            writes.append(chunk)
+
+    await payload.write(Writer())  # type: ignore[arg-type]
+    assert [w is data for w in writes] == [True]
