@@ -94,16 +94,20 @@ class StatusScheduler:
         self._tokens = self._burst = max(1.0, queue_rate)
         self._refilled = clock()
         self._wake = asyncio.Event()
+        self._next_at = -math.inf  # when the edit loop wakes up by itself next
         self._runner: asyncio.Task[None] | None = None
 
     def show(self, key: str, text: str, edit: Edit, *, queued: bool = False) -> None:
         """Remember the newest state of `key`'s message; it goes out as soon as the pacing allows."""
         status = self._statuses.get(key)
         if status is None:
-            self._statuses[key] = _Status(edit, text, queued, self._clock() + self.first_delay)
+            status = self._statuses[key] = _Status(edit, text, queued, self._clock() + self.first_delay)
         else:
             status.write, status.latest, status.queued = edit, text, queued
-        self._wake.set()
+        # Progress comes many times a second per job: the loop looks at every message when woken, so it is
+        # woken only when this one is due before it would wake anyway.
+        if status.due(self.interval) < self._next_at:
+            self._wake.set()
         if self._runner is None or self._runner.done():
             self._runner = asyncio.create_task(self._run(), name="status edits")
 
@@ -168,6 +172,7 @@ class StatusScheduler:
 
     async def _nap(self, seconds: float) -> None:
         """Sleep until `seconds` pass or something new is shown or an edit finishes."""
+        self._next_at = self._clock() + seconds
         self._wake.clear()
         if seconds <= 0:
             await asyncio.sleep(0)
@@ -204,7 +209,7 @@ class JobMessage:
         self.max_image_pixels = max_image_pixels  # MAX_IMAGE_PIXELS: larger pictures are named, not decoded
         self.header = header(command, interaction.user.id)
         self.job_id: str | None = None
-        self.view: discord.ui.View | None = None
+        self.view: discord.ui.View | None = None  # its Cancel button, built for the first status edit
         self.message_id: int | None = None
         self.expired = False  # the interaction's token can no longer be used
         self.deleted = False  # someone deleted the status message
@@ -229,7 +234,6 @@ class JobMessage:
     def attach(self, job_id: str) -> None:
         """Tie the message to its job: its Cancel button and its place in the scheduler."""
         self.job_id = job_id
-        self.view = status_view(job_id)
 
     def show(self, text: str, *, queued: bool = False) -> None:
         """Show `text` under the header as soon as the scheduler allows."""
@@ -241,6 +245,8 @@ class JobMessage:
         self.show(progress.describe(), queued=queued)
 
     async def _edit_progress(self, text: str) -> None:
+        if self.view is None and self.job_id is not None:
+            self.view = status_view(self.job_id)  # not before: a job done within first_delay never shows it
         await self.edit_status(text, view=self.view)
 
     async def stop(self) -> None:
