@@ -179,11 +179,13 @@ class Bench:
     async def level(self, in_flight: int, jobs: int) -> None:
         await self.settle()
         discord0, _ = await self.fakes.call("requests")
+        routes0 = Counter(await self.fakes.call("comfy_routes"))
         fakes_cpu0 = await self.fakes.call("cpu")
         with LoopLag() as lag, cpu_clock() as spent:
             result = await self.fakes.call("level", in_flight, jobs, STALL)
         fakes_cpu = await self.fakes.call("cpu") - fakes_cpu0
         discord1, _ = await self.fakes.call("requests")
+        routes = Counter(await self.fakes.call("comfy_routes")) - routes0
         latencies = result["latencies_ms"]
         delivered = max(result["delivered"], 1)
         n = in_flight
@@ -196,6 +198,8 @@ class Bench:
             f"cpu_pct_{n}": r(spent["pct"]),
             f"fakes_cpu_pct_{n}": r(100 * fakes_cpu / spent["wall"]),
             f"discord_requests_per_job_{n}": r((discord1 - discord0) / delivered, 2),
+            f"comfy_requests_per_job_{n}": r(routes.total() / delivered, 2),
+            f"comfy_routes_per_job_{n}": {route: r(count / delivered, 2) for route, count in routes.most_common()},
             f"undelivered_{n}": result["jobs"] - result["delivered"],
             f"expired_interactions_{n}": result["expired"],
         }

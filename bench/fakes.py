@@ -23,6 +23,7 @@ import multiprocessing
 import random
 import re
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -36,6 +37,7 @@ SCAN_INTERVAL = 0.002  # seconds between two looks at what the fakes received
 MEMBERS = 10  # the load comes from this many members, in turn
 _TOKEN = re.compile(r"^/(?:webhooks/\d+|interactions/\d+)/([^/]+)/")
 _TEXT = re.compile(r"bench #\d+\b")  # a job's prompt, quoted in its result: found in channel messages
+_ROUTE_ID = re.compile(r"/[0-9a-f]{8}-[0-9a-f-]{27}|/[0-9a-f]{32}")  # a prompt id in a route: counted as {id}
 
 
 class FakesProcess:
@@ -127,7 +129,7 @@ class FakeWorld:
         self.members = [self.discord.make_user(name=f"member{i}") for i in range(MEMBERS)]
         self.jobs: dict[str, Job] = {}  # prompt text -> job
         self.by_token: dict[str, Job] = {}
-        self.comfy_requests = 0  # HTTP requests all fake ComfyUI servers received (their lists are trimmed)
+        self.comfy_requests: Counter[str] = Counter()  # requests all fake ComfyUI servers received, by route
         self._discord_seen = 0
         self._open: list[Request] = []  # Discord requests still being read
         self._serial = itertools.count()
@@ -185,7 +187,12 @@ class FakeWorld:
     async def requests(self) -> tuple[int, int]:
         """HTTP requests received so far: by fake Discord, by all fake ComfyUI servers."""
         self._scan()
-        return len(self.discord.requests), self.comfy_requests
+        return len(self.discord.requests), self.comfy_requests.total()
+
+    async def comfy_routes(self) -> dict[str, int]:
+        """HTTP requests all fake ComfyUI servers received so far, by method and route (ids left out)."""
+        self._scan()
+        return dict(self.comfy_requests)
 
     async def set_padding(self, padding: int) -> None:
         for fake in self.comfy:
@@ -296,7 +303,7 @@ class FakeWorld:
         """Match what the fakes received to jobs: prompts submitted, files delivered."""
         for fake in self.comfy:
             received, fake.requests = fake.requests, []
-            self.comfy_requests += len(received)
+            self.comfy_requests.update(f"{r.method} {_ROUTE_ID.sub('/{id}', r.path)}" for r in received)
             for request in received:
                 body = request.json
                 if request.method != "POST" or not request.path.endswith("/prompt") or not isinstance(body, dict):
