@@ -282,7 +282,7 @@ async def running_bot(fakes: FakesProcess, figures: dict[str, Any]) -> AsyncIter
     """A new bot with an empty job store, connected to the fakes; READY -> usable goes into `figures`."""
     with tempfile.TemporaryDirectory(prefix="bench-") as folder:
         settings = load_settings(bench_settings(fakes.info, Path(folder)), require_token=True)
-        bot = ComfyBot(settings)  # as run_bot builds it: discord.py's own guild_ready_timeout
+        bot = ComfyBot(settings, settle_heap=True)  # as run_bot builds it: discord.py's own guild_ready_timeout
         probe = asyncio.create_task(fakes.call("ready_to_usable", 60.0, 0.05))
         task = asyncio.create_task(bot.start(settings.discord_token or ""), name="bot")
         try:
