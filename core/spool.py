@@ -134,8 +134,9 @@ class Scratch:
 class Sink:
     """One output as it is downloaded: into memory when its announced size fits the budget, else a new file.
 
-    The downloader calls `start` with the Content-Length (None when not sent), then `write` per chunk,
-    then `close`; `abort` instead on any failure. Then `data` holds the file, or `path` names it.
+    The downloader calls `start` with the Content-Length (None when not sent), then `write` per chunk (or
+    once with the whole file, when `start` said it goes to memory), then `close`; `abort` instead on any
+    failure. Then `data` holds the file, or `path` names it.
     """
 
     def __init__(self, scratch: Scratch, name: str) -> None:
@@ -146,12 +147,14 @@ class Sink:
         self.path: Path | None = None
         self.data: bytes | None = None
 
-    def start(self, length: int | None) -> None:
+    def start(self, length: int | None) -> bool:
+        """Get ready for a file of `length` bytes; True when it goes to memory."""
         if length is not None and self._scratch.keep_in_memory(length):
             self._chunks = []
-        else:
-            self.path = self._scratch.folder() / self._name
-            self._file = self.path.open("xb")  # never over an existing file
+            return True
+        self.path = self._scratch.folder() / self._name
+        self._file = self.path.open("xb")  # never over an existing file
+        return False
 
     def write(self, chunk: bytes) -> None:
         if self._chunks is not None:
@@ -162,7 +165,7 @@ class Sink:
 
     def close(self) -> None:
         if self._chunks is not None:
-            self.data, self._chunks = b"".join(self._chunks), None
+            self.data, self._chunks = b"".join(self._chunks), None  # one chunk: itself, no copy
         elif self._file is not None:
             self._file.close()
 

@@ -310,12 +310,17 @@ class ComfyClient:
             if resp.content_length is not None and resp.content_length > max_bytes:
                 raise TooLarge(resp.content_length, max_bytes)
             size = 0
-            sink.start(resp.content_length)
-            async for chunk in resp.content.iter_chunked(DOWNLOAD_CHUNK):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise TooLarge(None, max_bytes)
+            if sink.start(resp.content_length):
+                # Into memory: read at once (aiohttp joins what came in one copy); the size was checked above.
+                chunk = await resp.read()
+                size = len(chunk)
                 sink.write(chunk)
+            else:
+                async for chunk in resp.content.iter_chunked(DOWNLOAD_CHUNK):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise TooLarge(None, max_bytes)
+                    sink.write(chunk)
             sink.close()
             return size
 
