@@ -78,6 +78,8 @@ class Settings:
     max_outputs_per_job: int
     max_job_output_mb: float
     max_image_pixels: int
+    community_file: Path = Path("community.toml")  # COMMUNITY_FILE: see core.community
+    community_file_named: bool = False  # set by name: it must exist
 
     @property
     def comfyui_urls(self) -> tuple[str, ...]:
@@ -183,6 +185,8 @@ def load_settings(env: Mapping[str, str], *, require_token: bool) -> Settings:
         max_outputs_per_job=int(numbers["MAX_OUTPUTS_PER_JOB"]),
         max_job_output_mb=float(numbers["MAX_JOB_OUTPUT_MB"]),
         max_image_pixels=int(numbers["MAX_IMAGE_PIXELS"]),
+        community_file=Path(text("COMMUNITY_FILE") or "community.toml"),
+        community_file_named=bool(text("COMMUNITY_FILE")),
     )
 
 
