@@ -12,7 +12,8 @@ event-loop lag measured here are the bot's alone. Parts, in order:
   jobs/s while the load was held, the loop lag p99 (a 10 ms sleep sampled all along), and this process's
   CPU time per job; at 1 in flight, Discord REST requests per job;
 - big: RSS growth while one 500 MB PNG is downloaded and delivered (fitted to Discord's 10 MB limit);
-- queued: RSS and CPU while 1,000 jobs wait (ComfyUI paused);
+- queued: RSS and CPU while 1,000 jobs wait (ComfyUI paused), measured once their arrival is over (no
+  Discord request for a second); the CPU their arrival cost is its own figure;
 - soak (bench/soak.py): --soak-jobs jobs over 16 fake servers that drop and restart, keys soak_*.
 
 Each figure is printed with its goal (bench/figures.py); the last line is one JSON object with every figure,
@@ -162,6 +163,18 @@ class Bench:
         """Wait until the bot has no job left."""
         await until(lambda: not self.bot.active_jobs, timeout, "the bot finishing its jobs")
 
+    async def quiet(self, seconds: float, timeout: float) -> None:
+        """Wait until the bot has sent Discord no request for `seconds`."""
+        deadline = time.monotonic() + timeout
+        last, _ = await self.fakes.call("requests")
+        while time.monotonic() < deadline:
+            await asyncio.sleep(seconds)
+            now, _ = await self.fakes.call("requests")
+            if now == last:
+                return
+            last = now
+        raise TimeoutError(f"the bot still sending Discord requests after {timeout:.0f} s")
+
     async def idle(self) -> None:
         await self.settle()
         await asyncio.sleep(1)
@@ -249,11 +262,15 @@ class Bench:
         await self.fakes.call("pause")
         texts = await self.fakes.call("send", QUEUED)
 
-        await until(lambda: len(self.bot.active_jobs) >= QUEUED, 120, f"{QUEUED} jobs waiting")
-        await asyncio.sleep(1)
+        with cpu_clock() as arriving:
+            await until(lambda: len(self.bot.active_jobs) >= QUEUED, 120, f"{QUEUED} jobs waiting")
+            # Their arrival ends with each one's first status edit (a second later, paced): what is measured
+            # next is the cost of waiting, so it starts once the bot has sent Discord nothing for a second.
+            await self.quiet(1.0, 120)
         with cpu_clock() as spent:
             await asyncio.sleep(QUEUED_SECONDS)
         self.figures |= {
+            "cpu_ms_per_job_arriving_1000": r(1000 * arriving["cpu"] / QUEUED, 2),
             "rss_mb_before_queued": before,
             "rss_mb_1000_queued": soak.rss_mb() or math.nan,
             "cpu_pct_1000_queued": r(spent["pct"], 2),
