@@ -100,7 +100,7 @@ class Ledger:
     stolen: set[int] = field(default_factory=set)  # jobs whose file was delivered to another job
     errors: Counter[str] = field(default_factory=Counter)
     failed: set[int] = field(default_factory=set)
-    resubmitted: set[int] = field(default_factory=set)
+    resubmitted: Counter[int] = field(default_factory=Counter)  # job -> times submitted again
     moved: set[int] = field(default_factory=set)
     per_server: Counter[str] = field(default_factory=Counter)
 
@@ -122,11 +122,15 @@ class Ledger:
     def fail(self, job: int, error: BaseException) -> None:
         self.failed.add(job)
         message = error.user_message if isinstance(error, BotError) else str(error)
-        self.errors[f"{type(error).__name__}: {message}"] += 1
+        # What happened to it before, to tell a job the chaos hit twice while it ran (given up by design,
+        # MAX_ATTEMPTS) from a fault of the bot
+        detail = f" | {error.detail}" if isinstance(error, BotError) and error.detail else ""
+        history = f" [resubmitted {self.resubmitted[job]}x{', moved' if job in self.moved else ''}]"
+        self.errors[f"{type(error).__name__}: {message}{detail}{history}"] += 1
 
     def progress(self, job: int, progress: Progress) -> None:
         if progress.resubmitted:
-            self.resubmitted.add(job)
+            self.resubmitted[job] += 1
         if progress.moved_to is not None:
             self.moved.add(job)
 
@@ -149,7 +153,7 @@ class Ledger:
             "soak_jobs": self.jobs,
             "soak_lost": self.lost,
             "soak_duplicated": self.duplicated,
-            "soak_resubmitted": len(self.resubmitted | self.moved),
+            "soak_resubmitted": len(self.resubmitted.keys() | self.moved),
             "soak_moved": len(self.moved),
             "soak_spread": {
                 "min": min(counts),

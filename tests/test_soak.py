@@ -35,8 +35,8 @@ def test_ledger_counts_a_file_delivered_to_the_wrong_job_as_lost_and_duplicated(
     ledger.deliver(0, result_with(tmp_path, 0))
     ledger.deliver(1, result_with(tmp_path, 2))  # job 1 got job 2's picture
     ledger.deliver(2, result_with(tmp_path, 2, server="soak01"))
-    ledger.fail(3, JobLost(detail="not in the queue nor in the history"))
     ledger.progress(3, Progress(resubmitted=True))
+    ledger.fail(3, JobLost(detail="not in the queue nor in the history"))
     ledger.progress(0, Progress(position=1))
 
     figures = ledger.figures()
@@ -48,7 +48,7 @@ def test_ledger_counts_a_file_delivered_to_the_wrong_job_as_lost_and_duplicated(
     assert ledger.errors == {
         "wrong output: seeds [2] delivered to the job of seed 1": 1,
         "JobLost: The ComfyUI server lost this job (it restarted or its queue was cleared) before it finished. "
-        "Please try again.": 1,
+        "Please try again. | not in the queue nor in the history [resubmitted 1x]": 1,
     }
 
 
