@@ -78,6 +78,19 @@ class JobLost(BotError):
         )
 
 
+class JobLostTooOften(JobLost):
+    """The job was running each time its server went away, as often as the bot retries: it is not run again."""
+
+    def __init__(self, times: int, detail: str | None = None) -> None:
+        BotError.__init__(
+            self,
+            f"The ComfyUI server went away {times} times while it ran this job (a restart or a crash), so the bot "
+            "stopped there: a job that brings the server down would take the other jobs with it. If the server "
+            "just had a bad moment, run the command again.",
+            detail=detail,
+        )
+
+
 class JobTimeout(BotError):
     """The job did not finish within the configured time."""
 

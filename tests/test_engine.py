@@ -182,7 +182,9 @@ async def test_a_job_lost_twice_is_reported(comfy: FakeComfyUI, engine: Engine) 
     with pytest.raises(JobLost) as caught:
         await asyncio.wait_for(job, 10)
     assert caught.value.user_message == (
-        "The ComfyUI server lost this job (it restarted or its queue was cleared) before it finished. Please try again."
+        "The ComfyUI server went away 2 times while it ran this job (a restart or a crash), so the bot stopped there: "
+        "a job that brings the server down would take the other jobs with it. If the server just had a bad moment, "
+        "run the command again."
     )
 
 

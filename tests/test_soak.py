@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.soak import Ledger, fake_server, prompt_seed, soak
-from core.errors import JobLost
+from core.errors import JobLost, JobLostTooOften
 from core.jobs.engine import JobResult, Progress
 from tests.fakes.comfyui import FakeComfyUI, make_png
 from tests.output_files import output_file
@@ -50,6 +50,16 @@ def test_ledger_counts_a_file_delivered_to_the_wrong_job_as_lost_and_duplicated(
         "JobLost: The ComfyUI server lost this job (it restarted or its queue was cleared) before it finished. "
         "Please try again. | not in the queue nor in the history [resubmitted 1x]": 1,
     }
+
+
+def test_ledger_tells_a_job_given_up_by_design_from_a_lost_one(tmp_path: Path) -> None:
+    ledger = Ledger(3)
+    ledger.deliver(0, result_with(tmp_path, 0))
+    ledger.fail(1, JobLostTooOften(2, detail="not in the queue nor in the history"))
+    ledger.fail(2, JobLost(detail="not in the queue nor in the history"))
+
+    figures = ledger.figures()
+    assert (figures["soak_lost"], figures["soak_given_up"]) == (1, 1)
 
 
 def test_ledger_counts_a_job_delivered_twice(tmp_path: Path) -> None:
@@ -96,9 +106,12 @@ async def test_soak_accounts_for_every_job_while_servers_drop_and_restart() -> N
     chaos = figures["soak_chaos"]
     assert chaos["drop"] > 0 and chaos.get("restart", 0) + chaos.get("outage", 0) > 0
     # Every job is delivered once or lost with its reason; nothing is counted twice or skipped.
-    assert figures["soak_lost"] == jobs - len(ledger.delivered) == sum(ledger.errors.values())
+    assert (
+        figures["soak_lost"] + figures["soak_given_up"] == jobs - len(ledger.delivered) == sum(ledger.errors.values())
+    )
     assert sum(ledger.per_server.values()) == len(ledger.delivered)
     assert figures["soak_duplicated"] == 0
-    assert (figures["soak_lost"], dict(ledger.errors)) == (0, {})  # failover: no job is lost to the chaos
+    assert figures["soak_lost"] == 0  # failover: no job is lost to the chaos
+    assert {error.split(":")[0] for error in ledger.errors} <= {"JobLostTooOften"}  # only as designed
     assert figures["soak_resubmitted"] > 0  # and the chaos did hit jobs
     assert set(figures["soak_spread"]) == {"min", "max", "stdev"}

@@ -34,6 +34,7 @@ from core.errors import (
     JobCancelled,
     JobInterrupted,
     JobLost,
+    JobLostTooOften,
     JobTimeout,
 )
 from core.jobs.inputs import Copies, ensure_inputs, held_copies, keep_inputs, stored_copies
@@ -513,14 +514,14 @@ class Engine:
                         progress = self._noting_start(record, on_progress)
                         entry = await self._follow(server, watch, record, workflow, progress)
                         break
-                    except JobLost:
+                    except JobLost as exc:
                         if record.id in self._cancelled:
                             raise JobCancelled() from None
                         # Only a loss while it ran counts: a job that may bring the server down is not retried
                         # forever, but one forgotten in a queue (a restart, a cleared queue) never ran at all.
                         counted = watch.last_position == 0 or record.state is JobState.RUNNING
                         if counted and record.attempts >= MAX_ATTEMPTS:
-                            raise
+                            raise JobLostTooOften(record.attempts, detail=exc.detail) from None
                         server.listener.unwatch(prompt_id)
                         log.warning("job %s vanished from %s; submitting it again", record.id, server.client.name)
                         if on_progress is not None:
