@@ -280,7 +280,9 @@ class Generate(commands.Cog):
         """Run the same job again with the same options, its seed included (from /history)."""
         await self._again(interaction, record, "Re-run", new_seed=False)
 
-    async def _again(self, interaction: discord.Interaction[Any], record: JobRecord, what: str, *, new_seed: bool) -> None:
+    async def _again(
+        self, interaction: discord.Interaction[Any], record: JobRecord, what: str, *, new_seed: bool
+    ) -> None:
         workflow = self.bot.catalog.workflows.get(record.workflow)
         if workflow is None:
             raise InvalidInput(f"/{record.workflow} is no longer available.")

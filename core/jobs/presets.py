@@ -28,6 +28,8 @@ BAD_NAME = f"A preset name is 1 to {MAX_NAME} letters, digits, _ or - (got {{nam
 TOO_MANY = f"You have {MAX_PRESETS} presets, the most a member may keep; delete one with /preset delete first."
 NO_SUCH = "You have no preset {name} for /{command}. /preset list shows yours."
 STALE = "Your preset {name} for /{command} no longer fits the command: {problem} Save it again or delete it."
+NO_JOB = "You have no job {job}. /history shows yours with their ids."
+NO_JOB_YET = "You have no job yet to save a preset from."
 NOTHING_TO_SAVE = "Job {job} of /{command} has no options a preset can keep (seeds and files are not kept)."
 
 
@@ -75,8 +77,35 @@ def applied(workflow: Workflow, preset: Preset, given: Mapping[str, Any]) -> dic
             merged[name] = param.coerce(value)
         except InvalidInput as exc:
             problem = exc.user_message
-            raise InvalidInput(STALE.format(name=quoted_name(preset.name), command=workflow.name, problem=problem)) from None
+            raise InvalidInput(
+                STALE.format(name=quoted_name(preset.name), command=workflow.name, problem=problem)
+            ) from None
     return merged
+
+
+JOB_REF = re.compile(r"[0-9a-f-]{8,36}")  # a job id, or its first 8 characters as /history shows it
+
+
+async def own_job(store: JobStore, user_id: int, ref: str | None) -> JobRecord:
+    """The member's job `ref` (a whole id or its start), or their newest job; InvalidInput when there is none."""
+    if ref is None:
+        _, newest = await store.jobs_of(user_id, limit=1)
+        if not newest:
+            raise InvalidInput(NO_JOB_YET)
+        return newest[0]
+    wanted = ref.strip().strip("`").lower()
+    found: list[str] = []
+    if JOB_REF.fullmatch(wanted):  # hex digits and dashes only: nothing LIKE would read as a wildcard
+
+        def ids(db: sqlite3.Connection) -> list[str]:
+            rows = db.execute("SELECT id FROM jobs WHERE user_id = ? AND id LIKE ? LIMIT 2", (user_id, wanted + "%"))
+            return [job_id for (job_id,) in rows]
+
+        found = await store.call(ids)
+    record = await store.get(found[0]) if len(found) == 1 else None
+    if record is None:
+        raise InvalidInput(NO_JOB.format(job=quoted_name(ref)))
+    return record
 
 
 class Presets:

@@ -425,7 +425,7 @@ class JobStore:
         """
         return await self._run(self._in_transaction, fn)
 
-    def _in_transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _in_transaction(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         assert self._db is not None
         db = self._db
         db.execute("BEGIN")
