@@ -46,7 +46,11 @@ class Generate(commands.Cog):
     def __init__(self, bot: ComfyBot) -> None:
         self.bot = bot
         self.commands: list[app_commands.Command[Any, ..., None]] = []
-        self.presets = Presets(bot.store)
+
+    @property
+    def presets(self) -> Presets:
+        """The members' presets, in the job store."""
+        return Presets(self.bot.store)
 
     async def cog_load(self) -> None:
         buttons.install(self.bot, self)

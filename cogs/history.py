@@ -38,7 +38,11 @@ class History(commands.Cog):
 
     def __init__(self, bot: ComfyBot) -> None:
         self.bot = bot
-        self.presets = Presets(bot.store)
+
+    @property
+    def presets(self) -> Presets:
+        """The members' presets, in the job store."""
+        return Presets(self.bot.store)
 
     async def cog_load(self) -> None:
         pages.install(self.bot, self.page)
