@@ -10,10 +10,10 @@ import dataclasses
 import datetime as dt
 import shutil
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -380,7 +380,8 @@ async def test_a_video_option_is_an_attachment_and_its_jobs_are_not_rerolled(bot
     cog.register()
     [command] = cog.commands
     options = command.to_dict(bot.tree)["options"]
-    assert [(o["name"], o["type"], o["required"]) for o in options] == [("video", 11, True), ("preset", 3, False)]  # 11: attachment
+    shape = [(o["name"], o["type"], o["required"]) for o in options]
+    assert shape == [("video", 11, True), ("preset", 3, False)]  # 11: attachment
     record = JobRecord(id="f" * 32, workflow="video", values={"video": "clip.mp4"}, user_id=42)
     with pytest.raises(InvalidInput) as caught:
         await cog.reroll(Interaction(), record)  # type: ignore[arg-type]
