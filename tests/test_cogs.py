@@ -386,6 +386,9 @@ async def test_a_video_option_is_an_attachment_and_its_jobs_are_not_rerolled(bot
     with pytest.raises(InvalidInput) as caught:
         await cog.reroll(Interaction(), record)  # type: ignore[arg-type]
     assert caught.value.user_message == "Re-roll is not available for jobs with attached files; run the command again."
+    with pytest.raises(InvalidInput) as caught:
+        await cog.rerun(Interaction(), record)  # type: ignore[arg-type]
+    assert caught.value.user_message == "Re-run is not available for jobs with attached files; run the command again."
     assert bot.engine.runs == []  # type: ignore[attr-defined]
 
 
