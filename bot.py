@@ -35,7 +35,7 @@ from discord_ui.messages import CANCELLED, FAILED
 from discord_ui.status import StatusScheduler
 
 log = logging.getLogger("bot")
-EXTENSIONS = ("cogs.generate", "cogs.admin")
+EXTENSIONS = ("cogs.generate", "cogs.admin", "cogs.help", "cogs.history")
 # How often the heartbeat file next to JOBS_DB is refreshed; the Dockerfile's HEALTHCHECK allows 90 s.
 HEARTBEAT_SECONDS = 30.0
 # discord.py waits this long after the last GUILD_CREATE before it is ready (2 s by default). The bot needs no

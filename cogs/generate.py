@@ -18,9 +18,11 @@ from cogs.access import is_admin
 from core.errors import BotError, InvalidInput, JobCancelled
 from core.jobs.engine import new_job_id, shown_values
 from core.jobs.limits import Reservation
+from core.jobs.presets import DEFAULT, NO_SUCH, Presets, applied, quoted_name
+from core.jobs.presets import MAX_NAME as MAX_PRESET_NAME
 from core.jobs.store import JobRecord, JobState
 from core.workflows import FILE_TYPES, InputFile, Param, ParamType, Workflow
-from core.workflows.model import MAX_SEED, MAX_UPLOAD_BYTES
+from core.workflows.model import MAX_OPTIONS, MAX_SEED, MAX_UPLOAD_BYTES
 from discord_ui import buttons
 from discord_ui.forms import Submit, TextForm
 from discord_ui.messages import CANCELLING, NO_JOBS, NO_JOBS_AT_ALL, SUBMITTING, respond, shown
@@ -33,6 +35,9 @@ log = logging.getLogger(__name__)
 
 MAX_CHOICES = 25  # Discord's limit for fixed choices and for autocomplete answers
 MAX_LYRICS_FILE = 64 * 1024
+PRESET_OPTION = "preset"
+PRESET_KEY = "preset_"  # the callback's parameter: generated names (p0, p1_file, ...) never end in "_"
+PRESET_DESCRIPTION = "One of your presets (/preset save); options you give override it"
 
 
 class Generate(commands.Cog):
@@ -41,6 +46,11 @@ class Generate(commands.Cog):
     def __init__(self, bot: ComfyBot) -> None:
         self.bot = bot
         self.commands: list[app_commands.Command[Any, ..., None]] = []
+
+    @property
+    def presets(self) -> Presets:
+        """The members' presets, in the job store."""
+        return Presets(self.bot.store)
 
     async def cog_load(self) -> None:
         buttons.install(self.bot, self)
@@ -108,11 +118,15 @@ class Generate(commands.Cog):
                 choices[key] = [app_commands.Choice(name=c[:100], value=c) for c in param.choices]
             elif param.type is ParamType.CHOICE:
                 completers[key] = self._completer(param)
+        # A workflow's own option named preset, or one with no room left, keeps the command without presets
+        if workflow.param(PRESET_OPTION) is None and len(parameters) - 1 < MAX_OPTIONS:
+            add(PRESET_KEY, PRESET_OPTION, app_commands.Range[str, 1, MAX_PRESET_NAME], None, PRESET_DESCRIPTION)
+            completers[PRESET_KEY] = self._preset_completer(workflow)
 
         async def callback(interaction: discord.Interaction[Any], **kwargs: Any) -> None:
             given = {p.name: kwargs.get(f"p{i}") for i, p in enumerate(workflow.params)}
             files = {p.name: kwargs.get(f"p{i}_file") for i, p in enumerate(workflow.params)}
-            await self.invoke(interaction, workflow, given, files)
+            await self.invoke(interaction, workflow, given, files, preset=kwargs.get(PRESET_KEY))
 
         callback.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
         callback = app_commands.describe(**descriptions)(callback)
@@ -135,14 +149,36 @@ class Generate(commands.Cog):
 
         return complete
 
+    def _preset_completer(self, workflow: Workflow) -> Any:
+        """Autocomplete for the preset option: the member's presets for this command."""
+
+        async def complete(interaction: discord.Interaction[Any], current: str) -> list[app_commands.Choice[str]]:
+            names = [p.name for p in await self.presets.of(interaction.user.id, workflow.name)]
+            return [app_commands.Choice(name=n, value=n) for n in names if current.lower() in n.lower()][:MAX_CHOICES]
+
+        return complete
+
+    async def with_preset(
+        self, user_id: int, workflow: Workflow, given: dict[str, Any], name: str | None
+    ) -> dict[str, Any]:
+        """The options given, over the member's preset `name` (or their `default` one, when they have it)."""
+        preset = await self.presets.get(user_id, workflow.name, (name or DEFAULT).strip())
+        if preset is None:
+            if name is None:
+                return given
+            raise InvalidInput(NO_SUCH.format(name=quoted_name(name), command=workflow.name))
+        return applied(workflow, preset, given)
+
     async def invoke(
         self,
         interaction: discord.Interaction[Any],
         workflow: Workflow,
         given: dict[str, Any],
         files: dict[str, discord.Attachment | None],
+        *,
+        preset: str | None = None,
     ) -> None:
-        """Check the options, ask for missing multi-line text in a form, then run the job."""
+        """Check the options (over the member's preset), ask for missing multi-line text in a form, run the job."""
         # Only checked here, before the first await, so that a member over a limit hears it at once; the
         # place is reserved in start_job, when the job really starts (a form may stay open for 15 minutes
         # or be abandoned, so it holds no place).
@@ -151,6 +187,7 @@ class Generate(commands.Cog):
             if attachment is not None:
                 given[name] = await _read_text_attachment(name, attachment)
         given = {k: v for k, v in given.items() if v is not None}
+        given = await self.with_preset(interaction.user.id, workflow, given, preset)
         workflow.resolve(_without_downloads(given))  # refuse bad input now, before any form or job
         missing = [p for p in workflow.params if p.type is ParamType.MULTILINE and p.name not in given]
         if missing:
@@ -241,15 +278,24 @@ class Generate(commands.Cog):
 
     async def reroll(self, interaction: discord.Interaction[Any], record: JobRecord) -> None:
         """Run the same job again with a new seed."""
+        await self._again(interaction, record, "Re-roll", new_seed=True)
+
+    async def rerun(self, interaction: discord.Interaction[Any], record: JobRecord) -> None:
+        """Run the same job again with the same options, its seed included (from /history)."""
+        await self._again(interaction, record, "Re-run", new_seed=False)
+
+    async def _again(
+        self, interaction: discord.Interaction[Any], record: JobRecord, what: str, *, new_seed: bool
+    ) -> None:
         workflow = self.bot.catalog.workflows.get(record.workflow)
         if workflow is None:
             raise InvalidInput(f"/{record.workflow} is no longer available.")
         if any(p.type in FILE_TYPES for p in workflow.params):
-            raise InvalidInput("Re-roll is not available for jobs with attached files; run the command again.")
+            raise InvalidInput(f"{what} is not available for jobs with attached files; run the command again.")
         given = {
             p.name: record.values[p.name]
             for p in workflow.params
-            if p.type is not ParamType.SEED and p.name in record.values
+            if p.name in record.values and not (new_seed and p.type is ParamType.SEED)
         }
         await self.start_job(interaction, workflow, given)
 

@@ -1,4 +1,4 @@
-"""Persistent job buttons: Cancel while a job runs; Re-roll, Details and Delete on its result.
+"""Persistent job buttons: Cancel while a job runs; Re-roll, Details and Delete on its result; Re-run in /history.
 
 A button's custom_id carries the action and the job id, and its state comes from the store, so buttons
 keep working after a restart. What a button does beyond showing things (cancel, run again, who may act)
@@ -21,10 +21,11 @@ from discord_ui.messages import DELETED, MAX_CONTENT, cap, respond, shown
 
 # Job ids are UUIDs; jobs stored before they were (32 hex digits) keep their working buttons.
 JOB_ID = r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}|[0-9a-f]{32}"
-JOB_BUTTON = rf"job:(?P<action>cancel|reroll|details|delete):(?P<job>{JOB_ID})"
+JOB_BUTTON = rf"job:(?P<action>cancel|reroll|rerun|details|delete):(?P<job>{JOB_ID})"
 ACTIONS = {
     "cancel": ("Cancel", discord.ButtonStyle.secondary),
     "reroll": ("Re-roll", discord.ButtonStyle.primary),
+    "rerun": ("Re-run", discord.ButtonStyle.primary),
     "details": ("Details", discord.ButtonStyle.secondary),
     "delete": ("Delete", discord.ButtonStyle.danger),
 }
@@ -42,6 +43,8 @@ class JobActions(Protocol):
     async def cancel_job(self, interaction: discord.Interaction[Any], job_id: str) -> None: ...
 
     async def reroll(self, interaction: discord.Interaction[Any], record: JobRecord) -> None: ...
+
+    async def rerun(self, interaction: discord.Interaction[Any], record: JobRecord) -> None: ...
 
 
 _actions: weakref.WeakKeyDictionary[discord.Client, JobActions] = weakref.WeakKeyDictionary()
@@ -62,9 +65,10 @@ def uninstall(client: discord.Client) -> None:
 class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=JOB_BUTTON):
     """A button on a job's message; its custom_id is `job:<action>:<job id>`."""
 
-    def __init__(self, action: str, job_id: str) -> None:
-        label, style = ACTIONS[action]
-        super().__init__(discord.ui.Button(label=label, style=style, custom_id=f"job:{action}:{job_id}"))
+    def __init__(self, action: str, job_id: str, label: str | None = None) -> None:
+        default_label, style = ACTIONS[action]
+        button = discord.ui.Button[Any](label=label or default_label, style=style, custom_id=f"job:{action}:{job_id}")
+        super().__init__(button)
         self.action, self.job_id = action, job_id
 
     @classmethod
@@ -94,6 +98,8 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=JOB_BUT
                 if interaction.message is not None:
                     with contextlib.suppress(discord.NotFound):  # two clicks at once: the other one deleted it
                         await interaction.message.delete()
+            elif self.action == "rerun":
+                await actions.rerun(interaction, record)
             else:
                 await actions.reroll(interaction, record)
         except Exception as exc:  # explained privately, as for commands, naming the job's command

@@ -83,6 +83,11 @@ async def respond(interaction: discord.Interaction[Any], content: str, *, epheme
     await interaction.response.send_message(ephemeral=ephemeral, **_fields(content, None, extra))
 
 
+async def update(interaction: discord.Interaction[Any], content: str, **extra: Any) -> None:
+    """Answer a click on a message's component by editing that message (a page turned, say)."""
+    await interaction.response.edit_message(**_fields(content, None, extra))
+
+
 async def followup(
     interaction: discord.Interaction[Any],
     content: str | None = None,

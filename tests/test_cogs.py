@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import shutil
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,7 +28,7 @@ from core.config import load_settings
 from core.errors import ExecutionFailed, InvalidInput
 from core.jobs.engine import Engine, JobResult, OutputFile, Progress
 from core.jobs.limits import Limits
-from core.jobs.store import JobRecord
+from core.jobs.store import JobRecord, JobStore
 from core.servers import ServerConfig
 from core.spool import Spool
 from core.workflows import load_catalog
@@ -147,13 +148,15 @@ class StubEngine:
 
 
 @pytest.fixture
-def bot(tmp_path: Path) -> ComfyBot:
+async def bot(tmp_path: Path) -> AsyncIterator[ComfyBot]:
     bot = ComfyBot(load_settings({"WORKFLOWS_DIR": str(WORKFLOWS)}, require_token=False))
     bot.catalog = load_catalog(WORKFLOWS)
     bot.engine = StubEngine(tmp_path / "tmp")  # type: ignore[assignment]
+    bot.store = await JobStore(tmp_path / "jobs.sqlite3").open()  # commands read the member's presets there
     bot.status_edit_interval = 0.0
     bot.statuses.first_delay = 0.0  # these tests read every status; the delay has its own in test_discord_ui
-    return bot
+    yield bot
+    await bot.store.close()
 
 
 def test_commands_have_discord_shaped_options(bot: ComfyBot) -> None:
@@ -170,6 +173,7 @@ def test_commands_have_discord_shaped_options(bot: ComfyBot) -> None:
             ("steps", 4, False),
             ("width", 4, False),
             ("height", 4, False),
+            ("preset", 3, False),
         ],
         "music": [
             ("tags", 3, True),
@@ -177,6 +181,7 @@ def test_commands_have_discord_shaped_options(bot: ComfyBot) -> None:
             ("lyrics_file", 11, False),
             ("duration", 10, False),
             ("seed", 4, False),
+            ("preset", 3, False),
         ],
     }
     steps = cog.commands[0].to_dict(bot.tree)["options"][3]
@@ -375,11 +380,15 @@ async def test_a_video_option_is_an_attachment_and_its_jobs_are_not_rerolled(bot
     cog.register()
     [command] = cog.commands
     options = command.to_dict(bot.tree)["options"]
-    assert [(o["name"], o["type"], o["required"]) for o in options] == [("video", 11, True)]  # 11: attachment
+    shape = [(o["name"], o["type"], o["required"]) for o in options]
+    assert shape == [("video", 11, True), ("preset", 3, False)]  # 11: attachment
     record = JobRecord(id="f" * 32, workflow="video", values={"video": "clip.mp4"}, user_id=42)
     with pytest.raises(InvalidInput) as caught:
         await cog.reroll(Interaction(), record)  # type: ignore[arg-type]
     assert caught.value.user_message == "Re-roll is not available for jobs with attached files; run the command again."
+    with pytest.raises(InvalidInput) as caught:
+        await cog.rerun(Interaction(), record)  # type: ignore[arg-type]
+    assert caught.value.user_message == "Re-run is not available for jobs with attached files; run the command again."
     assert bot.engine.runs == []  # type: ignore[attr-defined]
 
 

@@ -156,6 +156,18 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_user ON jobs (user_id, state);
     CREATE INDEX jobs_unreported ON jobs (created_at) WHERE reported = 0;
     """,
+    # A member's saved option values per command (/preset), and their jobs newest first (/history)
+    """
+    CREATE TABLE presets (
+        user_id INTEGER NOT NULL,
+        command TEXT NOT NULL,
+        name TEXT NOT NULL,
+        "values" TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (user_id, command, name)
+    );
+    CREATE INDEX jobs_user_time ON jobs (user_id, created_at);
+    """,
 )
 FIELDS = tuple(f.name for f in fields(JobRecord))  # also the column names, in the table's order
 JSON_FIELDS = frozenset({"values", "prompt", "inputs"})
@@ -395,6 +407,37 @@ class JobStore:
         # Those not ended, and those that ended (done, failed, cancelled) without their member being told
         ended = tuple(s.value for s in JobState if s.finished)
         return await self._run(self._select, "WHERE state NOT IN (?, ?, ?) OR reported = 0 ORDER BY created_at", ended)
+
+    async def jobs_of(self, user_id: int, *, limit: int, offset: int = 0) -> tuple[int, list[JobRecord]]:
+        """Return how many jobs `user_id` has, and `limit` of them from `offset`, newest first."""
+        return await self._run(self._jobs_of, user_id, limit, offset)
+
+    def _jobs_of(self, user_id: int, limit: int, offset: int) -> tuple[int, list[JobRecord]]:
+        assert self._db is not None
+        [(total,)] = self._db.execute("SELECT count(*) FROM jobs WHERE user_id = ?", (user_id,))
+        page = self._select("WHERE user_id = ? ORDER BY created_at DESC, id LIMIT ? OFFSET ?", (user_id, limit, offset))
+        return total, page
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` with the connection on the store's thread, in one transaction, after the writes queued before.
+
+        For the store's other tables (presets...): their SQL stays in their own modules.
+        """
+        return await self._run(self._in_transaction, fn)
+
+    def _in_transaction(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        assert self._db is not None
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            result = fn(db)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise
+        return result
 
     def _select(self, where: str, params: tuple[Any, ...]) -> list[JobRecord]:
         assert self._db is not None

@@ -23,7 +23,7 @@ MAX_DESCRIPTION = 100
 MAX_OPTIONS = 25
 MAX_CHOICE = 100  # Discord's cap for a choice's name and value
 # The bot's own commands: a workflow may not take their names (it would replace them)
-BUILT_IN_COMMANDS = frozenset({"queue", "cancel", "reload", "workflows", "servers"})
+BUILT_IN_COMMANDS = frozenset({"queue", "cancel", "reload", "workflows", "servers", "help", "history", "preset"})
 MAX_TEXT_LENGTH = 6000  # Discord's cap for a string option
 # Discord integer options are limited to ±2^53; seeds stay inside so a member can type one back in.
 MAX_SEED = 2**53 - 1
