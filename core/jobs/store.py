@@ -96,6 +96,8 @@ class JobRecord:
     inputs: dict[str, str] = field(default_factory=dict)  # parameter name -> uploaded name on the server
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
+    # Seconds ComfyUI spent running the job (every attempt; a failed one counts what it used), for daily quotas
+    gpu_seconds: float = 0.0
 
 
 # Each entry upgrades the schema by one version (PRAGMA user_version); never edit an entry once released.
@@ -155,6 +157,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_state ON jobs (state);
     CREATE INDEX jobs_user ON jobs (user_id, state);
     CREATE INDEX jobs_unreported ON jobs (created_at) WHERE reported = 0;
+    """,
+    # Daily quotas: GPU time per job, and each member's jobs of a day found by (user, time)
+    """
+    ALTER TABLE jobs ADD COLUMN gpu_seconds REAL NOT NULL DEFAULT 0;
+    CREATE INDEX jobs_user_created ON jobs (user_id, created_at);
     """,
 )
 FIELDS = tuple(f.name for f in fields(JobRecord))  # also the column names, in the table's order
@@ -395,6 +402,14 @@ class JobStore:
         # Those not ended, and those that ended (done, failed, cancelled) without their member being told
         ended = tuple(s.value for s in JobState if s.finished)
         return await self._run(self._select, "WHERE state NOT IN (?, ?, ?) OR reported = 0 ORDER BY created_at", ended)
+
+    async def read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run one read-only query on the store's thread, after the writes queued before it; return its rows."""
+        return await self._run(self._read, sql, params)
+
+    def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        assert self._db is not None
+        return self._db.execute(sql, params).fetchall()
 
     def _select(self, where: str, params: tuple[Any, ...]) -> list[JobRecord]:
         assert self._db is not None
