@@ -355,3 +355,29 @@ async def test_only_admins_may_look_at_another_members_quota(start: Start, tmp_p
         f"**Quota of <@{other['id']}> for today**\nJobs: 1 of 9 used, 8 left\n"
         f"GPU time: {seconds} seconds used (no limit)\nResets <t:{reset}:R> (<t:{reset}:f>)."
     ]
+
+
+@pytest.mark.e2e
+async def test_a_failed_job_counts_the_gpu_seconds_it_used(start: Start, tmp_path: Path) -> None:
+    world = await start(settings_env=community(tmp_path, "[quotas]\ngpu_seconds_per_day = 100\n"))
+    world.comfy.node_delay = 0.2
+    world.comfy.fail_nodes = {"VAEDecode": ("RuntimeError", "out of memory")}
+    member = world.discord.make_user(name="unlucky")
+    await world.discord.invoke_slash("image", {"prompt": "doomed"}, user=member)
+    await world.discord.wait_for(lambda: bool(world.comfy.history))
+    job_id = next(iter(world.comfy.history))
+
+    async def failed() -> JobRecord | None:
+        found = await world.bot.store.get(job_id)
+        return found if found is not None and found.reported else None
+
+    stored = None
+    for _ in range(100):
+        if (stored := await failed()) is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert stored is not None and stored.state.value == "failed"
+    # Every node up to VAEDecode ran (0.2 s each) before it failed; SaveImage never did
+    assert 1.0 <= stored.gpu_seconds < 2.5
+    assert world.bot.quotas.used(int(member["id"])).gpu_seconds == pytest.approx(stored.gpu_seconds)
+    assert world.bot.quotas.used(int(member["id"])).jobs == 1
