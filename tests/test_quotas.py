@@ -10,10 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from bot import ComfyBot
 from core.community import read_community
 from core.community.quotas import Allowance, QuotaBook, QuotaExceeded, QuotaRules, quota_rules
+from core.config import load_settings
 from core.errors import ConfigError
 from core.jobs.store import JobRecord, JobStore
+from tests.conftest import WORKFLOWS
 from tests.e2e_world import Start, World, finished
 from tests.fakes.discord_fake import Interaction
 
@@ -225,6 +228,20 @@ async def test_the_days_usage_is_summed_from_the_job_store(tmp_path: Path) -> No
         assert book.used(9).jobs == 0
     finally:
         await store.close()
+
+
+async def test_a_bad_quotas_table_stops_the_bot_before_the_store_is_opened(tmp_path: Path) -> None:
+    path = tmp_path / "community.toml"
+    path.write_text("[quotas]\nreset_hour = 25\n", encoding="utf-8")
+    env = {"COMMUNITY_FILE": str(path), "JOBS_DB": str(tmp_path / "jobs.sqlite3"), "WORKFLOWS_DIR": str(WORKFLOWS)}
+    bot = ComfyBot(load_settings(env, require_token=False))
+    with pytest.raises(ConfigError) as caught:
+        await bot.setup_hook()
+    assert caught.value.user_message == (
+        "The configuration has 1 problem(s):\n"
+        "  - community.toml [quotas] reset_hour must be a whole number from 0 to 23 (found 25)"
+    )
+    assert not (tmp_path / "jobs.sqlite3").exists()
 
 
 # With the bot, the fake Discord and the fake ComfyUI
