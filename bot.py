@@ -22,6 +22,8 @@ from discord.ext import commands
 from dotenv import load_dotenv
 
 import cli
+from core.community import read_community
+from core.community.quotas import QuotaBook, QuotaRules, quota_rules
 from core.config import Settings, load_settings, setup_logging
 from core.errors import BotError, ConfigError, JobCancelled, JobLost
 from core.jobs.engine import Engine
@@ -35,7 +37,7 @@ from discord_ui.messages import CANCELLED, FAILED
 from discord_ui.status import StatusScheduler
 
 log = logging.getLogger("bot")
-EXTENSIONS = ("cogs.generate", "cogs.admin", "cogs.help", "cogs.history")
+EXTENSIONS = ("cogs.generate", "cogs.admin", "cogs.help", "cogs.history", "cogs.quota")
 # How often the heartbeat file next to JOBS_DB is refreshed; the Dockerfile's HEALTHCHECK allows 90 s.
 HEARTBEAT_SECONDS = 30.0
 # discord.py waits this long after the last GUILD_CREATE before it is ready (2 s by default). The bot needs no
@@ -77,6 +79,7 @@ class ComfyBot(commands.Bot):
         self.statuses = StatusScheduler(interval=2.0)
         self._recovery: asyncio.Task[None] | None = None
         self.job_tasks: set[asyncio.Task[Any]] = set()  # running jobs, stopped on close and resumed next start
+        self.quotas = QuotaBook(QuotaRules())  # no quota until setup_hook has read community.toml
 
     async def start(self, token: str, *, reconnect: bool = True) -> None:
         # The heartbeat lives as long as the connection attempt: a stuck or disconnected bot stops refreshing it.
@@ -93,10 +96,15 @@ class ComfyBot(commands.Bot):
         return self.is_ready() and not self.is_closed() and self.ws is not None and self.ws.open
 
     async def setup_hook(self) -> None:
-        # The store first: a bad JOBS_DB or a second copy of the bot stops here (StoreError, see run_bot)
+        # community.toml first, then the store: a bad file or JOBS_DB stops here (ConfigError, StoreError: run_bot)
+        community_file = self.settings.community_file
+        community = read_community(community_file, required=self.settings.community_file_named)
+        self.quotas = QuotaBook(quota_rules(community, community_file.name))
         self.store = await JobStore(self.settings.jobs_db).open()
+        await self.quotas.load(self.store)
         self.session = aiohttp.ClientSession()
         self.engine = Engine.from_settings(self.session, self.settings, self.store)
+        self.engine.usage = self.quotas
         self.engine.start()
         self.catalog = await self.load_workflows()
         for extension in EXTENSIONS:
@@ -351,7 +359,7 @@ def run_bot(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    except StoreError as exc:  # an unusable JOBS_DB, or another bot process holding it: one line, no traceback
+    except (StoreError, ConfigError) as exc:  # an unusable JOBS_DB or community.toml: its message, no traceback
         print(exc.user_message, file=sys.stderr)
         return 2
     return 0

@@ -15,6 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs.access import is_admin
+from cogs.quota import check_quota, hold_quota
 from core.errors import BotError, InvalidInput, JobCancelled
 from core.jobs.engine import new_job_id, shown_values
 from core.jobs.limits import Reservation
@@ -183,6 +184,7 @@ class Generate(commands.Cog):
         # place is reserved in start_job, when the job really starts (a form may stay open for 15 minutes
         # or be abandoned, so it holds no place).
         self.bot.engine.limits.check(interaction.user.id)
+        await check_quota(interaction, self.bot.quotas)
         for name, attachment in files.items():
             if attachment is not None:
                 given[name] = await _read_text_attachment(name, attachment)
@@ -205,13 +207,18 @@ class Generate(commands.Cog):
         """Reserve the member's place under every limit before the first await, run the job, give it back.
 
         Commands, form submissions and Re-roll clicks all come here, so concurrent ones from one member
-        are counted atomically: only as many as the limits allow get past `reserve`.
+        are counted atomically: only as many as the limits and the daily quota allow get past them.
         """
-        reservation = self.bot.engine.limits.reserve(interaction.user.id, new_job_id())
+        job_id = new_job_id()
+        hold = await hold_quota(interaction, self.bot.quotas, job_id)  # awaits nothing unless the quota is used up
         try:
-            await self._run_job(interaction, workflow, given, reservation)
+            reservation = self.bot.engine.limits.reserve(interaction.user.id, job_id)
+            try:
+                await self._run_job(interaction, workflow, given, reservation)
+            finally:
+                reservation.release()
         finally:
-            reservation.release()
+            hold.release()  # a job that never reached ComfyUI does not count
 
     async def _run_job(
         self, interaction: discord.Interaction[Any], workflow: Workflow, given: dict[str, Any], reservation: Reservation

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -145,6 +145,36 @@ class JobResult:
 
 
 OnProgress = Callable[[Progress], Awaitable[None] | None]
+
+
+class Usage(Protocol):
+    """What daily quotas hear from the engine (core.community.quotas.QuotaBook is one)."""
+
+    def submitted(self, record: JobRecord) -> None:
+        """The job reached ComfyUI for the first time: it counts as one of its member's jobs."""
+
+    def ran(self, record: JobRecord, seconds: float) -> None:
+        """The job ran `seconds` on ComfyUI in this process (one attempt or several)."""
+
+
+@dataclass(slots=True)
+class _GpuClock:
+    """The seconds a job runs on ComfyUI, from its first sign of running to its end, summed over its attempts.
+
+    Measured by the bot, not read from the history: a success heard on the websocket has no history to read.
+    """
+
+    total: float = 0.0
+    since: float | None = None
+
+    def start(self) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+
+    def stop(self) -> None:
+        if self.since is not None:
+            self.total += time.monotonic() - self.since
+            self.since = None
 
 
 class _Moving(Exception):
@@ -322,6 +352,7 @@ class Engine:
         for server in self.servers:
             server.listener.on_change = functools.partial(self._server_changed, server)
         self._cleanups: set[asyncio.Task[None]] = set()  # cancels of moved jobs, waiting for their old server
+        self.usage: Usage | None = None  # told when a job first reaches ComfyUI and how long it ran there
 
     @classmethod
     def from_settings(cls, session: aiohttp.ClientSession, settings: Settings, store: JobStore | None = None) -> Engine:
@@ -472,6 +503,7 @@ class Engine:
         prompt = record.prompt
         prompt_id = record.prompt_id or record.id
         counted = True  # this submission counts toward MAX_ATTEMPTS (a job moved before it started does not)
+        gpu = _GpuClock()
         placed = True  # its attachments are on `server` (run() uploaded them there)
         try:
             async with asyncio.timeout(max(0.0, started + self.job_timeout - time.monotonic())):
@@ -499,6 +531,7 @@ class Engine:
                             if server is not old and on_progress is not None:
                                 await _call(on_progress, Progress(moved_to=server.client.name))
                             continue
+                        first = record.attempts == 0
                         record = await self._save(
                             record,
                             state=JobState.SUBMITTED,
@@ -506,13 +539,18 @@ class Engine:
                             attempts=record.attempts + counted,
                             prompt_id=None if prompt_id == record.id else prompt_id,
                         )
+                        if first and record.attempts and self.usage is not None:
+                            self.usage.submitted(record)
                     else:
                         watch = server.listener.watch(prompt_id, prompt)
                     watch.max_images, watch.max_image_bytes = self.max_outputs_per_job, self.max_job_output_bytes
                     server.listener.submitted(watch, client_id)
                     try:
-                        progress = self._noting_start(record, on_progress)
-                        entry = await self._follow(server, watch, record, workflow, progress)
+                        progress = self._noting_start(record, on_progress, gpu)
+                        try:
+                            entry = await self._follow(server, watch, record, workflow, progress)
+                        finally:
+                            gpu.stop()  # this attempt ended on ComfyUI, or the bot stopped following it
                         break
                     except JobLost as exc:
                         if record.id in self._cancelled:
@@ -553,17 +591,19 @@ class Engine:
             await _best_effort(server.client.cancel(prompt_id))
             down = server.listener.state == "down"
             error: BotError = JobTimeout(self.job_timeout, down_server=server.client.name if down else None)
-            await self._end(record, error)
+            await self._end(record, error, gpu.total)
             raise error from None
         except BotError as exc:
-            await self._end(record, exc)
+            await self._end(record, exc, gpu.total)
             raise
         finally:
             server.listener.unwatch(prompt_id)
             self._cancelled.discard(record.id)
             self._release(server, record.id)
+            if gpu.total and self.usage is not None:
+                self.usage.ran(record, gpu.total)
         try:
-            await self._save(record, state=JobState.DELIVERING)
+            await self._save(record, state=JobState.DELIVERING, gpu_seconds=record.gpu_seconds + gpu.total)
         except BaseException:
             scratch.discard()  # no result to own the files: they go now
             raise
@@ -635,14 +675,15 @@ class Engine:
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
 
-    def _noting_start(self, record: JobRecord, on_progress: OnProgress | None) -> OnProgress:
-        """Pass progress on, and record the moment ComfyUI starts running the job."""
+    def _noting_start(self, record: JobRecord, on_progress: OnProgress | None, gpu: _GpuClock) -> OnProgress:
+        """Pass progress on, and record the moment ComfyUI starts running the job (its GPU time starts)."""
         noted = False
 
         async def forward(progress: Progress) -> None:
             nonlocal noted
             if not noted and progress.position is None and progress.waiting is None:
                 noted = True
+                gpu.start()
                 await self._save(record, state=JobState.RUNNING)
             if on_progress is not None:
                 await _call(on_progress, progress)
@@ -654,11 +695,17 @@ class Engine:
         if self.store is not None and (record := await self.store.get(job_id)) is not None:
             await self.store.update(record, state=state, error=error, reported=True)
 
-    async def _end(self, record: JobRecord, error: BotError) -> None:
-        """Record a job that ends with `error`: cancelled when that was asked for, failed otherwise."""
+    async def _end(self, record: JobRecord, error: BotError, gpu_seconds: float = 0.0) -> None:
+        """Record a job that ends with `error` after running `gpu_seconds`: cancelled when asked for, else failed."""
         state = JobState.CANCELLED if isinstance(error, JobCancelled) else JobState.FAILED
         # Not reported yet: if the bot dies before the front tells the member, recovery tells them.
-        await self._save(record, state=state, error=error.user_message, reported=False)
+        await self._save(
+            record,
+            state=state,
+            error=error.user_message,
+            reported=False,
+            gpu_seconds=record.gpu_seconds + gpu_seconds,
+        )
 
     async def _save(self, record: JobRecord, **changes: Any) -> JobRecord:
         if self.store is None:

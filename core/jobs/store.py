@@ -96,6 +96,8 @@ class JobRecord:
     inputs: dict[str, str] = field(default_factory=dict)  # parameter name -> uploaded name on the server
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
+    # Seconds ComfyUI spent running the job (every attempt; a failed one counts what it used), for daily quotas
+    gpu_seconds: float = 0.0
 
 
 # Each entry upgrades the schema by one version (PRAGMA user_version); never edit an entry once released.
@@ -156,7 +158,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_user ON jobs (user_id, state);
     CREATE INDEX jobs_unreported ON jobs (created_at) WHERE reported = 0;
     """,
-    # A member's saved option values per command (/preset), and their jobs newest first (/history)
+    # A member's saved option values per command (/preset), and their jobs newest first (/history, quotas)
     """
     CREATE TABLE presets (
         user_id INTEGER NOT NULL,
@@ -167,6 +169,10 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (user_id, command, name)
     );
     CREATE INDEX jobs_user_time ON jobs (user_id, created_at);
+    """,
+    # Daily quotas: GPU time per job
+    """
+    ALTER TABLE jobs ADD COLUMN gpu_seconds REAL NOT NULL DEFAULT 0;
     """,
 )
 FIELDS = tuple(f.name for f in fields(JobRecord))  # also the column names, in the table's order
@@ -438,6 +444,14 @@ class JobStore:
                     db.execute("ROLLBACK")
             raise
         return result
+
+    async def read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run one read-only query on the store's thread, after the writes queued before it; return its rows."""
+        return await self._run(self._read, sql, params)
+
+    def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        assert self._db is not None
+        return self._db.execute(sql, params).fetchall()
 
     def _select(self, where: str, params: tuple[Any, ...]) -> list[JobRecord]:
         assert self._db is not None
