@@ -21,13 +21,15 @@ from discord.ext import commands
 from dotenv import load_dotenv
 
 import cli
+from core.community import read_community
+from core.community.safety import ImageScreen, Safety, load_image_screen, parse_safety
 from core.config import Settings, load_settings, setup_logging
 from core.errors import BotError, ConfigError, JobCancelled, JobLost
 from core.jobs.engine import Engine
 from core.jobs.inputs import restored_values
 from core.jobs.store import JobRecord, JobState, JobStore, StoreError
 from core.workflows import Catalog, load_catalog, runnable
-from discord_ui.delivery import deliver_to_channel, tell_in_channel
+from discord_ui.delivery import deliver_to_channel, screen_for, tell_in_channel
 from discord_ui.errors import BotTree
 from discord_ui.logs import install_token_filter
 from discord_ui.messages import CANCELLED, FAILED
@@ -52,6 +54,8 @@ class ComfyBot(commands.Bot):
     engine: Engine
     catalog: Catalog
     store: JobStore
+    safety: Safety
+    image_screen: ImageScreen | None  # [safety] image_check: None when images are not checked
 
     def __init__(self, settings: Settings, *, settle_heap: bool = False, **kwargs: Any) -> None:
         kwargs.setdefault("guild_ready_timeout", GUILD_READY_TIMEOUT)
@@ -89,6 +93,10 @@ class ComfyBot(commands.Bot):
         return self.is_ready() and not self.is_closed() and self.ws is not None and self.ws.open
 
     async def setup_hook(self) -> None:
+        # community.toml first: a mistake in it stops the start with a message (ConfigError, see run_bot)
+        community = read_community(self.settings.community_file, required=self.settings.community_file_named)
+        self.safety = parse_safety(community)
+        self.image_screen = load_image_screen(self.safety)
         # The store first: a bad JOBS_DB or a second copy of the bot stops here (StoreError, see run_bot)
         self.store = await JobStore(self.settings.jobs_db).open()
         self.session = aiohttp.ClientSession()
@@ -145,7 +153,11 @@ class ComfyBot(commands.Bot):
             else:
                 result = await self.engine.resume(record)
             with result:  # its temporary files go once delivered, or once delivery fails
-                await deliver_to_channel(channel, record, result, max_image_pixels=self.settings.max_image_pixels)
+                # The cached channel tells whether it is age-restricted; an unknown one gets the image check.
+                screen = screen_for(self.image_screen, self.get_channel(record.channel_id or 0))
+                await deliver_to_channel(
+                    channel, record, result, max_image_pixels=self.settings.max_image_pixels, screen=screen
+                )
             await self.engine.finish(record.id, JobState.DONE)
         except BotError as exc:
             log.info("recovered job %s failed: %s | %s", record.id, exc.user_message, exc.detail or "")
@@ -338,7 +350,7 @@ def run_bot(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    except StoreError as exc:  # an unusable JOBS_DB, or another bot process holding it: one line, no traceback
+    except (StoreError, ConfigError) as exc:  # an unusable JOBS_DB or community.toml: the message, no traceback
         print(exc.user_message, file=sys.stderr)
         return 2
     return 0
