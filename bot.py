@@ -247,7 +247,8 @@ class ComfyBot(commands.Bot):
             synced = await self.tree.sync(guild=guild)
             log.info("synced %d command(s) to development guild %s", len(synced), guild.id)
         else:
-            remote = sorted(_shape(c.to_dict()) for c in await self.tree.fetch_commands())
+            # AppCommand.to_dict leaves out the age-restricted flag, which a binding can change
+            remote = sorted(_shape({**c.to_dict(), "nsfw": c.nsfw}) for c in await self.tree.fetch_commands())
             if local != remote:
                 synced = await self.tree.sync()
                 log.info("synced %d global command(s); Discord may take a while to show changes", len(synced))
@@ -313,6 +314,7 @@ def _shape(payload: Mapping[str, Any]) -> str:
         "choices",
         "options",
         "value",
+        "nsfw",
     )
 
     def pick(value: Any) -> Any:
