@@ -30,14 +30,14 @@ from tests.e2e_world import Start, World, finished
 GUILD = 123456789012345678
 OTHER_GUILD = 876543210987654321
 WORD_REFUSAL = 'prompt contains "{word}", a word this server does not allow; change it and try again.'
-PATTERN_REFUSAL = (
-    "prompt contains wording this server does not allow (a blocked pattern); change it and try again."
-)
+PATTERN_REFUSAL = "prompt contains wording this server does not allow (a blocked pattern); change it and try again."
 IN_CHANNEL = (
     "/lewd is age-restricted: it can be used only in channels marked age-restricted (and their threads); "
     "this channel is not one."
 )
-IN_DM = "/lewd is age-restricted: it can be used only in a server channel marked age-restricted, not in direct messages."
+IN_DM = (
+    "/lewd is age-restricted: it can be used only in a server channel marked age-restricted, not in direct messages."
+)
 WITHHELD_LINE = "ComfyUI_00001_.png was withheld: the image check flagged it as possibly adult content."
 SPOILERED_LINE = "ComfyUI_00001_.png is hidden behind a spoiler: the image check flagged it as possibly adult content."
 
@@ -116,7 +116,7 @@ def test_nudenet_missing_is_a_clear_error_at_start(monkeypatch: pytest.MonkeyPat
     with pytest.raises(ConfigError) as caught:
         load_image_screen(safety)
     assert caught.value.problems == [
-        "community.toml [safety] image_check = \"nudenet\" needs the nudenet package: pip install nudenet "
+        'community.toml [safety] image_check = "nudenet" needs the nudenet package: pip install nudenet '
         "(in the bot's virtualenv)."
     ]
 
@@ -181,9 +181,8 @@ def test_a_blocked_pattern_is_named_as_a_pattern_and_never_shown() -> None:
 
 
 def test_a_servers_own_rules_add_to_the_common_ones() -> None:
-    safety = parse_safety(
-        {"safety": {"blocklist": ["gore"], "guilds": {str(GUILD): {"blocklist": ["clown"], "blocklist_regex": ["x{3}"]}}}}
-    )
+    own = {"blocklist": ["clown"], "blocklist_regex": ["x{3}"]}
+    safety = parse_safety({"safety": {"blocklist": ["gore"], "guilds": {str(GUILD): own}}})
     assert refusal(safety, "a clown", GUILD) == WORD_REFUSAL.format(word="clown")
     assert refusal(safety, "xxx", GUILD) == PATTERN_REFUSAL
     assert refusal(safety, "gore", GUILD) == WORD_REFUSAL.format(word="gore")
@@ -196,7 +195,7 @@ def test_every_text_option_is_checked_and_the_refusal_names_it() -> None:
     safety = parse_safety({"safety": {"blocklist": ["gore"]}})
     with pytest.raises(InvalidInput) as caught:
         safety.check_text(None, [("prompt", "a cat"), ("negative", "gore")])
-    assert caught.value.user_message == 'negative contains "gore", a word this server does not allow; change it and try again.'
+    assert caught.value.user_message == WORD_REFUSAL.replace("prompt", "negative").format(word="gore")
 
 
 # ------------------------------------------------------------------------------------------ the image check
@@ -233,7 +232,7 @@ async def test_flagged_images_go_behind_a_spoiler() -> None:
 
 
 @pytest.mark.live
-@pytest.mark.skipif(importlib.util.find_spec("nudenet") is None, reason="nudenet is not installed (pip install nudenet)")
+@pytest.mark.skipif(not importlib.util.find_spec("nudenet"), reason="nudenet is not installed (pip install nudenet)")
 async def test_live_nudenet_scores_a_plain_picture_as_harmless() -> None:
     screen = load_image_screen(parse_safety({"safety": {"image_check": "nudenet"}}))
     assert screen is not None
@@ -286,7 +285,7 @@ async def test_an_nsfw_command_is_registered_age_restricted_and_runs_only_in_suc
     in_art_thread = await world.discord.invoke_slash(
         "lewd", {"prompt": "a cat"}, channel_id=world.discord.add_thread(_channel(world, "art"), "chat")
     )
-    await world.discord.wait_for(lambda: bool(world.private_replies(in_general) and world.private_replies(in_art_thread)))
+    await world.discord.wait_for(lambda: all(world.private_replies(it) for it in (in_general, in_art_thread)))
     assert world.private_replies(in_general) == [IN_CHANNEL]
     assert world.private_replies(in_art_thread) == [IN_CHANNEL]  # a thread follows its parent
     assert world.prompts() == []
@@ -336,13 +335,11 @@ async def test_the_blocklist_refuses_options_and_form_text_before_anything_is_su
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize(("action", "attached", "line"), [
-    ("withhold", [], WITHHELD_LINE),
-    ("spoiler", ["SPOILER_ComfyUI_00001_.png"], SPOILERED_LINE),
-])  # fmt: skip
+@pytest.mark.parametrize("action", ["withhold", "spoiler"])
 async def test_the_image_check_acts_in_ordinary_channels_only(
-    start: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, action: str, attached: list[str], line: str
+    start: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, action: str
 ) -> None:
+    attached, line = ([], WITHHELD_LINE) if action == "withhold" else (["SPOILER_ComfyUI_00001_.png"], SPOILERED_LINE)
     check = StubCheck(0.95)
     monkeypatch.setitem(IMAGE_CHECKS, "stub", lambda: check)  # the classifier, stubbed at its interface
     env = _community(tmp_path, f'[safety]\nimage_check = "stub"\nthreshold = 0.8\naction = "{action}"\n')
