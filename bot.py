@@ -54,8 +54,6 @@ class ComfyBot(commands.Bot):
     engine: Engine
     catalog: Catalog
     store: JobStore
-    safety: Safety
-    image_screen: ImageScreen | None  # [safety] image_check: None when images are not checked
 
     def __init__(self, settings: Settings, *, settle_heap: bool = False, **kwargs: Any) -> None:
         kwargs.setdefault("guild_ready_timeout", GUILD_READY_TIMEOUT)
@@ -77,6 +75,8 @@ class ComfyBot(commands.Bot):
         self.statuses = StatusScheduler(interval=2.0)
         self._recovery: asyncio.Task[None] | None = None
         self.job_tasks: set[asyncio.Task[Any]] = set()  # running jobs, stopped on close and resumed next start
+        self.safety = Safety()  # community.toml [safety], read in setup_hook
+        self.image_screen: ImageScreen | None = None  # [safety] image_check: None when images are not checked
 
     async def start(self, token: str, *, reconnect: bool = True) -> None:
         # The heartbeat lives as long as the connection attempt: a stuck or disconnected bot stops refreshing it.

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bot import ComfyBot
 from core.community.safety import (
     IMAGE_CHECKS,
     ImageAction,
@@ -20,6 +21,7 @@ from core.community.safety import (
     normalized,
     parse_safety,
 )
+from core.config import load_settings
 from core.errors import ConfigError, InvalidInput, WorkflowError
 from core.jobs.engine import JobResult, OutputFile
 from core.workflows import load_workflow
@@ -108,6 +110,20 @@ def test_every_problem_of_the_safety_table_is_listed_at_once() -> None:
         "community.toml [safety] threshold must be a number above 0 and at most 1 (got 1.5).",
         'community.toml [safety] action must be "spoiler" or "withhold" (got \'blur\').',
     ]
+
+
+async def test_a_bad_safety_table_stops_the_bot_before_it_opens_anything(tmp_path: Path) -> None:
+    env = _community(tmp_path, '[safety]\nblocklist_regex = ["(oops"]\n')
+    settings = load_settings({**env, "JOBS_DB": str(tmp_path / "jobs.sqlite3")}, require_token=False)
+    bot = ComfyBot(settings)
+    with pytest.raises(ConfigError) as caught:
+        await bot.setup_hook()
+    await bot.close()
+    assert caught.value.user_message == (
+        "The configuration has 1 problem(s):\n  - community.toml [safety] blocklist_regex[0] '(oops' is not a valid "
+        "regular expression: missing ), unterminated subpattern at position 0."
+    )
+    assert not (tmp_path / "jobs.sqlite3").exists()
 
 
 def test_nudenet_missing_is_a_clear_error_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
