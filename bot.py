@@ -97,7 +97,7 @@ class ComfyBot(commands.Bot):
         community = read_community(self.settings.community_file, required=self.settings.community_file_named)
         self.safety = parse_safety(community)
         self.image_screen = load_image_screen(self.safety)
-        # The store first: a bad JOBS_DB or a second copy of the bot stops here (StoreError, see run_bot)
+        # Then the store: a bad JOBS_DB or a second copy of the bot stops here (StoreError, see run_bot)
         self.store = await JobStore(self.settings.jobs_db).open()
         self.session = aiohttp.ClientSession()
         self.engine = Engine.from_settings(self.session, self.settings, self.store)

@@ -317,12 +317,19 @@ async def test_an_nsfw_command_is_registered_age_restricted_and_runs_only_in_suc
 
 
 @pytest.mark.e2e
-async def test_an_nsfw_command_is_refused_in_direct_messages(start: Start, tmp_path: Path) -> None:
+async def test_an_nsfw_command_is_refused_in_direct_messages_and_not_synced_again(start: Start, tmp_path: Path) -> None:
     world = await start(workflows=_workflows(tmp_path), settings_env={"DEV_GUILD_ID": ""})
     it = await world.discord.invoke_slash("lewd", {"prompt": "a cat"}, guild=False)
     await world.discord.wait_for(lambda: bool(world.private_replies(it)))
     assert world.private_replies(it) == [IN_DM]
     assert world.prompts() == []
+
+    # Synced globally, the age-restricted flag Discord has is compared too: unchanged, nothing is sent again.
+    (world.settings.jobs_db.parent / "commands.synced").unlink()
+    before = len(world.discord.requests)
+    await world.restart_bot()
+    commands = f"/applications/{world.discord.application_id}/commands"
+    assert [r.method for r in world.discord.requests[before:] if r.path == commands] == ["GET"]
 
 
 @pytest.mark.e2e
