@@ -24,13 +24,14 @@ from dotenv import load_dotenv
 import cli
 from core.community import read_community
 from core.community.quotas import QuotaBook, QuotaRules, quota_rules
+from core.community.safety import ImageScreen, Safety, load_image_screen, parse_safety
 from core.config import Settings, load_settings, setup_logging
 from core.errors import BotError, ConfigError, JobCancelled, JobLost
 from core.jobs.engine import Engine
 from core.jobs.inputs import restored_values
 from core.jobs.store import JobRecord, JobState, JobStore, StoreError
 from core.workflows import Catalog, load_catalog, runnable
-from discord_ui.delivery import deliver_to_channel, tell_in_channel
+from discord_ui.delivery import deliver_to_channel, screen_for, tell_in_channel
 from discord_ui.errors import BotTree
 from discord_ui.logs import install_token_filter
 from discord_ui.messages import CANCELLED, FAILED
@@ -80,6 +81,8 @@ class ComfyBot(commands.Bot):
         self._recovery: asyncio.Task[None] | None = None
         self.job_tasks: set[asyncio.Task[Any]] = set()  # running jobs, stopped on close and resumed next start
         self.quotas = QuotaBook(QuotaRules())  # no quota until setup_hook has read community.toml
+        self.safety = Safety()  # community.toml [safety], read in setup_hook
+        self.image_screen: ImageScreen | None = None  # [safety] image_check: None when images are not checked
 
     async def start(self, token: str, *, reconnect: bool = True) -> None:
         # The heartbeat lives as long as the connection attempt: a stuck or disconnected bot stops refreshing it.
@@ -100,6 +103,8 @@ class ComfyBot(commands.Bot):
         community_file = self.settings.community_file
         community = read_community(community_file, required=self.settings.community_file_named)
         self.quotas = QuotaBook(quota_rules(community, community_file.name))
+        self.safety = parse_safety(community)
+        self.image_screen = load_image_screen(self.safety)
         self.store = await JobStore(self.settings.jobs_db).open()
         await self.quotas.load(self.store)
         self.session = aiohttp.ClientSession()
@@ -157,7 +162,11 @@ class ComfyBot(commands.Bot):
             else:
                 result = await self.engine.resume(record)
             with result:  # its temporary files go once delivered, or once delivery fails
-                await deliver_to_channel(channel, record, result, max_image_pixels=self.settings.max_image_pixels)
+                # The cached channel tells whether it is age-restricted; an unknown one gets the image check.
+                screen = screen_for(self.image_screen, self.get_channel(record.channel_id or 0))
+                await deliver_to_channel(
+                    channel, record, result, max_image_pixels=self.settings.max_image_pixels, screen=screen
+                )
             await self.engine.finish(record.id, JobState.DONE)
         except BotError as exc:
             log.info("recovered job %s failed: %s | %s", record.id, exc.user_message, exc.detail or "")
@@ -247,7 +256,8 @@ class ComfyBot(commands.Bot):
             synced = await self.tree.sync(guild=guild)
             log.info("synced %d command(s) to development guild %s", len(synced), guild.id)
         else:
-            remote = sorted(_shape(c.to_dict()) for c in await self.tree.fetch_commands())
+            # AppCommand.to_dict leaves out the age-restricted flag, which a binding can change
+            remote = sorted(_shape({**c.to_dict(), "nsfw": c.nsfw}) for c in await self.tree.fetch_commands())
             if local != remote:
                 synced = await self.tree.sync()
                 log.info("synced %d global command(s); Discord may take a while to show changes", len(synced))
@@ -313,6 +323,7 @@ def _shape(payload: Mapping[str, Any]) -> str:
         "choices",
         "options",
         "value",
+        "nsfw",
     )
 
     def pick(value: Any) -> Any:

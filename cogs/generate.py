@@ -25,6 +25,7 @@ from core.jobs.store import JobRecord, JobState
 from core.workflows import FILE_TYPES, InputFile, Param, ParamType, Workflow
 from core.workflows.model import MAX_OPTIONS, MAX_SEED, MAX_UPLOAD_BYTES
 from discord_ui import buttons
+from discord_ui.delivery import age_restricted, screen_for
 from discord_ui.forms import Submit, TextForm
 from discord_ui.messages import CANCELLING, NO_JOBS, NO_JOBS_AT_ALL, SUBMITTING, respond, shown
 from discord_ui.status import JobMessage
@@ -136,7 +137,9 @@ class Generate(commands.Cog):
         if completers:
             callback = app_commands.autocomplete(**completers)(callback)
         callback = app_commands.rename(**renames)(callback)
-        return app_commands.Command(name=workflow.name, description=workflow.description, callback=callback)
+        return app_commands.Command(
+            name=workflow.name, description=workflow.description, callback=callback, nsfw=workflow.nsfw
+        )
 
     def _completer(self, param: Param) -> Any:
         """Autocomplete for a choice: the server's list (or a long fixed one) filtered by what was typed."""
@@ -184,18 +187,34 @@ class Generate(commands.Cog):
         # place is reserved in start_job, when the job really starts (a form may stay open for 15 minutes
         # or be abandoned, so it holds no place).
         self.bot.engine.limits.check(interaction.user.id)
+        self.bot.safety.check_channel(
+            workflow.name,
+            nsfw=workflow.nsfw,
+            in_dm=interaction.guild_id is None,
+            age_restricted=age_restricted(interaction.channel),
+        )
         await check_quota(interaction, self.bot.quotas)
         for name, attachment in files.items():
             if attachment is not None:
                 given[name] = await _read_text_attachment(name, attachment)
         given = {k: v for k, v in given.items() if v is not None}
         given = await self.with_preset(interaction.user.id, workflow, given, preset)
+        self._check_text(interaction, workflow, given)  # before a form opens: refuse what is already typed
         workflow.resolve(_without_downloads(given))  # refuse bad input now, before any form or job
         missing = [p for p in workflow.params if p.type is ParamType.MULTILINE and p.name not in given]
         if missing:
             await interaction.response.send_modal(TextForm(workflow, missing, self._submitter(workflow, given)))
             return
         await self.start_job(interaction, workflow, given)
+
+    def _check_text(self, interaction: discord.Interaction[Any], workflow: Workflow, given: dict[str, Any]) -> None:
+        """Refuse text options that hit the server's blocklist (community.toml [safety])."""
+        texts = [
+            (p.name, str(given[p.name]))
+            for p in workflow.params
+            if p.type in (ParamType.TEXT, ParamType.MULTILINE) and given.get(p.name) is not None
+        ]
+        self.bot.safety.check_text(interaction.guild_id, texts)
 
     def _submitter(self, workflow: Workflow, given: dict[str, Any]) -> Submit:
         async def submit(interaction: discord.Interaction[Any], typed: dict[str, str]) -> None:
@@ -209,6 +228,7 @@ class Generate(commands.Cog):
         Commands, form submissions and Re-roll clicks all come here, so concurrent ones from one member
         are counted atomically: only as many as the limits and the daily quota allow get past them.
         """
+        self._check_text(interaction, workflow, given)  # what a form added, or a re-roll under today's rules
         job_id = new_job_id()
         hold = await hold_quota(interaction, self.bot.quotas, job_id)  # awaits nothing unless the quota is used up
         try:
@@ -260,7 +280,7 @@ class Generate(commands.Cog):
         finally:
             await message.stop()
         with result:  # its temporary files go once delivered, or once delivery fails
-            await message.finish(result)
+            await message.finish(result, screen=screen_for(self.bot.image_screen, interaction.channel))
         await self.bot.engine.finish(record.id, JobState.DONE)
 
     # What job buttons need (discord_ui.buttons.JobActions)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import logging
 from pathlib import Path
@@ -13,6 +14,7 @@ import aiohttp.payload
 import discord
 from aiohttp.abc import AbstractStreamWriter
 
+from core.community.safety import SPOILERED, WITHHELD, ImageAction, ImageScreen
 from core.config import DEFAULT_MAX_IMAGE_PIXELS
 from core.errors import OutputTooLarge
 from core.jobs.engine import JobResult, OutputFile
@@ -105,8 +107,40 @@ class _InMemoryPayload(aiohttp.payload.Payload):
 aiohttp.payload.register_payload(_InMemoryPayload, InMemory)
 
 
+def age_restricted(channel: object) -> bool:
+    """Whether `channel` is marked age-restricted: a thread as its parent; a DM or an unknown channel is not."""
+    is_nsfw = getattr(channel, "is_nsfw", None)
+    return bool(callable(is_nsfw) and is_nsfw())
+
+
+def screen_for(screen: ImageScreen | None, channel: object) -> ImageScreen | None:
+    """The image check to apply to results posted in `channel`: none in age-restricted channels."""
+    return None if screen is None or age_restricted(channel) else screen
+
+
+async def screened(files: list[OutputFile], screen: ImageScreen, lines: list[str]) -> list[OutputFile]:
+    """The files to upload once every image was checked: a flagged one spoilered or withheld (named in `lines`)."""
+    kept = []
+    for file in files:
+        flagged = file.kind == "image" and await screen.flagged(file.filename, await asyncio.to_thread(file.read))
+        if not flagged:
+            kept.append(file)
+        elif screen.action is ImageAction.WITHHOLD:
+            lines.append(WITHHELD.format(filename=cap(file.filename, 100)))
+        else:
+            lines.append(SPOILERED.format(filename=cap(file.filename, 100)))
+            # Discord shows an attachment named SPOILER_* blurred: what discord.File(spoiler=True) does.
+            kept.append(dataclasses.replace(file, filename=f"SPOILER_{file.filename}"))
+    return kept
+
+
 async def result_messages(
-    result: JobResult, user_id: int | None, limit: int, *, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    result: JobResult,
+    user_id: int | None,
+    limit: int,
+    *,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    screen: ImageScreen | None = None,
 ) -> tuple[str, list[list[OutputFile]]]:
     """The result text (who asked, the options used, what was shrunk or left out) and the files in batches.
 
@@ -114,7 +148,8 @@ async def result_messages(
     that cannot be made to fit, or a picture too large to decode (over `max_image_pixels`), is named with
     its size instead of failing the whole message. So are the outputs the engine did not download (over
     MAX_OUTPUTS_PER_JOB, MAX_JOB_OUTPUT_MB or MAX_OUTPUT_MB), at most MAX_SKIPPED_SHOWN of them. A shrunk
-    version is a file beside its source, in the job's folder: it goes when the result is discarded.
+    version is a file beside its source, in the job's folder: it goes when the result is discarded. With a
+    `screen`, the images that will be uploaded are checked first (see `screened`).
     """
     lines = [f"{header(result.workflow, user_id)} · {result.seconds:.1f} s"]
     lines += [f"**{name}:** {shown(value)}" for name, value in result.values.items()]
@@ -139,6 +174,8 @@ async def result_messages(
     if too_big:
         names = ", ".join(f"{cap(f.filename, 100)} ({human_size(f.size)})" for f in too_big)
         lines.append(TOO_LARGE.format(limit=human_size(limit), names=names))
+    if screen is not None:
+        files = await screened(files, screen, lines)
     lines += [cap(line, MAX_LINE) for line in result.skipped[:MAX_SKIPPED_SHOWN]]
     if len(result.skipped) > MAX_SKIPPED_SHOWN:
         lines.append(MORE_NOT_DOWNLOADED.format(count=len(result.skipped) - MAX_SKIPPED_SHOWN))
@@ -162,6 +199,7 @@ async def deliver_to_channel(
     result: JobResult,
     *,
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    screen: ImageScreen | None = None,
 ) -> None:
     """Deliver a job without its interaction (after a restart): turn its status message into the result.
 
@@ -169,7 +207,9 @@ async def deliver_to_channel(
     A status message deleted meanwhile is replaced by a new message.
     """
     limit = record.upload_limit or DEFAULT_UPLOAD_LIMIT
-    content, parts = await result_messages(result, record.user_id, limit, max_image_pixels=max_image_pixels)
+    content, parts = await result_messages(
+        result, record.user_id, limit, max_image_pixels=max_image_pixels, screen=screen
+    )
     first, *rest = parts
     ping = discord.Object(record.user_id) if record.user_id else None
     edited = False

@@ -14,6 +14,7 @@ from typing import Any
 
 import discord
 
+from core.community.safety import ImageScreen
 from core.config import DEFAULT_MAX_IMAGE_PIXELS
 from core.errors import BotError
 from core.jobs.engine import JobResult, Progress
@@ -273,11 +274,13 @@ class JobMessage:
             return
         await report_error(self.interaction, error, command=self.command)
 
-    async def finish(self, result: JobResult) -> None:
+    async def finish(self, result: JobResult, *, screen: ImageScreen | None = None) -> None:
         """Turn the status message into the result: files in batches and the parameters used."""
         await self.stop()
         user, limit = self.interaction.user, self.interaction.filesize_limit
-        content, batches = await result_messages(result, user.id, limit, max_image_pixels=self.max_image_pixels)
+        content, batches = await result_messages(
+            result, user.id, limit, max_image_pixels=self.max_image_pixels, screen=screen
+        )
         first, *rest = batches
         view = result_view(result.job_id)
         edit = edit_original(self.interaction, content, ping=user, attachments=as_files(first), view=view)

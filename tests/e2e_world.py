@@ -80,6 +80,7 @@ async def start(
     async def _start(
         *,
         channels: tuple[str, ...] = (),
+        nsfw_channels: tuple[str, ...] = (),
         workflows: Path = WORKFLOWS,
         admin_role_id: int | None = None,
         members: tuple[dict[str, Any], ...] = (),
@@ -94,6 +95,8 @@ async def start(
         fake = FakeDiscord(**discord_options)
         for name in channels:
             fake.add_text_channel(name)
+        for name in nsfw_channels:
+            fake.add_text_channel(name, nsfw=True)
         if admin_role_id:
             fake.roles.append({**fake.roles[0], "id": str(admin_role_id), "name": "bot admins"})
         for member in members:

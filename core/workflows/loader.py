@@ -143,6 +143,9 @@ def load_workflow(binding_path: Path) -> Workflow:
     description = str(command.get("description") or f"Run the {graph_path.stem} workflow")
     _check_name(name, f"{where}: command name")
     _check_description(description, f"{where}: command description")
+    nsfw = command.get("nsfw", False)
+    if not isinstance(nsfw, bool):
+        raise WorkflowError(f"{where}: [command] nsfw must be true or false (got {nsfw!r}).")
 
     raw_params = binding.get("params") or {}
     if not isinstance(raw_params, dict):
@@ -151,7 +154,7 @@ def load_workflow(binding_path: Path) -> Workflow:
     if len(params) > MAX_OPTIONS:
         raise WorkflowError(f"{where}: {len(params)} parameters; Discord allows at most {MAX_OPTIONS}.")
     params.sort(key=lambda p: not p.required)  # Discord wants required options first
-    return Workflow(name, description, graph, tuple(params), graph_path, binding_path)
+    return Workflow(name, description, graph, tuple(params), graph_path, binding_path, nsfw=nsfw)
 
 
 def load_graph(path: Path) -> Prompt:

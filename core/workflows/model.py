@@ -196,6 +196,7 @@ class Workflow:
     params: tuple[Param, ...]
     source: Path  # the API-format graph
     binding: Path | None = None  # the TOML binding; None when the options were detected automatically
+    nsfw: bool = False  # age-restricted: registered so on Discord and refused outside age-restricted channels
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)

@@ -1695,14 +1695,41 @@ class FakeDiscord:
         self.interactions.append(it)
         return it
 
-    def add_text_channel(self, name: str) -> int:
-        """Another text channel in the guild; add it before the bot connects so GUILD_CREATE carries it."""
+    def add_text_channel(self, name: str, *, nsfw: bool = False) -> int:
+        """Another text channel in the guild (age-restricted if `nsfw`); add it before the bot connects so
+        GUILD_CREATE carries it."""
         cid = self._ids.next()
         self.channels[cid] = {
             **self.channels[self.channel_id],
             "id": str(cid),
             "name": name,
             "position": len(self.channels),
+            "nsfw": nsfw,
+        }
+        return cid
+
+    def add_thread(self, parent_id: int, name: str) -> int:
+        """A public thread under a text channel, for commands sent from it (it carries no nsfw flag of its own:
+        Discord's threads follow their parent)."""
+        cid = self._ids.next()
+        self.channels[cid] = {
+            "id": str(cid),
+            "type": 11,
+            "guild_id": str(self.guild_id),
+            "parent_id": str(parent_id),
+            "owner_id": str(self.default_user["id"]),
+            "name": name,
+            "last_message_id": None,
+            "rate_limit_per_user": 0,
+            "message_count": 0,
+            "member_count": 1,
+            "flags": 0,
+            "thread_metadata": {
+                "archived": False,
+                "auto_archive_duration": 1440,
+                "archive_timestamp": _iso(),
+                "locked": False,
+            },
         }
         return cid
 
