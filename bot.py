@@ -21,6 +21,8 @@ from discord.ext import commands
 from dotenv import load_dotenv
 
 import cli
+from core.community import read_community
+from core.community.access import Access, access_rules
 from core.config import Settings, load_settings, setup_logging
 from core.errors import BotError, ConfigError, JobCancelled, JobLost
 from core.jobs.engine import Engine
@@ -34,7 +36,7 @@ from discord_ui.messages import CANCELLED, FAILED
 from discord_ui.status import StatusScheduler
 
 log = logging.getLogger("bot")
-EXTENSIONS = ("cogs.generate", "cogs.admin")
+EXTENSIONS = ("cogs.generate", "cogs.admin", "cogs.permissions")
 # How often the heartbeat file next to JOBS_DB is refreshed; the Dockerfile's HEALTHCHECK allows 90 s.
 HEARTBEAT_SECONDS = 30.0
 # discord.py waits this long after the last GUILD_CREATE before it is ready (2 s by default). The bot needs no
@@ -52,6 +54,7 @@ class ComfyBot(commands.Bot):
     engine: Engine
     catalog: Catalog
     store: JobStore
+    access: Access
 
     def __init__(self, settings: Settings, *, settle_heap: bool = False, **kwargs: Any) -> None:
         kwargs.setdefault("guild_ready_timeout", GUILD_READY_TIMEOUT)
@@ -91,6 +94,8 @@ class ComfyBot(commands.Bot):
     async def setup_hook(self) -> None:
         # The store first: a bad JOBS_DB or a second copy of the bot stops here (StoreError, see run_bot)
         self.store = await JobStore(self.settings.jobs_db).open()
+        community = read_community(self.settings.community_file, required=self.settings.community_file_named)
+        self.access = await Access(access_rules(community), self.store).load()
         self.session = aiohttp.ClientSession()
         self.engine = Engine.from_settings(self.session, self.settings, self.store)
         self.engine.start()
@@ -338,7 +343,7 @@ def run_bot(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    except StoreError as exc:  # an unusable JOBS_DB, or another bot process holding it: one line, no traceback
+    except (StoreError, ConfigError) as exc:  # an unusable JOBS_DB or community.toml: the message, no traceback
         print(exc.user_message, file=sys.stderr)
         return 2
     return 0

@@ -14,7 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.access import is_admin
+from cogs.access import access_refusal, is_admin
 from core.errors import BotError, InvalidInput, JobCancelled
 from core.jobs.engine import new_job_id, shown_values
 from core.jobs.limits import Reservation
@@ -142,7 +142,8 @@ class Generate(commands.Cog):
         given: dict[str, Any],
         files: dict[str, discord.Attachment | None],
     ) -> None:
-        """Check the options, ask for missing multi-line text in a form, then run the job."""
+        """Check access and the options, ask for missing multi-line text in a form, then run the job."""
+        await self.check_access(interaction, workflow)  # before anything is read, uploaded or submitted
         # Only checked here, before the first await, so that a member over a limit hears it at once; the
         # place is reserved in start_job, when the job really starts (a form may stay open for 15 minutes
         # or be abandoned, so it holds no place).
@@ -157,6 +158,11 @@ class Generate(commands.Cog):
             await interaction.response.send_modal(TextForm(workflow, missing, self._submitter(workflow, given)))
             return
         await self.start_job(interaction, workflow, given)
+
+    async def check_access(self, interaction: discord.Interaction[Any], workflow: Workflow) -> None:
+        """Refuse a member whom the access rules keep from this command here, saying why and where."""
+        if (reason := await access_refusal(interaction, workflow)) is not None:
+            raise InvalidInput(reason)
 
     def _submitter(self, workflow: Workflow, given: dict[str, Any]) -> Submit:
         async def submit(interaction: discord.Interaction[Any], typed: dict[str, str]) -> None:
@@ -246,6 +252,7 @@ class Generate(commands.Cog):
             raise InvalidInput(f"/{record.workflow} is no longer available.")
         if any(p.type in FILE_TYPES for p in workflow.params):
             raise InvalidInput("Re-roll is not available for jobs with attached files; run the command again.")
+        await self.check_access(interaction, workflow)
         given = {
             p.name: record.values[p.name]
             for p in workflow.params
