@@ -20,7 +20,8 @@ pytestmark = pytest.mark.e2e
 async def test_commands_are_synced_to_the_development_guild(start: Start) -> None:
     world = await start()
     synced = world.discord.commands[world.discord.guild_id]
-    assert [c["name"] for c in synced] == ["image", "music", "queue", "cancel", "reload", "workflows", "servers"]
+    names = ["image", "music", "queue", "cancel", "reload", "workflows", "servers", "access"]
+    assert [c["name"] for c in synced] == names
     assert [o["name"] for o in synced[1]["options"]] == ["tags", "lyrics", "lyrics_file", "duration", "seed"]
     assert None not in world.discord.commands  # nothing global while developing
     puts = [r.path for r in world.discord.requests if r.method == "PUT"]
@@ -44,8 +45,8 @@ async def test_a_restart_with_unchanged_commands_sends_no_sync_request(
         ("GET", "/oauth2/applications/@me"),
     ]
     target = f"guild {guild}" if dev_guild else "global"
-    assert f"7 command(s) unchanged since they were last synced ({target}); not syncing" in caplog.messages
-    assert "connected to Discord as FakeBot; 7 command(s) usable" in caplog.messages  # READY: what bench times
+    assert f"8 command(s) unchanged since they were last synced ({target}); not syncing" in caplog.messages
+    assert "connected to Discord as FakeBot; 8 command(s) usable" in caplog.messages  # READY: what bench times
     it = await world.discord.invoke_slash("queue")
     await world.discord.wait_for(lambda: bool(world.private_replies(it)))
     assert world.private_replies(it) == ["No job is waiting or running."]  # the default member owns the bot
@@ -64,7 +65,7 @@ async def test_commands_changed_while_the_bot_was_down_are_synced_and_reload_alw
 
     puts = [r for r in world.discord.requests if r.method == "PUT"]
     assert len(puts) == 2
-    assert [c["name"] for c in puts[1].json] == ["image", "queue", "cancel", "reload", "workflows", "servers"]
+    assert [c["name"] for c in puts[1].json] == ["image", "queue", "cancel", "reload", "workflows", "servers", "access"]
     reload = await world.discord.invoke_slash("reload")  # also puts back commands deleted on Discord's side
     await world.discord.wait_for(lambda: bool(world.private_replies(reload)))
     assert world.private_replies(reload) == ["No change; 1 command(s) active."]
