@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 import shutil
 import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +24,8 @@ from core.errors import ConfigError, InvalidInput, WorkflowError
 from core.jobs.store import JobStore
 from core.workflows.loader import load_workflow
 from tests.conftest import WORKFLOWS
+from tests.e2e_world import Start, World, finished
+from tests.fakes.discord_fake import Interaction
 
 ART, GENERAL, THREAD = 111111111111111111, 222222222222222222, 333333333333333333
 ARTISTS, MUTED, MODS = 444444444444444444, 555555555555555555, 666666666666666666
@@ -221,3 +226,180 @@ async def test_a_deny_needs_a_list_to_take_from_and_something_to_take(tmp_path: 
         assert access.changes.commands == {}
     finally:
         await store.close()
+
+
+# End to end: the real bot on the fake Discord
+
+
+@dataclass
+class Guild:
+    """The fake guild's channels, roles and members for the access tests."""
+
+    world: World
+    art: int
+    thread: int
+    artists: int
+    muted: int
+    mods: int
+    alice: dict[str, Any]  # an artist
+    bob: dict[str, Any]  # no role
+    carl: dict[str, Any]  # muted
+    mod: dict[str, Any]  # admin through community.toml's admin_roles
+
+    @property
+    def general(self) -> int:
+        return self.world.discord.channel_id
+
+    async def run(self, command: str, options: dict[str, Any], user: dict[str, Any], channel: int) -> Interaction:
+        return await self.world.discord.invoke_slash(command, options, user=user, channel_id=channel)
+
+    async def refused(self, it: Interaction) -> str:
+        await self.world.discord.wait_for(lambda: bool(self.world.private_replies(it)))
+        return "\n".join(self.world.private_replies(it))
+
+
+async def guild_with(start: Start, tmp_path: Path, community: Callable[[Guild], str] | None = None) -> Guild:
+    """Start the bot, add channels, a thread, roles and members to the guild, then restart it with `community`."""
+    world = await start()
+    fake = world.discord
+    art = fake.add_text_channel("art")
+    thread = fake._ids.next()
+    fake.channels[thread] = {
+        "id": str(thread),
+        "type": 11,  # a public thread
+        "guild_id": str(fake.guild_id),
+        "parent_id": str(art),
+        "owner_id": fake.default_user["id"],
+        "name": "cats",
+        "message_count": 0,
+        "member_count": 1,
+        "rate_limit_per_user": 0,
+        "flags": 0,
+        "thread_metadata": {
+            "archived": False,
+            "auto_archive_duration": 1440,
+            "archive_timestamp": "2026-01-01T00:00:00+00:00",
+            "locked": False,
+        },
+    }
+    roles = {}
+    for name in ("artists", "muted", "mods"):
+        roles[name] = fake._ids.next()
+        fake.roles.append({**fake.roles[0], "id": str(roles[name]), "name": name})
+    members = {}
+    for name, role in (("alice", "artists"), ("bob", None), ("carl", "muted"), ("mod", "mods")):
+        members[name] = fake.make_user(name=name)
+        fake._members[int(members[name]["id"])]["roles"] = [str(roles[role])] if role else []
+    guild = Guild(world, art, thread, roles["artists"], roles["muted"], roles["mods"], **members)
+    if community is not None:
+        path = tmp_path / "community.toml"
+        path.write_text(community(guild), encoding="utf-8")
+        world.settings = replace(world.settings, community_file=path, community_file_named=True)
+    await world.restart_bot()  # GUILD_CREATE now carries the new channels and roles
+    return guild
+
+
+def community_toml(g: Guild) -> str:
+    return f"""
+[access]
+admin_roles = [{g.mods}]
+banned_users = [{g.carl["id"]}]
+banned_roles = [{g.muted}]
+channels = [{g.art}]
+
+[access.commands.music]
+roles = [{g.artists}]
+"""
+
+
+@pytest.mark.e2e
+async def test_each_rule_refuses_before_anything_is_sent_and_allows_where_it_should(
+    start: Start, tmp_path: Path
+) -> None:
+    g = await guild_with(start, tmp_path, community_toml)
+    world, image = g.world, {"prompt": "a cat", "seed": 1}
+
+    wrong_channel = await g.run("image", image, g.bob, g.general)
+    assert await g.refused(wrong_channel) == f"/image cannot be used in this channel. Use it in <#{g.art}>."
+    wrong_role = await g.run("music", {"tags": "jazz", "lyrics": "la"}, g.bob, g.art)
+    assert await g.refused(wrong_role) == f"/music is only for members with the role <@&{g.artists}>."
+    banned = await g.run("image", image, g.carl, g.art)
+    assert await g.refused(banned) == "You may not use this bot: a moderator has barred you from it."
+    world.discord._members[int(g.bob["id"])]["roles"] = [str(g.muted)]  # only read at the next interaction
+    banned_role = await g.run("image", image, g.bob, g.art)
+    assert await g.refused(banned_role) == (
+        f"You may not use this bot: members with the role <@&{g.muted}> are barred from it."
+    )
+    world.discord._members[int(g.bob["id"])]["roles"] = []
+    assert world.prompts() == []  # nothing reached ComfyUI
+    assert all(it.modal is None for it in world.discord.interactions)  # nor was a form opened
+
+    in_thread = await g.run("image", image, g.bob, g.thread)  # the thread follows #art
+    assert "**seed:** 1" in (await finished(world, in_thread))["content"]
+    artist = await g.run("music", {"tags": "jazz", "lyrics": "la"}, g.alice, g.art)
+    await finished(world, artist)
+    admin = await g.run("image", image, g.mod, g.general)  # admins (here through admin_roles) are never refused
+    await finished(world, admin)
+    assert len(world.prompts()) == 3
+    show = await world.discord.invoke_slash("access show", user=g.mod)  # admin_roles make /access usable
+    assert f"/music: in <#{g.art}> · for <@&{g.artists}>" in await g.refused(show)
+
+
+@pytest.mark.e2e
+async def test_access_changes_rules_at_runtime_they_survive_a_restart_and_apply_to_re_roll(
+    start: Start, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    g = await guild_with(start, tmp_path)
+    world, image, owner = g.world, {"prompt": "a cat", "seed": 1}, world_owner(g)
+
+    outsider = await world.discord.invoke_slash("access show", user=g.bob)
+    assert await g.refused(outsider) == "Only the bot's owner and members with the admin role can use /access show."
+    allow = await world.discord.invoke_slash("access allow", {"command": "image", "channel": g.art})
+    assert await g.refused(allow) == f"/image may now be used in <#{g.art}> · for any member."
+    assert f"access: member {owner} allowed /image channel {g.art}" in caplog.messages
+    refused = await g.run("image", image, g.bob, g.general)
+    assert await g.refused(refused) == f"/image cannot be used in this channel. Use it in <#{g.art}>."
+    job = await g.run("image", image, g.bob, g.art)
+    result = await finished(world, job)
+
+    await world.restart_bot()
+    ban = await world.discord.invoke_slash("access ban", {"who": g.bob["id"]})
+    assert await g.refused(ban) == f"<@{g.bob['id']}> may no longer use the bot."
+    reroll = next(c["custom_id"] for c in walk(result["components"]) if c.get("custom_id", "").startswith("job:reroll"))
+    click = await world.discord.click(int(result["id"]), reroll, user=g.bob)
+    assert await g.refused(click) == "You may not use this bot: a moderator has barred you from it."
+    await world.restart_bot()
+    still = await g.run("image", image, g.bob, g.art)  # the ban is kept
+    assert await g.refused(still) == "You may not use this bot: a moderator has barred you from it."
+    show = await world.discord.invoke_slash("access show")
+    assert await g.refused(show) == "\n".join(
+        [
+            "**Access rules in effect** (community.toml, with the changes made with /access marked ✎):",
+            "Admins (never refused): the bot's owner.",
+            f"Banned members: <@{g.bob['id']}>. Banned roles: none.",
+            "Every command: in any channel · for any member",
+            f"✎ /image: in <#{g.art}> · for any member",
+            "/music: in any channel · for any member",
+        ]
+    )
+    unban = await world.discord.invoke_slash("access unban", {"who": g.bob["id"]})
+    assert await g.refused(unban) == f"<@{g.bob['id']}> may use the bot again (as far as the other rules allow)."
+    kept = await g.run("image", image, g.bob, g.general)  # and so is the channel rule
+    assert await g.refused(kept) == f"/image cannot be used in this channel. Use it in <#{g.art}>."
+    reset = await world.discord.invoke_slash("access reset", {"command": "image"})
+    assert await g.refused(reset) == (
+        "/image follows community.toml (and its binding) again: in any channel · for any member."
+    )
+    await finished(world, await g.run("image", image, g.bob, g.general))
+    unknown = await world.discord.invoke_slash("access deny", {"command": "nope", "role": g.artists})
+    assert await g.refused(unknown) == (
+        "There is no command /nope; use one of the workflow commands or * for every command."
+    )
+
+
+def world_owner(g: Guild) -> int:
+    return int(g.world.discord.default_user["id"])
+
+
+def walk(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [c for row in components for c in [row, *row.get("components", [])]]
