@@ -403,3 +403,14 @@ def world_owner(g: Guild) -> int:
 
 def walk(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [c for row in components for c in [row, *row.get("components", [])]]
+
+
+def test_the_readme_examples_are_valid_access_tables(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Access", 1)[1].split("\n## ", 1)[0]
+    community, binding = [block.split("\n", 1)[1] for block in section.split("```toml")[1:]]
+    example = access_rules(tomllib.loads(community.split("```")[0]))
+    assert example.commands["music"].roles == {523456789012345678}
+    assert example.default.channels == {423456789012345678}
+    image = load_workflow(binding_folder(tmp_path, binding.split("```")[0]))
+    assert image.access == CommandRule(channels=frozenset({623456789012345678}))
