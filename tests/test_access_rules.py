@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import tomllib
@@ -209,6 +210,27 @@ async def test_changes_made_with_access_are_kept_and_read_again_after_a_restart(
     assert f"access: member {MODS} banned user {BOB}" in caplog.messages
     assert f"access: member {MODS} lifted the ban of user {ALICE}" in caplog.messages
     assert f"access: member {MODS} reset /queue-art to community.toml's rule" in caplog.messages
+
+
+@pytest.mark.abuse
+async def test_changes_made_at_the_same_moment_are_all_kept(tmp_path: Path) -> None:
+    store = await JobStore(tmp_path / "jobs.sqlite3").open()
+    channels = [ART + i for i in range(8)]
+    try:
+        access = await Access(AccessRules(), store).load()
+        await asyncio.gather(
+            *(access.allow("image", by=MODS, channel=c) for c in channels),
+            *(access.ban("user", ALICE + i, banned=True, by=MODS) for i in range(8)),
+        )
+        assert access.rules.rule("image").channels == set(channels)
+        assert len(access.rules.banned_users) == 8
+    finally:
+        await store.close()
+    store = await JobStore(tmp_path / "jobs.sqlite3").open()
+    try:
+        assert (await Access(AccessRules(), store).load()).rules.rule("image").channels == set(channels)
+    finally:
+        await store.close()
 
 
 async def test_a_deny_needs_a_list_to_take_from_and_something_to_take(tmp_path: Path) -> None:

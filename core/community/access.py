@@ -9,6 +9,7 @@ the rule of its parent channel (or its own, when it is listed). Banned members a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
@@ -221,6 +222,8 @@ class Access:
         self.store = store
         self.changes = Changes()
         self.rules = file_rules
+        # One change at a time: each one reads the rules in effect, and two at once would lose one of them
+        self._lock = asyncio.Lock()
 
     async def load(self) -> Access:
         """Read the changes made with /access before this start."""
@@ -250,6 +253,12 @@ class Access:
     ) -> CommandRule:
         if channel is None and role is None:
             raise InvalidInput(NEED_CHANNEL_OR_ROLE)
+        async with self._lock:
+            return await self._changed(command, by, channel, role, binding, allow=allow)
+
+    async def _changed(
+        self, command: str, by: int, channel: int | None, role: int | None, binding: CommandRule | None, *, allow: bool
+    ) -> CommandRule:
         current = self.rules.default if command == EVERY_COMMAND else self.rules.rule(command, binding)
         unlisted = (channel is not None and current.channels is None) or (role is not None and current.roles is None)
         if not allow and unlisted:
@@ -271,19 +280,21 @@ class Access:
 
     async def reset(self, command: str, *, by: int) -> bool:
         """Drop the changes made with /access for `command`; False when there were none."""
-        if command not in self.changes.commands:
-            return False
-        await self.store.run_sql(_delete_command, command)
-        self._set(replace(self.changes, commands={k: v for k, v in self.changes.commands.items() if k != command}))
+        async with self._lock:
+            if command not in self.changes.commands:
+                return False
+            await self.store.run_sql(_delete_command, command)
+            self._set(replace(self.changes, commands={k: v for k, v in self.changes.commands.items() if k != command}))
         log.info("access: member %s reset /%s to community.toml's rule", by, command)
         return True
 
     async def ban(self, kind: str, target: int, *, banned: bool, by: int) -> None:
         """Ban (or lift the ban of) a member (`kind` "user") or a role ("role")."""
-        await self.store.run_sql(_save_ban, kind, target, banned, by)
-        users, roles = dict(self.changes.users), dict(self.changes.roles)
-        (users if kind == "user" else roles)[target] = banned
-        self._set(replace(self.changes, users=users, roles=roles))
+        async with self._lock:
+            await self.store.run_sql(_save_ban, kind, target, banned, by)
+            users, roles = dict(self.changes.users), dict(self.changes.roles)
+            (users if kind == "user" else roles)[target] = banned
+            self._set(replace(self.changes, users=users, roles=roles))
         log.info("access: member %s %s %s %s", by, "banned" if banned else "lifted the ban of", kind, target)
 
 
