@@ -22,7 +22,7 @@ from dotenv import load_dotenv
 
 import cli
 from core.community import read_community
-from core.community.access import Access, access_rules
+from core.community.access import Access, AccessRules, access_rules
 from core.config import Settings, load_settings, setup_logging
 from core.errors import BotError, ConfigError, JobCancelled, JobLost
 from core.jobs.engine import Engine
@@ -54,7 +54,6 @@ class ComfyBot(commands.Bot):
     engine: Engine
     catalog: Catalog
     store: JobStore
-    access: Access
 
     def __init__(self, settings: Settings, *, settle_heap: bool = False, **kwargs: Any) -> None:
         kwargs.setdefault("guild_ready_timeout", GUILD_READY_TIMEOUT)
@@ -76,6 +75,7 @@ class ComfyBot(commands.Bot):
         self.statuses = StatusScheduler(interval=2.0)
         self._recovery: asyncio.Task[None] | None = None
         self.job_tasks: set[asyncio.Task[Any]] = set()  # running jobs, stopped on close and resumed next start
+        self.access = Access(AccessRules())  # everything allowed until setup_hook reads community.toml
 
     async def start(self, token: str, *, reconnect: bool = True) -> None:
         # The heartbeat lives as long as the connection attempt: a stuck or disconnected bot stops refreshing it.
@@ -95,7 +95,7 @@ class ComfyBot(commands.Bot):
         # The store first: a bad JOBS_DB or a second copy of the bot stops here (StoreError, see run_bot)
         self.store = await JobStore(self.settings.jobs_db).open()
         community = read_community(self.settings.community_file, required=self.settings.community_file_named)
-        self.access = await Access(access_rules(community), self.store).load()
+        self.access = await Access(access_rules(community)).load(self.store)
         self.session = aiohttp.ClientSession()
         self.engine = Engine.from_settings(self.session, self.settings, self.store)
         self.engine.start()

@@ -39,9 +39,8 @@ async def admin_only(interaction: discord.Interaction[Any]) -> bool:
     raise NotAdmin(interaction.command.qualified_name if interaction.command else "this command")
 
 
-async def access_refusal(interaction: discord.Interaction[Any], workflow: Workflow) -> str | None:
+async def access_refusal(bot: ComfyBot, interaction: discord.Interaction[Any], workflow: Workflow) -> str | None:
     """Why this member may not use `workflow`'s command here, or None; admins are never refused."""
-    bot: ComfyBot = interaction.client  # type: ignore[assignment]
     user = interaction.user
     roles = [r.id for r in user.roles] if isinstance(user, discord.Member) else None
     channel = interaction.channel
@@ -62,4 +61,4 @@ async def access_refusal(interaction: discord.Interaction[Any], workflow: Workfl
 
 async def may_use(interaction: discord.Interaction[Any], workflow: Workflow) -> bool:
     """Whether this member may use `workflow`'s command where the interaction comes from (for /help)."""
-    return await access_refusal(interaction, workflow) is None
+    return await access_refusal(interaction.client, interaction, workflow) is None  # type: ignore[arg-type]

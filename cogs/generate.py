@@ -161,7 +161,7 @@ class Generate(commands.Cog):
 
     async def check_access(self, interaction: discord.Interaction[Any], workflow: Workflow) -> None:
         """Refuse a member whom the access rules keep from this command here, saying why and where."""
-        if (reason := await access_refusal(interaction, workflow)) is not None:
+        if (reason := await access_refusal(self.bot, interaction, workflow)) is not None:
             raise InvalidInput(reason)
 
     def _submitter(self, workflow: Workflow, given: dict[str, Any]) -> Submit:

@@ -178,7 +178,7 @@ async def test_changes_made_with_access_are_kept_and_read_again_after_a_restart(
     file_rules = rules(f"[access]\nbanned_users = [{ALICE}]\n[access.commands.music]\nchannels = [{ART}]")
     store = await JobStore(tmp_path / "jobs.sqlite3").open()
     try:
-        access = await Access(file_rules, store).load()
+        access = await Access(file_rules).load(store)
         binding = CommandRule(roles=frozenset({ARTISTS}))
         assert await access.allow("image", by=MODS, channel=ART, binding=binding) == CommandRule(
             frozenset({ART}), frozenset({ARTISTS})
@@ -197,7 +197,7 @@ async def test_changes_made_with_access_are_kept_and_read_again_after_a_restart(
         await store.close()
     store = await JobStore(tmp_path / "jobs.sqlite3").open()
     try:
-        again = await Access(file_rules, store).load()
+        again = await Access(file_rules).load(store)
     finally:
         await store.close()
     assert again.rules == before
@@ -217,7 +217,7 @@ async def test_changes_made_at_the_same_moment_are_all_kept(tmp_path: Path) -> N
     store = await JobStore(tmp_path / "jobs.sqlite3").open()
     channels = [ART + i for i in range(8)]
     try:
-        access = await Access(AccessRules(), store).load()
+        access = await Access(AccessRules()).load(store)
         await asyncio.gather(
             *(access.allow("image", by=MODS, channel=c) for c in channels),
             *(access.ban("user", ALICE + i, banned=True, by=MODS) for i in range(8)),
@@ -228,7 +228,7 @@ async def test_changes_made_at_the_same_moment_are_all_kept(tmp_path: Path) -> N
         await store.close()
     store = await JobStore(tmp_path / "jobs.sqlite3").open()
     try:
-        assert (await Access(AccessRules(), store).load()).rules.rule("image").channels == set(channels)
+        assert (await Access(AccessRules()).load(store)).rules.rule("image").channels == set(channels)
     finally:
         await store.close()
 
@@ -236,7 +236,7 @@ async def test_changes_made_at_the_same_moment_are_all_kept(tmp_path: Path) -> N
 async def test_a_deny_needs_a_list_to_take_from_and_something_to_take(tmp_path: Path) -> None:
     store = await JobStore(tmp_path / "jobs.sqlite3").open()
     try:
-        access = await Access(AccessRules(), store).load()
+        access = await Access(AccessRules()).load(store)
         with pytest.raises(InvalidInput) as caught:
             await access.deny("image", by=MODS, channel=ART)
         assert caught.value.user_message == (
@@ -376,6 +376,8 @@ async def test_access_changes_rules_at_runtime_they_survive_a_restart_and_apply_
 
     outsider = await world.discord.invoke_slash("access show", user=g.bob)
     assert await g.refused(outsider) == "Only the bot's owner and members with the admin role can use /access show."
+    choices = await world.discord.autocomplete("access allow", {"command": "/IM"}, focused="command")
+    assert choices == [{"name": "* (every command)", "value": "*"}, {"name": "/image", "value": "image"}]
     allow = await world.discord.invoke_slash("access allow", {"command": "image", "channel": g.art})
     assert await g.refused(allow) == f"/image may now be used in <#{g.art}> · for any member."
     assert f"access: member {owner} allowed /image channel {g.art}" in caplog.messages

@@ -14,7 +14,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -217,18 +217,24 @@ def _banned(base: frozenset[int], changes: Mapping[int, bool]) -> frozenset[int]
 class Access:
     """The rules in effect: community.toml's with the changes made with /access, which the job store keeps."""
 
-    def __init__(self, file_rules: AccessRules, store: JobStore) -> None:
+    def __init__(self, file_rules: AccessRules) -> None:
         self.file_rules = file_rules
-        self.store = store
+        self.store: JobStore | None = None  # until load(): the file's rules only, and no change can be made
         self.changes = Changes()
         self.rules = file_rules
         # One change at a time: each one reads the rules in effect, and two at once would lose one of them
         self._lock = asyncio.Lock()
 
-    async def load(self) -> Access:
-        """Read the changes made with /access before this start."""
-        self._set(await self.store.run_sql(_load))
+    async def load(self, store: JobStore) -> Access:
+        """Read the changes made with /access before this start from `store`, which keeps the next ones."""
+        self.store = store
+        self._set(await store.run_sql(_load))
         return self
+
+    async def _save(self, fn: Callable[..., None], *args: Any) -> None:
+        if self.store is None:
+            raise RuntimeError("the access rules were not loaded from the job store")
+        await self.store.run_sql(fn, *args)
 
     def _set(self, changes: Changes) -> None:
         self.changes = changes
@@ -270,7 +276,7 @@ class Access:
         if role is not None:
             roles = _edited(current.roles, role, allow)
         new = CommandRule(channels, roles)
-        await self.store.run_sql(_save_command, command, new, by)
+        await self._save(_save_command, command, new, by)
         self._set(replace(self.changes, commands={**self.changes.commands, command: new}))
         log.info(
             "access: member %s %s /%s %s", by, "allowed" if allow else "denied", command,
@@ -283,7 +289,7 @@ class Access:
         async with self._lock:
             if command not in self.changes.commands:
                 return False
-            await self.store.run_sql(_delete_command, command)
+            await self._save(_delete_command, command)
             self._set(replace(self.changes, commands={k: v for k, v in self.changes.commands.items() if k != command}))
         log.info("access: member %s reset /%s to community.toml's rule", by, command)
         return True
@@ -291,7 +297,7 @@ class Access:
     async def ban(self, kind: str, target: int, *, banned: bool, by: int) -> None:
         """Ban (or lift the ban of) a member (`kind` "user") or a role ("role")."""
         async with self._lock:
-            await self.store.run_sql(_save_ban, kind, target, banned, by)
+            await self._save(_save_ban, kind, target, banned, by)
             users, roles = dict(self.changes.users), dict(self.changes.roles)
             (users if kind == "user" else roles)[target] = banned
             self._set(replace(self.changes, users=users, roles=roles))
