@@ -10,7 +10,7 @@ from discord.ext import commands
 
 from cogs.access import admin_only
 from cogs.admin import send_chunks
-from core.community.access import EVERY_COMMAND, CommandRule, describe
+from core.community.access import EVERY_COMMAND, CommandRule, command_label, describe
 from core.errors import InvalidInput
 from discord_ui.messages import respond, shown
 
@@ -50,8 +50,9 @@ class Permissions(commands.GroupCog, group_name="access", group_description=DESC
     @app_commands.command(name="show", description="Show who may use which command where")
     async def show(self, interaction: discord.Interaction[Any]) -> None:
         rules, changed = self.bot.access.rules, self.bot.access.changes.commands
-        admin_roles = set(rules.admin_roles) | ({self.bot.settings.admin_role_id} - {None})
-        roles = "".join(f", <@&{r}>" for r in sorted(admin_roles))  # type: ignore[arg-type]
+        admin_role_id = self.bot.settings.admin_role_id
+        admin_roles = set(rules.admin_roles) | ({admin_role_id} if admin_role_id else set())
+        roles = "".join(f", <@&{r}>" for r in sorted(admin_roles))
         mark = "✎ " if EVERY_COMMAND in changed else ""
         lines = [
             HEADER,
@@ -101,11 +102,9 @@ class Permissions(commands.GroupCog, group_name="access", group_description=DESC
     ) -> None:
         name, binding = self._command(command)
         change = self.bot.access.allow if allow else self.bot.access.deny
-        rule = await change(
-            name, by=interaction.user.id, channel=channel.id if channel else None, role=role.id if role else None,
-            binding=binding,
-        )  # fmt: skip
-        await respond(interaction, CHANGED.format(command=_label(name), rule=describe(rule)))
+        channel_id, role_id = channel.id if channel else None, role.id if role else None
+        rule = await change(name, by=interaction.user.id, channel=channel_id, role=role_id, binding=binding)
+        await respond(interaction, CHANGED.format(command=command_label(name), rule=describe(rule)))
 
     @app_commands.command(name="reset", description="Undo the changes made with /access for a command")
     @app_commands.describe(command="A command, or * for every command")
@@ -115,7 +114,7 @@ class Permissions(commands.GroupCog, group_name="access", group_description=DESC
         rules = self.bot.access.rules
         rule = rules.default if name == EVERY_COMMAND else rules.rule(name, binding)
         text = RESET if done else NOTHING_TO_RESET
-        await respond(interaction, text.format(command=_label(name), rule=describe(rule)))
+        await respond(interaction, text.format(command=command_label(name), rule=describe(rule)))
 
     @app_commands.command(name="ban", description="Keep a member, or everyone with a role, from using the bot")
     @app_commands.describe(who="A member or a role")
@@ -150,10 +149,6 @@ class Permissions(commands.GroupCog, group_name="access", group_description=DESC
         if workflow is None:
             raise InvalidInput(NO_SUCH_COMMAND.format(command=shown(name, 40)))
         return name, workflow.access
-
-
-def _label(command: str) -> str:
-    return "Every command" if command == EVERY_COMMAND else f"/{command}"
 
 
 async def setup(bot: ComfyBot) -> None:

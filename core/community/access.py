@@ -241,16 +241,26 @@ class Access:
         self.rules = changes.on(self.file_rules)
 
     async def allow(
-        self, command: str, *, by: int, channel: int | None = None, role: int | None = None,
+        self,
+        command: str,
+        *,
+        by: int,
+        channel: int | None = None,
+        role: int | None = None,
         binding: CommandRule | None = None,
-    ) -> CommandRule:  # fmt: skip
+    ) -> CommandRule:
         """Let `command` ("*": every command) be used in `channel` and/or by `role`; return its new rule."""
         return await self._change(command, by, channel, role, binding, allow=True)
 
     async def deny(
-        self, command: str, *, by: int, channel: int | None = None, role: int | None = None,
+        self,
+        command: str,
+        *,
+        by: int,
+        channel: int | None = None,
+        role: int | None = None,
         binding: CommandRule | None = None,
-    ) -> CommandRule:  # fmt: skip
+    ) -> CommandRule:
         """Take `channel` and/or `role` off `command`'s lists; a list left empty allows nowhere/nobody."""
         return await self._change(command, by, channel, role, binding, allow=False)
 
@@ -268,7 +278,7 @@ class Access:
         current = self.rules.default if command == EVERY_COMMAND else self.rules.rule(command, binding)
         unlisted = (channel is not None and current.channels is None) or (role is not None and current.roles is None)
         if not allow and unlisted:
-            raise InvalidInput(NOT_LISTED.format(command=_name(command)))
+            raise InvalidInput(NOT_LISTED.format(command=command_label(command)))
         change = self.changes.commands.get(command, CommandRule())
         channels, roles = change.channels, change.roles
         if channel is not None:
@@ -278,10 +288,8 @@ class Access:
         new = CommandRule(channels, roles)
         await self._save(_save_command, command, new, by)
         self._set(replace(self.changes, commands={**self.changes.commands, command: new}))
-        log.info(
-            "access: member %s %s /%s %s", by, "allowed" if allow else "denied", command,
-            " and ".join(f"{kind} {i}" for kind, i in (("channel", channel), ("role", role)) if i is not None),
-        )  # fmt: skip
+        what = " and ".join(f"{kind} {i}" for kind, i in (("channel", channel), ("role", role)) if i is not None)
+        log.info("access: member %s %s /%s %s", by, "allowed" if allow else "denied", command, what)
         return new.over(current)
 
     async def reset(self, command: str, *, by: int) -> bool:
@@ -308,7 +316,8 @@ NEED_CHANNEL_OR_ROLE = "Give a channel, a role or both."
 NOT_LISTED = "{command} may already be used in every channel or by every role; allow the ones it is for instead."
 
 
-def _name(command: str) -> str:
+def command_label(command: str) -> str:
+    """How a message names a command, or every command ("*")."""
     return "Every command" if command == EVERY_COMMAND else f"/{command}"
 
 
