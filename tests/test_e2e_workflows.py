@@ -41,6 +41,7 @@ async def test_reload_adds_a_command_that_then_runs(start: Start, tmp_path: Path
         "reload",
         "workflows",
         "servers",
+        "access",
     ]
 
     for suffix in (".json", ".toml"):
@@ -49,7 +50,7 @@ async def test_reload_adds_a_command_that_then_runs(start: Start, tmp_path: Path
     reload = await world.discord.invoke_slash("reload")
     assert await private_text(world, reload) == "Added: /music, /portrait\n3 command(s) active."
     names = sorted(c["name"] for c in world.discord.commands[guild])
-    assert names == ["cancel", "image", "music", "portrait", "queue", "reload", "servers", "workflows"]
+    assert names == ["access", "cancel", "image", "music", "portrait", "queue", "reload", "servers", "workflows"]
 
     it = await world.discord.invoke_slash("music", {"tags": "lofi", "lyrics": "[instrumental]"})
     message = await finished(world, it)
