@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from bot import ComfyBot
 from core.community import read_community
 from core.community.access import (
     Access,
@@ -21,6 +22,7 @@ from core.community.access import (
     access_rules,
     refusal,
 )
+from core.config import load_settings
 from core.errors import ConfigError, InvalidInput, WorkflowError
 from core.jobs.store import JobStore
 from core.workflows.loader import load_workflow
@@ -438,3 +440,21 @@ def test_the_readme_examples_are_valid_access_tables(tmp_path: Path) -> None:
     assert example.default.channels == {423456789012345678}
     image = load_workflow(binding_folder(tmp_path, binding.split("```")[0]))
     assert image.access == CommandRule(channels=frozenset({623456789012345678}))
+
+
+async def test_a_bad_access_table_stops_the_bot_at_start_with_every_problem(tmp_path: Path) -> None:
+    path = tmp_path / "community.toml"
+    path.write_text("[access]\nbanned_roles = [1]\n[access.commands.image]\nchannels = 5\n", encoding="utf-8")
+    env = {"COMMUNITY_FILE": str(path), "JOBS_DB": str(tmp_path / "jobs.sqlite3"), "WORKFLOWS_DIR": str(WORKFLOWS)}
+    bot = ComfyBot(load_settings(env, require_token=False))
+    try:
+        with pytest.raises(ConfigError) as caught:
+            await bot.setup_hook()
+    finally:
+        await bot.close()
+    assert caught.value.user_message == (
+        "The configuration has 2 problem(s):\n"
+        "  - community.toml [access] banned_roles: 1 is not a Discord id (a whole number of 17 to 20 digits).\n"
+        "  - community.toml [access.commands.image] channels must be a list of Discord ids, "
+        "e.g. channels = [123456789012345678]."
+    )
