@@ -23,6 +23,7 @@ from dotenv import load_dotenv
 
 import cli
 from core.community import read_community
+from core.community.access import Access, AccessRules, access_rules
 from core.community.quotas import QuotaBook, QuotaRules, quota_rules
 from core.community.safety import ImageScreen, Safety, load_image_screen, parse_safety
 from core.config import Settings, load_settings, setup_logging
@@ -38,7 +39,7 @@ from discord_ui.messages import CANCELLED, FAILED
 from discord_ui.status import StatusScheduler
 
 log = logging.getLogger("bot")
-EXTENSIONS = ("cogs.generate", "cogs.admin", "cogs.help", "cogs.history", "cogs.quota")
+EXTENSIONS = ("cogs.generate", "cogs.admin", "cogs.permissions", "cogs.help", "cogs.history", "cogs.quota")
 # How often the heartbeat file next to JOBS_DB is refreshed; the Dockerfile's HEALTHCHECK allows 90 s.
 HEARTBEAT_SECONDS = 30.0
 # discord.py waits this long after the last GUILD_CREATE before it is ready (2 s by default). The bot needs no
@@ -80,6 +81,7 @@ class ComfyBot(commands.Bot):
         self.statuses = StatusScheduler(interval=2.0)
         self._recovery: asyncio.Task[None] | None = None
         self.job_tasks: set[asyncio.Task[Any]] = set()  # running jobs, stopped on close and resumed next start
+        self.access = Access(AccessRules())  # everything allowed until setup_hook reads community.toml
         self.quotas = QuotaBook(QuotaRules())  # no quota until setup_hook has read community.toml
         self.safety = Safety()  # community.toml [safety], read in setup_hook
         self.image_screen: ImageScreen | None = None  # [safety] image_check: None when images are not checked
@@ -105,7 +107,9 @@ class ComfyBot(commands.Bot):
         self.quotas = QuotaBook(quota_rules(community, community_file.name))
         self.safety = parse_safety(community)
         self.image_screen = load_image_screen(self.safety)
+        rules = access_rules(community)
         self.store = await JobStore(self.settings.jobs_db).open()
+        self.access = await Access(rules).load(self.store)
         await self.quotas.load(self.store)
         self.session = aiohttp.ClientSession()
         self.engine = Engine.from_settings(self.session, self.settings, self.store)

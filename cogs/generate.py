@@ -14,7 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.access import is_admin
+from cogs.access import access_refusal, is_admin
 from cogs.quota import check_quota, hold_quota
 from core.errors import BotError, InvalidInput, JobCancelled
 from core.jobs.engine import new_job_id, shown_values
@@ -182,7 +182,9 @@ class Generate(commands.Cog):
         *,
         preset: str | None = None,
     ) -> None:
-        """Check the options (over the member's preset), ask for missing multi-line text in a form, run the job."""
+        """Check access and the options (over the member's preset), ask for missing multi-line text in a form,
+        then run the job."""
+        await self.check_access(interaction, workflow)  # before anything is read, uploaded or submitted
         # Only checked here, before the first await, so that a member over a limit hears it at once; the
         # place is reserved in start_job, when the job really starts (a form may stay open for 15 minutes
         # or be abandoned, so it holds no place).
@@ -206,6 +208,11 @@ class Generate(commands.Cog):
             await interaction.response.send_modal(TextForm(workflow, missing, self._submitter(workflow, given)))
             return
         await self.start_job(interaction, workflow, given)
+
+    async def check_access(self, interaction: discord.Interaction[Any], workflow: Workflow) -> None:
+        """Refuse a member whom the access rules keep from this command here, saying why and where."""
+        if (reason := await access_refusal(self.bot, interaction, workflow)) is not None:
+            raise InvalidInput(reason)
 
     def _check_text(self, interaction: discord.Interaction[Any], workflow: Workflow, given: dict[str, Any]) -> None:
         """Refuse text options that hit the server's blocklist (community.toml [safety])."""
@@ -319,6 +326,7 @@ class Generate(commands.Cog):
             raise InvalidInput(f"/{record.workflow} is no longer available.")
         if any(p.type in FILE_TYPES for p in workflow.params):
             raise InvalidInput(f"{what} is not available for jobs with attached files; run the command again.")
+        await self.check_access(interaction, workflow)
         given = {
             p.name: record.values[p.name]
             for p in workflow.params

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.access import admin_only, is_admin
+from cogs.access import admin_only, is_admin, may_use
 from cogs.admin import send_chunks
 from core.errors import InvalidInput
 from core.workflows import FILE_TYPES, Param, ParamType, Workflow
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from bot import ComfyBot
 
 # Whether the member of an interaction may use a workflow's command where they are (the access rules decide).
-Allowed = Callable[[discord.Interaction[Any], Workflow], bool]
+Allowed = Callable[[discord.Interaction[Any], Workflow], Awaitable[bool]]
 
 TITLE = "**Commands you can use here**"
 OTHERS = "**Other commands**"
@@ -45,26 +45,21 @@ KINDS = {
 }
 
 
-def everyone(interaction: discord.Interaction[Any], workflow: Workflow) -> bool:
-    """Let every member use every command (until access rules say otherwise)."""
-    return True
-
-
 class Help(commands.Cog):
     """Tells a member what they can run here and how."""
 
-    def __init__(self, bot: ComfyBot, allowed: Allowed = everyone) -> None:
+    def __init__(self, bot: ComfyBot, allowed: Allowed = may_use) -> None:
         self.bot = bot
-        self.allowed = allowed  # replaced by the access rules' check
+        self.allowed = allowed  # the access rules (cogs.access)
 
-    def usable(self, interaction: discord.Interaction[Any]) -> list[Workflow]:
+    async def usable(self, interaction: discord.Interaction[Any]) -> list[Workflow]:
         """The workflow commands the member may use where they are."""
-        return [w for w in self.bot.catalog.workflows.values() if self.allowed(interaction, w)]
+        return [w for w in self.bot.catalog.workflows.values() if await self.allowed(interaction, w)]
 
     @app_commands.command(name="help", description="List the commands you can use here, or show one in full")
     @app_commands.describe(command="A command to show in full, with an example")
     async def help(self, interaction: discord.Interaction[Any], command: str | None = None) -> None:
-        usable = self.usable(interaction)
+        usable = await self.usable(interaction)
         if command is None:
             text = "\n".join([*overview(usable), *await self.others(interaction), MORE])
         else:
@@ -78,7 +73,7 @@ class Help(commands.Cog):
 
     @help.autocomplete("command")
     async def _complete(self, interaction: discord.Interaction[Any], current: str) -> list[app_commands.Choice[str]]:
-        names = [w.name for w in self.usable(interaction) if current.lower().lstrip("/") in w.name]
+        names = [w.name for w in await self.usable(interaction) if current.lower().lstrip("/") in w.name]
         return [app_commands.Choice(name=f"/{n}", value=n) for n in names][:25]
 
     async def others(self, interaction: discord.Interaction[Any]) -> list[str]:

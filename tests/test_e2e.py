@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 async def test_commands_are_synced_to_the_development_guild(start: Start) -> None:
     world = await start()
     synced = world.discord.commands[world.discord.guild_id]
-    assert [c["name"] for c in synced] == [
+    names = [
         "image",
         "music",
         "queue",
@@ -28,11 +28,13 @@ async def test_commands_are_synced_to_the_development_guild(start: Start) -> Non
         "reload",
         "workflows",
         "servers",
+        "access",
         "help",
         "preset",
         "history",
         "quota",
     ]
+    assert [c["name"] for c in synced] == names
     assert [o["name"] for o in synced[1]["options"]] == ["tags", "lyrics", "lyrics_file", "duration", "seed", "preset"]
     assert None not in world.discord.commands  # nothing global while developing
     puts = [r.path for r in world.discord.requests if r.method == "PUT"]
@@ -56,8 +58,8 @@ async def test_a_restart_with_unchanged_commands_sends_no_sync_request(
         ("GET", "/oauth2/applications/@me"),
     ]
     target = f"guild {guild}" if dev_guild else "global"
-    assert f"11 command(s) unchanged since they were last synced ({target}); not syncing" in caplog.messages
-    assert "connected to Discord as FakeBot; 11 command(s) usable" in caplog.messages  # READY: what bench times
+    assert f"12 command(s) unchanged since they were last synced ({target}); not syncing" in caplog.messages
+    assert "connected to Discord as FakeBot; 12 command(s) usable" in caplog.messages  # READY: what bench times
     it = await world.discord.invoke_slash("queue")
     await world.discord.wait_for(lambda: bool(world.private_replies(it)))
     assert world.private_replies(it) == ["No job is waiting or running."]  # the default member owns the bot
@@ -83,6 +85,7 @@ async def test_commands_changed_while_the_bot_was_down_are_synced_and_reload_alw
         "reload",
         "workflows",
         "servers",
+        "access",
         "help",
         "preset",
         "history",

@@ -41,6 +41,7 @@ async def test_reload_adds_a_command_that_then_runs(start: Start, tmp_path: Path
         "reload",
         "workflows",
         "servers",
+        "access",
         "help",
         "preset",
         "history",
@@ -54,8 +55,8 @@ async def test_reload_adds_a_command_that_then_runs(start: Start, tmp_path: Path
     assert await private_text(world, reload) == "Added: /music, /portrait\n3 command(s) active."
     names = sorted(c["name"] for c in world.discord.commands[guild])
     assert names == [
-        "cancel", "help", "history", "image", "music", "portrait", "preset", "queue", "quota", "reload", "servers",
-        "workflows",
+        "access", "cancel", "help", "history", "image", "music", "portrait", "preset", "queue", "quota", "reload",
+        "servers", "workflows",
     ]  # fmt: skip
 
     it = await world.discord.invoke_slash("music", {"tags": "lofi", "lyrics": "[instrumental]"})

@@ -174,6 +174,16 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN gpu_seconds REAL NOT NULL DEFAULT 0;
     """,
+    # Changes made with /access, on top of community.toml (core.community.access)
+    """
+    CREATE TABLE access_commands (
+        command TEXT PRIMARY KEY, channels TEXT, roles TEXT, changed_by INTEGER, changed_at REAL
+    );
+    CREATE TABLE access_bans (
+        kind TEXT NOT NULL, target INTEGER NOT NULL, banned INTEGER NOT NULL, changed_by INTEGER, changed_at REAL,
+        PRIMARY KEY (kind, target)
+    );
+    """,
 )
 FIELDS = tuple(f.name for f in fields(JobRecord))  # also the column names, in the table's order
 JSON_FIELDS = frozenset({"values", "prompt", "inputs"})
@@ -378,6 +388,14 @@ class JobStore:
             if len(self._known) > REMEMBERED:
                 del self._known[next(iter(self._known))]
         return future
+
+    async def run_sql(self, fn: Callable[..., T], *args: Any) -> T:
+        """Call `fn(connection, *args)` on the store's thread, for the tables of other parts (autocommit)."""
+        return await self._run(self._with_db, fn, *args)
+
+    def _with_db(self, fn: Callable[..., T], *args: Any) -> T:
+        assert self._db is not None
+        return fn(self._db, *args)
 
     async def keep_input(self, job_id: str, param: str, data: bytes) -> None:
         """Keep a copy of an attachment, so that a resubmission can upload it again if the server lost it."""

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from core.comfyui.types import Prompt
+from core.community.access import binding_rule
 from core.errors import WorkflowError
 from core.workflows.detect import detect_params
 from core.workflows.model import (
@@ -154,7 +155,12 @@ def load_workflow(binding_path: Path) -> Workflow:
     if len(params) > MAX_OPTIONS:
         raise WorkflowError(f"{where}: {len(params)} parameters; Discord allows at most {MAX_OPTIONS}.")
     params.sort(key=lambda p: not p.required)  # Discord wants required options first
-    return Workflow(name, description, graph, tuple(params), graph_path, binding_path, nsfw=nsfw)
+    access = None
+    if "access" in binding:
+        access, problems = binding_rule(binding["access"], where)
+        if problems:
+            raise WorkflowError("\n".join(problems))
+    return Workflow(name, description, graph, tuple(params), graph_path, binding_path, access, nsfw=nsfw)
 
 
 def load_graph(path: Path) -> Prompt:

@@ -14,6 +14,7 @@ from typing import Any
 from core.comfyui.node_errors import list_options
 from core.comfyui.object_info import match_option, quoted
 from core.comfyui.types import Prompt
+from core.community.access import CommandRule
 from core.errors import InvalidInput
 
 # Discord's rules for command and option names, descriptions and counts.
@@ -23,7 +24,9 @@ MAX_DESCRIPTION = 100
 MAX_OPTIONS = 25
 MAX_CHOICE = 100  # Discord's cap for a choice's name and value
 # The bot's own commands: a workflow may not take their names (it would replace them)
-BUILT_IN_COMMANDS = frozenset({"queue", "cancel", "reload", "workflows", "servers", "help", "history", "preset"})
+BUILT_IN_COMMANDS = frozenset(
+    {"queue", "cancel", "reload", "workflows", "servers", "access", "help", "history", "preset", "quota"}
+)
 MAX_TEXT_LENGTH = 6000  # Discord's cap for a string option
 # Discord integer options are limited to ±2^53; seeds stay inside so a member can type one back in.
 MAX_SEED = 2**53 - 1
@@ -196,6 +199,7 @@ class Workflow:
     params: tuple[Param, ...]
     source: Path  # the API-format graph
     binding: Path | None = None  # the TOML binding; None when the options were detected automatically
+    access: CommandRule | None = None  # the binding's [access] table: where and by whom it may be used
     nsfw: bool = False  # age-restricted: registered so on Discord and refused outside age-restricted channels
 
     def param(self, name: str) -> Param | None:
