@@ -228,13 +228,13 @@ class Access:
     async def load(self, store: JobStore) -> Access:
         """Read the changes made with /access before this start from `store`, which keeps the next ones."""
         self.store = store
-        self._set(await store.run_sql(_load))
+        self._set(await store.call(_load))
         return self
 
     async def _save(self, fn: Callable[..., None], *args: Any) -> None:
         if self.store is None:
             raise RuntimeError("the access rules were not loaded from the job store")
-        await self.store.run_sql(fn, *args)
+        await self.store.call(fn, *args)
 
     def _set(self, changes: Changes) -> None:
         self.changes = changes

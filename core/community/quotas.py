@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import sqlite3
 import time
 import zoneinfo
 from collections.abc import Callable, Iterable, Mapping
@@ -229,11 +230,7 @@ class QuotaBook:
     async def load(self, store: JobStore) -> None:
         """Read the current day's usage from the job store: jobs that reached ComfyUI, and their GPU-seconds."""
         day = self.rules.day_start(self.clock())
-        rows = await store.read(
-            "SELECT user_id, count(*) FILTER (WHERE attempts > 0), total(gpu_seconds) FROM jobs "
-            "WHERE user_id IS NOT NULL AND created_at >= ? GROUP BY user_id",
-            (day,),
-        )
+        rows = await store.call(_usage_since, day)
         self._day = day
         self._used = {int(user): Used(int(jobs), float(seconds)) for user, jobs, seconds in rows}
         log.info("quotas: %d member(s) used the bot since the last reset", len(self._used))
@@ -318,3 +315,12 @@ class QuotaBook:
         if day != self._day:
             self._day = day
             self._used = {}
+
+
+def _usage_since(db: sqlite3.Connection, start: float) -> list[tuple[Any, ...]]:
+    """(member, jobs that reached ComfyUI, GPU-seconds) of every member with jobs asked for since `start`."""
+    return db.execute(
+        "SELECT user_id, count(*) FILTER (WHERE attempts > 0), total(gpu_seconds) FROM jobs "
+        "WHERE user_id IS NOT NULL AND created_at >= ? GROUP BY user_id",
+        (start,),
+    ).fetchall()

@@ -389,14 +389,6 @@ class JobStore:
                 del self._known[next(iter(self._known))]
         return future
 
-    async def run_sql(self, fn: Callable[..., T], *args: Any) -> T:
-        """Call `fn(connection, *args)` on the store's thread, for the tables of other parts (autocommit)."""
-        return await self._run(self._with_db, fn, *args)
-
-    def _with_db(self, fn: Callable[..., T], *args: Any) -> T:
-        assert self._db is not None
-        return fn(self._db, *args)
-
     async def keep_input(self, job_id: str, param: str, data: bytes) -> None:
         """Keep a copy of an attachment, so that a resubmission can upload it again if the server lost it."""
         await self._run(self._keep_input, job_id, param, data)
@@ -442,19 +434,19 @@ class JobStore:
         page = self._select("WHERE user_id = ? ORDER BY created_at DESC, id LIMIT ? OFFSET ?", (user_id, limit, offset))
         return total, page
 
-    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` with the connection on the store's thread, in one transaction, after the writes queued before.
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(connection, *args)` on the store's thread in one transaction, after the writes queued before.
 
-        For the store's other tables (presets...): their SQL stays in their own modules.
+        For the store's other tables (presets, access rules, quotas): their SQL stays in their own modules.
         """
-        return await self._run(self._in_transaction, fn)
+        return await self._run(self._in_transaction, fn, *args)
 
-    def _in_transaction(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+    def _in_transaction(self, fn: Callable[..., T], *args: Any) -> T:
         assert self._db is not None
         db = self._db
         db.execute("BEGIN")
         try:
-            result = fn(db)
+            result = fn(db, *args)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -462,14 +454,6 @@ class JobStore:
                     db.execute("ROLLBACK")
             raise
         return result
-
-    async def read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """Run one read-only query on the store's thread, after the writes queued before it; return its rows."""
-        return await self._run(self._read, sql, params)
-
-    def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        assert self._db is not None
-        return self._db.execute(sql, params).fetchall()
 
     def _select(self, where: str, params: tuple[Any, ...]) -> list[JobRecord]:
         assert self._db is not None
