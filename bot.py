@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import functools
 import gc
 import hashlib
 import logging
@@ -30,6 +31,7 @@ from core.config import Settings, load_settings, setup_logging
 from core.errors import BotError, ConfigError, JobCancelled, JobLost
 from core.jobs.engine import Engine
 from core.jobs.inputs import restored_values
+from core.jobs.presets import Presets
 from core.jobs.store import JobRecord, JobState, JobStore, StoreError
 from core.workflows import Catalog, load_catalog, runnable
 from discord_ui.delivery import deliver_to_channel, screen_for, tell_in_channel
@@ -122,6 +124,11 @@ class ComfyBot(commands.Bot):
         self._recovery = asyncio.create_task(self.recover_jobs(), name="recover jobs")
         if self.settle_heap:
             settle_heap()
+
+    @functools.cached_property
+    def presets(self) -> Presets:
+        """The members' presets (one instance: it remembers who has a default preset)."""
+        return Presets(self.store)
 
     @property
     def status_edit_interval(self) -> float:

@@ -19,8 +19,8 @@ from cogs.quota import check_quota, hold_quota
 from core.errors import BotError, InvalidInput, JobCancelled
 from core.jobs.engine import new_job_id, shown_values
 from core.jobs.limits import Reservation
-from core.jobs.presets import DEFAULT, NO_SUCH, Presets, applied, quoted_name
 from core.jobs.presets import MAX_NAME as MAX_PRESET_NAME
+from core.jobs.presets import NO_SUCH, Presets, applied, quoted_name
 from core.jobs.store import JobRecord, JobState
 from core.workflows import FILE_TYPES, InputFile, Param, ParamType, Workflow
 from core.workflows.model import MAX_OPTIONS, MAX_SEED, MAX_UPLOAD_BYTES
@@ -52,7 +52,7 @@ class Generate(commands.Cog):
     @property
     def presets(self) -> Presets:
         """The members' presets, in the job store."""
-        return Presets(self.bot.store)
+        return self.bot.presets
 
     async def cog_load(self) -> None:
         buttons.install(self.bot, self)
@@ -166,7 +166,12 @@ class Generate(commands.Cog):
         self, user_id: int, workflow: Workflow, given: dict[str, Any], name: str | None
     ) -> dict[str, Any]:
         """The options given, over the member's preset `name` (or their `default` one, when they have it)."""
-        preset = await self.presets.get(user_id, workflow.name, (name or DEFAULT).strip())
+        presets = self.presets
+        preset = await (
+            presets.default(user_id, workflow.name)
+            if name is None
+            else presets.get(user_id, workflow.name, name.strip())
+        )
         if preset is None:
             if name is None:
                 return given

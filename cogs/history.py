@@ -42,7 +42,7 @@ class History(commands.Cog):
     @property
     def presets(self) -> Presets:
         """The members' presets, in the job store."""
-        return Presets(self.bot.store)
+        return self.bot.presets
 
     async def cog_load(self) -> None:
         pages.install(self.bot, self.page)

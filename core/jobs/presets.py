@@ -109,10 +109,23 @@ async def own_job(store: JobStore, user_id: int, ref: str | None) -> JobRecord:
 
 
 class Presets:
-    """The members' presets in the job store."""
+    """The members' presets in the job store (one instance per store: it remembers who has a default)."""
 
     def __init__(self, store: JobStore) -> None:
         self.store = store
+        # (member, command) of every `default` preset: the one looked up on every command, so that a member
+        # without one (nearly all) costs no trip to the store's thread. The bot is the store's only writer.
+        self._defaults: set[tuple[int, str]] | None = None
+
+    async def default(self, user_id: int, command: str) -> Preset | None:
+        """Return the member's `default` preset for `command`, or None."""
+        if self._defaults is None:
+            rows = await self.store.call(lambda db: db.execute("SELECT user_id, command FROM presets WHERE name = ?",
+                                                               (DEFAULT,)).fetchall())  # fmt: skip
+            self._defaults = {(int(user), str(cmd)) for user, cmd in rows}
+        if (user_id, command) not in self._defaults:
+            return None
+        return await self.get(user_id, command, DEFAULT)
 
     async def save(self, user_id: int, command: str, name: str, values: dict[str, Any]) -> bool:
         """Store (or replace) a preset; True when it replaced one. Refused past MAX_PRESETS, atomically."""
@@ -129,7 +142,10 @@ class Presets:
             )
             return bool(exists)
 
-        return await self.store.call(save)
+        replaced = await self.store.call(save)
+        if name == DEFAULT and self._defaults is not None:
+            self._defaults.add((user_id, command))
+        return replaced
 
     async def get(self, user_id: int, command: str, name: str) -> Preset | None:
         """Return the member's preset `name` for `command`, or None."""
@@ -153,7 +169,10 @@ class Presets:
             args = (user_id, command, name)
             return db.execute("DELETE FROM presets WHERE user_id = ? AND command = ? AND name = ?", args).rowcount > 0
 
-        return await self.store.call(delete)
+        deleted = await self.store.call(delete)
+        if name == DEFAULT and self._defaults is not None:
+            self._defaults.discard((user_id, command))
+        return deleted
 
 
 def _presets(db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> list[Preset]:
