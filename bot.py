@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import functools
 import gc
 import hashlib
@@ -48,9 +47,6 @@ HEARTBEAT_SECONDS = 30.0
 # guild cache (an interaction carries its channel and member) and answers commands from READY on, so barely wait.
 GUILD_READY_TIMEOUT = 0.05
 GC_YOUNG_THRESHOLD = 10_000  # allocations between two passes of the cycle collector (CPython: 700)
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt() parameters
-MALLOC_MAP_OVER = 16 * 2**20  # buffers up to this size come from the heap, which keeps them for reuse
-MALLOC_KEEP_FREE = 64 * 2**20  # free memory the heap keeps rather than give back to the system
 # Next to JOBS_DB: the fingerprint of the commands as last synced, so an unchanged start makes no sync request.
 SYNCED_FILE = "commands.synced"
 
@@ -348,25 +344,16 @@ def _shape(payload: Mapping[str, Any]) -> str:
 
 
 def settle_heap() -> None:
-    """Tune memory management for a long-lived bot, once start-up has built what lives as long as it.
+    """Tune the cycle collector for a long-lived bot, once start-up has built what lives as long as it.
 
     Each job allocates thousands of short-lived containers (JSON of frames and answers), nearly all freed by
-    reference counting: collecting every 700 allocations ran the cycle collector twice per job for nothing.
-    What start-up built (discord.py, every server's /object_info) is frozen out of its reach, so that its
-    full passes no longer walk it all, each one a stall of the event loop. And glibc's malloc is told to
-    keep freed memory for reuse: by default it maps each buffer over 128 KB (an output, an upload) afresh
-    and gives it back when freed, so every job paid a page fault per 4 KB of output, twice (2.9 ms for 1 MB
-    on a small VM, against 0.2 ms when reused).
+    reference counting: collecting every 700 allocations ran the collector twice per job for nothing. And
+    what start-up built (discord.py, every server's /object_info) is frozen out of its reach, so that its
+    full passes no longer walk it all, each one a stall of the event loop.
     """
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
-    try:
-        mallopt = ctypes.CDLL(None).mallopt  # glibc; elsewhere nothing to tune
-    except (OSError, AttributeError):
-        return
-    mallopt(M_MMAP_THRESHOLD, MALLOC_MAP_OVER)
-    mallopt(M_TRIM_THRESHOLD, MALLOC_KEEP_FREE)
 
 
 def run_bot(settings: Settings) -> int:

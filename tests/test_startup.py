@@ -5,8 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-
 from tests.conftest import ROOT
 
 
@@ -25,22 +23,3 @@ def test_the_bots_own_process_freezes_what_start_up_built_and_collects_less_ofte
     )
     found = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert found.stdout.split() == ["0", "True", "10000"]
-
-
-def test_the_bots_own_process_reuses_freed_buffers_instead_of_mapping_each_afresh() -> None:
-    probe = (
-        "import ctypes, bot\n"
-        "libc = ctypes.CDLL(None)\n"
-        "if not hasattr(libc, 'mallinfo2'): print('no glibc'); raise SystemExit\n"
-        "class Info(ctypes.Structure): _fields_ = [(n, ctypes.c_size_t) for n in 'arena ordblks smblks hblks "
-        "hblkhd usmblks fsmblks uordblks fordblks keepcost'.split()]\n"
-        "libc.mallinfo2.restype = Info\n"
-        "def mapped(): return libc.mallinfo2().hblks\n"
-        "before = mapped(); a = bytes(2**20); during = mapped(); del a\n"
-        "bot.settle_heap(); b = bytes(2**20)\n"
-        "print(during - before, mapped() - before)"
-    )
-    found = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
-    if found.stdout.strip() == "no glibc":
-        pytest.skip("mallopt/mallinfo2 are glibc's: nothing to tune elsewhere")
-    assert found.stdout.split() == ["1", "0"]  # a 1 MB buffer was mapped for itself, and no longer is
