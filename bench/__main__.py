@@ -7,13 +7,13 @@ event-loop lag measured here are the bot's alone. Parts, in order:
 
 - ready: READY sent by the gateway -> the first /image answered (probes every 50 ms);
 - idle: HTTP requests per second the connected bot makes to ComfyUI and Discord, and its CPU, with no job;
+- queued: RSS and CPU while 1,000 jobs wait (ComfyUI paused), measured once their arrival is over (no
+  Discord request for a second); the CPU their arrival cost is its own figure; then they run to the end;
 - load: 1, 50, 200 and 500 jobs kept in flight; for every job the added latency (ComfyUI wrote the history
   -> Discord read the file; both `time.monotonic()`, CLOCK_MONOTONIC, system-wide on Linux); per level the
   jobs/s while the load was held, the loop lag p99 (a 10 ms sleep sampled all along), and this process's
   CPU time per job; at 1 in flight, Discord REST requests per job;
 - big: RSS growth while one 500 MB PNG is downloaded and delivered (fitted to Discord's 10 MB limit);
-- queued: RSS and CPU while 1,000 jobs wait (ComfyUI paused), measured once their arrival is over (no
-  Discord request for a second); the CPU their arrival cost is its own figure;
 - soak (bench/soak.py): --soak-jobs jobs over 16 fake servers that drop and restart, keys soak_*.
 
 Each figure is printed with its goal (bench/figures.py); the last line is one JSON object with every figure,
@@ -276,6 +276,9 @@ class Bench:
             "cpu_pct_1000_queued": r(spent["pct"], 2),
             "expired_interactions_1000_queued": QUEUED - await self.fakes.call("acknowledged", texts),
         }
+        await self.fakes.call("resume")
+        await self.settle(timeout=300)  # they run to the end before anything else is measured
+        await self.fakes.call("forget", texts)
 
 
 def bench_settings(info: dict[str, Any], folder: Path) -> dict[str, str]:
@@ -320,8 +323,8 @@ async def running_bot(fakes: FakesProcess, figures: dict[str, Any]) -> AsyncIter
 async def measure(parts: set[str], scale: float, profile: cProfile.Profile | None) -> dict[str, Any]:
     """Run bots against the fakes' process through `parts`; the figures.
 
-    The 500 MB output gets a bot of its own: the memory a process keeps after it would blur the RSS with
-    1,000 jobs waiting, and those 1,000 jobs would be in the way of the big one.
+    The 1,000 waiting jobs come before the load levels, whose 500 jobs in flight leave the process with
+    memory that would blur their RSS; they are then run to the end. The 500 MB output gets a bot of its own.
     """
     fakes = FakesProcess(SERVERS, PNG_PADDING)
     saved = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
@@ -338,13 +341,12 @@ async def measure(parts: set[str], scale: float, profile: cProfile.Profile | Non
             bench = Bench(fakes, bot, figures)
             if "idle" in parts:
                 await bench.idle()
+            if "queued" in parts:
+                await bench.queued()
             if "load" in parts:
                 for in_flight, jobs in LEVELS.items():
                     await bench.level(in_flight, max(in_flight, round(jobs * scale)))
-            if "queued" in parts:
-                await bench.queued()
         if "big" in parts:
-            await fakes.call("resume")
             async with running_bot(fakes, figures) as bot:
                 await Bench(fakes, bot, figures).big()
     finally:

@@ -61,6 +61,6 @@ async def main(images: int) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m bench.safety", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.safety", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--images", type=int, default=500, help="images per case (nudenet: a fiftieth)")
     print(json.dumps(asyncio.run(main(parser.parse_args().images))))
