@@ -22,10 +22,10 @@ from discord.ext import commands
 from dotenv import load_dotenv
 
 import cli
-from core.community import read_community
-from core.community.access import Access, AccessRules, access_rules
-from core.community.quotas import QuotaBook, QuotaRules, quota_rules
-from core.community.safety import ImageScreen, Safety, load_image_screen, parse_safety
+from core.community import load_community
+from core.community.access import Access, AccessRules
+from core.community.quotas import QuotaBook, QuotaRules
+from core.community.safety import ImageScreen, Safety
 from core.config import Settings, load_settings, setup_logging
 from core.errors import BotError, ConfigError, JobCancelled, JobLost
 from core.jobs.engine import Engine
@@ -100,14 +100,11 @@ class ComfyBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         # community.toml first, then the store: a bad file or JOBS_DB stops here (ConfigError, StoreError: run_bot)
-        community_file = self.settings.community_file
-        community = read_community(community_file, required=self.settings.community_file_named)
-        self.quotas = QuotaBook(quota_rules(community, community_file.name))
-        self.safety = parse_safety(community)
-        self.image_screen = load_image_screen(self.safety)
-        rules = access_rules(community)
+        community = load_community(self.settings.community_file, required=self.settings.community_file_named)
+        self.quotas = QuotaBook(community.quotas)
+        self.safety, self.image_screen = community.safety, community.image_screen
         self.store = await JobStore(self.settings.jobs_db).open()
-        self.access = await Access(rules).load(self.store)
+        self.access = await Access(community.access).load(self.store)
         await self.quotas.load(self.store)
         self.session = aiohttp.ClientSession()
         self.engine = Engine.from_settings(self.session, self.settings, self.store)

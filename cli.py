@@ -18,8 +18,9 @@ import aiohttp
 
 from core.comfyui.client import ComfyClient
 from core.comfyui.listener import ComfyListener
+from core.community import load_community
 from core.config import Settings
-from core.errors import BotError, ComfyServerError, ComfyUnreachable, InvalidInput
+from core.errors import BotError, ComfyServerError, ComfyUnreachable, ConfigError, InvalidInput
 from core.jobs.engine import ComfyServer, Engine, JobResult, OutputFile, Progress
 from core.jobs.routing import Verdict, verdict
 from core.jobs.server_view import servers_report
@@ -480,6 +481,16 @@ async def check(settings: Settings) -> int:
     if not catalog.workflows:
         problems += 1
         print("  - no usable command: add an API-format .json and its .toml binding.")
+    community_file = settings.community_file
+    if settings.community_file_named or community_file.is_file():  # none: everything allowed, no quota
+        try:
+            load_community(community_file, required=True)
+            print(f"Community rules in {community_file}: OK")
+        except ConfigError as exc:
+            problems += len(exc.problems)
+            print(f"Community rules in {community_file}: {len(exc.problems)} problem(s)")
+            for problem in exc.problems:
+                print(f"  - {problem}")
     table: list[tuple[str, list[Verdict]]] = []  # server -> its verdict on each workflow, in catalog order
     async with aiohttp.ClientSession() as session:
         for server in settings.servers:

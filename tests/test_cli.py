@@ -467,3 +467,23 @@ async def test_check_says_which_commands_were_renamed(
         "detected options, which you can",
     ]
     assert lines[-1] == "All good."
+
+
+async def test_check_lists_every_problem_of_the_community_file(
+    comfy: FakeComfyUI, capsys: pytest.CaptureFixture[str], in_tmp: Path
+) -> None:
+    rules = in_tmp / "community.toml"  # found by its default name, in the current folder
+    rules.write_text("[quotas]\njobs_per_day = -1\n[safety]\nblocklist_regex = ['(']\n", encoding="utf-8")
+    code, out, _ = await bot_py(capsys, "check", url=comfy.url)
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[1] == "Community rules in community.toml: 2 problem(s)"
+    assert lines[2:4] == [
+        "  - community.toml [quotas] jobs_per_day must be a whole number >= 0, 0 for no limit (found -1)",
+        "  - community.toml [safety] blocklist_regex[0] '(' is not a valid regular expression: missing ), "
+        "unterminated subpattern at position 0.",
+    ]
+    assert lines[-1] == "2 problem(s) found."
+    rules.write_text("[quotas]\njobs_per_day = 5\n", encoding="utf-8")
+    code, out, _ = await bot_py(capsys, "check", url=comfy.url)
+    assert (code, out.splitlines()[1]) == (0, "Community rules in community.toml: OK")
