@@ -18,6 +18,19 @@ from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.discord_fake import FakeDiscord, Interaction, start_bot, stop_bot
 
 EPHEMERAL = 64
+# The bot's own commands, in the order it syncs them after the workflow commands (the cogs' load order)
+BUILT_IN_COMMANDS = [
+    "queue",
+    "cancel",
+    "reload",
+    "workflows",
+    "servers",
+    "access",
+    "help",
+    "preset",
+    "history",
+    "quota",
+]
 
 
 @dataclass

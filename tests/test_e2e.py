@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import WORKFLOWS
-from tests.e2e_world import Start, finished
+from tests.e2e_world import BUILT_IN_COMMANDS, Start, finished
 
 pytestmark = pytest.mark.e2e
 
@@ -20,20 +20,7 @@ pytestmark = pytest.mark.e2e
 async def test_commands_are_synced_to_the_development_guild(start: Start) -> None:
     world = await start()
     synced = world.discord.commands[world.discord.guild_id]
-    names = [
-        "image",
-        "music",
-        "queue",
-        "cancel",
-        "reload",
-        "workflows",
-        "servers",
-        "access",
-        "help",
-        "preset",
-        "history",
-        "quota",
-    ]
+    names = ["image", "music", *BUILT_IN_COMMANDS]
     assert [c["name"] for c in synced] == names
     assert [o["name"] for o in synced[1]["options"]] == ["tags", "lyrics", "lyrics_file", "duration", "seed", "preset"]
     assert None not in world.discord.commands  # nothing global while developing
@@ -78,19 +65,7 @@ async def test_commands_changed_while_the_bot_was_down_are_synced_and_reload_alw
 
     puts = [r for r in world.discord.requests if r.method == "PUT"]
     assert len(puts) == 2
-    assert [c["name"] for c in puts[1].json] == [
-        "image",
-        "queue",
-        "cancel",
-        "reload",
-        "workflows",
-        "servers",
-        "access",
-        "help",
-        "preset",
-        "history",
-        "quota",
-    ]
+    assert [c["name"] for c in puts[1].json] == ["image", *BUILT_IN_COMMANDS]
     reload = await world.discord.invoke_slash("reload")  # also puts back commands deleted on Discord's side
     await world.discord.wait_for(lambda: bool(world.private_replies(reload)))
     assert world.private_replies(reload) == ["No change; 1 command(s) active."]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import WORKFLOWS, write_blur_workflow
-from tests.e2e_world import Start, World, finished
+from tests.e2e_world import BUILT_IN_COMMANDS, Start, World, finished
 from tests.fakes.comfyui import make_png
 
 pytestmark = pytest.mark.e2e
@@ -34,19 +34,7 @@ async def test_reload_adds_a_command_that_then_runs(start: Start, tmp_path: Path
     folder = workflows_dir(tmp_path, "image")
     world = await start(workflows=folder)
     guild = world.discord.guild_id
-    assert [c["name"] for c in world.discord.commands[guild]] == [
-        "image",
-        "queue",
-        "cancel",
-        "reload",
-        "workflows",
-        "servers",
-        "access",
-        "help",
-        "preset",
-        "history",
-        "quota",
-    ]
+    assert [c["name"] for c in world.discord.commands[guild]] == ["image", *BUILT_IN_COMMANDS]
 
     for suffix in (".json", ".toml"):
         shutil.copy(WORKFLOWS / f"music{suffix}", folder / f"music{suffix}")
