@@ -38,6 +38,7 @@ from discord_ui.errors import BotTree
 from discord_ui.logs import install_token_filter
 from discord_ui.messages import CANCELLED, FAILED
 from discord_ui.status import StatusScheduler
+from discord_ui.translator import CommandTranslator
 
 log = logging.getLogger("bot")
 EXTENSIONS = ("cogs.generate", "cogs.admin", "cogs.permissions", "cogs.help", "cogs.history", "cogs.quota")
@@ -113,6 +114,7 @@ class ComfyBot(commands.Bot):
         self.catalog = await self.load_workflows()
         for extension in EXTENSIONS:
             await self.load_extension(extension)
+        await self.tree.set_translator(CommandTranslator())  # before the sync, which sends its localizations
         await self.sync_commands()
         self._recovery = asyncio.create_task(self.recover_jobs(), name="recover jobs")
         if self.settle_heap:
@@ -248,7 +250,13 @@ class ComfyBot(commands.Bot):
         Unless `force`d, nothing is sent when the commands are the ones this store's bot last synced there.
         """
         guild = discord.Object(self.settings.dev_guild_id) if self.settings.dev_guild_id else None
-        local = sorted(_shape(c.to_dict(self.tree)) for c in self.tree.get_commands())
+        translator = self.tree.translator  # its localizations are in the payloads, so new ones change the fingerprint
+        local = sorted(
+            [
+                _shape(await c.get_translated_payload(self.tree, translator) if translator else c.to_dict(self.tree))
+                for c in self.tree.get_commands()
+            ]
+        )
         target = f"guild {guild.id}" if guild else "global"
         fingerprint = hashlib.sha256(repr((self.application_id, target, local)).encode()).hexdigest()
         marker = self.settings.jobs_db.parent / SYNCED_FILE
@@ -329,10 +337,15 @@ def _shape(payload: Mapping[str, Any]) -> str:
         "value",
         "nsfw",
     )
+    localized = ("name_localizations", "description_localizations")  # kept whole: their keys are locales
 
     def pick(value: Any) -> Any:
         if isinstance(value, dict):
-            return {k: pick(v) for k, v in sorted(value.items()) if k in keys and v not in (None, False, [])}
+            return {
+                k: dict(sorted(v.items())) if k in localized else pick(v)
+                for k, v in sorted(value.items())
+                if k in keys + localized and v not in (None, False, [], {})
+            }
         if isinstance(value, list):
             return [pick(v) for v in value]
         return value
