@@ -29,6 +29,7 @@ from discord_ui.delivery import age_restricted, screen_for
 from discord_ui.forms import Submit, TextForm
 from discord_ui.messages import CANCELLING, NO_JOBS, NO_JOBS_AT_ALL, SUBMITTING, respond, shown
 from discord_ui.status import JobMessage
+from discord_ui.translator import LOCALIZED
 
 if TYPE_CHECKING:
     from bot import ComfyBot
@@ -138,7 +139,11 @@ class Generate(commands.Cog):
             callback = app_commands.autocomplete(**completers)(callback)
         callback = app_commands.rename(**renames)(callback)
         return app_commands.Command(
-            name=workflow.name, description=workflow.description, callback=callback, nsfw=workflow.nsfw
+            name=workflow.name,
+            description=workflow.description,
+            callback=callback,
+            nsfw=workflow.nsfw,
+            extras={LOCALIZED: workflow.localized},  # for discord_ui.translator
         )
 
     def _completer(self, param: Param) -> Any:

@@ -10,9 +10,8 @@ import discord
 from discord import app_commands
 
 # Keys: a command's qualified name ("access allow"), or "<qualified name>:<option name>" for an option.
-# Values: (localized name, localized description); a name of None keeps the English one, as for the
-# workflow commands, whose names come from binding files.
-Catalogue = dict[str, tuple[str | None, str]]
+# Values: (localized name, localized description).
+Catalogue = dict[str, tuple[str, str]]
 
 JA: Catalogue = {
     "queue": ("キュー", "待機中・実行中のあなたのジョブを表示（管理者は全員分）"),
@@ -50,8 +49,6 @@ JA: Catalogue = {
     "history:member": ("メンバー", "誰のジョブを表示するか（管理者のみ）"),
     "quota": ("クォータ", "1日のクォータの使用量と残りを表示"),
     "quota:member": ("メンバー", "管理者のみ：誰のクォータを表示するか"),
-    "image": (None, "テキストのプロンプトから画像を生成（Stable Diffusion 1.5）"),
-    "music": (None, "スタイルタグと歌詞から曲を作る（ACE-Step）"),
 }
 
 ZH_CN: Catalogue = {
@@ -90,21 +87,14 @@ ZH_CN: Catalogue = {
     "history:member": ("成员", "要显示谁的任务（仅管理员）"),
     "quota": ("配额", "显示你今日配额的已用量和剩余量"),
     "quota:member": ("成员", "仅管理员：要显示谁的配额"),
-    "image": (None, "根据文本提示生成图像（Stable Diffusion 1.5）"),
-    "music": (None, "根据风格标签和歌词创作歌曲（ACE-Step）"),
-}
-
-# The shipped workflow commands' English descriptions: a binding of the same name that says something
-# else is another workflow, which keeps its own text.
-SHIPPED_WORKFLOWS = {
-    "image": "Generate an image from a text prompt (Stable Diffusion 1.5)",
-    "music": "Compose a song from style tags and lyrics (ACE-Step)",
 }
 
 CATALOGUES: dict[discord.Locale, Catalogue] = {
     discord.Locale.japanese: JA,
     discord.Locale.chinese: ZH_CN,  # Discord's "zh-CN"
 }
+
+LOCALIZED = "localized"  # a workflow command's extras key: its binding's tuple of core.workflows.Localized
 
 _NAMES = (
     app_commands.TranslationContextLocation.command_name,
@@ -129,16 +119,19 @@ def catalogue_key(context: app_commands.TranslationContextTypes) -> str | None:
 
 
 class CommandTranslator(app_commands.Translator):
-    """Give the built-in commands' names, descriptions and options in the locales of `CATALOGUES`."""
+    """Give the built-in commands in the locales of `CATALOGUES`, a workflow command as its binding says."""
 
     async def translate(
         self, string: app_commands.locale_str, locale: discord.Locale, context: app_commands.TranslationContextTypes
     ) -> str | None:
-        catalogue = CATALOGUES.get(locale)
-        key = catalogue_key(context)
-        if catalogue is None or key is None or (entry := catalogue.get(key)) is None:
-            return None
-        if key in SHIPPED_WORKFLOWS and getattr(context.data, "description", None) != SHIPPED_WORKFLOWS[key]:
+        data = context.data
+        if isinstance(data, app_commands.Command) and LOCALIZED in data.extras:
+            entry = next(((x.name, x.description) for x in data.extras[LOCALIZED] if x.locale == str(locale)), None)
+        elif (catalogue := CATALOGUES.get(locale)) is not None and (key := catalogue_key(context)) is not None:
+            entry = catalogue.get(key)
+        else:
+            entry = None
+        if entry is None:
             return None
         if context.location in _NAMES:
             return entry[0]

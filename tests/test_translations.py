@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import tomllib
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
 from discord import Locale, app_commands
 
-from discord_ui.translator import CATALOGUES, JA, SHIPPED_WORKFLOWS, ZH_CN, CommandTranslator
+from core.errors import WorkflowError
+from core.workflows.loader import load_workflow
+from core.workflows.model import Localized
+from discord_ui.translator import CATALOGUES, JA, LOCALIZED, ZH_CN, CommandTranslator
 from tests.conftest import WORKFLOWS
 from tests.e2e_world import BUILT_IN_COMMANDS, Start
 
@@ -41,10 +45,8 @@ def test_both_locales_translate_the_same_commands_and_options() -> None:
 def test_every_localized_name_passes_discords_rules_and_descriptions_fit(locale: str) -> None:
     catalogue = JA if locale == "ja" else ZH_CN
     for key, (name, description) in catalogue.items():
-        assert name is None or discord_accepts_name(name), f"{locale} {key}: {name!r}"
+        assert discord_accepts_name(name), f"{locale} {key}: {name!r}"
         assert 1 <= len(description) <= 100, f"{locale} {key}: {len(description)} characters"
-    for key in SHIPPED_WORKFLOWS:  # workflow names come from binding files and stay as they are
-        assert catalogue[key][0] is None
 
 
 def test_the_name_check_refuses_what_discord_refuses() -> None:
@@ -53,24 +55,66 @@ def test_the_name_check_refuses_what_discord_refuses() -> None:
         assert not discord_accepts_name(bad), bad
 
 
-def test_the_shipped_workflows_english_is_what_their_bindings_say() -> None:
-    for name, description in SHIPPED_WORKFLOWS.items():
-        binding = tomllib.loads((WORKFLOWS / f"{name}.toml").read_text(encoding="utf-8"))
-        assert binding["command"]["description"] == description
+def test_a_binding_gives_its_command_in_japanese_and_chinese(tmp_path: Path) -> None:
+    assert load_workflow(WORKFLOWS / "music.toml").localized == (
+        Localized("ja", None, "スタイルタグと歌詞から曲を作る（ACE-Step）"),
+        Localized("zh-CN", None, "根据风格标签和歌词创作歌曲（ACE-Step）"),
+    )
+    binding = localized_image(tmp_path, 'name_ja = "画像"\ndescription_zh-CN = "画图"')
+    assert load_workflow(binding).localized == (Localized("ja", "画像", None), Localized("zh-CN", None, "画图"))
 
 
-async def test_a_workflow_of_a_shipped_name_with_other_text_keeps_its_own() -> None:
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            'name_ja = "画像 生成"',
+            "image.toml: command name_ja '画像 生成' must be 1-32 lowercase letters, digits, '-' or '_'.",
+        ),
+        (
+            'name_zh-CN = "Image"',
+            "image.toml: command name_zh-CN 'Image' must be 1-32 lowercase letters, digits, '-' or '_'.",
+        ),
+        (
+            f'description_ja = "{"長" * 101}"',
+            "image.toml: command description_ja: description must be 1-100 characters.",
+        ),
+    ],
+)
+def test_a_binding_s_localized_name_or_description_that_discord_refuses_is_reported(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    with pytest.raises(WorkflowError) as caught:
+        load_workflow(localized_image(tmp_path, line))
+    assert str(caught.value) == message
+
+
+def localized_image(folder: Path, lines: str) -> Path:
+    """Copy the shipped /image binding with `lines` in place of its localized descriptions."""
+    text = (WORKFLOWS / "image.toml").read_text(encoding="utf-8")
+    text = "\n".join(line for line in text.splitlines() if not line.startswith("description_"))
+    text = text.replace("[command]\n", f"[command]\n{lines}\n")
+    shutil.copy(WORKFLOWS / "image.json", folder / "image.json")
+    (folder / "image.toml").write_text(text, encoding="utf-8")
+    return folder / "image.toml"
+
+
+async def test_a_workflow_command_is_translated_from_its_binding_only() -> None:
     async def callback(interaction: Any) -> None: ...
 
+    localized = (Localized("ja", "画像", None),)
+    command = app_commands.Command(name="queue", description="d", callback=callback, extras={LOCALIZED: localized})
     translator = CommandTranslator()
-    own = app_commands.Command(name="image", description="Upscale a picture", callback=callback)
-    shipped = app_commands.Command(name="image", description=SHIPPED_WORKFLOWS["image"], callback=callback)
-    where = app_commands.TranslationContextLocation.command_description
-    for command, expected in ((own, None), (shipped, JA["image"][1])):
-        context = app_commands.TranslationContext(location=where, data=command)
-        text = app_commands.locale_str(command.description)
-        assert await translator.translate(text, Locale.japanese, context) == expected
-        assert await translator.translate(text, Locale.french, context) is None
+    name, description = (
+        app_commands.TranslationContextLocation.command_name,
+        app_commands.TranslationContextLocation.command_description,
+    )
+    text = app_commands.locale_str("queue")
+    ask = lambda where, locale: translator.translate(text, locale, app_commands.TranslationContext(where, command))  # noqa: E731
+    assert await ask(name, Locale.japanese) == "画像"
+    assert await ask(description, Locale.japanese) is None  # not the built-in /queue's text
+    assert await ask(name, Locale.chinese) is None
+    assert await ask(name, Locale.french) is None
 
 
 @pytest.mark.e2e
@@ -86,10 +130,13 @@ async def test_the_synced_commands_carry_japanese_and_chinese_names_and_descript
                 assert item["name_localizations"][locale] == catalogue[key][0], key
                 assert item["description_localizations"][locale] == catalogue[key][1], key
             checked += 1
-    assert checked == len(JA) - len(SHIPPED_WORKFLOWS) == 35  # 10 commands, 9 subcommands, 16 options: none stale
+    assert checked == len(JA) == 35  # 10 commands, 9 subcommands, 16 options: none stale
     image = synced["image"]
-    assert image["description_localizations"] == {"ja": JA["image"][1], "zh-CN": ZH_CN["image"][1]}
-    assert "name_localizations" not in image  # /image keeps its binding's name
+    assert image["description_localizations"] == {
+        "ja": "テキストのプロンプトから画像を生成（Stable Diffusion 1.5）",
+        "zh-CN": "根据文本提示生成图像（Stable Diffusion 1.5）",
+    }
+    assert "name_localizations" not in image  # the binding names it in English only
     assert synced["music"]["description_localizations"]["zh-CN"] == "根据风格标签和歌词创作歌曲（ACE-Step）"
     assert synced["queue"]["name_localizations"] == {"ja": "キュー", "zh-CN": "队列"}
 
@@ -107,3 +154,11 @@ async def test_changed_translations_are_synced_at_the_next_start(start: Start, m
     queue = next(c for c in world.discord.commands[world.discord.guild_id] if c["name"] == "queue")
     assert queue["name_localizations"] == {"ja": "待ち行列", "zh-CN": "队列"}
     assert queue["description_localizations"]["ja"] == "あなたの待ち行列"
+
+
+@pytest.mark.e2e
+async def test_a_binding_s_japanese_name_reaches_discord(start: Start, tmp_path: Path) -> None:
+    world = await start(workflows=localized_image(tmp_path, 'name_ja = "画像"').parent)
+    image = world.discord.commands[world.discord.guild_id][0]
+    assert (image["name"], image["name_localizations"]) == ("image", {"ja": "画像"})
+    assert "description_localizations" not in image

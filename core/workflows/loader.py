@@ -6,7 +6,7 @@ import dataclasses
 import json
 import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,12 +17,14 @@ from core.errors import WorkflowError
 from core.workflows.detect import detect_params
 from core.workflows.model import (
     BUILT_IN_COMMANDS,
+    LOCALES,
     MAX_CHOICE,
     MAX_DESCRIPTION,
     MAX_NAME,
     MAX_OPTIONS,
     MAX_TEXT_LENGTH,
     NAME_RE,
+    Localized,
     Param,
     ParamType,
     Target,
@@ -160,7 +162,24 @@ def load_workflow(binding_path: Path) -> Workflow:
         access, problems = binding_rule(binding["access"], where)
         if problems:
             raise WorkflowError("\n".join(problems))
-    return Workflow(name, description, graph, tuple(params), graph_path, binding_path, access, nsfw=nsfw)
+    localized = _localized(command, where)
+    return Workflow(
+        name, description, graph, tuple(params), graph_path, binding_path, access, nsfw=nsfw, localized=localized
+    )
+
+
+def _localized(command: Mapping[str, Any], where: str) -> tuple[Localized, ...]:
+    """Read a [command] table's name_<locale> and description_<locale> keys, checked as Discord checks them."""
+    found = []
+    for locale in LOCALES:
+        name, description = (command.get(f"{key}_{locale}") for key in ("name", "description"))
+        if name is not None:
+            _check_name(name := str(name), f"{where}: command name_{locale}")
+        if description is not None:
+            _check_description(description := str(description), f"{where}: command description_{locale}")
+        if name is not None or description is not None:
+            found.append(Localized(locale, name, description))
+    return tuple(found)
 
 
 def load_graph(path: Path) -> Prompt:

@@ -22,6 +22,7 @@ MAX_NAME = 32
 NAME_RE = re.compile(rf"^[-_\w]{{1,{MAX_NAME}}}$")
 MAX_DESCRIPTION = 100
 MAX_OPTIONS = 25
+LOCALES = ("ja", "zh-CN")  # Discord locale codes a binding may give its command's name and description in
 MAX_CHOICE = 100  # Discord's cap for a choice's name and value
 # The bot's own commands: a workflow may not take their names (it would replace them)
 BUILT_IN_COMMANDS = frozenset(
@@ -190,6 +191,15 @@ def num_text(value: float | None, unset: str = "any") -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Localized:
+    """A command's name and/or description in one Discord locale, from its binding's [command] table."""
+
+    locale: str
+    name: str | None
+    description: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Workflow:
     """A command: name, description, the API-format graph and its parameters (required first)."""
 
@@ -201,6 +211,7 @@ class Workflow:
     binding: Path | None = None  # the TOML binding; None when the options were detected automatically
     access: CommandRule | None = None  # the binding's [access] table: where and by whom it may be used
     nsfw: bool = False  # age-restricted: registered so on Discord and refused outside age-restricted channels
+    localized: tuple[Localized, ...] = ()  # name_ja, description_zh-CN, ... of the [command] table
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
