@@ -280,6 +280,7 @@ class Generate(commands.Cog):
             channel_id=interaction.channel_id,
             message_id=message.message_id,
             upload_limit=interaction.filesize_limit,
+            locale=str(interaction.locale),
             created_at=reservation.created_at,  # JOB_TIMEOUT counts the attachment download too
         )
         message.attach(record.id)

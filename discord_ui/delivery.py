@@ -17,6 +17,7 @@ from aiohttp.abc import AbstractStreamWriter
 from core.community.safety import SPOILERED, WITHHELD, ImageAction, ImageScreen
 from core.config import DEFAULT_MAX_IMAGE_PIXELS
 from core.errors import OutputTooLarge
+from core.i18n import Lines
 from core.jobs.engine import JobResult, OutputFile
 from core.jobs.store import JobRecord
 from core.media import Fitted, fit_file, human_size
@@ -179,7 +180,7 @@ async def result_messages(
     lines += [cap(line, MAX_LINE) for line in result.skipped[:MAX_SKIPPED_SHOWN]]
     if len(result.skipped) > MAX_SKIPPED_SHOWN:
         lines.append(MORE_NOT_DOWNLOADED.format(count=len(result.skipped) - MAX_SKIPPED_SHOWN))
-    return cap("\n".join(lines)), batches(files, limit)
+    return Lines(lines), batches(files, limit)
 
 
 def _fit(result: JobResult, index: int, limit: int, max_image_pixels: int) -> Fitted | None:
@@ -216,11 +217,24 @@ async def deliver_to_channel(
     if record.message_id is not None:
         with contextlib.suppress(discord.NotFound):  # the status message may have been deleted meanwhile
             message = channel.get_partial_message(record.message_id)
-            await edit_message(message, content, ping=ping, attachments=as_files(first), view=result_view(record.id))
+            await edit_message(
+                message,
+                content,
+                ping=ping,
+                locale=record.locale,
+                attachments=as_files(first),
+                view=result_view(record.id),
+            )
             edited = True
     if not edited:
         await channel_send(
-            channel, content, ping=ping, files=as_files(first), nonce=record.id[:25], view=result_view(record.id)
+            channel,
+            content,
+            ping=ping,
+            locale=record.locale,
+            files=as_files(first),
+            nonce=record.id[:25],
+            view=result_view(record.id),
         )
     for index, batch in enumerate(rest, start=1):
         await channel_send(channel, files=as_files(batch), nonce=f"{record.id[:22]}-{index:02d}")
@@ -228,11 +242,12 @@ async def deliver_to_channel(
 
 async def tell_in_channel(channel: discord.PartialMessageable, record: JobRecord, text: str) -> None:
     """Show how a job ended without its interaction: on its status message, or a new one if that is gone."""
-    content = f"{header(record.workflow, record.user_id)}\n{text}"
+    content = Lines((header(record.workflow, record.user_id), text))
     if record.message_id is not None:
         try:
-            await edit_message(channel.get_partial_message(record.message_id), content, view=None, attachments=[])
+            message = channel.get_partial_message(record.message_id)
+            await edit_message(message, content, locale=record.locale, view=None, attachments=[])
             return
         except discord.NotFound:
             log.info("status message of job %s is gone; telling the member in a new message", record.id)
-    await channel_send(channel, content, nonce=record.id[:25])
+    await channel_send(channel, content, locale=record.locale, nonce=record.id[:25])

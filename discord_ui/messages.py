@@ -12,6 +12,7 @@ from typing import Any
 import discord
 
 from core import text as core_text
+from core.i18n import Text, localize
 
 log = logging.getLogger(__name__)
 
@@ -32,22 +33,23 @@ ReplyChannel = (
     | discord.PartialMessageable
 )
 
-# The message catalogue: every sentence the bot shows that is not an error's own message.
-STATUS_HEADER = "**/{command}** for {mention}"
-SUBMITTING = "Submitting…"
-CANCELLED = "🚫 Cancelled."
-CANCELLING = "Cancelling the job…"
-DELETED = "Deleted."
-FAILED = "❌ {reason}"
-RESULT_BELOW = "Finished: the result is in the message below."
-DID_NOT_FINISH = "❌ /{command} did not finish; the reason was sent to {mention} privately."
-UNEXPECTED = "Something went wrong on the bot's side (reference {ref}). A server admin can look it up in the log."
-NOT_HERE = "This command cannot be used here."
-TOO_LARGE = "Too large for this server's {limit} upload limit, so not attached: {names}"
-MORE_NOT_DOWNLOADED = "…and {count} more file(s) not downloaded."
-NOTHING = "(nothing)"
-NO_JOBS = "You have no job waiting or running."
-NO_JOBS_AT_ALL = "No job is waiting or running."
+# Sentences of the job messages and the error funnel (each is translated in locales/*.po).
+STATUS_HEADER = Text("**/{command}** for {mention}")
+SUBMITTING = Text("Submitting…")
+CANCELLED = Text("🚫 Cancelled.")
+CANCELLING = Text("Cancelling the job…")
+DELETED = Text("Deleted.")
+FAILED = Text("❌ {reason}")
+RESULT_BELOW = Text("Finished: the result is in the message below.")
+DID_NOT_FINISH = Text("❌ /{command} did not finish; the reason was sent to {mention} privately.")
+UNEXPECTED = Text("Something went wrong on the bot's side (reference {ref}). A server admin can look it up in the log.")
+NOT_HERE = Text("This command cannot be used here.")
+TOO_LARGE = Text("Too large for this server's {limit} upload limit, so not attached: {names}")
+MORE_NOT_DOWNLOADED = Text("…and {count} more file(s) not downloaded.")
+NOTHING = Text("(nothing)")
+NO_JOBS = Text("You have no job waiting or running.")
+NO_JOBS_AT_ALL = Text("No job is waiting or running.")
+SOMEONE = Text("someone")  # a job's requester, when not known
 
 
 def cap(text: str, limit: int = MAX_CONTENT) -> str:
@@ -63,7 +65,7 @@ def shown(value: object, limit: int = MAX_VALUE) -> str:
 
 def header(command: str, user_id: int | None) -> str:
     """The first line of a job's message: which command, for whom."""
-    return STATUS_HEADER.format(command=command, mention=f"<@{user_id}>" if user_id else "someone")
+    return STATUS_HEADER.format(command=command, mention=f"<@{user_id}>" if user_id else SOMEONE)
 
 
 def mentions(ping: discord.abc.Snowflake | None = None) -> discord.AllowedMentions:
@@ -71,21 +73,23 @@ def mentions(ping: discord.abc.Snowflake | None = None) -> discord.AllowedMentio
     return discord.AllowedMentions(everyone=False, roles=False, users=[ping] if ping else False, replied_user=False)
 
 
-def _fields(content: str | None, ping: discord.abc.Snowflake | None, extra: dict[str, Any]) -> dict[str, Any]:
+def _fields(
+    content: str | None, ping: discord.abc.Snowflake | None, extra: dict[str, Any], locale: object
+) -> dict[str, Any]:
     fields = {"allowed_mentions": mentions(ping), **extra}
     if content is not None:
-        fields["content"] = cap(content)
+        fields["content"] = cap(localize(content, locale))
     return fields
 
 
 async def respond(interaction: discord.Interaction[Any], content: str, *, ephemeral: bool = True, **extra: Any) -> None:
     """Answer an interaction for the first time (privately unless told otherwise)."""
-    await interaction.response.send_message(ephemeral=ephemeral, **_fields(content, None, extra))
+    await interaction.response.send_message(ephemeral=ephemeral, **_fields(content, None, extra, interaction.locale))
 
 
 async def update(interaction: discord.Interaction[Any], content: str, **extra: Any) -> None:
     """Answer a click on a message's component by editing that message (a page turned, say)."""
-    await interaction.response.edit_message(**_fields(content, None, extra))
+    await interaction.response.edit_message(**_fields(content, None, extra, interaction.locale))
 
 
 async def followup(
@@ -96,7 +100,7 @@ async def followup(
     **extra: Any,
 ) -> None:
     """Send a followup through the interaction's token."""
-    await interaction.followup.send(**_fields(content, ping, extra))
+    await interaction.followup.send(**_fields(content, ping, extra, interaction.locale))
 
 
 async def edit_original(
@@ -107,14 +111,19 @@ async def edit_original(
     **extra: Any,
 ) -> discord.InteractionMessage | None:
     """Edit the interaction's own message (the answer or the deferred "thinking" one)."""
-    return await interaction.edit_original_response(**_fields(content, ping, extra))
+    return await interaction.edit_original_response(**_fields(content, ping, extra, interaction.locale))
 
 
 async def channel_send(
-    channel: ReplyChannel, content: str | None = None, *, ping: discord.abc.Snowflake | None = None, **extra: Any
+    channel: ReplyChannel,
+    content: str | None = None,
+    *,
+    ping: discord.abc.Snowflake | None = None,
+    locale: object = None,
+    **extra: Any,
 ) -> discord.Message:
-    """Post a new message in a channel with the bot's token."""
-    return await channel.send(**_fields(content, ping, extra))
+    """Post a new message in a channel with the bot's token, in the language of `locale`."""
+    return await channel.send(**_fields(content, ping, extra, locale))
 
 
 async def edit_message(
@@ -122,10 +131,11 @@ async def edit_message(
     content: str | None = None,
     *,
     ping: discord.abc.Snowflake | None = None,
+    locale: object = None,
     **extra: Any,
 ) -> discord.Message:
-    """Edit one of the bot's messages with the bot's token."""
-    return await message.edit(**_fields(content, ping, extra))
+    """Edit one of the bot's messages with the bot's token, in the language of `locale`."""
+    return await message.edit(**_fields(content, ping, extra, locale))
 
 
 def is_unknown_interaction(error: BaseException) -> bool:
@@ -166,6 +176,7 @@ async def send_private(interaction: discord.Interaction[Any], message: str, *, c
     channel = interaction.channel
     if isinstance(channel, ReplyChannel):
         try:
-            await channel_send(channel, f"{interaction.user.mention} {message}", ping=interaction.user)
+            text = f"{interaction.user.mention} {localize(message, interaction.locale)}"
+            await channel_send(channel, text, ping=interaction.user)
         except discord.HTTPException as exc:  # no way left to reach the member: the log must do
             log.warning("could not tell member %s in the channel either: %s", interaction.user.id, exc)

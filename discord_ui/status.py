@@ -17,6 +17,7 @@ import discord
 from core.community.safety import ImageScreen
 from core.config import DEFAULT_MAX_IMAGE_PIXELS
 from core.errors import BotError
+from core.i18n import Lines
 from core.jobs.engine import JobResult, Progress
 from discord_ui.buttons import result_view, status_view
 from discord_ui.delivery import as_files, result_messages
@@ -225,7 +226,7 @@ class JobMessage:
             log.warning("/%s: interaction %s expired before the bot's first answer; the job goes on in the channel",
                         self.command, self.interaction.id)  # fmt: skip
             self.expired = True
-            message = await channel_send(self._channel(), f"{self.header}\n{SUBMITTING}")
+            message = await channel_send(self._channel(), self.under_header(SUBMITTING), locale=self.interaction.locale)
             self.message_id = message.id
             return
         # Discord names the "thinking" message in its answer to the defer: no second request to learn its id.
@@ -265,12 +266,14 @@ class JobMessage:
         if not self._token_usable():
             log.info("/%s failed for %s: %s | %s", self.command, self.interaction.user.id,
                      error.user_message, error.detail or "")  # fmt: skip
-            text = FAILED.format(reason=error.user_message)
+            text, locale = FAILED.format(reason=error.user_message), self.interaction.locale
             if not self.deleted and self.message_id is not None:
                 with contextlib.suppress(discord.NotFound):
-                    await edit_message(self._partial(), f"{self.header}\n{text}", view=None, attachments=[])
+                    await edit_message(
+                        self._partial(), self.under_header(text), locale=locale, view=None, attachments=[]
+                    )
                     return
-            await channel_send(self._channel(), f"{self.header}\n{text}", ping=self.interaction.user)
+            await channel_send(self._channel(), self.under_header(text), ping=self.interaction.user, locale=locale)
             return
         await report_error(self.interaction, error, command=self.command)
 
@@ -287,7 +290,13 @@ class JobMessage:
         if not await self._with_token(edit):
             # A new message notifies the member; the nonce makes a repeated send (after a restart) a no-op.
             await channel_send(
-                self._channel(), content, ping=user, files=as_files(first), nonce=result.job_id[:25], view=view
+                self._channel(),
+                content,
+                ping=user,
+                locale=self.interaction.locale,
+                files=as_files(first),
+                nonce=result.job_id[:25],
+                view=view,
             )
             await self.edit_status(RESULT_BELOW, view=None)
         for batch in rest:
@@ -296,15 +305,18 @@ class JobMessage:
 
     async def edit_status(self, text: str, *, view: discord.ui.View | None) -> None:
         """Show `text` under the header, with the bot token once the interaction's has expired."""
-        content = f"{self.header}\n{text}"
+        content = self.under_header(text)
         if await self._with_token(edit_original(self.interaction, content, view=view)):
             return
         if self.message_id is not None and not self.deleted:
             try:
-                await edit_message(self._partial(), content, view=view)
+                await edit_message(self._partial(), content, locale=self.interaction.locale, view=view)
             except discord.NotFound:
                 log.info("status message of /%s was deleted; no more status edits", self.command)
                 self.deleted = True
+
+    def under_header(self, text: str) -> Lines:
+        return Lines((self.header, text))
 
     def _token_usable(self) -> bool:
         if not self.expired and (discord.utils.utcnow() - self.interaction.created_at).total_seconds() > TOKEN_LIFETIME:

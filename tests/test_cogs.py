@@ -99,6 +99,7 @@ class Interaction:
         self.user = User()
         self.created_at = discord.utils.utcnow() - dt.timedelta(seconds=age)
         self.filesize_limit = limit
+        self.locale = discord.Locale.american_english
         self.response = Response(self.log)
         self.followup = Followup(self.log)
         self.command = None

@@ -98,6 +98,7 @@ class JobRecord:
     updated_at: float = field(default_factory=time.time)
     # Seconds ComfyUI spent running the job (every attempt; a failed one counts what it used), for daily quotas
     gpu_seconds: float = 0.0
+    locale: str | None = None  # the requester's Discord locale: the language of the job's messages
 
 
 # Each entry upgrades the schema by one version (PRAGMA user_version); never edit an entry once released.
@@ -183,6 +184,10 @@ MIGRATIONS: tuple[str, ...] = (
         kind TEXT NOT NULL, target INTEGER NOT NULL, banned INTEGER NOT NULL, changed_by INTEGER, changed_at REAL,
         PRIMARY KEY (kind, target)
     );
+    """,
+    # The language of a job's messages (core.i18n), also after a restart
+    """
+    ALTER TABLE jobs ADD COLUMN locale TEXT;
     """,
 )
 FIELDS = tuple(f.name for f in fields(JobRecord))  # also the column names, in the table's order
