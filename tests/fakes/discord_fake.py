@@ -370,6 +370,7 @@ class FakeDiscord:
             "flags": 0,
         }
         self._users: dict[int, dict[str, Any]] = {self.bot_user_id: self.bot_user}
+        self._locales: dict[int, str] = {}  # a user's client language, sent as each interaction's "locale"
         self._members: dict[int, dict[str, Any]] = {}
         self._add_member(self.bot_user)
         self.default_user = self.make_user(name="tester")
@@ -473,9 +474,10 @@ class FakeDiscord:
         self._members[int(user["id"])] = member
         return member
 
-    def make_user(self, user_id: int | None = None, name: str = "member") -> dict[str, Any]:
-        """A guild member's user payload (the member is added to the guild)."""
+    def make_user(self, user_id: int | None = None, name: str = "member", locale: str = "en-US") -> dict[str, Any]:
+        """A guild member's user payload (the member is added to the guild); `locale` is their client's language."""
         uid = user_id if user_id is not None else self._ids.next()
+        self._locales[uid] = locale
         user = {
             "id": str(uid),
             "username": name.lower(),
@@ -1650,7 +1652,7 @@ class FakeDiscord:
             "type": kind,
             "token": token,
             "version": 1,
-            "locale": "en-US",
+            "locale": self._locales.get(int(user["id"]), "en-US"),
             "app_permissions": ALL_PERMISSIONS,
             "entitlements": [],
             "entitlement_sku_ids": [],
