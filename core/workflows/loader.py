@@ -205,7 +205,9 @@ def _choice_labels(raw: Any, choices: tuple[str, ...], here: str, problems: list
         return ()
     labels = tuple(str(label) for label in _as_list(raw))
     if len(labels) != len(choices):
-        problems.append(f"{here}: needs one label per choice ({len(choices)}, in the same order); it has {len(labels)}.")
+        problems.append(
+            f"{here}: needs one label per choice ({len(choices)}, in the same order); it has {len(labels)}."
+        )
         return ()
     if (bad := next((label for label in labels if not 1 <= len(label) <= MAX_CHOICE), None)) is not None:
         problems.append(f"{here}: {bad[:40]!r} must be 1-{MAX_CHOICE} characters (Discord's limit).")
