@@ -29,7 +29,7 @@ from discord_ui.delivery import age_restricted, screen_for
 from discord_ui.forms import Submit, TextForm
 from discord_ui.messages import CANCELLING, NO_JOBS, NO_JOBS_AT_ALL, SUBMITTING, respond, shown
 from discord_ui.status import JobMessage
-from discord_ui.translator import LOCALIZED
+from discord_ui.translator import WORKFLOW, workflow_choice
 
 if TYPE_CHECKING:
     from bot import ComfyBot
@@ -118,7 +118,7 @@ class Generate(commands.Cog):
                 add(f"{key}_file", f"{param.name}_file", discord.Attachment, None,
                     f"A .txt file with the {param.name} (for several lines)")  # fmt: skip
             elif param.choices and len(param.choices) <= MAX_CHOICES:
-                choices[key] = [app_commands.Choice(name=c[:100], value=c) for c in param.choices]
+                choices[key] = [workflow_choice(param, c) for c in param.choices]
             elif param.type is ParamType.CHOICE:
                 completers[key] = self._completer(param)
         # A workflow's own option named preset, or one with no room left, keeps the command without presets
@@ -143,7 +143,7 @@ class Generate(commands.Cog):
             description=workflow.description,
             callback=callback,
             nsfw=workflow.nsfw,
-            extras={LOCALIZED: workflow.localized},  # for discord_ui.translator
+            extras={WORKFLOW: workflow},  # for discord_ui.translator
         )
 
     def _completer(self, param: Param) -> Any:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import discord
 from discord import app_commands
 
+from core.workflows.model import MAX_CHOICE, MAX_DESCRIPTION, MAX_NAME, Param, ParamType, Workflow, localized_in
+
 # Keys: a command's qualified name ("access allow"), or "<qualified name>:<option name>" for an option.
 # Values: (localized name, localized description).
 Catalogue = dict[str, tuple[str, str]]
@@ -94,7 +96,22 @@ CATALOGUES: dict[discord.Locale, Catalogue] = {
     discord.Locale.chinese: ZH_CN,  # Discord's "zh-CN"
 }
 
-LOCALIZED = "localized"  # a workflow command's extras key: its binding's tuple of core.workflows.Localized
+# The option cogs/generate.py adds to every workflow command whose binding has no option of that name.
+PRESET_OPTION = "preset"
+PRESET: dict[str, tuple[str, str]] = {
+    "ja": ("プリセット", "保存したプリセット（/preset save）。指定したオプションはこちらより優先されます"),
+    "zh-CN": ("预设", "你保存的预设（/preset save）；你给出的选项会覆盖其中的值"),
+}
+# The `<option>_file` option cogs/generate.py adds for a multi-line option, from that option's localized name.
+TEXT_FILE: dict[str, tuple[str, str]] = {
+    "ja": ("{name}ファイル", "{name}を書いた .txt ファイル（複数行のとき）"),
+    "zh-CN": ("{name}文件", "写有{name}的 .txt 文件（用于多行文本）"),
+}
+# An option's default after its description, as cogs/generate.py shows it in English.
+WITH_DEFAULT = {"ja": "{description}（既定値 {default}）", "zh-CN": "{description}（默认 {default}）"}
+
+WORKFLOW = "workflow"  # a workflow command's extras key: its core.workflows.Workflow, whose binding localizes it
+PARAM = "param"  # a workflow choice's locale_str extras key: its core.workflows.Param (see `workflow_choice`)
 
 _NAMES = (
     app_commands.TranslationContextLocation.command_name,
@@ -118,6 +135,11 @@ def catalogue_key(context: app_commands.TranslationContextTypes) -> str | None:
     return None  # choices and other strings keep their English text
 
 
+def workflow_choice(param: Param, value: str) -> app_commands.Choice[str]:
+    """One of a workflow option's fixed choices, carrying the option so that its label can be translated."""
+    return app_commands.Choice(name=app_commands.locale_str(value[:MAX_CHOICE], **{PARAM: param}), value=value)
+
+
 class CommandTranslator(app_commands.Translator):
     """Give the built-in commands in the locales of `CATALOGUES`, a workflow command as its binding says."""
 
@@ -125,8 +147,14 @@ class CommandTranslator(app_commands.Translator):
         self, string: app_commands.locale_str, locale: discord.Locale, context: app_commands.TranslationContextTypes
     ) -> str | None:
         data = context.data
-        if isinstance(data, app_commands.Command) and LOCALIZED in data.extras:
-            entry = next(((x.name, x.description) for x in data.extras[LOCALIZED] if x.locale == str(locale)), None)
+        if isinstance(data, app_commands.Choice):
+            param = string.extras.get(PARAM)
+            return param.choice_label(data.value, locale) if isinstance(param, Param) else None
+        if isinstance(data, app_commands.Command) and WORKFLOW in data.extras:
+            found = localized_in(data.extras[WORKFLOW].localized, locale)
+            entry = (found.name, found.description) if found else None
+        elif isinstance(data, app_commands.Parameter) and WORKFLOW in data.command.extras:
+            entry = workflow_option(data.command.extras[WORKFLOW], data.display_name, str(locale))
         elif (catalogue := CATALOGUES.get(locale)) is not None and (key := catalogue_key(context)) is not None:
             entry = catalogue.get(key)
         else:
@@ -138,3 +166,28 @@ class CommandTranslator(app_commands.Translator):
         if context.location in _DESCRIPTIONS:
             return entry[1]
         return None
+
+
+def workflow_option(workflow: Workflow, name: str, locale: str) -> tuple[str | None, str | None] | None:
+    """A workflow command's option `name` in `locale` as (name, description), from its binding or built in."""
+    if (param := workflow.param(name)) is not None:
+        found = localized_in(param.localized, locale)
+        if found is None:
+            return None
+        description = found.description
+        if description and param.default is not None and param.type is not ParamType.MULTILINE:
+            with_default = WITH_DEFAULT[locale].format(description=description, default=param.default)
+            description = with_default if len(with_default) <= MAX_DESCRIPTION else description
+        return found.name, description
+    if name == PRESET_OPTION and locale in PRESET:
+        shown, description = PRESET[locale]
+        taken = any(p.name_for(locale) == shown for p in workflow.params)  # Discord refuses a command with both
+        return (None if taken else shown), description
+    text = workflow.param(name.removesuffix("_file")) if name.endswith("_file") else None
+    if text is not None and text.type is ParamType.MULTILINE and locale in TEXT_FILE:
+        found = localized_in(text.localized, locale)
+        if found is None or found.name is None:
+            return None  # "lyricsファイル" would read worse than lyrics_file
+        shown, description = (template.format(name=found.name) for template in TEXT_FILE[locale])
+        return (shown if len(shown) <= MAX_NAME else None), description
+    return None

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.comfyui.object_info import combo_options, input_config, input_kind, input_spec
-from core.errors import BotError, InvalidInput
+from core.errors import BotError, InvalidInput, WorkflowError
 from core.workflows import (
     FILE_TYPES,
     InputFile,
@@ -27,7 +27,7 @@ from core.workflows import (
     validate_graph,
     validate_workflow,
 )
-from core.workflows.model import EXTENSIONS, MAX_SEED, MAX_UPLOAD_BYTES
+from core.workflows.model import EXTENSIONS, MAX_SEED, MAX_UPLOAD_BYTES, Localized
 from tests.conftest import WORKFLOWS
 
 GRAPH = {
@@ -623,3 +623,106 @@ def test_a_rendered_prompt_shares_nothing_with_the_workflow(every: Workflow) -> 
                 value.append("changed")
         node["inputs"]["extra"] = "changed"
     assert json.dumps(every.graph, sort_keys=True) == before
+
+
+def bound(folder: Path, lines: dict[str, str]) -> Path:
+    """Write the `every` binding with extra `lines` at the top of some [params.NAME] tables (or [command])."""
+    text = BINDING
+    for table, extra in lines.items():
+        header = f"[{table}]\n" if table == "command" else f"[params.{table}]\n"
+        text = text.replace(header, f"{header}{extra}\n")
+    (folder / "every.json").write_text(json.dumps(GRAPH))
+    (folder / "every.toml").write_text(text, encoding="utf-8")
+    return folder / "every.toml"
+
+
+def test_a_binding_names_describes_and_labels_its_options_in_japanese_and_chinese(tmp_path: Path) -> None:
+    sampler_ja = (
+        'name_ja = "サンプラー"\ndescription_ja = "サンプリング方法"\nchoices_ja = ["オイラー", "DPM++ 2M", "UniPC"]'
+    )
+    sampler_zh = 'name_zh-CN = "采样器"\nchoices_zh-CN = ["欧拉", "DPM++ 2M", "UniPC"]'
+    workflow = load_workflow(bound(tmp_path, {"sampler": f"{sampler_ja}\n{sampler_zh}"}))
+    sampler = workflow.param("sampler")
+    assert sampler is not None
+    assert sampler.localized == (
+        Localized("ja", "サンプラー", "サンプリング方法", ("オイラー", "DPM++ 2M", "UniPC")),
+        Localized("zh-CN", "采样器", None, ("欧拉", "DPM++ 2M", "UniPC")),
+    )
+    assert (sampler.name_for("ja"), sampler.description_for("ja")) == ("サンプラー", "サンプリング方法")
+    assert (sampler.name_for("zh-CN"), sampler.description_for("zh-CN")) == ("采样器", "sampler")  # English
+    assert (sampler.name_for("fr"), sampler.description_for(None)) == ("sampler", "sampler")
+    assert sampler.choice_label("euler", "zh-CN") == "欧拉"
+    assert sampler.choice_label("euler", "en-US") is None
+    prompt = workflow.param("prompt")
+    assert prompt is not None and prompt.localized == () and prompt.description_for("ja") == "prompt"
+
+
+@pytest.mark.parametrize(
+    ("table", "line", "message"),
+    [
+        (
+            "prompt",
+            'name_ja = "プロ ンプト"',
+            "every.toml: parameter 'prompt' name_ja 'プロ ンプト' must be 1-32 lowercase letters, digits, '-' or '_'.",
+        ),
+        (
+            "prompt",
+            'name_zh-CN = "Prompt"',
+            "every.toml: parameter 'prompt' name_zh-CN 'Prompt' must be 1-32 lowercase letters, digits, '-' or '_'.",
+        ),
+        (
+            "prompt",
+            f'name_ja = "{"長" * 33}"',
+            f"every.toml: parameter 'prompt' name_ja '{'長' * 33}' must be 1-32 lowercase letters, digits, '-' or '_'.",
+        ),
+        (
+            "cfg",
+            f'description_zh-CN = "{"长" * 101}"',
+            "every.toml: parameter 'cfg' description_zh-CN: description must be 1-100 characters.",
+        ),
+        (
+            "cfg",
+            'description_ja = ""',
+            "every.toml: parameter 'cfg' description_ja: description must be 1-100 characters.",
+        ),
+        (
+            "sampler",
+            'choices_ja = ["オイラー"]',
+            "every.toml: parameter 'sampler' choices_ja: needs one label per choice (3, in the same order); it has 1.",
+        ),
+        (
+            "sampler",
+            'choices_zh-CN = ["", "b", "c"]',
+            "every.toml: parameter 'sampler' choices_zh-CN: '' must be 1-100 characters (Discord's limit).",
+        ),
+        (
+            "model",
+            'choices_ja = ["a"]',
+            "every.toml: parameter 'model' choices_ja: only an option with choices = [...] can have its choices "
+            "translated.",
+        ),
+        (
+            "prompt",
+            'name_jp = "プロンプト"',
+            "every.toml: parameter 'prompt' name_jp: unknown locale 'jp' (use ja or zh-CN).",
+        ),
+        ("cfg", 'name_ja = "prompt"', "every.toml: parameters 'prompt' and 'cfg' are both named 'prompt' in ja."),
+    ],
+)
+def test_a_localized_option_that_discord_refuses_is_reported(
+    tmp_path: Path, table: str, line: str, message: str
+) -> None:
+    with pytest.raises(WorkflowError) as caught:
+        load_workflow(bound(tmp_path, {table: line}))
+    assert str(caught.value) == message
+
+
+def test_every_localized_key_that_is_wrong_is_listed_at_once(tmp_path: Path) -> None:
+    lines = {"command": 'name_ja = "画像 生成"', "prompt": 'name_zh-CN = "Prompt"', "cfg": 'description_ja = ""'}
+    with pytest.raises(WorkflowError) as caught:
+        load_workflow(bound(tmp_path, lines))
+    assert str(caught.value).splitlines() == [
+        "every.toml: command name_ja '画像 生成' must be 1-32 lowercase letters, digits, '-' or '_'.",
+        "every.toml: parameter 'prompt' name_zh-CN 'Prompt' must be 1-32 lowercase letters, digits, '-' or '_'.",
+        "every.toml: parameter 'cfg' description_ja: description must be 1-100 characters.",
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 from typing import Any
@@ -10,13 +11,13 @@ import pytest
 from discord import Locale, app_commands
 
 from core.errors import WorkflowError
+from core.i18n import LOCALES
 from core.workflows.loader import load_workflow
 from core.workflows.model import Localized
-from discord_ui.translator import CATALOGUES, JA, LOCALIZED, ZH_CN, CommandTranslator
+from discord_ui.translator import CATALOGUES, JA, PRESET, WORKFLOW, ZH_CN, CommandTranslator
 from tests.conftest import WORKFLOWS
 from tests.e2e_world import BUILT_IN_COMMANDS, Start
 
-LOCALES = ("ja", "zh-CN")
 SUBCOMMAND, GROUP = 1, 2
 
 
@@ -89,11 +90,13 @@ def test_a_binding_s_localized_name_or_description_that_discord_refuses_is_repor
     assert str(caught.value) == message
 
 
-def localized_image(folder: Path, lines: str) -> Path:
-    """Copy the shipped /image binding with `lines` in place of its localized descriptions."""
+def localized_image(folder: Path, lines: str, more: str = "") -> Path:
+    """Copy the shipped /image binding with `lines` in place of its command's localized descriptions, and `more`
+    at the end."""
     text = (WORKFLOWS / "image.toml").read_text(encoding="utf-8")
-    text = "\n".join(line for line in text.splitlines() if not line.startswith("description_"))
-    text = text.replace("[command]\n", f"[command]\n{lines}\n")
+    command, params = text.split("\n[params.", 1)
+    command = "\n".join(line for line in command.splitlines() if not line.startswith("description_"))
+    text = f"{command}\n\n[params.{params}{more}".replace("[command]\n", f"[command]\n{lines}\n")
     shutil.copy(WORKFLOWS / "image.json", folder / "image.json")
     (folder / "image.toml").write_text(text, encoding="utf-8")
     return folder / "image.toml"
@@ -102,8 +105,8 @@ def localized_image(folder: Path, lines: str) -> Path:
 async def test_a_workflow_command_is_translated_from_its_binding_only() -> None:
     async def callback(interaction: Any) -> None: ...
 
-    localized = (Localized("ja", "画像", None),)
-    command = app_commands.Command(name="queue", description="d", callback=callback, extras={LOCALIZED: localized})
+    workflow = dataclasses.replace(load_workflow(WORKFLOWS / "image.toml"), localized=(Localized("ja", "画像", None),))
+    command = app_commands.Command(name="queue", description="d", callback=callback, extras={WORKFLOW: workflow})
     translator = CommandTranslator()
     name, description = (
         app_commands.TranslationContextLocation.command_name,
@@ -139,6 +142,21 @@ async def test_the_synced_commands_carry_japanese_and_chinese_names_and_descript
     assert "name_localizations" not in image  # the binding names it in English only
     assert synced["music"]["description_localizations"]["zh-CN"] == "根据风格标签和歌词创作歌曲（ACE-Step）"
     assert synced["queue"]["name_localizations"] == {"ja": "キュー", "zh-CN": "队列"}
+    options = {o["name"]: o for o in synced["music"]["options"]}
+    assert options["lyrics"]["name_localizations"] == {"ja": "歌詞", "zh-CN": "歌词"}
+    assert options["duration"]["description_localizations"] == {
+        "ja": "長さ（秒）（既定値 60）",
+        "zh-CN": "时长（秒）（默认 60）",
+    }
+    assert options["lyrics_file"]["name_localizations"] == {"ja": "歌詞ファイル", "zh-CN": "歌词文件"}
+    assert options["lyrics_file"]["description_localizations"]["ja"] == "歌詞を書いた .txt ファイル（複数行のとき）"
+    assert options["preset"]["name_localizations"] == {"ja": "プリセット", "zh-CN": "预设"}
+    for command in ("image", "music"):  # every option of the shipped bindings, in both languages
+        for option in synced[command]["options"]:
+            for key in ("name_localizations", "description_localizations"):
+                assert set(option[key]) == set(LOCALES), (command, option["name"], key)
+                assert all(discord_accepts_name(n) for n in option["name_localizations"].values())
+                assert all(1 <= len(d) <= 100 for d in option["description_localizations"].values())
 
 
 @pytest.mark.e2e
@@ -162,3 +180,46 @@ async def test_a_binding_s_japanese_name_reaches_discord(start: Start, tmp_path:
     image = world.discord.commands[world.discord.guild_id][0]
     assert (image["name"], image["name_localizations"]) == ("image", {"ja": "画像"})
     assert "description_localizations" not in image
+
+
+SAMPLER = """
+[params.sampler]
+type = "choice"
+description = "How to sample"
+name_ja = "サンプラー"
+choices = ["euler", "dpmpp_2m"]
+choices_ja = ["オイラー", "DPM++ 2M"]
+choices_zh-CN = ["欧拉", "DPM++ 2M"]
+target = "3.sampler_name"
+"""
+
+
+@pytest.mark.e2e
+async def test_a_binding_s_localized_options_and_choices_reach_discord(start: Start, tmp_path: Path) -> None:
+    world = await start(workflows=localized_image(tmp_path, "", SAMPLER).parent)
+    options = {o["name"]: o for o in world.discord.commands[world.discord.guild_id][0]["options"]}
+    assert options["prompt"]["name_localizations"] == {"ja": "プロンプト", "zh-CN": "提示词"}
+    assert options["prompt"]["description_localizations"] == {"ja": "画像に描きたいもの", "zh-CN": "图像要呈现的内容"}
+    sampler = options["sampler"]
+    assert sampler["name_localizations"] == {"ja": "サンプラー"}
+    assert "description_localizations" not in sampler  # English for everyone
+    assert sampler["choices"] == [
+        {"name": "euler", "value": "euler", "name_localizations": {"ja": "オイラー", "zh-CN": "欧拉"}},
+        {"name": "dpmpp_2m", "value": "dpmpp_2m", "name_localizations": {"ja": "DPM++ 2M", "zh-CN": "DPM++ 2M"}},
+    ]
+    assert options["preset"]["description_localizations"] == {locale: PRESET[locale][1] for locale in LOCALES}
+
+
+@pytest.mark.e2e
+async def test_a_changed_option_translation_is_synced_at_the_next_start(start: Start, tmp_path: Path) -> None:
+    binding = localized_image(tmp_path, "")
+    world = await start(workflows=tmp_path)
+    puts = lambda: [r for r in world.discord.requests if r.method == "PUT"]  # noqa: E731
+    await world.restart_bot()
+    assert len(puts()) == 1  # unchanged: no second sync
+    binding.write_text(binding.read_text(encoding="utf-8").replace("プロンプト", "指示"), encoding="utf-8")
+    await world.restart_bot()
+
+    assert len(puts()) == 2
+    prompt = world.discord.commands[world.discord.guild_id][0]["options"][0]
+    assert prompt["name_localizations"] == {"ja": "指示", "zh-CN": "提示词"}

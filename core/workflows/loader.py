@@ -14,10 +14,10 @@ from typing import Any
 from core.comfyui.types import Prompt
 from core.community.access import binding_rule
 from core.errors import WorkflowError
+from core.i18n import LOCALES
 from core.workflows.detect import detect_params
 from core.workflows.model import (
     BUILT_IN_COMMANDS,
-    LOCALES,
     MAX_CHOICE,
     MAX_DESCRIPTION,
     MAX_NAME,
@@ -153,7 +153,12 @@ def load_workflow(binding_path: Path) -> Workflow:
     raw_params = binding.get("params") or {}
     if not isinstance(raw_params, dict):
         raise WorkflowError(f"{where}: [params] must be a table of parameters.")
-    params = [_parse_param(pname, spec, graph, where) for pname, spec in raw_params.items()]
+    problems: list[str] = []  # of the localized keys: each one listed, so that a translator fixes them at once
+    localized = _localized(command, f"{where}: command", (), problems)
+    params = [_parse_param(pname, spec, graph, where, problems) for pname, spec in raw_params.items()]
+    problems += _same_localized_names(params, where)
+    if problems:
+        raise WorkflowError("\n".join(problems))
     if len(params) > MAX_OPTIONS:
         raise WorkflowError(f"{where}: {len(params)} parameters; Discord allows at most {MAX_OPTIONS}.")
     params.sort(key=lambda p: not p.required)  # Discord wants required options first
@@ -162,24 +167,67 @@ def load_workflow(binding_path: Path) -> Workflow:
         access, problems = binding_rule(binding["access"], where)
         if problems:
             raise WorkflowError("\n".join(problems))
-    localized = _localized(command, where)
     return Workflow(
         name, description, graph, tuple(params), graph_path, binding_path, access, nsfw=nsfw, localized=localized
     )
 
 
-def _localized(command: Mapping[str, Any], where: str) -> tuple[Localized, ...]:
-    """Read a [command] table's name_<locale> and description_<locale> keys, checked as Discord checks them."""
+LOCALIZED_KEYS = ("name", "description", "choices")  # each as <key>_<locale>, e.g. name_ja, choices_zh-CN
+
+
+def _localized(
+    table: Mapping[str, Any], here: str, choices: tuple[str, ...], problems: list[str]
+) -> tuple[Localized, ...]:
+    """Read a table's name_<locale>, description_<locale> (and choices_<locale> for an option with `choices`),
+    checked as Discord checks them; what is wrong goes to `problems`."""
+    for key in table:
+        kind, _, locale = str(key).partition("_")
+        if kind in LOCALIZED_KEYS and locale and key != "choices_from" and locale not in LOCALES:
+            problems.append(f"{here} {key}: unknown locale {locale!r} (use {' or '.join(LOCALES)}).")
     found = []
     for locale in LOCALES:
-        name, description = (command.get(f"{key}_{locale}") for key in ("name", "description"))
+        name, description, labels = (table.get(f"{key}_{locale}") for key in LOCALIZED_KEYS)
         if name is not None:
-            _check_name(name := str(name), f"{where}: command name_{locale}")
+            problems += _name_problems(name := str(name), f"{here} name_{locale}")
         if description is not None:
-            _check_description(description := str(description), f"{where}: command description_{locale}")
-        if name is not None or description is not None:
-            found.append(Localized(locale, name, description))
+            problems += _description_problems(description := str(description), f"{here} description_{locale}")
+        if labels is not None:
+            labels = _choice_labels(labels, choices, f"{here} choices_{locale}", problems)
+        if name is not None or description is not None or labels:
+            found.append(Localized(locale, name, description, labels or ()))
     return tuple(found)
+
+
+def _choice_labels(raw: Any, choices: tuple[str, ...], here: str, problems: list[str]) -> tuple[str, ...]:
+    """An option's choice labels in one locale: one for each of its `choices`, in the same order."""
+    if not choices:
+        problems.append(f"{here}: only an option with choices = [...] can have its choices translated.")
+        return ()
+    labels = tuple(str(label) for label in _as_list(raw))
+    if len(labels) != len(choices):
+        problems.append(
+            f"{here}: needs one label per choice ({len(choices)}, in the same order); it has {len(labels)}."
+        )
+        return ()
+    if (bad := next((label for label in labels if not 1 <= len(label) <= MAX_CHOICE), None)) is not None:
+        problems.append(f"{here}: {bad[:40]!r} must be 1-{MAX_CHOICE} characters (Discord's limit).")
+        return ()
+    return labels
+
+
+def _same_localized_names(params: list[Param], where: str) -> list[str]:
+    """Options that members of one locale would see under the same name (Discord refuses the whole command)."""
+    problems = []
+    for locale in LOCALES:
+        seen: dict[str, str] = {}
+        for param in params:
+            shown = param.name_for(locale)
+            if shown in seen:
+                problems.append(
+                    f"{where}: parameters {seen[shown]!r} and {param.name!r} are both named {shown!r} in {locale}."
+                )
+            seen.setdefault(shown, param.name)
+    return problems
 
 
 def load_graph(path: Path) -> Prompt:
@@ -226,7 +274,7 @@ def _read_text(path: Path) -> str:
         raise WorkflowError(f"{path.name}: cannot be read ({exc.strerror or exc}).") from None
 
 
-def _parse_param(name: str, spec: Any, graph: Prompt, where: str) -> Param:
+def _parse_param(name: str, spec: Any, graph: Prompt, where: str, problems: list[str]) -> Param:
     here = f"{where}: parameter {name!r}"
     if not isinstance(spec, dict):
         raise WorkflowError(f"{here} must be a table.")
@@ -274,6 +322,7 @@ def _parse_param(name: str, spec: Any, graph: Prompt, where: str) -> Param:
         max_length=max_length,
         choices=choices,
         choices_from=str(choices_from) if choices_from else None,
+        localized=_localized(spec, here, choices, problems),
     )
     if param.default is not None:
         try:
@@ -333,10 +382,23 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def _check_name(name: str, here: str) -> None:
+    if problems := _name_problems(name, here):
+        raise WorkflowError(problems[0])
+
+
+def _name_problems(name: str, here: str) -> list[str]:
+    """Discord's rule for command and option names, in any language: lowercase letters, digits, - and _."""
     if not NAME_RE.match(name) or name.lower() != name:
-        raise WorkflowError(f"{here} {name!r} must be 1-32 lowercase letters, digits, '-' or '_'.")
+        return [f"{here} {name!r} must be 1-32 lowercase letters, digits, '-' or '_'."]
+    return []
 
 
 def _check_description(text: str, here: str) -> None:
+    if problems := _description_problems(text, here):
+        raise WorkflowError(problems[0])
+
+
+def _description_problems(text: str, here: str) -> list[str]:
     if not 1 <= len(text) <= MAX_DESCRIPTION:
-        raise WorkflowError(f"{here}: description must be 1-{MAX_DESCRIPTION} characters.")
+        return [f"{here}: description must be 1-{MAX_DESCRIPTION} characters."]
+    return []

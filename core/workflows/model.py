@@ -16,13 +16,13 @@ from core.comfyui.object_info import match_option, quoted
 from core.comfyui.types import Prompt
 from core.community.access import CommandRule
 from core.errors import InvalidInput
+from core.i18n import language
 
 # Discord's rules for command and option names, descriptions and counts.
 MAX_NAME = 32
 NAME_RE = re.compile(rf"^[-_\w]{{1,{MAX_NAME}}}$")
 MAX_DESCRIPTION = 100
 MAX_OPTIONS = 25
-LOCALES = ("ja", "zh-CN")  # Discord locale codes a binding may give its command's name and description in
 MAX_CHOICE = 100  # Discord's cap for a choice's name and value
 # The bot's own commands: a workflow may not take their names (it would replace them)
 BUILT_IN_COMMANDS = frozenset(
@@ -78,6 +78,25 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True)
+class Localized:
+    """A command's or option's name and/or description in one of core.i18n.LOCALES, from its binding.
+
+    `choices` are an option's choice labels in that locale, in the order of the option's own `choices`.
+    """
+
+    locale: str
+    name: str | None
+    description: str | None
+    choices: tuple[str, ...] = ()
+
+
+def localized_in(entries: tuple[Localized, ...], locale: object) -> Localized | None:
+    """The entry for a Discord locale (a str or a discord.Locale), or None where the binding gives none."""
+    code = language(locale)
+    return next((entry for entry in entries if entry.locale == code), None)
+
+
+@dataclass(frozen=True, slots=True)
 class Param:
     """A command option and the node inputs it fills."""
 
@@ -93,6 +112,24 @@ class Param:
     max_length: int | None = None
     choices: tuple[str, ...] = ()  # fixed choices for a CHOICE parameter
     choices_from: str | None = None  # "Class.input": the server's list for that input (e.g. checkpoints)
+    localized: tuple[Localized, ...] = ()  # name_ja, description_zh-CN, choices_ja, ... of its [params.NAME] table
+
+    def name_for(self, locale: object) -> str:
+        """The option's name as members with this Discord locale see it (English where none is given)."""
+        entry = localized_in(self.localized, locale)
+        return entry.name if entry and entry.name else self.name
+
+    def description_for(self, locale: object) -> str:
+        """The option's description in this Discord locale (English where none is given)."""
+        entry = localized_in(self.localized, locale)
+        return entry.description if entry and entry.description else self.description
+
+    def choice_label(self, value: str, locale: object) -> str | None:
+        """The label of one of `choices` in this Discord locale, or None where none is given."""
+        entry = localized_in(self.localized, locale)
+        if entry is None or not entry.choices:
+            return None
+        return dict(zip(self.choices, entry.choices, strict=True)).get(value)
 
     def coerce(self, raw: Any) -> Any:
         """Check and convert one value given by a member or on the command line."""
@@ -188,15 +225,6 @@ def num_text(value: float | None, unset: str = "any") -> str:
     if isinstance(value, int):
         return str(value)
     return str(int(value)) if value.is_integer() else f"{value:g}"
-
-
-@dataclass(frozen=True, slots=True)
-class Localized:
-    """A command's name and/or description in one Discord locale, from its binding's [command] table."""
-
-    locale: str
-    name: str | None
-    description: str | None
 
 
 @dataclass(frozen=True, slots=True)
