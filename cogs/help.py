@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,9 @@ REQUIRED_OPTION = Text("{name} (required)")
 OPTION = Text("• `{name}` ({facts}): {description}")
 PRESET_LINE = Text("• `preset` (one of your presets): options you give override it; `default` applies by itself")
 EXAMPLE = Text("Example: `{example}`")
+# Joints of a list, so that each language punctuates it its own way
+AND_THEN = Text("{before}, {after}")
+FACT_THEN = Text("{before}; {after}")
 # What /help command: says of an option
 REQUIRED = Text("required")
 DEFAULT = Text("default {value}")
@@ -132,7 +136,7 @@ def overview(workflows: list[Workflow], locale: object) -> list[str]:
     for workflow in workflows:
         options = [REQUIRED_OPTION.format(name=shown(p.name)) if p.required else shown(p.name) for p in workflow.params]
         lines.append(COMMAND.format(command=workflow.name, description=workflow_description(workflow, locale)))
-        lines.append(OPTIONS.format(options=Lines(options, ", ")) if options else NO_OPTIONS)
+        lines.append(OPTIONS.format(options=joined(options, AND_THEN)) if options else NO_OPTIONS)
     return lines
 
 
@@ -166,7 +170,12 @@ def describe(workflow: Workflow, param: Param, locale: object) -> Text:
     if param.type is ParamType.MULTILINE:
         facts.append(OR_FILE.format(name=param.name))
     description = shown(option_description(param, locale), MAX_DESCRIPTION)
-    return OPTION.format(name=param.name, facts=Lines(facts, "; "), description=description)
+    return OPTION.format(name=param.name, facts=joined(facts, FACT_THEN), description=description)
+
+
+def joined(parts: list[str], joint: Text) -> str:
+    """`parts` as one list, each pair joined with `joint` (its `before` and `after`) in the reader's language."""
+    return functools.reduce(lambda before, after: joint.format(before=before, after=after), parts)
 
 
 def workflow_description(workflow: Workflow, locale: object) -> str:
