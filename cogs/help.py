@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -175,7 +174,10 @@ def describe(workflow: Workflow, param: Param, locale: object) -> Text:
 
 def joined(parts: list[str], joint: Text) -> str:
     """`parts` as one list, each pair joined with `joint` (its `before` and `after`) in the reader's language."""
-    return functools.reduce(lambda before, after: joint.format(before=before, after=after), parts)
+    text = parts[0]
+    for part in parts[1:]:
+        text = joint.format(before=text, after=part)
+    return text
 
 
 def workflow_description(workflow: Workflow, locale: object) -> str:
