@@ -10,24 +10,27 @@ from discord.ext import commands
 
 from cogs.access import is_admin
 from core.errors import InvalidInput
+from core.i18n import Lines, Text
 from core.jobs.presets import DEFAULT, Presets, checked_name, keepable, own_job, quoted_name
 from discord_ui import history as pages
-from discord_ui.messages import MAX_CONTENT, cap, respond, shown
+from discord_ui.messages import cap, respond, shown
 
 if TYPE_CHECKING:
     from bot import ComfyBot
 
-NOT_YOURS = "Only the bot's owner and members with the admin role can see another member's history."
-GONE = "/{command} is no longer available, so its options cannot be saved."
-SAVED = "Saved your preset {name} for /{command}: {values}."
-REPLACED = "Replaced your preset {name} for /{command}: {values}."
-APPLIES_ALWAYS = " It applies to every /{command} you run; options you give override it."
-USE_IT = " Use it with /{command} preset:{name}; options you give override it."
-NO_PRESETS = "You have no presets. Run a command, then /preset save name:<a name> keeps its options."
-YOUR_PRESETS = "**Your presets** ({count}):"
-NO_PRESET = "You have no preset {name}. /preset list shows yours."
-WHICH_ONE = "You have presets named {name} for {commands}: say which one with command:."
-DELETED_PRESET = "Deleted your preset {name} for /{command}."
+NOT_YOURS = Text("Only the bot's owner and members with the admin role can see another member's history.")
+GONE = Text("/{command} is no longer available, so its options cannot be saved.")
+SAVED = Text("Saved your preset {name} for /{command}: {values}.")
+REPLACED = Text("Replaced your preset {name} for /{command}: {values}.")
+SAVED_AND_HOW = Text("{saved} {how}")  # two sentences: a language without spaces between them drops it
+APPLIES_ALWAYS = Text("It applies to every /{command} you run; options you give override it.")
+USE_IT = Text("Use it with /{command} preset:{name}; options you give override it.")
+NO_PRESETS = Text("You have no presets. Run a command, then /preset save name:<a name> keeps its options.")
+YOUR_PRESETS = Text("**Your presets** ({count}):")
+NO_PRESET = Text("You have no preset {name}. /preset list shows yours.")
+WHICH_ONE = Text("You have presets named {name} for {commands}: say which one with command:.")
+AND = Text("{some} and {last}")
+DELETED_PRESET = Text("Deleted your preset {name} for /{command}.")
 MAX_PRESET_VALUES = 300  # one preset's values as listed
 
 
@@ -65,7 +68,7 @@ class History(commands.Cog):
         if not records and total:  # jobs went away since the page was shown: show the last page there is
             page = pages.pages(total) - 1
             total, records = await self.bot.store.jobs_of(owner, limit=pages.PAGE_SIZE, offset=page * pages.PAGE_SIZE)
-        return pages.history_page(owner, records, page=page, total=total, own=own)
+        return pages.history_page(owner, records, page=page, total=total, own=own, locale=interaction.locale)
 
     @preset.command(name="save", description="Save the options of your last job (or of job:) under a name")
     @app_commands.describe(name="A name for the preset; 'default' applies by itself", job="A job id from /history")
@@ -79,11 +82,11 @@ class History(commands.Cog):
             raise InvalidInput(GONE.format(command=record.workflow))
         values = keepable(workflow, record)
         replaced = await self.presets.save(interaction.user.id, workflow.name, name, values)
-        text = (REPLACED if replaced else SAVED).format(
+        saved = (REPLACED if replaced else SAVED).format(
             name=quoted_name(name), command=workflow.name, values=_values(values)
         )
-        text += (APPLIES_ALWAYS if name == DEFAULT else USE_IT).format(command=workflow.name, name=name)
-        await respond(interaction, text)
+        how = (APPLIES_ALWAYS if name == DEFAULT else USE_IT).format(command=workflow.name, name=name)
+        await respond(interaction, SAVED_AND_HOW.format(saved=saved, how=how))
 
     @preset.command(name="list", description="List your presets")
     async def list_presets(self, interaction: discord.Interaction[Any]) -> None:
@@ -93,7 +96,7 @@ class History(commands.Cog):
             return
         lines = [YOUR_PRESETS.format(count=len(presets))]
         lines += [f"• /{p.command} {quoted_name(p.name)}: {_values(p.values)}" for p in presets]
-        await respond(interaction, cap("\n".join(lines), MAX_CONTENT))
+        await respond(interaction, Lines(lines))  # the send helper caps the whole after localizing
 
     @preset.command(name="delete", description="Delete one of your presets")
     @app_commands.describe(name="The preset's name", command="Its command, when presets of several share the name")
@@ -110,8 +113,9 @@ class History(commands.Cog):
         if not found:
             raise InvalidInput(NO_PRESET.format(name=quoted_name(name)))
         if len(found) > 1:
-            names = " and ".join(f"/{p.command}" for p in found)
-            raise InvalidInput(WHICH_ONE.format(name=quoted_name(name), commands=names))
+            names = [f"/{p.command}" for p in found]
+            commands = AND.format(some=", ".join(names[:-1]), last=names[-1])
+            raise InvalidInput(WHICH_ONE.format(name=quoted_name(name), commands=commands))
         await self.presets.delete(interaction.user.id, found[0].command, name)
         await respond(interaction, DELETED_PRESET.format(name=quoted_name(name), command=found[0].command))
 

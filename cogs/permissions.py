@@ -12,25 +12,28 @@ from cogs.access import admin_only
 from cogs.admin import send_chunks
 from core.community.access import EVERY_COMMAND, CommandRule, command_label, describe
 from core.errors import InvalidInput
+from core.i18n import Lines, Text, localize
 from discord_ui.messages import respond, shown
 
 if TYPE_CHECKING:
     from bot import ComfyBot
 
 MAX_CHOICES = 25
-DESCRIPTION = "Show or change who may use which command where"
-EVERY_COMMAND_LABEL = "* (every command)"
+DESCRIPTION = "Show or change who may use which command where"  # Discord's; discord_ui/translator.py has its own
+EVERY_COMMAND_LABEL = Text("* (every command)")
 # What an admin is told
-NO_SUCH_COMMAND = "There is no command /{command}; use one of the workflow commands or * for every command."
-CHANGED = "{command} may now be used {rule}."
-RESET = "{command} follows community.toml (and its binding) again: {rule}."
-NOTHING_TO_RESET = "{command} has no changes made with /access; it follows community.toml: {rule}."
-BANNED = "{who} may no longer use the bot."
-UNBANNED = "{who} may use the bot again (as far as the other rules allow)."
-HEADER = "**Access rules in effect** (community.toml, with the changes made with /access marked ✎):"
-ADMINS = "Admins (never refused): the bot's owner{roles}."
-BANS = "Banned members: {users}. Banned roles: {roles}."
-NONE = "none"
+NO_SUCH_COMMAND = Text("There is no command /{command}; use one of the workflow commands or * for every command.")
+CHANGED = Text("{command} may now be used {rule}.")
+RESET = Text("{command} follows community.toml (and its binding) again: {rule}.")
+NOTHING_TO_RESET = Text("{command} has no changes made with /access; it follows community.toml: {rule}.")
+BANNED = Text("{who} may no longer use the bot.")
+UNBANNED = Text("{who} may use the bot again (as far as the other rules allow).")
+HEADER = Text("**Access rules in effect** (community.toml, with the changes made with /access marked ✎):")
+ADMINS = Text("Admins (never refused): the bot's owner{roles}.")
+BANS = Text("Banned members: {users}. Banned roles: {roles}.")
+NONE = Text("none")
+EVERY_COMMAND_RULE = Text("{mark}Every command: {rule}")
+COMMAND_RULE = Text("{mark}/{command}: {rule}")
 
 
 Who = discord.Member | discord.User | discord.Role
@@ -61,13 +64,15 @@ class Permissions(commands.GroupCog, group_name="access", group_description=DESC
                 users=", ".join(f"<@{u}>" for u in sorted(rules.banned_users)) or NONE,
                 roles=", ".join(f"<@&{r}>" for r in sorted(rules.banned_roles)) or NONE,
             ),
-            f"{mark}Every command: {describe(rules.default)}",
+            EVERY_COMMAND_RULE.format(mark=mark, rule=describe(rules.default)),
         ]
         for workflow in self.bot.catalog.workflows.values():
             mark = "✎ " if workflow.name in changed else ""
-            lines.append(f"{mark}/{workflow.name}: {describe(rules.rule(workflow.name, workflow.access))}")
+            rule = describe(rules.rule(workflow.name, workflow.access))
+            lines.append(COMMAND_RULE.format(mark=mark, command=workflow.name, rule=rule))
         await interaction.response.defer(ephemeral=True, thinking=True)
-        await send_chunks(interaction, "\n".join(lines))
+        # send_chunks splits lines: it gets the text already in the member's language
+        await send_chunks(interaction, localize(Lines(lines), interaction.locale))
 
     @app_commands.command(name="allow", description="Let a command be used in a channel and/or by a role")
     @app_commands.describe(command="A command, or * for every command", channel="Where", role="By whom")
@@ -137,7 +142,7 @@ class Permissions(commands.GroupCog, group_name="access", group_description=DESC
     @reset.autocomplete("command")
     async def _complete(self, interaction: discord.Interaction[Any], current: str) -> list[app_commands.Choice[str]]:
         names = [n for n in self.bot.catalog.workflows if current.lower().lstrip("/") in n]
-        choices = [app_commands.Choice(name=EVERY_COMMAND_LABEL, value=EVERY_COMMAND)]
+        choices = [app_commands.Choice(name=localize(EVERY_COMMAND_LABEL, interaction.locale), value=EVERY_COMMAND)]
         return (choices + [app_commands.Choice(name=f"/{n}", value=n) for n in names])[:MAX_CHOICES]
 
     def _command(self, command: str) -> tuple[str, CommandRule | None]:

@@ -24,12 +24,13 @@ from core.community.quotas import (
     QuotaView,
 )
 from core.errors import InvalidInput
+from core.i18n import Lines, Text
 from discord_ui.messages import respond
 
 if TYPE_CHECKING:
     from bot import ComfyBot
 
-OTHER_MEMBER_REFUSED = "Only admins can look at another member's quota."
+OTHER_MEMBER_REFUSED = Text("Only admins can look at another member's quota.")
 
 
 def role_ids(user: discord.User | discord.Member) -> list[int]:
@@ -81,7 +82,7 @@ def describe(view: QuotaView, member_id: int | None) -> str:
     if view.exempt:
         lines.append(QUOTA_EXEMPT)
     lines.append(QUOTA_RESETS.format(reset=int(view.resets_at)))
-    return "\n".join(lines)
+    return Lines(lines)
 
 
 class Quota(commands.Cog):

@@ -13,22 +13,39 @@ from typing import Any
 
 import discord
 
+from core.i18n import Lines, Text, localize
 from core.jobs.store import JobRecord, JobState
 from discord_ui.buttons import JobButton
 from discord_ui.errors import report_error
-from discord_ui.messages import MAX_CONTENT, cap, shown, update
+from discord_ui.messages import cap, shown, update
 
 PAGE_SIZE = 5
 MAX_PARAMS = 240  # one job's option values, together: five entries and a title fit in one message
 MAX_PARAM = 80  # one option value
 HISTORY_BUTTON = r"history:(?P<owner>[0-9]{1,20}):(?P<page>[0-9]{1,6})"
-YOUR_JOBS = "**Your jobs** · page {page} of {pages} ({total} in all)"
-THEIR_JOBS = "**Jobs of <@{user}>** · page {page} of {pages} ({total} in all)"
-NO_JOBS_YET = "You have no jobs yet."
-NO_JOBS_OF = "<@{user}> has no jobs yet."
-ENTRY = "**{number}.** /{command} · {state} · <t:{when}:R> · job `{job}`{link}\n{values}"
+YOUR_JOBS = Text("**Your jobs** · page {page} of {pages} ({total} in all)")
+THEIR_JOBS = Text("**Jobs of <@{user}>** · page {page} of {pages} ({total} in all)")
+NO_JOBS_YET = Text("You have no jobs yet.")
+NO_JOBS_OF = Text("<@{user}> has no jobs yet.")
+ENTRY = Text("**{number}.** /{command} · {state} · <t:{when}:R> · job `{job}`{link}\n{values}")
+RESULT_LINK = Text(" · [result]({url})")
+STATES = {
+    JobState.QUEUED: Text("queued"),
+    JobState.SUBMITTED: Text("submitted"),
+    JobState.RUNNING: Text("running"),
+    JobState.DELIVERING: Text("delivering"),
+    JobState.DONE: Text("done"),
+    JobState.FAILED: Text("failed"),
+    JobState.CANCELLED: Text("cancelled"),
+}
+# Component labels: localized where the page's View is built, for the member who will see it
+RERUN = Text("Re-run {number}")
+DETAILS = Text("Details {number}")
+PREVIOUS = Text("Previous")
+NEXT = Text("Next")
 
-# Builds page `page` of member `owner`'s history for the member who clicked: the text and its buttons.
+# Builds page `page` of member `owner`'s history for the member who clicked: the text and its buttons, in the
+# clicker's language (their interaction's locale).
 PageMaker = Callable[[discord.Interaction[Any], int, int], Awaitable[tuple[str, discord.ui.View]]]
 _makers: weakref.WeakKeyDictionary[discord.Client, PageMaker] = weakref.WeakKeyDictionary()
 
@@ -48,7 +65,7 @@ def uninstall(client: discord.Client) -> None:
 class PageButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=HISTORY_BUTTON):
     """Previous or Next on a history page; its custom_id is `history:<member id>:<page>`."""
 
-    def __init__(self, owner: int, page: int, label: str = "Next", *, disabled: bool = False) -> None:
+    def __init__(self, owner: int, page: int, label: str = NEXT, *, disabled: bool = False) -> None:
         button = discord.ui.Button[Any](
             label=label, style=discord.ButtonStyle.secondary, custom_id=f"history:{owner}:{page}", disabled=disabled
         )
@@ -78,9 +95,12 @@ def pages(total: int) -> int:
 
 
 def history_page(
-    owner: int, records: list[JobRecord], *, page: int, total: int, own: bool
+    owner: int, records: list[JobRecord], *, page: int, total: int, own: bool, locale: object = None
 ) -> tuple[str, discord.ui.View]:
-    """Build one page: a title, one entry per job, Re-run and Details for each, Previous and Next."""
+    """Build one page: a title, one entry per job, Re-run and Details for each, Previous and Next.
+
+    The text is localized by the send helpers; the buttons' labels here, in the language of `locale`.
+    """
     view = discord.ui.View(timeout=None)
     if not records:
         return (NO_JOBS_YET if own else NO_JOBS_OF.format(user=owner)), view
@@ -88,29 +108,30 @@ def history_page(
     first = page * PAGE_SIZE + 1
     entries = [entry(number, record) for number, record in enumerate(records, start=first)]
     for number, record in enumerate(records, start=first):
-        for row, action, label in ((0, "rerun", "Re-run"), (1, "details", "Details")):
-            button = JobButton(action, record.id, label=f"{label} {number}")
+        for row, action, label in ((0, "rerun", RERUN), (1, "details", DETAILS)):
+            button = JobButton(action, record.id, label=localize(label.format(number=number), locale))
             button.row = row
             view.add_item(button)
     last = pages(total) - 1
-    previous = PageButton(owner, max(page - 1, 0), "Previous", disabled=page == 0)
-    following = PageButton(owner, page + 1, "Next", disabled=page >= last)
+    previous = PageButton(owner, max(page - 1, 0), localize(PREVIOUS, locale), disabled=page == 0)
+    following = PageButton(owner, page + 1, localize(NEXT, locale), disabled=page >= last)
     for button in (previous, following):
         button.row = 2
         view.add_item(button)
-    return cap("\n\n".join([title, *entries]), MAX_CONTENT), view
+    return Lines([title, *entries], "\n\n"), view  # five capped entries fit; the send helper caps the whole
 
 
-def entry(number: int, record: JobRecord) -> str:
+def entry(number: int, record: JobRecord) -> Text:
     """One job in the history: command, state, when, its result's link and its option values (capped)."""
     values = " · ".join(f"{name}: {shown(value, MAX_PARAM)}" for name, value in record.values.items())
+    link = result_link(record)
     return ENTRY.format(
         number=number,
         command=record.workflow,
-        state=record.state.value,
+        state=STATES[record.state],
         when=int(record.created_at),
         job=record.id[:8],
-        link=f" · [result]({result_link(record)})" if result_link(record) else "",
+        link=RESULT_LINK.format(url=link) if link else "",
         values=cap(values, MAX_PARAMS),
     )
 

@@ -458,3 +458,30 @@ async def test_a_bad_access_table_stops_the_bot_at_start_with_every_problem(tmp_
         "  - community.toml [access.commands.image] channels must be a list of Discord ids, "
         "e.g. channels = [123456789012345678]."
     )
+
+
+@pytest.mark.e2e
+async def test_access_answers_an_admin_in_japanese(start: Start) -> None:
+    world = await start()
+    fake = world.discord
+    owner = int(fake.default_user["id"])
+    fake._locales[owner] = "ja"  # the bot's owner (an admin) uses Discord in Japanese
+    bob = fake.make_user(name="bob")
+
+    choices = await fake.autocomplete("access allow", {"command": "im"}, focused="command")
+    assert choices == [{"name": "*（すべてのコマンド）", "value": "*"}, {"name": "/image", "value": "image"}]
+    ban = await fake.invoke_slash("access ban", {"who": bob["id"]})
+    await fake.wait_for(lambda: bool(world.private_replies(ban)))
+    assert world.private_replies(ban) == [f"<@{bob['id']}> はボットを使えなくなりました。"]
+    unknown = await fake.invoke_slash("access deny", {"command": "nope"})
+    await fake.wait_for(lambda: bool(world.private_replies(unknown)))
+    assert world.private_replies(unknown) == [
+        "コマンド /nope はありません。ワークフローコマンドのいずれか、またはすべてのコマンドなら * を指定してください。"
+    ]
+    show = await fake.invoke_slash("access show")
+    await fake.wait_for(lambda: bool(world.private_replies(show)))
+    assert "\n".join(world.private_replies(show)).splitlines()[:3] == [
+        "**有効なアクセスルール**（community.toml。/access で変更したものには ✎ が付いています）：",
+        "管理者（拒否されません）：ボットのオーナー。",
+        f"禁止されたメンバー：<@{bob['id']}>。禁止されたロール：なし。",
+    ]

@@ -277,3 +277,100 @@ async def test_help_lists_only_the_commands_the_member_may_use(start: Start) -> 
     assert full[-1] == "Example: `/music tags:funk, pop, soul, melodic, guitar, drums…`"  # the workflow's own tags
     choices = await world.discord.autocomplete("help", {"command": ""}, focused="command")
     assert [c["value"] for c in choices] == ["music"]
+
+
+# In the member's language
+
+
+@pytest.mark.e2e
+async def test_help_speaks_japanese_to_a_japanese_member(start: Start) -> None:
+    world = await start()
+    member = world.discord.make_user(name="member", locale="ja")
+    cog = world.bot.get_cog("Help")
+    assert cog is not None
+
+    async def only_music(interaction: Any, workflow: Any) -> bool:
+        return workflow.name == "music"
+
+    cog.allowed = only_music  # type: ignore[attr-defined]
+
+    listing = await reply(world, await world.discord.invoke_slash("help", user=member))
+    assert listing.splitlines() == [
+        "**ここで使えるコマンド**",
+        "**/music** — スタイルタグと歌詞から曲を作る（ACE-Step）",  # the binding's description_ja
+        "  オプション：tags（必須）、lyrics、duration、seed",
+        "**その他のコマンド**",
+        "/queue — 待機中・実行中のあなたのジョブを表示（管理者は全員分）",
+        "/cancel — 待機中または実行中のあなたの最新のジョブをキャンセル",
+        "/access — どのコマンドを誰がどこで使えるかを表示・変更",
+        "/help — ここで使えるコマンドの一覧、または1つのコマンドの詳細を表示",
+        "/preset — コマンドオプションのプリセットを保存・一覧・削除",
+        "/history — 最近のジョブを再実行・詳細つきで表示（管理者は誰の分でも）",
+        "/quota — 1日のクォータの使用量と残りを表示",
+        "`/help command:<name>` で1つのコマンドを例つきで詳しく表示します。",
+    ]
+    full = (
+        await reply(world, await world.discord.invoke_slash("help", {"command": "music"}, user=member))
+    ).splitlines()
+    # What follows each option's "：" is its binding's description (English until the binding gives one in Japanese)
+    assert [line.split("：")[0] for line in full] == [
+        "**/music** — スタイルタグと歌詞から曲を作る（ACE-Step）",
+        "• `tags`（テキスト、必須、1000 文字まで）",
+        "• `lyrics`（複数行のテキスト、既定値 [instrumental]、3000 文字まで、"
+        "または `lyrics_file` に .txt ファイル、またはフォームで入力）",
+        "• `duration`（数値、既定値 60、5～240）",
+        "• `seed`（シード、既定値 ランダム）",
+        "• `preset`（あなたのプリセットの1つ）",
+        "例",
+    ]
+    assert full[-1] == "例：`/music tags:funk, pop, soul, melodic, guitar, drums…`"
+    refused = await world.discord.invoke_slash("help", {"command": "image"}, user=member)
+    assert (
+        await reply(world, refused)
+        == "ここで使えるコマンド /image はありません。使えるコマンドは /help で確認できます。"
+    )
+
+
+@pytest.mark.e2e
+async def test_history_and_a_saved_preset_in_chinese(start: Start) -> None:
+    world = await start()
+    member = world.discord.make_user(name="li", locale="zh-CN")
+    where = {"guild_id": world.discord.guild_id, "channel_id": 5, "message_id": 901}
+    await world.bot.store.add(job(1, user_id=int(member["id"]), state=JobState.DONE, **where))
+    it = await world.discord.invoke_slash("history", user=member)
+    assert await reply(world, it) == (
+        "**你的任务** · 第 1/1 页（共 1 个）\n\n"
+        f"**1.** /image · 已完成 · <t:{int(T0) + 1}:R> · 任务 `00000001` · "
+        f"[结果](https://discord.com/channels/{world.discord.guild_id}/5/901)\nprompt: cat 1 · seed: 1 · width: 512"
+    )
+    assert it.original is not None
+    assert list(buttons(it.original)) == ["重新运行 1", "详情 1", "上一页", "下一页"]
+
+    await finished(world, await world.discord.invoke_slash("image", {"prompt": "a cat", "steps": 30}, user=member))
+    saved = await world.discord.invoke_slash("preset save", {"name": "big"}, user=member)
+    assert await reply(world, saved) == (
+        "已保存你用于 /image 的预设 `big`：prompt: a cat · negative: text, watermark · steps: 30 · width: 512 · "
+        "height: 512。用 /image preset:big 使用它；你给出的选项优先。"
+    )
+    missing = await world.discord.invoke_slash("preset delete", {"name": "huge"}, user=member)
+    assert await reply(world, missing) == "你没有预设 `huge`。/preset list 会列出你的预设。"
+
+
+@pytest.mark.e2e
+async def test_a_page_turned_by_a_japanese_member_is_in_japanese(start: Start) -> None:
+    world = await start()
+    member = world.discord.make_user(name="ken", locale="ja")
+    for number in range(1, 7):
+        await world.bot.store.add(job(number, user_id=int(member["id"])))
+    it = await world.discord.invoke_slash("history", user=member)
+    assert (await reply(world, it)).splitlines()[0] == "**あなたのジョブ** · 1/2 ページ（全 6 件）"
+    assert it.original is not None
+    turned = await world.discord.click(it.original_id or 0, buttons(it.original)["次へ"]["custom_id"], user=member)
+    await world.discord.wait_for(lambda: turned.acknowledged)
+    second = world.discord.messages[it.original_id or 0]
+    assert second["content"] == (
+        "**あなたのジョブ** · 2/2 ページ（全 6 件）\n\n"
+        f"**6.** /image · 待機中 · <t:{int(T0) + 1}:R> · ジョブ `00000001`\nprompt: cat 1 · seed: 1 · width: 512"
+    )
+    assert list(buttons(second)) == ["再実行 6", "詳細 6", "前へ", "次へ"]
+    assert buttons(second)["次へ"].get("disabled") and not buttons(second)["前へ"].get("disabled")

@@ -398,3 +398,12 @@ async def test_a_failed_job_counts_the_gpu_seconds_it_used(start: Start, tmp_pat
     assert 1.0 <= stored.gpu_seconds < 2.5
     assert world.bot.quotas.used(int(member["id"])).gpu_seconds == pytest.approx(stored.gpu_seconds)
     assert world.bot.quotas.used(int(member["id"])).jobs == 1
+
+
+@pytest.mark.e2e
+async def test_a_japanese_member_is_refused_another_members_quota_in_japanese(start: Start, tmp_path: Path) -> None:
+    world = await start(settings_env=community(tmp_path, "[quotas]\njobs_per_day = 4\n"))
+    member = world.discord.make_user(name="curious", locale="ja")
+    other = world.discord.make_user(name="other")
+    refused = await world.discord.invoke_slash("quota", {"member": other["id"]}, user=member)
+    assert await reply(world, refused) == ["ほかのメンバーのクォータを見られるのは管理者だけです。"]
