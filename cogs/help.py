@@ -16,7 +16,7 @@ from core.i18n import Lines, Text, localize
 from core.workflows import FILE_TYPES, Param, ParamType, Workflow
 from core.workflows.model import num_text
 from discord_ui.messages import cap, shown
-from discord_ui.translator import CATALOGUES
+from discord_ui.translator import CATALOGUES, workflow_option
 
 if TYPE_CHECKING:
     from bot import ComfyBot
@@ -35,7 +35,7 @@ OPTIONS = Text("  options: {options}")
 NO_OPTIONS = Text("  no options")
 REQUIRED_OPTION = Text("{name} (required)")
 OPTION = Text("• `{name}` ({facts}): {description}")
-PRESET_LINE = Text("• `preset` (one of your presets): options you give override it; `default` applies by itself")
+PRESET_LINE = Text("• `{name}` (one of your presets): options you give override it; `default` applies by itself")
 EXAMPLE = Text("Example: `{example}`")
 # Joints of a list, so that each language punctuates it its own way
 AND_THEN = Text("{before}, {after}")
@@ -50,7 +50,7 @@ STEPS = Text("in steps of {step}")
 UP_TO = Text("up to {count} characters")
 ONE_OF = Text("one of {choices}")
 FROM_SERVER = Text("from the server's list")
-OR_FILE = Text("or a .txt file as `{name}_file`, or typed in a form")
+OR_FILE = Text("or a .txt file as `{name}`, or typed in a form")
 MAX_DESCRIPTION = 200  # a binding's description as shown
 MAX_EXAMPLE_VALUE = 40
 KINDS = {
@@ -133,7 +133,8 @@ def overview(workflows: list[Workflow], locale: object) -> list[str]:
         return [NONE_HERE]
     lines: list[str] = [TITLE]
     for workflow in workflows:
-        options = [REQUIRED_OPTION.format(name=shown(p.name)) if p.required else shown(p.name) for p in workflow.params]
+        names = [(shown(option_name(workflow, p.name, locale)), p.required) for p in workflow.params]
+        options = [REQUIRED_OPTION.format(name=name) if required else name for name, required in names]
         lines.append(COMMAND.format(command=workflow.name, description=workflow_description(workflow, locale)))
         lines.append(OPTIONS.format(options=joined(options, AND_THEN)) if options else NO_OPTIONS)
     return lines
@@ -144,8 +145,8 @@ def in_full(workflow: Workflow, locale: object, *, with_preset: bool) -> Lines:
     lines: list[str] = [COMMAND.format(command=workflow.name, description=workflow_description(workflow, locale))]
     lines += [describe(workflow, p, locale) for p in workflow.params]
     if with_preset:
-        lines.append(PRESET_LINE)
-    lines.append(EXAMPLE.format(example=example(workflow)))
+        lines.append(PRESET_LINE.format(name=option_name(workflow, "preset", locale)))
+    lines.append(EXAMPLE.format(example=example(workflow, locale)))
     return Lines(lines)
 
 
@@ -162,14 +163,17 @@ def describe(workflow: Workflow, param: Param, locale: object) -> Text:
     if param.max_length and param.type in (ParamType.TEXT, ParamType.MULTILINE):
         facts.append(UP_TO.format(count=param.max_length))
     if param.choices:
-        choices = ", ".join(param.choices[:10]) + (" …" if len(param.choices) > 10 else "")
+        labels = [param.choice_label(choice, locale) or choice for choice in param.choices[:10]]
+        choices = ", ".join(labels) + (" …" if len(param.choices) > 10 else "")
         facts.append(ONE_OF.format(choices=shown(choices, MAX_DESCRIPTION)))
     if param.choices_from:
         facts.append(FROM_SERVER)
     if param.type is ParamType.MULTILINE:
-        facts.append(OR_FILE.format(name=param.name))
-    description = shown(option_description(param, locale), MAX_DESCRIPTION)
-    return OPTION.format(name=param.name, facts=joined(facts, FACT_THEN), description=description)
+        facts.append(OR_FILE.format(name=option_name(workflow, f"{param.name}_file", locale)))
+    description = shown(param.description_for(locale), MAX_DESCRIPTION)
+    return OPTION.format(
+        name=option_name(workflow, param.name, locale), facts=joined(facts, FACT_THEN), description=description
+    )
 
 
 def joined(parts: list[str], joint: Text) -> str:
@@ -186,9 +190,10 @@ def workflow_description(workflow: Workflow, locale: object) -> str:
     return shown(found or workflow.description, MAX_DESCRIPTION)
 
 
-def option_description(param: Param, locale: object) -> str:
-    """The binding's description of an option for a member of `locale` (the one place /help reads it)."""
-    return param.description
+def option_name(workflow: Workflow, name: str, locale: object) -> str:
+    """An option's name as the member's Discord shows it (its binding's, or the built-in `<name>_file`'s)."""
+    found = workflow_option(workflow, name, str(locale))
+    return found[0] if found and found[0] else name
 
 
 def built_in_description(command: app_commands.Command[Any, ..., Any] | app_commands.Group, locale: object) -> str:
@@ -198,12 +203,13 @@ def built_in_description(command: app_commands.Command[Any, ..., Any] | app_comm
     return entry[1] if entry else command.description
 
 
-def example(workflow: Workflow) -> Lines:
+def example(workflow: Workflow, locale: object = None) -> Lines:
     """An invocation to copy: the required options with sample values (or the first option when none is)."""
     params = [p for p in workflow.params if p.required] or [
         p for p in workflow.params if p.type is not ParamType.SEED and p.type not in FILE_TYPES
     ][:1]
-    words = [Lines((f"{p.name}:", _sample(workflow, p)), "") for p in params]
+    words = [Lines((f"{option_name(workflow, p.name, locale)}:", _sample(workflow, p)), "")
+             for p in params]  # fmt: skip
     return Lines([f"/{workflow.name}", *words], " ")
 
 

@@ -298,7 +298,7 @@ async def test_help_speaks_japanese_to_a_japanese_member(start: Start) -> None:
     assert listing.splitlines() == [
         "**ここで使えるコマンド**",
         "**/music** — スタイルタグと歌詞から曲を作る（ACE-Step）",  # the binding's description_ja
-        "  オプション：tags（必須）、lyrics、duration、seed",
+        "  オプション：タグ（必須）、歌詞、長さ、シード",
         "**その他のコマンド**",
         "/queue — 待機中・実行中のあなたのジョブを表示（管理者は全員分）",
         "/cancel — 待機中または実行中のあなたの最新のジョブをキャンセル",
@@ -312,18 +312,17 @@ async def test_help_speaks_japanese_to_a_japanese_member(start: Start) -> None:
     full = (
         await reply(world, await world.discord.invoke_slash("help", {"command": "music"}, user=member))
     ).splitlines()
-    # What follows each option's "：" is its binding's description (English until the binding gives one in Japanese)
-    assert [line.split("：")[0] for line in full] == [
+    # Option names and descriptions as the binding gives them in Japanese, as the member's Discord shows them
+    assert full == [
         "**/music** — スタイルタグと歌詞から曲を作る（ACE-Step）",
-        "• `tags`（テキスト、必須、1000 文字まで）",
-        "• `lyrics`（複数行のテキスト、既定値 [instrumental]、3000 文字まで、"
-        "または `lyrics_file` に .txt ファイル、またはフォームで入力）",
-        "• `duration`（数値、既定値 60、5～240）",
-        "• `seed`（シード、既定値 ランダム）",
-        "• `preset`（あなたのプリセットの1つ）",
-        "例",
+        "• `タグ`（テキスト、必須、1000 文字まで）：スタイルタグ、カンマ区切り（例: lofi, jazz, mellow piano, 80 bpm）",
+        "• `歌詞`（複数行のテキスト、既定値 [instrumental]、3000 文字まで、または `歌詞ファイル` に .txt ファイル、"
+        "またはフォームで入力）：[verse]/[chorus] タグつきの歌詞、または [instrumental]",
+        "• `長さ`（数値、既定値 60、5～240）：長さ（秒）",
+        "• `シード`（シード、既定値 ランダム）：乱数シード。空欄なら新しく決めます（結果に表示）",
+        "• `プリセット`（あなたのプリセットの1つ）：指定したオプションが優先されます。`default` は自動で適用されます",
+        "例：`/music タグ:funk, pop, soul, melodic, guitar, drums…`",
     ]
-    assert full[-1] == "例：`/music tags:funk, pop, soul, melodic, guitar, drums…`"
     refused = await world.discord.invoke_slash("help", {"command": "image"}, user=member)
     assert (
         await reply(world, refused)
