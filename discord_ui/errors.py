@@ -10,6 +10,7 @@ import discord
 from discord import app_commands
 
 from core.errors import BotError
+from core.i18n import Lines, Text
 from discord_ui.messages import NOT_HERE, UNEXPECTED, command_name, is_unknown_interaction, send_private
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,9 @@ async def report_error(interaction: discord.Interaction[Any], error: Exception, 
     elif isinstance(original, app_commands.AppCommandError) and not isinstance(
         original, app_commands.CommandInvokeError
     ):
-        message = str(original) or NOT_HERE
+        # A check of the bot's (NotAdmin) says why as a Text, which str() would turn into plain English.
+        said = original.args[0] if original.args else None
+        message = said if isinstance(said, Text | Lines) else str(original) or NOT_HERE
     else:
         ref = secrets.token_hex(3)
         log.error("unexpected error in /%s (ref %s)", name, ref, exc_info=original)
