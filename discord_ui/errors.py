@@ -15,6 +15,9 @@ from discord_ui.messages import NOT_HERE, UNEXPECTED, command_name, is_unknown_i
 
 log = logging.getLogger(__name__)
 
+# discord.py's own words for these are meant for the bot's developer
+OUT_OF_DATE = Text("This command changed since Discord last showed it to you. Please try again in a minute.")
+
 
 async def report_error(interaction: discord.Interaction[Any], error: Exception, *, command: str | None = None) -> None:
     """Explain `error` to the member who caused it; `command` names the command of a form or button."""
@@ -29,6 +32,10 @@ async def report_error(interaction: discord.Interaction[Any], error: Exception, 
         first_line = original.user_message.splitlines()[0] if original.user_message else ""
         log.info("/%s failed for %s: %s | %s", name, interaction.user.id, first_line, original.detail or "")
         message = original.user_message
+    elif isinstance(original, app_commands.CommandNotFound | app_commands.CommandSignatureMismatch):
+        # A member's client still shows a command as it was before a /reload or a restart changed it
+        log.info("/%s: %s", name, original)
+        message = OUT_OF_DATE
     elif isinstance(original, app_commands.AppCommandError) and not isinstance(
         original, app_commands.CommandInvokeError
     ):
