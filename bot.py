@@ -28,6 +28,7 @@ from core.community.quotas import QuotaBook, QuotaRules
 from core.community.safety import ImageScreen, Safety
 from core.config import Settings, load_settings, setup_logging
 from core.errors import BotError, ConfigError, JobCancelled, JobLost
+from core.i18n import Lines, Text
 from core.jobs.engine import Engine
 from core.jobs.inputs import restored_values
 from core.jobs.presets import Presets
@@ -219,19 +220,20 @@ class ComfyBot(commands.Bot):
         self.catalog = catalog
         await self.reload_extension("cogs.generate")  # rebuilds one command per workflow
         await self.sync_commands(force=True)  # also puts back commands deleted on Discord's side
-        lines = [
-            f"{label}: {', '.join(f'/{n}' for n in names)}"
-            for label, names in (
-                ("Added", sorted(after.keys() - before.keys())),
-                ("Removed", sorted(before.keys() - after.keys())),
-                ("Changed", sorted(n for n in after.keys() & before.keys() if after[n] != before[n])),
+        lines: list[str] = [
+            said.format(commands=", ".join(f"/{n}" for n in names))
+            for said, names in (
+                (Text("Added: {commands}"), sorted(after.keys() - before.keys())),
+                (Text("Removed: {commands}"), sorted(before.keys() - after.keys())),
+                (Text("Changed: {commands}"), sorted(n for n in after.keys() & before.keys() if after[n] != before[n])),
             )
             if names
         ]
-        lines.append(f"{len(after)} command(s) active." if lines else f"No change; {len(after)} command(s) active.")
-        lines += [f"Skipped: {p}" for p in catalog.problems]
-        lines += [f"Note: {n}" for n in catalog.notes]
-        return "\n".join(lines)
+        active = Text("{count} command(s) active.") if lines else Text("No change; {count} command(s) active.")
+        lines.append(active.format(count=len(after)))
+        lines += [Text("Skipped: {problem}").format(problem=p) for p in catalog.problems]
+        lines += [Text("Note: {note}").format(note=n) for n in catalog.notes]
+        return Lines(lines)
 
     @property
     def active_jobs(self) -> Mapping[str, int]:

@@ -8,17 +8,21 @@ import discord
 from discord import app_commands
 
 from core.community.access import refusal
+from core.i18n import Text
 from core.workflows import Workflow
 
 if TYPE_CHECKING:
     from bot import ComfyBot
 
 
+ADMINS_ONLY = Text("Only the bot's owner and members with the admin role can use /{command}.")
+
+
 class NotAdmin(app_commands.CheckFailure):
     """The member is neither the bot's owner nor holds an admin role."""
 
     def __init__(self, command: str) -> None:
-        super().__init__(f"Only the bot's owner and members with the admin role can use /{command}.")
+        super().__init__(ADMINS_ONLY.format(command=command))
 
 
 async def is_admin(interaction: discord.Interaction[Any]) -> bool:

@@ -17,6 +17,7 @@ from discord.ext import commands
 from cogs.access import access_refusal, is_admin
 from cogs.quota import check_quota, hold_quota
 from core.errors import BotError, InvalidInput, JobCancelled
+from core.i18n import Lines, Text
 from core.jobs.engine import new_job_id, shown_values
 from core.jobs.limits import Reservation
 from core.jobs.presets import MAX_NAME as MAX_PRESET_NAME
@@ -41,6 +42,17 @@ MAX_LYRICS_FILE = 64 * 1024
 PRESET_OPTION = "preset"
 PRESET_KEY = "preset_"  # the callback's parameter: generated names (p0, p1_file, ...) never end in "_"
 PRESET_DESCRIPTION = "One of your presets (/preset save); options you give override it"
+# What members read (each is translated in locales/*.po)
+QUEUE_LINE = Text("• `{job}` /{command}: {where}")
+QUEUE_LINE_FOR = Text("• `{job}` /{command} for {mention}: {where}")
+ALREADY_FINISHED = Text("This job has already finished.")
+NOT_YOURS_TO_CANCEL = Text("Only the member who started this job (or an admin) can cancel it.")
+NO_LONGER_AVAILABLE = Text("/{command} is no longer available.")
+REROLL_WITH_FILES = Text("Re-roll is not available for jobs with attached files; run the command again.")
+RERUN_WITH_FILES = Text("Re-run is not available for jobs with attached files; run the command again.")
+ATTACHMENT_TOO_LARGE = Text("{name} is larger than {megabytes} MB.")
+TEXT_FILE_TOO_LARGE = Text("{name}_file is too large ({kilobytes} KB); the limit is 64 KB.")
+TEXT_FILE_NOT_UTF8 = Text("{name}_file must be a plain text (UTF-8) file.")
 
 
 class Generate(commands.Cog):
@@ -67,15 +79,15 @@ class Generate(commands.Cog):
     async def queue(self, interaction: discord.Interaction[Any]) -> None:
         everyone = await is_admin(interaction)
         jobs = [(job, user) for job, user in self.bot.active_jobs.items() if everyone or user == interaction.user.id]
-        lines = []
+        lines: list[str] = []
         for job_id, user in jobs:
             record = await self.bot.store.get(job_id)
             workflow = record.workflow if record else "?"
-            who = f" for <@{user}>" if everyone else ""
-            lines.append(f"• `{job_id[:8]}` /{workflow}{who}: {shown(self.bot.engine.whereabouts(job_id))}")
-        if not lines:
-            lines = [NO_JOBS_AT_ALL if everyone else NO_JOBS]
-        await respond(interaction, "\n".join(lines))
+            where = self.bot.engine.whereabouts(job_id)
+            where = where if isinstance(where, Text) else shown(where)  # a sentence of the bot keeps its translation
+            line = QUEUE_LINE_FOR if everyone else QUEUE_LINE
+            lines.append(line.format(job=job_id[:8], command=workflow, where=where, mention=f"<@{user}>"))
+        await respond(interaction, Lines(lines or [NO_JOBS_AT_ALL if everyone else NO_JOBS]))
 
     @app_commands.command(name="cancel", description="Cancel your newest job that is still waiting or running")
     async def cancel(self, interaction: discord.Interaction[Any]) -> None:
@@ -315,28 +327,28 @@ class Generate(commands.Cog):
         """Cancel a job for its requester or an admin; anyone else is refused politely."""
         owner = self.bot.active_jobs.get(job_id)
         if owner is None:
-            raise InvalidInput("This job has already finished.")
+            raise InvalidInput(ALREADY_FINISHED)
         if not await self.may_manage(interaction, owner):
-            raise InvalidInput("Only the member who started this job (or an admin) can cancel it.")
+            raise InvalidInput(NOT_YOURS_TO_CANCEL)
         await self.bot.engine.cancel(job_id)
         await respond(interaction, CANCELLING)
 
     async def reroll(self, interaction: discord.Interaction[Any], record: JobRecord) -> None:
         """Run the same job again with a new seed."""
-        await self._again(interaction, record, "Re-roll", new_seed=True)
+        await self._again(interaction, record, REROLL_WITH_FILES, new_seed=True)
 
     async def rerun(self, interaction: discord.Interaction[Any], record: JobRecord) -> None:
         """Run the same job again with the same options, its seed included (from /history)."""
-        await self._again(interaction, record, "Re-run", new_seed=False)
+        await self._again(interaction, record, RERUN_WITH_FILES, new_seed=False)
 
     async def _again(
-        self, interaction: discord.Interaction[Any], record: JobRecord, what: str, *, new_seed: bool
+        self, interaction: discord.Interaction[Any], record: JobRecord, with_files: Text, *, new_seed: bool
     ) -> None:
         workflow = self.bot.catalog.workflows.get(record.workflow)
         if workflow is None:
-            raise InvalidInput(f"/{record.workflow} is no longer available.")
+            raise InvalidInput(NO_LONGER_AVAILABLE.format(command=record.workflow))
         if any(p.type in FILE_TYPES for p in workflow.params):
-            raise InvalidInput(f"{what} is not available for jobs with attached files; run the command again.")
+            raise InvalidInput(with_files)
         await self.check_access(interaction, workflow)
         given = {
             p.name: record.values[p.name]
@@ -377,7 +389,7 @@ async def _download_attachments(given: dict[str, Any]) -> dict[str, Any]:
     for name, value in given.items():
         if isinstance(value, discord.Attachment):
             if value.size > MAX_UPLOAD_BYTES:
-                raise InvalidInput(f"{name} is larger than {MAX_UPLOAD_BYTES // 2**20} MB.")
+                raise InvalidInput(ATTACHMENT_TOO_LARGE.format(name=name, megabytes=MAX_UPLOAD_BYTES // 2**20))
             ready[name] = InputFile(value.filename, await value.read())
     return ready
 
@@ -393,11 +405,11 @@ def _describe(param: Param) -> str:
 
 async def _read_text_attachment(name: str, attachment: discord.Attachment) -> str:
     if attachment.size > MAX_LYRICS_FILE:
-        raise InvalidInput(f"{name}_file is too large ({attachment.size // 1024} KB); the limit is 64 KB.")
+        raise InvalidInput(TEXT_FILE_TOO_LARGE.format(name=name, kilobytes=attachment.size // 1024))
     try:
         return (await attachment.read()).decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise InvalidInput(f"{name}_file must be a plain text (UTF-8) file.") from None
+        raise InvalidInput(TEXT_FILE_NOT_UTF8.format(name=name)) from None
 
 
 async def setup(bot: ComfyBot) -> None:

@@ -3,6 +3,10 @@
 A button's custom_id carries the action and the job id, and its state comes from the store, so buttons
 keep working after a restart. What a button does beyond showing things (cancel, run again, who may act)
 belongs to the front that registered them, through `JobActions`.
+
+Labels are in the language of the member the view is built for (the requester of the job). A button that
+discord.py re-creates from its custom_id after a restart only dispatches the click: its label is never sent
+again (the message keeps the labels it was posted with), so it is built in English.
 """
 
 from __future__ import annotations
@@ -15,22 +19,38 @@ from typing import Any, Protocol
 import discord
 
 from core.errors import InvalidInput
-from core.jobs.store import JobRecord
+from core.i18n import Lines, Text, localize
+from core.jobs.store import JobRecord, JobState
 from discord_ui.errors import report_error
-from discord_ui.messages import DELETED, MAX_CONTENT, cap, respond, shown
+from discord_ui.messages import DELETED, cap, respond, shown
 
 # Job ids are UUIDs; jobs stored before they were (32 hex digits) keep their working buttons.
 JOB_ID = r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}|[0-9a-f]{32}"
 JOB_BUTTON = rf"job:(?P<action>cancel|reroll|rerun|details|delete):(?P<job>{JOB_ID})"
 ACTIONS = {
-    "cancel": ("Cancel", discord.ButtonStyle.secondary),
-    "reroll": ("Re-roll", discord.ButtonStyle.primary),
-    "rerun": ("Re-run", discord.ButtonStyle.primary),
-    "details": ("Details", discord.ButtonStyle.secondary),
-    "delete": ("Delete", discord.ButtonStyle.danger),
+    "cancel": (Text("Cancel"), discord.ButtonStyle.secondary),
+    "reroll": (Text("Re-roll"), discord.ButtonStyle.primary),
+    "rerun": (Text("Re-run"), discord.ButtonStyle.primary),
+    "details": (Text("Details"), discord.ButtonStyle.secondary),
+    "delete": (Text("Delete"), discord.ButtonStyle.danger),
 }
-NOT_KNOWN = "This job is no longer known to the bot."
-NOT_YOURS_TO_DELETE = "Only the member who asked for this result (or an admin) can delete it."
+NOT_KNOWN = Text("This job is no longer known to the bot.")
+NOT_YOURS_TO_DELETE = Text("Only the member who asked for this result (or an admin) can delete it.")
+# Job details (the Details button)
+DETAILS_TITLE = Text("**/{command}** · job `{job}` · {state}")
+DETAILS_SERVER = Text("**server:** {server} · attempts {attempts}")
+NO_SERVER_YET = Text("none yet")
+DETAILS_TIMES = Text("**started:** <t:{created}:f> · last change <t:{updated}:R>")
+DETAILS_ERROR = Text("**error:** {error}")
+STATES = {
+    JobState.QUEUED: Text("queued"),
+    JobState.SUBMITTED: Text("submitted"),
+    JobState.RUNNING: Text("running"),
+    JobState.DELIVERING: Text("delivering"),
+    JobState.DONE: Text("done"),
+    JobState.FAILED: Text("failed"),
+    JobState.CANCELLED: Text("cancelled"),
+}
 
 
 class JobActions(Protocol):
@@ -67,7 +87,9 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=JOB_BUT
 
     def __init__(self, action: str, job_id: str, label: str | None = None) -> None:
         default_label, style = ACTIONS[action]
-        button = discord.ui.Button[Any](label=label or default_label, style=style, custom_id=f"job:{action}:{job_id}")
+        button = discord.ui.Button[Any](
+            label=str(label or default_label), style=style, custom_id=f"job:{action}:{job_id}"
+        )
         super().__init__(button)
         self.action, self.job_id = action, job_id
 
@@ -106,30 +128,35 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=JOB_BUT
             await report_error(interaction, exc, command=record.workflow if record else None)
 
 
-def job_view(job_id: str, *actions: str) -> discord.ui.View:
-    """Build a lasting view with one button per action for job `job_id`."""
+def label(action: str, locale: object) -> str:
+    """The label of an action's button in the language of `locale`."""
+    return localize(ACTIONS[action][0], locale)
+
+
+def job_view(job_id: str, *actions: str, locale: object = None) -> discord.ui.View:
+    """Build a lasting view with one button per action for job `job_id`, labelled for `locale`."""
     view = discord.ui.View(timeout=None)
     for action in actions:
-        view.add_item(JobButton(action, job_id))
+        view.add_item(JobButton(action, job_id, label(action, locale)))
     return view
 
 
-def status_view(job_id: str) -> discord.ui.View:
+def status_view(job_id: str, *, locale: object = None) -> discord.ui.View:
     """Build the buttons of a job still waiting or running: Cancel."""
-    return job_view(job_id, "cancel")
+    return job_view(job_id, "cancel", locale=locale)
 
 
-def result_view(job_id: str) -> discord.ui.View:
+def result_view(job_id: str, *, locale: object = None) -> discord.ui.View:
     """Build the buttons of a finished job: Reroll, Details, Delete."""
-    return job_view(job_id, "reroll", "details", "delete")
+    return job_view(job_id, "reroll", "details", "delete", locale=locale)
 
 
-def job_details(record: JobRecord) -> str:
-    """Everything about a job, for its Details button."""
-    lines = [f"**/{record.workflow}** · job `{record.id}` · {record.state.value}"]
+def job_details(record: JobRecord) -> Lines:
+    """Everything about a job, for its Details button (the send helpers cap the whole)."""
+    lines: list[str] = [DETAILS_TITLE.format(command=record.workflow, job=record.id, state=STATES[record.state])]
     lines += [f"**{name}:** {shown(value)}" for name, value in record.values.items()]
-    lines.append(f"**server:** {record.server or 'none yet'} · attempts {record.attempts}")
-    lines.append(f"**started:** <t:{int(record.created_at)}:f> · last change <t:{int(record.updated_at)}:R>")
+    lines.append(DETAILS_SERVER.format(server=record.server or NO_SERVER_YET, attempts=record.attempts))
+    lines.append(DETAILS_TIMES.format(created=int(record.created_at), updated=int(record.updated_at)))
     if record.error:
-        lines.append(f"**error:** {cap(record.error, 600)}")
-    return cap("\n".join(lines), MAX_CONTENT)
+        lines.append(DETAILS_ERROR.format(error=cap(record.error, 600)))  # stored as English text
+    return Lines(lines)

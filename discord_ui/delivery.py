@@ -17,7 +17,7 @@ from aiohttp.abc import AbstractStreamWriter
 from core.community.safety import SPOILERED, WITHHELD, ImageAction, ImageScreen
 from core.config import DEFAULT_MAX_IMAGE_PIXELS
 from core.errors import OutputTooLarge
-from core.i18n import Lines
+from core.i18n import Lines, Text
 from core.jobs.engine import JobResult, OutputFile
 from core.jobs.store import JobRecord
 from core.media import Fitted, fit_file, human_size
@@ -41,6 +41,8 @@ REQUEST_LIMIT = 25 * 2**20 - 2**20
 MAX_TEXT_OUTPUT = 500  # characters of a text output shown in a code block
 MAX_SKIPPED_SHOWN = 10  # outputs over the caps named one per line; the rest are counted
 MAX_LINE = 300  # characters of one line about one file
+RESULT_HEADER = Text("{header} · {seconds:.1f} s")
+SHRUNK = Text("{filename}: {note}.")
 
 
 READ_WHOLE = 8 * 2**20  # output files up to this size are uploaded from memory, larger ones streamed
@@ -152,7 +154,7 @@ async def result_messages(
     version is a file beside its source, in the job's folder: it goes when the result is discarded. With a
     `screen`, the images that will be uploaded are checked first (see `screened`).
     """
-    lines = [f"{header(result.workflow, user_id)} · {result.seconds:.1f} s"]
+    lines: list[str] = [RESULT_HEADER.format(header=header(result.workflow, user_id), seconds=result.seconds)]
     lines += [f"**{name}:** {shown(value)}" for name, value in result.values.items()]
     lines += [f"```\n{cap(text, MAX_TEXT_OUTPUT).replace('```', 'ʼʼʼ')}\n```" for text in result.texts]
     files: list[OutputFile] = []
@@ -164,23 +166,28 @@ async def result_messages(
         try:
             fitted = await asyncio.to_thread(_fit, result, index, limit, max_image_pixels)
         except OutputTooLarge as exc:
-            lines.append(cap(exc.user_message, MAX_LINE))
+            lines.append(_line(exc.user_message))
             continue
         if fitted is None:
             too_big.append(file)
             continue
         files.append(OutputFile(fitted.filename, fitted.path, fitted.size, file.node_id))
         if fitted.note:
-            lines.append(f"{cap(file.filename, 100)}: {fitted.note}.")
+            lines.append(SHRUNK.format(filename=cap(file.filename, 100), note=fitted.note))
     if too_big:
         names = ", ".join(f"{cap(f.filename, 100)} ({human_size(f.size)})" for f in too_big)
         lines.append(TOO_LARGE.format(limit=human_size(limit), names=names))
     if screen is not None:
         files = await screened(files, screen, lines)
-    lines += [cap(line, MAX_LINE) for line in result.skipped[:MAX_SKIPPED_SHOWN]]
+    lines += [_line(line) for line in result.skipped[:MAX_SKIPPED_SHOWN]]
     if len(result.skipped) > MAX_SKIPPED_SHOWN:
         lines.append(MORE_NOT_DOWNLOADED.format(count=len(result.skipped) - MAX_SKIPPED_SHOWN))
     return Lines(lines), batches(files, limit)
+
+
+def _line(text: str) -> str:
+    """A line about one file, capped; a sentence of the bot is kept whole (capping would drop its translation)."""
+    return text if isinstance(text, Text | Lines) else cap(text, MAX_LINE)
 
 
 def _fit(result: JobResult, index: int, limit: int, max_image_pixels: int) -> Fitted | None:
@@ -223,7 +230,7 @@ async def deliver_to_channel(
                 ping=ping,
                 locale=record.locale,
                 attachments=as_files(first),
-                view=result_view(record.id),
+                view=result_view(record.id, locale=record.locale),
             )
             edited = True
     if not edited:
@@ -234,7 +241,7 @@ async def deliver_to_channel(
             locale=record.locale,
             files=as_files(first),
             nonce=record.id[:25],
-            view=result_view(record.id),
+            view=result_view(record.id, locale=record.locale),
         )
     for index, batch in enumerate(rest, start=1):
         await channel_send(channel, files=as_files(batch), nonce=f"{record.id[:22]}-{index:02d}")

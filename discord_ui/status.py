@@ -248,7 +248,8 @@ class JobMessage:
 
     async def _edit_progress(self, text: str) -> None:
         if self.view is None and self.job_id is not None:
-            self.view = status_view(self.job_id)  # not before: a job done within first_delay never shows it
+            # Not before: a job done within first_delay never shows it. Labelled for the requester, who sees it.
+            self.view = status_view(self.job_id, locale=self.interaction.locale)
         await self.edit_status(text, view=self.view)
 
     async def stop(self) -> None:
@@ -285,7 +286,7 @@ class JobMessage:
             result, user.id, limit, max_image_pixels=self.max_image_pixels, screen=screen
         )
         first, *rest = batches
-        view = result_view(result.job_id)
+        view = result_view(result.job_id, locale=self.interaction.locale)
         edit = edit_original(self.interaction, content, ping=user, attachments=as_files(first), view=view)
         if not await self._with_token(edit):
             # A new message notifies the member; the nonce makes a repeated send (after a restart) a no-op.

@@ -15,9 +15,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from discord import app_commands
 
+from cogs.access import NotAdmin
 from core.jobs.engine import OutputFile
 from discord_ui.delivery import REQUEST_LIMIT, as_files, batches
+from discord_ui.errors import report_error
 from discord_ui.logs import install_token_filter, redact
 from discord_ui.messages import cap, mentions, shown
 from discord_ui.status import Edit, JobMessage, StatusScheduler
@@ -295,3 +298,46 @@ async def test_an_attachment_in_memory_is_sent_in_one_write_without_a_copy() -> 
 
     await payload.write(Writer())  # type: ignore[arg-type]
     assert [w is data for w in writes] == [True]
+
+
+class AnsweredInteraction:
+    """Just enough of an interaction for the error funnel's first answer: what was sent is kept."""
+
+    def __init__(self, locale: str) -> None:
+        self.id, self.command, self.locale = 1, None, locale
+        self.user = SimpleNamespace(id=5, mention="<@5>")
+        self.sent: list[dict[str, Any]] = []
+        self.response = SimpleNamespace(is_done=lambda: bool(self.sent), send_message=self._send)
+
+    async def _send(self, **fields: Any) -> None:
+        self.sent.append(fields)
+
+
+@pytest.mark.parametrize(
+    ("locale", "expected"),
+    [
+        ("zh-CN", [
+            "只有机器人的所有者和拥有管理员身份组的成员可以使用 /reload。",
+            "此命令在 Discord 上次向你显示后已更改。请过一分钟再试。",
+        ]),
+        ("ja", [
+            "/reload を使えるのは、ボットのオーナーと管理者ロールを持つメンバーだけです。",
+            "このコマンドは Discord に前回表示されたあとで変更されました。1 分ほどしてからもう一度お試しください。",
+        ]),
+        ("en-US", [
+            "Only the bot's owner and members with the admin role can use /reload.",
+            "This command changed since Discord last showed it to you. Please try again in a minute.",
+        ]),
+    ],
+)  # fmt: skip
+async def test_check_failures_and_stale_commands_are_explained_in_the_members_language(
+    locale: str, expected: list[str]
+) -> None:
+    said = []
+    for error in (NotAdmin("reload"), app_commands.CommandNotFound("image", [])):
+        interaction = AnsweredInteraction(locale)
+        await report_error(interaction, error)  # type: ignore[arg-type]
+        [answer] = interaction.sent
+        assert answer["ephemeral"] is True
+        said.append(answer["content"])
+    assert said == expected
