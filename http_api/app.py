@@ -39,6 +39,7 @@ OUTPUT_KINDS = (
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+OwnedHandler = Callable[[web.Request, str], Awaitable[web.StreamResponse]]  # with the token's name
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +76,10 @@ def make_app(
     tokens: Sequence[ApiToken],
 ) -> web.Application:
     """The API application; `workflows` gives the commands in use now (they change on /reload)."""
-    app = web.Application(middlewares=[_errors, _auth], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY)
     app[API] = Api(engine, jobs, workflows, tuple(tokens))
     for method, path, handler in ROUTES:
-        app.router.add_route(method, path, handler)
+        app.router.add_route(method, path, _authenticated(handler))
     return app
 
 
@@ -109,19 +110,19 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return web.json_response(error_body(code, exc.reason), status=exc.status)
 
 
-@web.middleware
-async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Let through only requests with a known bearer token (any route but the OpenAPI document)."""
-    if request.path == "/openapi.json":
-        return await handler(request)
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not given.strip():
-        raise ApiError(401, "unauthorized", "Send your API token as: Authorization: Bearer <token>.")
-    name = _token_name(request.app[API].tokens, given.strip())
-    if name is None:
-        raise ApiError(401, "unauthorized", "This API token is not valid.")
-    request["token_name"] = name
-    return await handler(request)
+def _authenticated(handler: OwnedHandler) -> Handler:
+    """Let through only requests with a known bearer token, handing the handler the token's name."""
+
+    async def checked(request: web.Request) -> web.StreamResponse:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not given.strip():
+            raise ApiError(401, "unauthorized", "Send your API token as: Authorization: Bearer <token>.")
+        name = _token_name(request.app[API].tokens, given.strip())
+        if name is None:
+            raise ApiError(401, "unauthorized", "This API token is not valid.")
+        return await handler(request, name)
+
+    return checked
 
 
 def _token_name(tokens: Sequence[ApiToken], given: str) -> str | None:
@@ -136,7 +137,7 @@ def _token_name(tokens: Sequence[ApiToken], given: str) -> str | None:
 # Routes
 
 
-async def list_workflows(request: web.Request) -> web.Response:
+async def list_workflows(request: web.Request, owner: str) -> web.Response:
     """GET /workflows: every command with its options, their types and limits."""
     workflows = request.app[API].workflows()
     return web.json_response({"workflows": [describe_workflow(w) for w in workflows.values()]})
@@ -176,7 +177,7 @@ def describe_param(param: Param) -> dict[str, Any]:
     return described
 
 
-async def submit_job(request: web.Request) -> web.Response:
+async def submit_job(request: web.Request, owner: str) -> web.Response:
     """POST /jobs {"workflow": NAME, "params": {...}}: 202 with the job, which runs in the background."""
     body = await _json_object(request)
     name = body.get("workflow")
@@ -202,7 +203,6 @@ async def submit_job(request: web.Request) -> web.Response:
     engine = request.app[API].engine
     if engine.servers and all(status.state == "down" for status in engine.server_status()):
         raise ApiError(503, "no_server", "No ComfyUI server is reachable right now; please try again later.")
-    owner = request["token_name"]
     try:
         job = request.app[API].jobs.submit(owner, workflow, values)
     except InvalidInput as exc:  # a limit: pending jobs, cooldown or a full queue
@@ -221,20 +221,20 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
     return body
 
 
-async def get_job(request: web.Request) -> web.Response:
+async def get_job(request: web.Request, owner: str) -> web.Response:
     """GET /jobs/{id}: the job's state, place in line, progress, server, timings and outputs."""
-    found = await _find(request)
+    found = await _find(request, owner)
     return web.json_response(job_json(request, found))
 
 
-async def list_jobs(request: web.Request) -> web.Response:
+async def list_jobs(request: web.Request, owner: str) -> web.Response:
     """GET /jobs?mine=1: the token's jobs, newest first (`limit` up to 100, `offset`)."""
     if request.query.get("mine") != "1":
         raise ApiError(400, "bad_request", "Only your own jobs can be listed: add ?mine=1.")
     limit = _whole(request, "limit", 20, 1, MAX_HISTORY_PAGE)
     offset = _whole(request, "offset", 0, 0, 10**9)
     jobs = request.app[API].jobs
-    total, records = await jobs.store.jobs_of(api_user_id(request["token_name"]), limit=limit, offset=offset)
+    total, records = await jobs.store.jobs_of(api_user_id(owner), limit=limit, offset=offset)
     listed = [job_json(request, jobs.live.get(r.id) or r) for r in records]
     return web.json_response({"total": total, "jobs": listed})
 
@@ -248,9 +248,9 @@ def _whole(request: web.Request, key: str, default: int, low: int, high: int) ->
     return int(raw)
 
 
-async def get_output(request: web.Request) -> web.StreamResponse:
+async def get_output(request: web.Request, owner: str) -> web.StreamResponse:
     """GET /jobs/{id}/outputs/{n}: one output file, streamed from disk."""
-    found = await _find(request)
+    found = await _find(request, owner)
     outputs = request.app[API].jobs.outputs(found.id)
     raw = request.match_info["n"]
     index = int(raw) if raw.isascii() and raw.isdigit() else -1
@@ -264,11 +264,11 @@ async def get_output(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(output.path, headers=headers)
 
 
-async def cancel_job(request: web.Request) -> web.Response:
+async def cancel_job(request: web.Request, owner: str) -> web.Response:
     """DELETE /jobs/{id}: cancel one of the token's jobs; 202 with the job as it is now."""
-    found = await _find(request)
+    found = await _find(request, owner)
     try:
-        await request.app[API].jobs.cancel(request["token_name"], found.id)
+        await request.app[API].jobs.cancel(owner, found.id)
     except InvalidInput as exc:
         raise ApiError(409, "conflict", exc.user_message) from None
     except BotError as exc:  # the server did not take the cancel
@@ -276,9 +276,9 @@ async def cancel_job(request: web.Request) -> web.Response:
     return web.json_response(job_json(request, request.app[API].jobs.live.get(found.id) or found), status=202)
 
 
-async def _find(request: web.Request) -> ApiJob | JobRecord:
+async def _find(request: web.Request, owner: str) -> ApiJob | JobRecord:
     """The token's job named in the path, live or stored; 404 for unknown ids and other tokens' jobs alike."""
-    job_id, owner, jobs = request.match_info["id"], request["token_name"], request.app[API].jobs
+    job_id, jobs = request.match_info["id"], request.app[API].jobs
     live = jobs.live.get(job_id)
     if live is not None and live.owner == owner:
         return live
@@ -327,7 +327,7 @@ def job_json(request: web.Request, job: ApiJob | JobRecord) -> dict[str, Any]:
     return shown
 
 
-ROUTES: tuple[tuple[str, str, Handler], ...] = (
+ROUTES: tuple[tuple[str, str, OwnedHandler], ...] = (
     ("GET", "/workflows", list_workflows),
     ("POST", "/jobs", submit_job),
     ("GET", "/jobs", list_jobs),

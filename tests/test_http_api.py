@@ -1,0 +1,298 @@
+"""The HTTP API front (http_api), through aiohttp's test client against the fake ComfyUI."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from core.config import ApiToken, load_settings
+from core.errors import ConfigError
+from core.jobs.engine import Engine
+from core.jobs.store import JobRecord, JobState, JobStore
+from core.workflows import load_catalog
+from http_api.app import make_app
+from http_api.jobs import ApiJobs, api_user_id, clean_outputs
+from tests.conftest import WORKFLOWS
+from tests.fakes.comfyui import FakeComfyUI
+
+ALICE = "alice-token-0123456789"
+BOB = "bob-token-9876543210xx"
+TOKENS = (ApiToken("alice", ALICE), ApiToken("bob", BOB))
+
+
+class Api:
+    """A running API on the fake ComfyUI, with a client and what it is made of."""
+
+    def __init__(self, client: TestClient[Any, Any], engine: Engine, jobs: ApiJobs, store: JobStore) -> None:
+        self.client = client
+        self.engine = engine
+        self.jobs = jobs
+        self.store = store
+
+    async def call(self, method: str, path: str, token: str | None = ALICE, **kwargs: Any) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers |= kwargs.pop("headers", {})
+        async with self.client.request(method, path, headers=headers, **kwargs) as response:
+            return response.status, await response.json()
+
+    async def submit(self, token: str = ALICE, **body: Any) -> tuple[int, Any]:
+        return await self.call("POST", "/jobs", token, json=body)
+
+    async def until_ended(self, job_id: str, token: str = ALICE) -> dict[str, Any]:
+        deadline = time.monotonic() + 10
+        while True:
+            status, job = await self.call("GET", f"/jobs/{job_id}", token)
+            assert status == 200, job
+            if job["state"] in ("done", "failed", "cancelled") or time.monotonic() > deadline:
+                return job
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def api(comfy: FakeComfyUI, tmp_path: Path, session: aiohttp.ClientSession) -> AsyncIterator[Api]:
+    store = await JobStore(tmp_path / "jobs.sqlite3").open()
+    engine = Engine(
+        session,
+        [comfy.url],
+        job_timeout=30,
+        max_output_bytes=50 * 2**20,
+        reconcile_interval=0.3,
+        store=store,
+        max_pending_per_member=2,
+    )
+    engine.start()
+    jobs = ApiJobs(engine, store, tmp_path / "api-outputs")
+    workflows = load_catalog(WORKFLOWS).workflows
+    app = make_app(engine, jobs, lambda: workflows, TOKENS)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        yield Api(client, engine, jobs, store)
+    finally:
+        await client.close()
+        await jobs.close()
+        await engine.close()
+        await store.close()
+
+
+UNAUTHORIZED = {"error": {"code": "unauthorized", "message": "Send your API token as: Authorization: Bearer <token>."}}
+INVALID = {"error": {"code": "unauthorized", "message": "This API token is not valid."}}
+
+
+async def test_requests_without_a_valid_token_get_401(api: Api) -> None:
+    assert await api.call("GET", "/workflows", token=None) == (401, UNAUTHORIZED)
+    assert await api.call("GET", "/workflows", headers={"Authorization": f"Basic {ALICE}"}, token=None) == (
+        401,
+        UNAUTHORIZED,
+    )
+    assert await api.call("GET", "/workflows", token=ALICE + "x") == (401, INVALID)
+    assert await api.call("POST", "/jobs", token="wrong", json={"workflow": "image"}) == (401, INVALID)
+    assert await api.call("GET", "/jobs/whatever", token=None) == (401, UNAUTHORIZED)
+
+
+async def test_workflows_lists_options_with_types_and_limits(api: Api) -> None:
+    status, body = await api.call("GET", "/workflows")
+    assert status == 200
+    by_name = {w["name"]: w for w in body["workflows"]}
+    assert sorted(by_name) == ["image", "music"]
+    image = by_name["image"]
+    assert image["kind"] == "image" and by_name["music"]["kind"] == "audio"
+    options = {o["name"]: o for o in image["options"]}
+    assert options["prompt"] == {
+        "name": "prompt",
+        "type": "text",
+        "description": "What the image should show",
+        "required": True,
+        "max_length": 1000,
+    }
+    assert options["width"] | {"description": ""} == {
+        "name": "width",
+        "type": "int",
+        "description": "",
+        "required": False,
+        "min": 256,
+        "max": 1024,
+        "step": 64,
+    }
+
+
+async def test_submit_poll_and_fetch_the_output(api: Api, comfy: FakeComfyUI) -> None:
+    status, job = await api.submit(workflow="image", params={"prompt": "a cat", "seed": 11})
+    assert status == 202
+    assert job["workflow"] == "image" and job["state"] in ("queued", "running") and job["outputs"] == []
+    assert set(job) >= {"id", "workflow", "state", "position", "progress", "error", "outputs"}
+    done = await api.until_ended(job["id"])
+    assert done["state"] == "done" and done["error"] is None and done["server"]
+    [output] = done["outputs"]
+    assert output == {
+        "name": "ComfyUI_00001_.png",
+        "content_type": "image/png",
+        "size": len(comfy.files[("output", "", "ComfyUI_00001_.png")]),
+        "url": f"/jobs/{job['id']}/outputs/0",
+    }
+    async with api.client.get(output["url"], headers={"Authorization": f"Bearer {ALICE}"}) as response:
+        assert response.status == 200 and response.content_type == "image/png"
+        assert await response.read() == comfy.files[("output", "", "ComfyUI_00001_.png")]
+    prompt = next(r.json["prompt"] for r in comfy.requests if r.path == "/prompt" and r.method == "POST")
+    assert prompt["6"]["inputs"]["text"] == "a cat" and prompt["3"]["inputs"]["seed"] == 11
+    record = await api.store.get(job["id"])
+    assert record is not None and record.user_id == api_user_id("alice") < 0 and record.reported
+    # Another token does not see it, nor its files: the same 404 as an unknown job
+    assert await api.call("GET", f"/jobs/{job['id']}", token=BOB) == (
+        404,
+        {"error": {"code": "not_found", "message": f"There is no job '{job['id']}' of yours."}},
+    )
+    assert (await api.call("GET", output["url"], token=BOB))[0] == 404
+    assert await api.call("GET", f"/jobs/{job['id']}/outputs/1") == (
+        404,
+        {"error": {"code": "not_found", "message": "This job has no output '1' (it has 1)."}},
+    )
+
+
+async def test_bad_params_are_refused_with_the_reason(api: Api, comfy: FakeComfyUI) -> None:
+    def refused(message: str, code: str = "bad_params") -> dict[str, Any]:
+        return {"error": {"code": code, "message": message}}
+
+    assert await api.submit(workflow="image", params={"prompt": "   "}) == (400, refused("prompt must not be empty."))
+    assert await api.submit(workflow="image", params={"prompt": "x", "steps": 500}) == (
+        400,
+        refused("steps must be between 1 and 50 (got 500)."),
+    )
+    assert await api.submit(workflow="image", params={"prompt": "x", "colour": "red"}) == (
+        400,
+        refused("image has no option 'colour'. Its options are: prompt, negative, seed, steps, width, height."),
+    )
+    assert await api.submit(workflow="image", params={"prompt": ["x"]}) == (
+        400,
+        refused("prompt must be a string, a number or true/false."),
+    )
+    assert await api.submit(workflow="video", params={}) == (
+        404,
+        refused("There is no workflow 'video'. Available: image, music.", "unknown_workflow"),
+    )
+    assert await api.call("POST", "/jobs", data=b"{not json") == (
+        400,
+        refused("The body must be a JSON object.", "bad_request"),
+    )
+    assert not [r for r in comfy.requests if r.path == "/prompt"]
+
+
+async def test_cancel_own_job_but_not_another_tokens(api: Api, comfy: FakeComfyUI) -> None:
+    comfy.pause()
+    status, job = await api.submit(workflow="image", params={"prompt": "a slow cat"})
+    assert status == 202
+    await comfy.wait_for(lambda: any(r.path == "/prompt" for r in comfy.requests))
+    assert await api.call("DELETE", f"/jobs/{job['id']}", token=BOB) == (
+        404,
+        {"error": {"code": "not_found", "message": f"There is no job '{job['id']}' of yours."}},
+    )
+    status, cancelling = await api.call("DELETE", f"/jobs/{job['id']}")
+    assert status == 202 and cancelling["id"] == job["id"]
+    comfy.resume()
+    ended = await api.until_ended(job["id"])
+    assert (ended["state"], ended["error"], ended["outputs"]) == ("cancelled", "The job was cancelled.", [])
+    assert await api.call("DELETE", f"/jobs/{job['id']}") == (
+        409,
+        {"error": {"code": "conflict", "message": "This job has already finished."}},
+    )
+    record = await api.store.get(job["id"])
+    assert record is not None and record.state is JobState.CANCELLED
+
+
+@pytest.mark.abuse
+async def test_concurrent_submits_hold_to_the_per_token_pending_limit(api: Api, comfy: FakeComfyUI) -> None:
+    comfy.pause()
+    answers = await asyncio.gather(*(api.submit(workflow="image", params={"prompt": f"cat {n}"}) for n in range(6)))
+    accepted = [body for status, body in answers if status == 202]
+    refused = [(status, body) for status, body in answers if status != 202]
+    assert len(accepted) == 2
+    limit = (
+        "You already have 2 job(s) waiting or running; the limit is 2. "
+        "Please wait for one to finish, or cancel one with /cancel."
+    )
+    assert refused == [(429, {"error": {"code": "limit", "message": limit}})] * 4
+    # Another token is another member: its own limit
+    assert (await api.submit(BOB, workflow="image", params={"prompt": "a dog"}))[0] == 202
+    comfy.resume()
+    for job in accepted:
+        assert (await api.until_ended(job["id"]))["state"] == "done"
+    assert (await api.submit(workflow="image", params={"prompt": "again"}))[0] == 202  # places given back
+
+
+async def test_history_lists_the_tokens_jobs_newest_first(api: Api) -> None:
+    ids = []
+    for prompt in ("one", "two"):
+        status, job = await api.submit(workflow="image", params={"prompt": prompt})
+        assert status == 202
+        await api.until_ended(job["id"])
+        ids.append(job["id"])
+    status, page = await api.call("GET", "/jobs?mine=1")
+    assert status == 200 and page["total"] == 2
+    assert [j["id"] for j in page["jobs"]] == ids[::-1]
+    assert all(j["state"] == "done" and len(j["outputs"]) == 1 for j in page["jobs"])
+    assert await api.call("GET", "/jobs?mine=1", token=BOB) == (200, {"total": 0, "jobs": []})
+    assert await api.call("GET", "/jobs?mine=1&limit=0") == (
+        400,
+        {"error": {"code": "bad_request", "message": "limit must be a whole number from 1 to 100."}},
+    )
+
+
+async def test_a_stored_job_of_an_earlier_run_is_shown_from_the_store(api: Api) -> None:
+    finished = JobRecord(
+        id="old-done", workflow="image", values={}, state=JobState.FAILED, user_id=api_user_id("alice"), error="x"
+    )
+    unfinished = JobRecord(
+        id="old-running", workflow="image", values={}, state=JobState.RUNNING, user_id=api_user_id("alice")
+    )
+    await api.store.add(finished)
+    await api.store.add(unfinished)
+    status, job = await api.call("GET", "/jobs/old-done")
+    assert (status, job["state"], job["error"]) == (200, "failed", "x")
+    status, job = await api.call("GET", "/jobs/old-running")
+    assert (status, job["state"], job["error"]) == (200, "failed", "The service restarted before this job finished.")
+
+
+async def test_unknown_routes_and_methods_answer_json(api: Api) -> None:
+    status, body = await api.call("GET", "/nothing")
+    assert (status, body["error"]["code"]) == (404, "not_found")
+    status, body = await api.call("PUT", "/jobs")
+    assert (status, body["error"]["code"]) == (405, "method_not_allowed")
+
+
+def test_old_output_folders_are_cleaned(tmp_path: Path) -> None:
+    old, new = tmp_path / "old-job", tmp_path / "new-job"
+    for folder in (old, new):
+        folder.mkdir()
+        (folder / "001_a.png").write_bytes(b"x")
+    now = time.time()
+    os.utime(old, (now - 7200, now - 7200))
+    assert clean_outputs(tmp_path, 3600, now) == 1
+    assert not old.exists() and new.exists()
+
+
+def test_api_tokens_setting() -> None:
+    env = {"WORKFLOWS_DIR": str(WORKFLOWS)}
+    settings = load_settings({**env, "HTTP_API_TOKENS": f"alice:{ALICE}, bob:{BOB}"}, require_token=False)
+    assert settings.http_api_tokens == TOKENS and settings.http_api_port is None
+    assert settings.http_api_host == "127.0.0.1" and settings.http_api_keep_hours == 24
+    assert ALICE not in repr(settings)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(
+            {**env, "HTTP_API_TOKENS": "alice:short-secret,bob-no-colon-secret-value,x:" + BOB, "HTTP_API_PORT": "0"},
+            require_token=False,
+        )
+    assert caught.value.problems == [
+        "HTTP_API_PORT must be a port number from 1 to 65535, or left empty; got '0'.",
+        "HTTP_API_TOKENS: the token of the pair named 'alice' is shorter than 16 characters; make a long random "
+        'one, e.g. with: python -c "import secrets; print(secrets.token_urlsafe(32))"',
+        "HTTP_API_TOKENS: pair 2 is not name:token (the name: letters, digits, - and _, at most 64).",
+    ]
+    assert "short-secret" not in caught.value.user_message and "no-colon-secret" not in caught.value.user_message
