@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,12 +21,16 @@ from core.errors import BotError, InvalidInput
 from core.i18n import localize
 from core.jobs.engine import Engine
 from core.jobs.store import JobRecord
+from core.servers import url_problem
 from core.text import cap
 from core.workflows import FILE_TYPES, Param, Workflow
-from http_api.jobs import API_STATES, ApiJob, ApiJobs, api_user_id
+from http_api.jobs import ApiJob, ApiJobs, api_user_id
+from http_api.openapi import document
 
 log = logging.getLogger(__name__)
 
+IDEMPOTENCY_KEY = "Idempotency-Key"
+_KEY = re.compile(r"[\x21-\x7e]{1,200}", re.ASCII)
 MAX_BODY = 1024 * 1024  # bytes of a request body: parameters only, no files
 MAX_HISTORY_PAGE = 100
 MAX_ERROR_TEXT = 1000
@@ -38,6 +43,7 @@ OUTPUT_KINDS = (
     ("text", ("PreviewAny", "ShowText|pysssss", "SaveText")),
 )
 
+OPENAPI_PATH = "/openapi.json"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OwnedHandler = Callable[[web.Request, str], Awaitable[web.StreamResponse]]  # with the token's name
 
@@ -80,6 +86,7 @@ def make_app(
     app[API] = Api(engine, jobs, workflows, tuple(tokens))
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, _authenticated(handler))
+    app.router.add_get(OPENAPI_PATH, openapi)
     return app
 
 
@@ -137,6 +144,11 @@ def _token_name(tokens: Sequence[ApiToken], given: str) -> str | None:
 # Routes
 
 
+async def openapi(request: web.Request) -> web.Response:
+    """GET /openapi.json: the OpenAPI document of these routes (no token needed)."""
+    return web.json_response(document())
+
+
 async def list_workflows(request: web.Request, owner: str) -> web.Response:
     """GET /workflows: every command with its options, their types and limits."""
     workflows = request.app[API].workflows()
@@ -187,15 +199,21 @@ async def submit_job(request: web.Request, owner: str) -> web.Response:
     if workflow is None:
         known = ", ".join(sorted(request.app[API].workflows())) or "none"
         raise ApiError(404, "unknown_workflow", f"There is no workflow {cap(name, 100)!r}. Available: {known}.")
+    webhook = body.get("webhook")
+    if webhook is not None and (not isinstance(webhook, str) or url_problem(webhook) is not None):
+        raise ApiError(400, "bad_request", '"webhook" must be an http:// or https:// address.')
+    key = request.headers.get(IDEMPOTENCY_KEY)
+    if key is not None and not _KEY.fullmatch(key):
+        raise ApiError(400, "bad_request", f"{IDEMPOTENCY_KEY} must be 1 to 200 visible ASCII characters.")
     params = body.get("params", {})
     if not isinstance(params, dict):
         raise ApiError(400, "bad_params", '"params" must be an object of option names and values.')
-    for key, value in params.items():
-        param = workflow.param(key)
+    for option, value in params.items():
+        param = workflow.param(option)
         if param is not None and param.type in FILE_TYPES:
-            raise ApiError(400, "bad_params", f"{key}: file options cannot be given through the API yet.")
+            raise ApiError(400, "bad_params", f"{option}: file options cannot be given through the API yet.")
         if not isinstance(value, str | int | float | bool):
-            raise ApiError(400, "bad_params", f"{cap(key, 100)} must be a string, a number or true/false.")
+            raise ApiError(400, "bad_params", f"{cap(option, 100)} must be a string, a number or true/false.")
     try:
         values = workflow.resolve(params)
     except InvalidInput as exc:
@@ -203,12 +221,17 @@ async def submit_job(request: web.Request, owner: str) -> web.Response:
     engine = request.app[API].engine
     if engine.servers and all(status.state == "down" for status in engine.server_status()):
         raise ApiError(503, "no_server", "No ComfyUI server is reachable right now; please try again later.")
+    jobs = request.app[API].jobs
     try:
-        job = request.app[API].jobs.submit(owner, workflow, values)
+        if key is None:
+            job, new = jobs.submit(owner, workflow, values, webhook), True
+        else:
+            job, new = await jobs.submit_once(owner, key, workflow, values, webhook)
     except InvalidInput as exc:  # a limit: pending jobs, cooldown or a full queue
         raise ApiError(429, "limit", exc.user_message) from None
-    log.info("api job %s: /%s for %s", job.id, workflow.name, owner)
-    return web.json_response(job_json(request, job), status=202)
+    if new:
+        log.info("api job %s: /%s for %s", job.id, workflow.name, owner)
+    return web.json_response(jobs.describe(job), status=202 if new else 200)
 
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
@@ -224,7 +247,7 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
 async def get_job(request: web.Request, owner: str) -> web.Response:
     """GET /jobs/{id}: the job's state, place in line, progress, server, timings and outputs."""
     found = await _find(request, owner)
-    return web.json_response(job_json(request, found))
+    return web.json_response(request.app[API].jobs.describe(found))
 
 
 async def list_jobs(request: web.Request, owner: str) -> web.Response:
@@ -235,7 +258,7 @@ async def list_jobs(request: web.Request, owner: str) -> web.Response:
     offset = _whole(request, "offset", 0, 0, 10**9)
     jobs = request.app[API].jobs
     total, records = await jobs.store.jobs_of(api_user_id(owner), limit=limit, offset=offset)
-    listed = [job_json(request, jobs.live.get(r.id) or r) for r in records]
+    listed = [request.app[API].jobs.describe(jobs.live.get(r.id) or r) for r in records]
     return web.json_response({"total": total, "jobs": listed})
 
 
@@ -273,7 +296,9 @@ async def cancel_job(request: web.Request, owner: str) -> web.Response:
         raise ApiError(409, "conflict", exc.user_message) from None
     except BotError as exc:  # the server did not take the cancel
         raise ApiError(503, "no_server", exc.user_message) from None
-    return web.json_response(job_json(request, request.app[API].jobs.live.get(found.id) or found), status=202)
+    return web.json_response(
+        request.app[API].jobs.describe(request.app[API].jobs.live.get(found.id) or found), status=202
+    )
 
 
 async def _find(request: web.Request, owner: str) -> ApiJob | JobRecord:
@@ -286,45 +311,6 @@ async def _find(request: web.Request, owner: str) -> ApiJob | JobRecord:
     if record is None:
         raise ApiError(404, "not_found", f"There is no job {cap(job_id, 40)!r} of yours.")
     return record
-
-
-def job_json(request: web.Request, job: ApiJob | JobRecord) -> dict[str, Any]:
-    """A job as the API shows it, from its live state or, for one of an earlier run, from the store."""
-    outputs = request.app[API].jobs.outputs(job.id)
-    base = f"/jobs/{job.id}/outputs"
-    shown: dict[str, Any] = {"id": job.id, "workflow": job.workflow}
-    if isinstance(job, ApiJob):
-        shown |= {
-            "state": job.state,
-            "position": job.position,
-            "progress": job.progress,
-            "node": job.node,
-            "server": job.server,
-            "error": job.error,
-            "created_at": job.created_at,
-            "started_at": job.started_at,
-            "finished_at": job.finished_at,
-        }
-    else:
-        state = API_STATES[job.state]
-        finished = job.state.finished
-        shown |= {
-            "state": state if finished else "failed",  # not live here: the process that ran it stopped
-            "position": None,
-            "progress": None,
-            "node": None,
-            "server": job.server,
-            "error": job.error if finished else "The service restarted before this job finished.",
-            "created_at": job.created_at,
-            "started_at": None,
-            "finished_at": job.updated_at if finished else None,
-        }
-    done = shown["state"] == "done"
-    shown["outputs"] = [
-        {"name": o.name, "content_type": o.content_type, "size": o.size, "url": f"{base}/{n}"}
-        for n, o in enumerate(outputs if done else [])
-    ]
-    return shown
 
 
 ROUTES: tuple[tuple[str, str, OwnedHandler], ...] = (

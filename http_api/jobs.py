@@ -14,20 +14,28 @@ import logging
 import mimetypes
 import re
 import shutil
+import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from core.errors import BotError, InvalidInput, JobCancelled
 from core.jobs.engine import Engine, JobResult, OutputFile, Progress, new_job_id, shown_values
-from core.jobs.store import SAFE_NAME, JobRecord, JobState, JobStore
+from core.jobs.store import SAFE_NAME, JobRecord, JobState, JobStore, StoreError
+from core.servers import redact_url
 from core.workflows import Workflow
 
 log = logging.getLogger(__name__)
 
 CLEAN_EVERY = 3600.0  # seconds between two sweeps of old output folders
+WEBHOOK_TRIES = 4  # the first call and 3 retries
+WEBHOOK_BACKOFF = 2.0  # seconds before the first retry, doubling after each
+WEBHOOK_TIMEOUT = 10.0  # seconds one webhook call may take
+RESTARTED = "The service restarted before this job finished; submit it again."
 _UNSAFE_FILE = re.compile(r"[^A-Za-z0-9._-]+")
 # How the store's states read in the API: a job on a server's queue is still queued for the client.
 API_STATES = {
@@ -63,6 +71,7 @@ class ApiJob:
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
+    webhook: str | None = field(default=None, repr=False)  # called once when the job ends
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -87,35 +96,64 @@ class ApiJobs:
         self,
         engine: Engine,
         store: JobStore,
+        session: aiohttp.ClientSession,
         output_dir: Path,
         *,
         keep_hours: float = 24.0,
+        webhook_backoff: float = WEBHOOK_BACKOFF,
     ) -> None:
         self.engine = engine
         self.store = store
+        self.session = session  # for webhooks
         self.output_dir = output_dir
         self.keep_seconds = keep_hours * 3600
+        self.webhook_backoff = webhook_backoff
         self.live: dict[str, ApiJob] = {}  # jobs of this process, until they end and a while after
-        self._cleaner: asyncio.Task[None] | None = None
-        self.on_finished: Callable[[ApiJob], Any] | None = None  # told once when a job ends (webhooks)
+        self._tasks: set[asyncio.Task[Any]] = set()  # the sweeper, jobs and webhook calls
+        self._keys = asyncio.Lock()  # idempotent submits one at a time: a key's lookup and its job are one step
 
-    def start(self) -> None:
-        """Sweep old output folders now and every hour."""
-        self._cleaner = asyncio.create_task(self._clean_regularly(), name="api outputs cleaner")
+    async def start(self) -> None:
+        """End the API jobs a previous run left unfinished; sweep old outputs now and every hour."""
+        for record in await self.store.unfinished():
+            if record.user_id is not None and record.user_id < 0:  # an API job (see api_user_id)
+                state = record.state if record.state.finished else JobState.FAILED
+                await self.engine.finish(record.id, state, record.error if record.state.finished else RESTARTED)
+        self._spawn(self._clean_regularly(), "api outputs cleaner")
 
     async def close(self) -> None:
-        """Stop the sweeper and the jobs' tasks (their jobs stay in the store as they are)."""
-        tasks = [job.task for job in self.live.values() if job.task is not None and not job.task.done()]
-        if self._cleaner is not None:
-            tasks.append(self._cleaner)
+        """Stop the sweeper, the jobs' tasks and webhook calls (the jobs stay in the store as they are)."""
+        tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def submit(self, owner: str, workflow: Workflow, values: Mapping[str, Any]) -> ApiJob:
+    def _spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def submit_once(
+        self, owner: str, key: str, workflow: Workflow, values: Mapping[str, Any], webhook: str | None = None
+    ) -> tuple[ApiJob | JobRecord, bool]:
+        """The job `owner` submitted with Idempotency-Key `key` (also in an earlier run), or a new one.
+
+        Returns the job and whether it is new.
+        """
+        async with self._keys:
+            job_id = await self.store.call(_job_of_key, api_user_id(owner), key)
+            if job_id is not None:
+                found = self.live.get(job_id) or await self.record(owner, job_id)
+                if found is not None:
+                    return found, False
+            job = self.submit(owner, workflow, values, webhook)
+            await self.store.call(_remember_key, api_user_id(owner), key, job.id)
+            return job, True
+
+    def submit(self, owner: str, workflow: Workflow, values: Mapping[str, Any], webhook: str | None = None) -> ApiJob:
         """Reserve the token's place under the limits and start the job (no await: concurrent submits count)."""
         reservation = self.engine.limits.reserve(api_user_id(owner), new_job_id())
-        job = ApiJob(reservation.job_id, workflow.name, owner, created_at=reservation.created_at)
+        job = ApiJob(reservation.job_id, workflow.name, owner, created_at=reservation.created_at, webhook=webhook)
         self.live[job.id] = job
         record = JobRecord(
             id=job.id,
@@ -131,7 +169,7 @@ class ApiJobs:
             finally:
                 reservation.release()
 
-        job.task = asyncio.create_task(run(), name=f"api job {job.id}")
+        job.task = self._spawn(run(), f"api job {job.id}")
         return job
 
     async def _run(self, job: ApiJob, workflow: Workflow, values: Mapping[str, Any], record: JobRecord) -> None:
@@ -165,8 +203,64 @@ class ApiJobs:
     def _end(self, job: ApiJob, state: str, error: str | None) -> None:
         job.state, job.error, job.finished_at = state, error, time.time()
         job.position = job.progress = None
-        if self.on_finished is not None:
-            self.on_finished(job)
+        if job.webhook is not None:
+            self._spawn(self._call_webhook(job.webhook, self.describe(job)), f"webhook of api job {job.id}")
+
+    async def _call_webhook(self, url: str, body: dict[str, Any]) -> None:
+        """POST the ended job to its webhook; retried with backoff, and a last failure logged."""
+        shown = redact_url(url)
+        for attempt in range(1, WEBHOOK_TRIES + 1):
+            try:
+                async with self.session.post(
+                    url, json=body, timeout=aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT), allow_redirects=False
+                ) as response:
+                    if response.status < 300:
+                        return
+                    reason = f"HTTP {response.status}"
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                reason = type(exc).__name__
+            if attempt == WEBHOOK_TRIES:
+                log.warning(
+                    "webhook of api job %s to %s failed %d times (last: %s)", body["id"], shown, attempt, reason
+                )
+                return
+            log.info("webhook of api job %s to %s failed (%s); retrying", body["id"], shown, reason)
+            await asyncio.sleep(self.webhook_backoff * 2 ** (attempt - 1))
+
+    def describe(self, job: ApiJob | JobRecord) -> dict[str, Any]:
+        """A job as the API shows it, from its live state or, for one of an earlier run, from the store."""
+        shown: dict[str, Any] = {"id": job.id, "workflow": job.workflow}
+        if isinstance(job, ApiJob):
+            shown |= {
+                "state": job.state,
+                "position": job.position,
+                "progress": job.progress,
+                "node": job.node,
+                "server": job.server,
+                "error": job.error,
+                "created_at": job.created_at,
+                "started_at": job.started_at,
+                "finished_at": job.finished_at,
+            }
+        else:
+            finished = job.state.finished
+            shown |= {
+                "state": API_STATES[job.state] if finished else "failed",  # not live: its process stopped
+                "position": None,
+                "progress": None,
+                "node": None,
+                "server": job.server,
+                "error": job.error if finished else RESTARTED,
+                "created_at": job.created_at,
+                "started_at": None,
+                "finished_at": job.updated_at if finished else None,
+            }
+        outputs = self.outputs(job.id) if shown["state"] == "done" else []
+        shown["outputs"] = [
+            {"name": o.name, "content_type": o.content_type, "size": o.size, "url": f"/jobs/{job.id}/outputs/{n}"}
+            for n, o in enumerate(outputs)
+        ]
+        return shown
 
     async def cancel(self, owner: str, job_id: str) -> None:
         """Cancel `owner`'s job; InvalidInput says why not (unknown jobs are LookupError)."""
@@ -207,7 +301,8 @@ class ApiJobs:
         while True:
             try:
                 removed = await asyncio.to_thread(clean_outputs, self.output_dir, self.keep_seconds)
-            except OSError as exc:
+                await self.store.call(_forget_keys, time.time() - self.keep_seconds)
+            except (OSError, StoreError) as exc:
                 log.warning("cannot clean the API outputs in %s: %s", self.output_dir, exc)
             else:
                 if removed:
@@ -220,6 +315,23 @@ class ApiJobs:
         now = time.time()
         for job_id in [j.id for j in self.live.values() if j.finished_at and now - j.finished_at > self.keep_seconds]:
             del self.live[job_id]
+
+
+def _job_of_key(db: sqlite3.Connection, user_id: int, key: str) -> str | None:
+    row = db.execute("SELECT job_id FROM api_idempotency WHERE user_id = ? AND key = ?", (user_id, key)).fetchone()
+    return row[0] if row else None
+
+
+def _remember_key(db: sqlite3.Connection, user_id: int, key: str, job_id: str) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO api_idempotency (user_id, key, job_id, created_at) VALUES (?, ?, ?, ?)",
+        (user_id, key, job_id, time.time()),
+    )
+
+
+def _forget_keys(db: sqlite3.Connection, before: float) -> None:
+    """Forget the keys of jobs older than the keep time: their outputs are gone too."""
+    db.execute("DELETE FROM api_idempotency WHERE created_at < ?", (before,))
 
 
 def save_outputs(result: JobResult, folder: Path) -> None:

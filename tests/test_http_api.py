@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from core.config import ApiToken, load_settings
@@ -18,8 +19,8 @@ from core.errors import ConfigError
 from core.jobs.engine import Engine
 from core.jobs.store import JobRecord, JobState, JobStore
 from core.workflows import load_catalog
-from http_api.app import make_app
-from http_api.jobs import ApiJobs, api_user_id, clean_outputs
+from http_api.app import ROUTES, make_app
+from http_api.jobs import RESTARTED, ApiJobs, api_user_id, clean_outputs
 from tests.conftest import WORKFLOWS
 from tests.fakes.comfyui import FakeComfyUI
 
@@ -69,7 +70,8 @@ async def api(comfy: FakeComfyUI, tmp_path: Path, session: aiohttp.ClientSession
         max_pending_per_member=2,
     )
     engine.start()
-    jobs = ApiJobs(engine, store, tmp_path / "api-outputs")
+    jobs = ApiJobs(engine, store, session, tmp_path / "api-outputs", webhook_backoff=0.01)
+    await jobs.start()
     workflows = load_catalog(WORKFLOWS).workflows
     app = make_app(engine, jobs, lambda: workflows, TOKENS)
     client = TestClient(TestServer(app))
@@ -213,7 +215,7 @@ async def test_concurrent_submits_hold_to_the_per_token_pending_limit(api: Api, 
     answers = await asyncio.gather(*(api.submit(workflow="image", params={"prompt": f"cat {n}"}) for n in range(6)))
     accepted = [body for status, body in answers if status == 202]
     refused = [(status, body) for status, body in answers if status != 202]
-    assert len(accepted) == 2
+    assert len(accepted) == 2, refused
     limit = (
         "You already have 2 job(s) waiting or running; the limit is 2. "
         "Please wait for one to finish, or cancel one with /cancel."
@@ -257,7 +259,95 @@ async def test_a_stored_job_of_an_earlier_run_is_shown_from_the_store(api: Api) 
     status, job = await api.call("GET", "/jobs/old-done")
     assert (status, job["state"], job["error"]) == (200, "failed", "x")
     status, job = await api.call("GET", "/jobs/old-running")
-    assert (status, job["state"], job["error"]) == (200, "failed", "The service restarted before this job finished.")
+    assert (status, job["state"], job["error"]) == (200, "failed", RESTARTED)
+
+
+async def test_start_ends_the_api_jobs_an_earlier_run_left(api: Api) -> None:
+    left = JobRecord(id="left", workflow="image", values={}, state=JobState.RUNNING, user_id=api_user_id("bob"))
+    discord_job = JobRecord(id="discord", workflow="image", values={}, state=JobState.RUNNING, user_id=42)
+    for record in (left, discord_job):
+        await api.store.add(record)
+    await api.jobs.start()
+    stored = await api.store.get("left")
+    assert stored is not None and (stored.state, stored.error, stored.reported) == (JobState.FAILED, RESTARTED, True)
+    assert [r.id for r in await api.store.unfinished()] == ["discord"]  # the Discord front's to recover
+
+
+async def test_the_same_idempotency_key_gives_the_same_job(api: Api, comfy: FakeComfyUI) -> None:
+    comfy.pause()
+    body = {"workflow": "image", "params": {"prompt": "once"}}
+    key = {"Idempotency-Key": "order-17"}
+    answers = await asyncio.gather(*(api.call("POST", "/jobs", json=body, headers=key) for _ in range(4)))
+    assert sorted(status for status, _ in answers) == [200, 200, 200, 202]
+    assert len({job["id"] for _, job in answers}) == 1
+    # Another token's same key is its own job
+    status, bobs = await api.call("POST", "/jobs", BOB, json=body, headers=key)
+    assert status == 202 and bobs["id"] != answers[0][1]["id"]
+    comfy.resume()
+    await api.until_ended(answers[0][1]["id"])
+    status, again = await api.call("POST", "/jobs", json=body, headers=key)
+    assert (status, again["id"], again["state"]) == (200, answers[0][1]["id"], "done")
+    assert len([r for r in comfy.requests if r.path == "/prompt" and r.method == "POST"]) == 2
+    assert await api.call("POST", "/jobs", json=body, headers={"Idempotency-Key": "two words"}) == (
+        400,
+        {"error": {"code": "bad_request", "message": "Idempotency-Key must be 1 to 200 visible ASCII characters."}},
+    )
+
+
+async def test_the_idempotency_key_survives_a_restart(api: Api, tmp_path: Path, session: aiohttp.ClientSession) -> None:
+    key = {"Idempotency-Key": "k1"}
+    status, job = await api.call("POST", "/jobs", json={"workflow": "image", "params": {"prompt": "a"}}, headers=key)
+    assert status == 202
+    await api.until_ended(job["id"])
+    # A new process on the same store: the job is no longer live, the key still finds it
+    jobs = ApiJobs(api.engine, api.store, session, tmp_path / "api-outputs")
+    found, new = await jobs.submit_once("alice", "k1", load_catalog(WORKFLOWS).workflows["image"], {})
+    assert (found.id, new) == (job["id"], False)
+
+
+async def test_the_webhook_is_called_once_after_failures(api: Api, comfy: FakeComfyUI) -> None:
+    calls: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        calls.append(await request.json())
+        return web.Response(status=500 if len(calls) < 3 else 204)
+
+    hooks = web.Application()
+    hooks.router.add_post("/hook", hook)
+    async with TestServer(hooks) as server:
+        url = str(server.make_url("/hook"))
+        status, job = await api.submit(workflow="image", params={"prompt": "a"}, webhook=url)
+        assert status == 202
+        await api.until_ended(job["id"])
+        await comfy.wait_for(lambda: len(calls) == 3)
+        await asyncio.sleep(0.1)  # no fourth call after the success
+    assert len(calls) == 3
+    assert calls[-1]["id"] == job["id"] and calls[-1]["state"] == "done" and len(calls[-1]["outputs"]) == 1
+    assert await api.submit(workflow="image", params={"prompt": "a"}, webhook="ftp://x") == (
+        400,
+        {"error": {"code": "bad_request", "message": '"webhook" must be an http:// or https:// address.'}},
+    )
+
+
+async def test_a_webhook_that_never_answers_is_given_up_and_logged(api: Api, caplog: pytest.LogCaptureFixture) -> None:
+    status, job = await api.submit(workflow="image", params={"prompt": "a"}, webhook="http://127.0.0.1:9/hook")
+    assert status == 202
+    await api.until_ended(job["id"])
+    for _ in range(200):
+        if any("failed 4 times" in r.getMessage() for r in caplog.records):
+            break
+        await asyncio.sleep(0.02)
+    assert [r.getMessage() for r in caplog.records if "failed 4 times" in r.getMessage()] == [
+        f"webhook of api job {job['id']} to http://127.0.0.1:9/hook failed 4 times (last: ClientConnectorError)"
+    ]
+
+
+async def test_openapi_lists_every_route(api: Api) -> None:
+    status, document = await api.call("GET", "/openapi.json", token=None)
+    assert status == 200 and document["openapi"].startswith("3.")
+    served = {(method.lower(), path) for method, path, _ in ROUTES}
+    documented = {(method, path) for path, item in document["paths"].items() for method in item}
+    assert documented == served
 
 
 async def test_unknown_routes_and_methods_answer_json(api: Api) -> None:
