@@ -190,6 +190,8 @@ def load_settings(env: Mapping[str, str], *, require_token: bool) -> Settings:
                 f"HTTP_API_PORT must be a port number from 1 to 65535, or left empty; got {_shown(raw_port)}."
             )
     api_tokens = _api_tokens(text("HTTP_API_TOKENS"), problems)
+    if api_port is not None and not text("HTTP_API_TOKENS"):
+        problems.append("HTTP_API_PORT is set but HTTP_API_TOKENS is empty: add name:token pairs, or unset the port.")
 
     if problems:
         raise ConfigError(problems)

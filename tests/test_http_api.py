@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+import bot
 from core.config import ApiToken, load_settings
 from core.errors import ConfigError
 from core.jobs.engine import Engine
@@ -21,7 +23,10 @@ from core.jobs.store import JobRecord, JobState, JobStore
 from core.workflows import load_catalog
 from http_api.app import ROUTES, make_app
 from http_api.jobs import RESTARTED, ApiJobs, api_user_id, clean_outputs
+from http_api.serve import NO_TOKENS, serve
+from http_api.serve import main as api_main
 from tests.conftest import WORKFLOWS
+from tests.e2e_world import Start
 from tests.fakes.comfyui import FakeComfyUI
 
 ALICE = "alice-token-0123456789"
@@ -386,3 +391,90 @@ def test_api_tokens_setting() -> None:
         "HTTP_API_TOKENS: pair 2 is not name:token (the name: letters, digits, - and _, at most 64).",
     ]
     assert "short-secret" not in caught.value.user_message and "no-colon-secret" not in caught.value.user_message
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+async def wait_until_served(session: aiohttp.ClientSession, url: str) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            async with session.get(f"{url}/openapi.json") as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientConnectionError:
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.05)
+
+
+async def run_a_job(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    """Submit an image job to a served API, wait for it and return it as finally shown."""
+    auth = {"Authorization": f"Bearer {ALICE}"}
+    async with session.post(f"{url}/jobs", json={"workflow": "image", "params": {"prompt": "x"}}, headers=auth) as r:
+        assert r.status == 202
+        job = await r.json()
+    for _ in range(500):
+        async with session.get(f"{url}/jobs/{job['id']}", headers=auth) as r:
+            job = await r.json()
+        if job["state"] not in ("queued", "running"):
+            break
+        await asyncio.sleep(0.02)
+    return job
+
+
+def api_env(tmp_path: Path, port: int) -> dict[str, str]:
+    return {
+        "HTTP_API_PORT": str(port),
+        "HTTP_API_TOKENS": f"alice:{ALICE}",
+        "HTTP_API_OUTPUT_DIR": str(tmp_path / "api-outputs"),
+    }
+
+
+async def test_bot_py_api_serves_alone_without_discord(
+    comfy: FakeComfyUI, tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    port = free_port()
+    env = {
+        "COMFYUI_URL": comfy.url,
+        "WORKFLOWS_DIR": str(WORKFLOWS),
+        "JOBS_DB": str(tmp_path / "jobs.sqlite3"),
+        **api_env(tmp_path, port),
+    }
+    stop = asyncio.Event()
+    served = asyncio.create_task(serve(load_settings(env, require_token=False), stop))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_until_served(session, url)
+        job = await run_a_job(session, url)
+        assert job["state"] == "done" and len(job["outputs"]) == 1
+    finally:
+        stop.set()
+        await served
+    assert (tmp_path / "api-outputs" / job["id"]).is_dir()
+
+
+def test_bot_py_api_refuses_without_tokens(capsys: pytest.CaptureFixture[str]) -> None:
+    settings = load_settings({"WORKFLOWS_DIR": str(WORKFLOWS)}, require_token=False)
+    assert api_main(settings) == 2
+    assert capsys.readouterr().err == NO_TOKENS + "\n"
+    args = bot.parse_args(["api"])
+    assert args.command == "api"
+
+
+async def test_the_bot_serves_the_api_on_its_own_engine(
+    start: Start, tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    port = free_port()
+    world = await start(settings_env=api_env(tmp_path, port))
+    assert world.bot.api is not None and world.bot.api.jobs.engine is world.bot.engine
+    url = f"http://127.0.0.1:{port}"
+    await wait_until_served(session, url)
+    job = await run_a_job(session, url)
+    assert job["state"] == "done" and len(job["outputs"]) == 1
+    record = await world.bot.store.get(job["id"])
+    assert record is not None and record.user_id == api_user_id("alice") and record.reported
