@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import web
@@ -24,6 +25,7 @@ from core.jobs.store import JobRecord
 from core.servers import url_problem
 from core.text import cap
 from core.workflows import FILE_TYPES, Param, Workflow
+from core.workflows.model import MAX_TEXT_LENGTH
 from http_api.jobs import ApiJob, ApiJobs, api_user_id
 from http_api.openapi import document
 
@@ -161,6 +163,7 @@ def describe_workflow(workflow: Workflow) -> dict[str, Any]:
         "description": workflow.description,
         "kind": workflow_kind(workflow),
         "options": [describe_param(p) for p in workflow.params],
+        "nodes": describe_nodes(workflow),
     }
 
 
@@ -187,6 +190,11 @@ def describe_param(param: Param) -> dict[str, Any]:
     if param.choices_from:
         described["choices_from"] = param.choices_from
     return described
+
+
+def describe_nodes(workflow: Workflow) -> dict[str, Any]:
+    """The node inputs a client may set in "nodes", with the workflow's own value of each."""
+    return {str(t): workflow.graph[t.node_id]["inputs"][t.input] for t in workflow.raw_inputs}
 
 
 async def submit_job(request: web.Request, owner: str) -> web.Response:
@@ -218,6 +226,8 @@ async def submit_job(request: web.Request, owner: str) -> web.Response:
         values = workflow.resolve(params)
     except InvalidInput as exc:
         raise ApiError(400, "bad_params", exc.user_message) from None
+    if "nodes" in body:
+        workflow = with_nodes(workflow, body["nodes"])
     engine = request.app[API].engine
     if engine.servers and all(status.state == "down" for status in engine.server_status()):
         raise ApiError(503, "no_server", "No ComfyUI server is reachable right now; please try again later.")
@@ -232,6 +242,40 @@ async def submit_job(request: web.Request, owner: str) -> web.Response:
     if new:
         log.info("api job %s: /%s for %s", job.id, workflow.name, owner)
     return web.json_response(jobs.describe(job), status=202 if new else 200)
+
+
+def with_nodes(workflow: Workflow, nodes: Any) -> Workflow:
+    """The workflow with node inputs set as given, only those its binding lists in [api] raw_inputs."""
+    allowed = {str(target): target for target in workflow.raw_inputs}
+    if not isinstance(nodes, dict):
+        raise ApiError(400, "bad_nodes", '"nodes" must be an object of "node id.input name" keys and values.')
+    graph = dict(workflow.graph)
+    for key, value in nodes.items():
+        target = allowed.get(key)
+        if target is None:
+            listed = ", ".join(allowed) or "none"
+            raise ApiError(
+                400, "bad_nodes", f"nodes: {cap(key, 60)!r} cannot be set through the API. Allowed: {listed}."
+            )
+        current = workflow.graph[target.node_id]["inputs"][target.input]
+        kind = _kind_problem(current, value)
+        if kind is not None:
+            raise ApiError(400, "bad_nodes", f"nodes: {key} must be {kind}.")
+        node = graph[target.node_id] = dict(graph[target.node_id])  # copied: the loaded workflow stays as it is
+        node["inputs"] = {**node["inputs"], target.input: value}
+    return replace(workflow, graph=graph)
+
+
+def _kind_problem(current: Any, value: Any) -> str | None:
+    """What `value` must be to replace `current` in a node input, or None when it fits."""
+    if isinstance(current, bool):
+        return None if isinstance(value, bool) else "true or false"
+    if isinstance(current, int | float):  # ComfyUI checks int inputs (a cfg of 8 in the file may be a float input)
+        fits = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        return None if fits else "a number"
+    if not isinstance(value, str):
+        return "text"
+    return None if len(value) <= MAX_TEXT_LENGTH else f"text of at most {MAX_TEXT_LENGTH} characters"
 
 
 async def _json_object(request: web.Request) -> dict[str, Any]:

@@ -148,6 +148,10 @@ def document() -> dict[str, Any]:
                     "properties": {
                         "workflow": {"type": "string"},
                         "params": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}},
+                        "nodes": {
+                            "type": "object",
+                            "description": 'Node inputs set as is, "6.text": value; only those the workflow lists',
+                        },
                         "webhook": {
                             "type": "string",
                             "format": "uri",
@@ -190,6 +194,7 @@ def document() -> dict[str, Any]:
                         "description": {"type": "string"},
                         "kind": {"enum": ["image", "audio", "video", "text", "other"]},
                         "options": {"type": "array", "items": {"type": "object"}},
+                        "nodes": {"type": "object", "description": "Node inputs a job may set, with their values"},
                     },
                 },
             },

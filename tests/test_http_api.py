@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -62,6 +63,15 @@ class Api:
             await asyncio.sleep(0.02)
 
 
+def with_raw_inputs(tmp_path: Path) -> Path:
+    """The shipped workflows, /image's binding letting API clients set the sampler's cfg and sampler_name."""
+    folder = tmp_path / "workflows"
+    shutil.copytree(WORKFLOWS, folder)
+    with (folder / "image.toml").open("a", encoding="utf-8") as binding:
+        binding.write('\n[api]\nraw_inputs = ["3.cfg", "3.sampler_name"]\n')
+    return folder
+
+
 @pytest.fixture
 async def api(comfy: FakeComfyUI, tmp_path: Path, session: aiohttp.ClientSession) -> AsyncIterator[Api]:
     store = await JobStore(tmp_path / "jobs.sqlite3").open()
@@ -77,7 +87,7 @@ async def api(comfy: FakeComfyUI, tmp_path: Path, session: aiohttp.ClientSession
     engine.start()
     jobs = ApiJobs(engine, store, session, tmp_path / "api-outputs", webhook_backoff=0.01)
     await jobs.start()
-    workflows = load_catalog(WORKFLOWS).workflows
+    workflows = load_catalog(with_raw_inputs(tmp_path)).workflows
     app = make_app(engine, jobs, lambda: workflows, TOKENS)
     client = TestClient(TestServer(app))
     await client.start_server()
@@ -120,6 +130,7 @@ async def test_workflows_lists_options_with_types_and_limits(api: Api) -> None:
         "required": True,
         "max_length": 1000,
     }
+    assert image["nodes"] == {"3.cfg": 8, "3.sampler_name": "euler"} and by_name["music"]["nodes"] == {}
     assert options["width"] | {"description": ""} == {
         "name": "width",
         "type": "int",
@@ -162,6 +173,45 @@ async def test_submit_poll_and_fetch_the_output(api: Api, comfy: FakeComfyUI) ->
         404,
         {"error": {"code": "not_found", "message": "This job has no output '1' (it has 1)."}},
     )
+
+
+async def test_nodes_set_only_the_inputs_the_binding_allows(api: Api, comfy: FakeComfyUI) -> None:
+    def refused(message: str) -> tuple[int, dict[str, Any]]:
+        return 400, {"error": {"code": "bad_nodes", "message": message}}
+
+    params = {"prompt": "a cat"}
+    allowed = "Allowed: 3.cfg, 3.sampler_name."
+    assert await api.submit(workflow="image", params=params, nodes={"4.ckpt_name": "x"}) == refused(
+        f"nodes: '4.ckpt_name' cannot be set through the API. {allowed}"
+    )
+    assert await api.submit(workflow="image", params=params, nodes={"6.text": "x"}) == refused(
+        f"nodes: '6.text' cannot be set through the API. {allowed}"
+    )
+    assert await api.submit(workflow="image", params=params, nodes={"3.cfg": "high"}) == refused(
+        "nodes: 3.cfg must be a number."
+    )
+    assert await api.submit(workflow="image", params=params, nodes=["3.cfg"]) == refused(
+        '"nodes" must be an object of "node id.input name" keys and values.'
+    )
+    assert await api.submit(workflow="music", params={"tags": "x"}, nodes={"3.cfg": 2}) == refused(
+        "nodes: '3.cfg' cannot be set through the API. Allowed: none."
+    )
+    status, job = await api.submit(workflow="image", params=params, nodes={"3.cfg": 6.5, "3.sampler_name": "dpmpp_2m"})
+    assert status == 202
+    assert (await api.until_ended(job["id"]))["state"] == "done"
+    prompt = next(r.json["prompt"] for r in comfy.requests if r.path == "/prompt" and r.method == "POST")
+    assert prompt["3"]["inputs"] | {"seed": 0} == {
+        **prompt["3"]["inputs"],
+        "seed": 0,
+        "cfg": 6.5,
+        "sampler_name": "dpmpp_2m",
+    }
+    assert prompt["6"]["inputs"]["text"] == "a cat"
+    # The loaded workflow is left as it was for the next job
+    status, job = await api.submit(workflow="image", params=params)
+    await api.until_ended(job["id"])
+    last = [r.json["prompt"] for r in comfy.requests if r.path == "/prompt" and r.method == "POST"][-1]
+    assert (last["3"]["inputs"]["cfg"], last["3"]["inputs"]["sampler_name"]) == (8, "euler")
 
 
 async def test_bad_params_are_refused_with_the_reason(api: Api, comfy: FakeComfyUI) -> None:
