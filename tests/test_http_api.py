@@ -14,15 +14,15 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 import bot
 from core.config import ApiToken, load_settings
-from core.errors import ConfigError
+from core.errors import ConfigError, WorkflowError
 from core.jobs.engine import Engine
 from core.jobs.store import JobRecord, JobState, JobStore
-from core.workflows import load_catalog
-from http_api.app import ROUTES, make_app
+from core.workflows import load_catalog, load_workflow
+from http_api.app import ROUTES, _language, make_app
 from http_api.jobs import RESTARTED, ApiJobs, api_user_id, clean_outputs
 from http_api.serve import NO_TOKENS, serve
 from http_api.serve import main as api_main
@@ -528,3 +528,42 @@ async def test_the_bot_serves_the_api_on_its_own_engine(
     assert job["state"] == "done" and len(job["outputs"]) == 1
     record = await world.bot.store.get(job["id"])
     assert record is not None and record.user_id == api_user_id("alice") and record.reported
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        (
+            '[api]\nraw_inputs = "3.cfg"',
+            'image.toml: [api] raw_inputs must be a list of "node id.input name" strings, e.g. ["6.text", "3.cfg"].',
+        ),
+        (
+            '[api]\nraw_inputs = ["3.cfg"]\nnodes = 1',
+            'image.toml: [api] raw_inputs must be a list of "node id.input name" strings, e.g. ["6.text", "3.cfg"].',
+        ),
+        (
+            '[api]\nraw_inputs = ["3.seed"]',
+            "image.toml: [api] raw_inputs: 3.seed is the target of option seed; it is set through that option.",
+        ),
+        (
+            '[api]\nraw_inputs = ["99.cfg"]',
+            "image.toml: [api] raw_inputs: target node '99' is not in the workflow.",
+        ),
+    ],
+)
+def test_a_bad_api_table_in_a_binding_is_refused(tmp_path: Path, table: str, message: str) -> None:
+    shutil.copytree(WORKFLOWS, tmp_path / "w")
+    binding = tmp_path / "w" / "image.toml"
+    binding.write_text(binding.read_text(encoding="utf-8") + "\n" + table + "\n", encoding="utf-8")
+    with pytest.raises(WorkflowError) as caught:
+        load_workflow(binding)
+    assert caught.value.user_message == message
+
+
+@pytest.mark.parametrize(
+    ("header", "language"),
+    [("ja", "ja"), ("zh-CN,zh;q=0.9", "zh-CN"), ("en-GB,ja;q=0.5", None), ("fr, zh;q=0.5", "zh-CN"), ("", None)],
+)
+def test_errors_are_localized_for_the_first_language_the_bot_speaks(header: str, language: str | None) -> None:
+    request = make_mocked_request("GET", "/jobs", headers={"Accept-Language": header})
+    assert _language(request) == language
