@@ -175,7 +175,8 @@ class ApiJobs:
     async def _run(self, job: ApiJob, workflow: Workflow, values: Mapping[str, Any], record: JobRecord) -> None:
         def progress(update: Progress) -> None:
             job.position = update.waiting or update.position
-            if job.position is None and job.state == "queued":
+            waiting = update.servers_down or update.moved_to is not None  # still not started anywhere
+            if job.position is None and job.state == "queued" and not waiting:
                 job.state, job.started_at = "running", time.time()
             if update.node is not None:
                 job.node = update.node
@@ -263,14 +264,9 @@ class ApiJobs:
         return shown
 
     async def cancel(self, owner: str, job_id: str) -> None:
-        """Cancel `owner`'s job; InvalidInput says why not (unknown jobs are LookupError)."""
+        """Cancel `owner`'s job (found by the caller); InvalidInput says why it cannot be."""
         job = self.live.get(job_id)
-        if job is None or job.owner != owner:
-            record = await self.record(owner, job_id)
-            if record is None:
-                raise LookupError(job_id)
-            raise InvalidInput("This job has already finished.")
-        if job.finished:
+        if job is None or job.owner != owner or job.finished:  # not live: it ended, here or in an earlier run
             raise InvalidInput("This job has already finished.")
         await self.engine.cancel(job_id)
 
