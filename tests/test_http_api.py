@@ -567,3 +567,9 @@ def test_a_bad_api_table_in_a_binding_is_refused(tmp_path: Path, table: str, mes
 def test_errors_are_localized_for_the_first_language_the_bot_speaks(header: str, language: str | None) -> None:
     request = make_mocked_request("GET", "/jobs", headers={"Accept-Language": header})
     assert _language(request) == language
+
+
+def test_the_image_contains_the_api_package() -> None:
+    """bot.py imports http_api: an image without it would not start at all."""
+    dockerfile = (WORKFLOWS.parent / "Dockerfile").read_text(encoding="utf-8")
+    assert "COPY http_api ./http_api" in dockerfile.splitlines()
