@@ -18,6 +18,7 @@ COPY bot.py cli.py ./
 COPY core ./core
 COPY cogs ./cogs
 COPY discord_ui ./discord_ui
+COPY http_api ./http_api
 # The example workflows; mount your own folder over /app/workflows to use others without rebuilding.
 COPY workflows ./workflows
 

@@ -1,4 +1,5 @@
-"""Entry point. `python bot.py` runs the Discord bot; `python bot.py run|check|servers` is the command line."""
+"""Entry point. `python bot.py` runs the Discord bot; `python bot.py run|check|servers` is the command line;
+`python bot.py api` serves the HTTP API alone."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from discord.ext import commands
 from dotenv import load_dotenv
 
 import cli
+import http_api.serve
 from core.community import load_community
 from core.community.access import Access, AccessRules
 from core.community.quotas import QuotaBook, QuotaRules
@@ -85,6 +87,7 @@ class ComfyBot(commands.Bot):
         self.quotas = QuotaBook(QuotaRules())  # no quota until setup_hook has read community.toml
         self.safety = Safety()  # community.toml [safety], read in setup_hook
         self.image_screen: ImageScreen | None = None  # [safety] image_check: None when images are not checked
+        self.api: http_api.serve.ApiServer | None = None  # the HTTP API, served in-process with HTTP_API_PORT
 
     async def start(self, token: str, *, reconnect: bool = True) -> None:
         # The heartbeat lives as long as the connection attempt: a stuck or disconnected bot stops refreshing it.
@@ -117,6 +120,10 @@ class ComfyBot(commands.Bot):
             await self.load_extension(extension)
         await self.tree.set_translator(CommandTranslator())  # before the sync, which sends its localizations
         await self.sync_commands()
+        if self.settings.http_api_port is not None:  # same engine: one queue, shared limits
+            self.api = await http_api.serve.start_api(
+                self.settings, self.engine, self.store, self.session, lambda: self.catalog.workflows
+            )
         self._recovery = asyncio.create_task(self.recover_jobs(), name="recover jobs")
         if self.settle_heap:
             settle_heap()
@@ -141,7 +148,8 @@ class ComfyBot(commands.Bot):
         Jobs that ended but whose member was never told are told now, without running them again. One
         job's failure never stops the others.
         """
-        records = await self.store.unfinished()
+        # The HTTP API's jobs (negative member ids) are not Discord's to deliver: the API ends them at its start.
+        records = [r for r in await self.store.unfinished() if r.user_id is None or r.user_id >= 0]
         if records:
             log.info("picking up %d unfinished job(s) from the last run", len(records))
         outcomes = await asyncio.gather(*(self.recover_job(r) for r in records), return_exceptions=True)
@@ -291,6 +299,8 @@ class ComfyBot(commands.Bot):
                 task.cancel()
         await self.statuses.close()
         await super().close()
+        if self.api is not None:
+            await self.api.close()
         if hasattr(self, "engine"):
             await self.engine.close()
         if hasattr(self, "store"):
@@ -390,11 +400,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bot.py",
         description="A Discord bot that runs ComfyUI workflows. Without a command it runs the bot; "
-        "`run`, `check` and `servers` work from the command line and need no Discord token.",
+        "`run`, `check` and `servers` work from the command line and `api` serves the HTTP API; they need no "
+        "Discord token.",
         epilog="`bot.py run --help`, `bot.py check --help` and `bot.py servers --help` describe them and their "
         "exit codes.",
     )
-    cli.add_commands(parser.add_subparsers(dest="command", metavar="{run,check,servers}"))
+    sub = parser.add_subparsers(dest="command", metavar="{run,check,servers,api}")
+    cli.add_commands(sub)
+    sub.add_parser(
+        "api",
+        help="serve the HTTP API without Discord",
+        description="Serve the HTTP API (see README, HTTP API) on HTTP_API_HOST:HTTP_API_PORT (default port "
+        f"{http_api.serve.DEFAULT_PORT}) until Ctrl+C. Needs HTTP_API_TOKENS; DISCORD_TOKEN is not used.",
+    )
     return parser.parse_args(argv)
 
 
@@ -413,9 +431,11 @@ def main(argv: list[str]) -> int:
         return 2
     # The command line prints its own messages; the admin's log detail shows only when asked for with DEBUG.
     cli_level = "DEBUG" if settings.log_level == "DEBUG" else "ERROR"
-    setup_logging(settings.log_level if args.command is None else cli_level)
+    setup_logging(settings.log_level if args.command in (None, "api") else cli_level)
     if args.command is None:
         return run_bot(settings)
+    if args.command == "api":
+        return http_api.serve.main(settings)
     return cli.main(args, settings)
 
 

@@ -6,7 +6,7 @@ import logging
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import ConfigError
@@ -55,7 +55,18 @@ _NUMBERS = (
     _Number("MAX_OUTPUTS_PER_JOB", DEFAULT_MAX_OUTPUTS_PER_JOB, 1, 1000, "files", whole=True),
     _Number("MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS, 1_000_000, 1_000_000_000, "pixels", whole=True),
     _Number("COOLDOWN_SECONDS", 0, 0, _MONTH, "seconds", whole=False),
+    _Number("HTTP_API_KEEP_HOURS", 24, 1, 24 * 365, "hours", whole=False),
 )
+MIN_API_TOKEN = 16  # characters: shorter tokens can be guessed
+_API_TOKEN_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    """One client of the HTTP API: a name for logs and limits, and its secret bearer token."""
+
+    name: str
+    token: str = field(repr=False)  # never in a log line or a message
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +91,11 @@ class Settings:
     max_image_pixels: int
     community_file: Path = Path("community.toml")  # COMMUNITY_FILE: see core.community
     community_file_named: bool = False  # set by name: it must exist
+    http_api_port: int | None = None  # HTTP_API_PORT: None serves no API
+    http_api_host: str = "127.0.0.1"
+    http_api_tokens: tuple[ApiToken, ...] = ()
+    http_api_output_dir: Path = Path("data/api-outputs")  # one folder per API job's files
+    http_api_keep_hours: float = 24.0  # API outputs older than this are deleted
 
     @property
     def comfyui_urls(self) -> tuple[str, ...]:
@@ -165,6 +181,17 @@ def load_settings(env: Mapping[str, str], *, require_token: bool) -> Settings:
         log_level = "INFO"
 
     numbers = {spec.key: _number(spec, text(spec.key), problems) for spec in _NUMBERS}
+    api_port: int | None = None
+    if raw_port := text("HTTP_API_PORT"):
+        if len(raw_port) <= 5 and WHOLE.fullmatch(raw_port) and 1 <= int(raw_port) <= 65535:
+            api_port = int(raw_port)
+        else:
+            problems.append(
+                f"HTTP_API_PORT must be a port number from 1 to 65535, or left empty; got {_shown(raw_port)}."
+            )
+    api_tokens = _api_tokens(text("HTTP_API_TOKENS"), problems)
+    if api_port is not None and not text("HTTP_API_TOKENS"):
+        problems.append("HTTP_API_PORT is set but HTTP_API_TOKENS is empty: add name:token pairs, or unset the port.")
 
     if problems:
         raise ConfigError(problems)
@@ -187,7 +214,35 @@ def load_settings(env: Mapping[str, str], *, require_token: bool) -> Settings:
         max_image_pixels=int(numbers["MAX_IMAGE_PIXELS"]),
         community_file=Path(text("COMMUNITY_FILE") or "community.toml"),
         community_file_named=bool(text("COMMUNITY_FILE")),
+        http_api_port=api_port,
+        http_api_host=text("HTTP_API_HOST") or "127.0.0.1",
+        http_api_tokens=api_tokens,
+        http_api_output_dir=Path(text("HTTP_API_OUTPUT_DIR") or "data/api-outputs"),
+        http_api_keep_hours=float(numbers["HTTP_API_KEEP_HOURS"]),
     )
+
+
+def _api_tokens(raw: str, problems: list[str]) -> tuple[ApiToken, ...]:
+    """Read HTTP_API_TOKENS ("name:token,name2:token2"); a problem names the pair by its name, never its token."""
+    tokens: list[ApiToken] = []
+    for number, pair in enumerate((p.strip() for p in raw.split(",") if p.strip()), start=1):
+        name, sep, token = (part.strip() for part in pair.partition(":"))
+        # Only a name that passed the check is quoted back: a pasted token without its colon is no name.
+        shown = f"the pair named {name!r}" if sep and _API_TOKEN_NAME.fullmatch(name) else f"pair {number}"
+        if not sep or not _API_TOKEN_NAME.fullmatch(name):
+            problems.append(
+                f"HTTP_API_TOKENS: {shown} is not name:token (the name: letters, digits, - and _, at most 64)."
+            )
+        elif len(token) < MIN_API_TOKEN:
+            problems.append(
+                f"HTTP_API_TOKENS: the token of {shown} is shorter than {MIN_API_TOKEN} characters; "
+                'make a long random one, e.g. with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
+            )
+        elif any(t.name == name for t in tokens):
+            problems.append(f"HTTP_API_TOKENS names {name!r} twice.")
+        else:
+            tokens.append(ApiToken(name, token))
+    return tuple(tokens)
 
 
 def _number(spec: _Number, raw: str, problems: list[str]) -> float:

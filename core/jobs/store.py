@@ -189,6 +189,14 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN locale TEXT;
     """,
+    # The HTTP API's Idempotency-Key of a submit -> its job, so that a retried submit finds it after a restart
+    """
+    CREATE TABLE api_idempotency (
+        user_id INTEGER NOT NULL, key TEXT NOT NULL, job_id TEXT NOT NULL, created_at REAL NOT NULL,
+        PRIMARY KEY (user_id, key)
+    );
+    CREATE INDEX api_idempotency_time ON api_idempotency (created_at);
+    """,
 )
 FIELDS = tuple(f.name for f in fields(JobRecord))  # also the column names, in the table's order
 JSON_FIELDS = frozenset({"values", "prompt", "inputs"})

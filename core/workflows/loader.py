@@ -167,9 +167,35 @@ def load_workflow(binding_path: Path) -> Workflow:
         access, problems = binding_rule(binding["access"], where)
         if problems:
             raise WorkflowError("\n".join(problems))
+    raw_inputs = _raw_inputs(binding.get("api"), graph, params, where)
     return Workflow(
-        name, description, graph, tuple(params), graph_path, binding_path, access, nsfw=nsfw, localized=localized
+        name,
+        description,
+        graph,
+        tuple(params),
+        graph_path,
+        binding_path,
+        access,
+        nsfw=nsfw,
+        localized=localized,
+        raw_inputs=raw_inputs,
     )
+
+
+def _raw_inputs(table: Any, graph: Prompt, params: list[Param], where: str) -> tuple[Target, ...]:
+    """Read [api] raw_inputs = ["6.text", ...]: the node inputs HTTP API clients may set directly."""
+    if table is None:
+        return ()
+    here = f"{where}: [api] raw_inputs"
+    raw = table.get("raw_inputs", []) if isinstance(table, dict) else None
+    if not isinstance(raw, list) or set(table) - {"raw_inputs"} or not all(isinstance(t, str) for t in raw):
+        raise WorkflowError(f'{here} must be a list of "node id.input name" strings, e.g. ["6.text", "3.cfg"].')
+    targets = tuple(_parse_target(item, graph, here) for item in raw)
+    for target in targets:
+        owner = next((p.name for p in params if target in p.targets), None)
+        if owner is not None:
+            raise WorkflowError(f"{here}: {target} is the target of option {owner}; it is set through that option.")
+    return targets
 
 
 LOCALIZED_KEYS = ("name", "description", "choices")  # each as <key>_<locale>, e.g. name_ja, choices_zh-CN

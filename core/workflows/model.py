@@ -240,6 +240,7 @@ class Workflow:
     access: CommandRule | None = None  # the binding's [access] table: where and by whom it may be used
     nsfw: bool = False  # age-restricted: registered so on Discord and refused outside age-restricted channels
     localized: tuple[Localized, ...] = ()  # name_ja, description_zh-CN, ... of the [command] table
+    raw_inputs: tuple[Target, ...] = ()  # the binding's [api] raw_inputs: node inputs the HTTP API may set as is
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)

@@ -1,0 +1,367 @@
+"""The HTTP API front (aiohttp.web): seed 004's REST service over the same engine and queue as Discord.
+
+Every route but `/openapi.json` wants `Authorization: Bearer <token>` from HTTP_API_TOKENS; each token is a
+member for the queue. Errors are `{"error": {"code", "message"}}` with the fitting status, in Japanese or
+Chinese when Accept-Language asks for it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import math
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from aiohttp import web
+
+from core.config import ApiToken
+from core.errors import BotError, InvalidInput
+from core.i18n import localize
+from core.jobs.engine import Engine
+from core.jobs.store import JobRecord
+from core.servers import url_problem
+from core.text import cap
+from core.workflows import FILE_TYPES, Param, Workflow
+from core.workflows.model import MAX_TEXT_LENGTH
+from http_api.jobs import ApiJob, ApiJobs, api_user_id
+from http_api.openapi import document
+
+log = logging.getLogger(__name__)
+
+IDEMPOTENCY_KEY = "Idempotency-Key"
+_KEY = re.compile(r"[\x21-\x7e]{1,200}", re.ASCII)
+MAX_BODY = 1024 * 1024  # bytes of a request body: parameters only, no files
+MAX_HISTORY_PAGE = 100
+MAX_ERROR_TEXT = 1000
+LANGUAGES = {"ja": "ja", "zh-cn": "zh-CN", "zh": "zh-CN", "zh-hans": "zh-CN"}  # Accept-Language tags we speak
+# Output node classes and the kind of result they make, for GET /workflows
+OUTPUT_KINDS = (
+    ("video", ("SaveVideo", "SaveWEBM", "SaveAnimatedWEBP", "SaveAnimatedPNG", "VHS_VideoCombine")),
+    ("audio", ("SaveAudio", "SaveAudioMP3", "SaveAudioOpus", "PreviewAudio")),
+    ("image", ("SaveImage", "PreviewImage")),
+    ("text", ("PreviewAny", "ShowText|pysssss", "SaveText")),
+)
+
+OPENAPI_PATH = "/openapi.json"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+OwnedHandler = Callable[[web.Request, str], Awaitable[web.StreamResponse]]  # with the token's name
+
+
+@dataclass(frozen=True, slots=True)
+class Api:
+    """What the routes work with: the engine, the API's jobs, the commands in use now and the tokens."""
+
+    engine: Engine
+    jobs: ApiJobs
+    workflows: Callable[[], Mapping[str, Workflow]]  # they change on /reload
+    tokens: tuple[ApiToken, ...]
+
+
+API = web.AppKey("api", Api)
+
+
+class ApiError(Exception):
+    """An answer other than success: the HTTP status, a stable code for programs and a message for people."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": cap(message, MAX_ERROR_TEXT)}}
+
+
+def make_app(
+    engine: Engine,
+    jobs: ApiJobs,
+    workflows: Callable[[], Mapping[str, Workflow]],
+    tokens: Sequence[ApiToken],
+) -> web.Application:
+    """The API application; `workflows` gives the commands in use now (they change on /reload)."""
+    app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY)
+    app[API] = Api(engine, jobs, workflows, tuple(tokens))
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, _authenticated(handler))
+    app.router.add_get(OPENAPI_PATH, openapi)
+    return app
+
+
+def _language(request: web.Request) -> str | None:
+    """The first language of Accept-Language that the bot speaks besides English, if any."""
+    for part in request.headers.get("Accept-Language", "").split(","):
+        tag = part.split(";")[0].strip().lower()
+        if tag.startswith("en"):
+            return None
+        if tag in LANGUAGES:
+            return LANGUAGES[tag]
+    return None
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer every failure as {"error": {"code", "message"}}, with aiohttp's own (404, 405, 413) too."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        message = localize(exc.message, _language(request))
+        return web.json_response(error_body(exc.code, message), status=exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+        code = codes.get(exc.status, "http_error")
+        return web.json_response(error_body(code, exc.reason), status=exc.status)
+
+
+def _authenticated(handler: OwnedHandler) -> Handler:
+    """Let through only requests with a known bearer token, handing the handler the token's name."""
+
+    async def checked(request: web.Request) -> web.StreamResponse:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not given.strip():
+            raise ApiError(401, "unauthorized", "Send your API token as: Authorization: Bearer <token>.")
+        name = _token_name(request.app[API].tokens, given.strip())
+        if name is None:
+            raise ApiError(401, "unauthorized", "This API token is not valid.")
+        return await handler(request, name)
+
+    return checked
+
+
+def _token_name(tokens: Sequence[ApiToken], given: str) -> str | None:
+    """The name of the token `given` is, comparing with every token in constant time."""
+    found = None
+    for token in tokens:  # no early exit: the time taken says nothing about which token is closest
+        if hmac.compare_digest(token.token.encode(), given.encode()):
+            found = token.name
+    return found
+
+
+# Routes
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """GET /openapi.json: the OpenAPI document of these routes (no token needed)."""
+    return web.json_response(document())
+
+
+async def list_workflows(request: web.Request, owner: str) -> web.Response:
+    """GET /workflows: every command with its options, their types and limits."""
+    workflows = request.app[API].workflows()
+    return web.json_response({"workflows": [describe_workflow(w) for w in workflows.values()]})
+
+
+def describe_workflow(workflow: Workflow) -> dict[str, Any]:
+    return {
+        "name": workflow.name,
+        "description": workflow.description,
+        "kind": workflow_kind(workflow),
+        "options": [describe_param(p) for p in workflow.params],
+        "nodes": describe_nodes(workflow),
+    }
+
+
+def workflow_kind(workflow: Workflow) -> str:
+    """What the workflow makes, read from its output nodes: video, audio, image or text (else "other")."""
+    classes = {node.get("class_type") for node in workflow.graph.values() if isinstance(node, dict)}
+    return next((kind for kind, names in OUTPUT_KINDS if classes.intersection(names)), "other")
+
+
+def describe_param(param: Param) -> dict[str, Any]:
+    described: dict[str, Any] = {"name": param.name, "type": param.type.value, "description": param.description}
+    described["required"] = param.required
+    for key, value in (
+        ("default", param.default),
+        ("min", param.min),
+        ("max", param.max),
+        ("step", param.step),
+        ("max_length", param.max_length),
+    ):
+        if value is not None:
+            described[key] = value
+    if param.choices:
+        described["choices"] = list(param.choices)
+    if param.choices_from:
+        described["choices_from"] = param.choices_from
+    return described
+
+
+def describe_nodes(workflow: Workflow) -> dict[str, Any]:
+    """The node inputs a client may set in "nodes", with the workflow's own value of each."""
+    return {str(t): workflow.graph[t.node_id]["inputs"][t.input] for t in workflow.raw_inputs}
+
+
+async def submit_job(request: web.Request, owner: str) -> web.Response:
+    """POST /jobs {"workflow": NAME, "params": {...}}: 202 with the job, which runs in the background."""
+    body = await _json_object(request)
+    name = body.get("workflow")
+    if not isinstance(name, str) or not name:
+        raise ApiError(400, "bad_request", 'Name the workflow: {"workflow": NAME, "params": {...}}.')
+    workflow = request.app[API].workflows().get(name)
+    if workflow is None:
+        known = ", ".join(sorted(request.app[API].workflows())) or "none"
+        raise ApiError(404, "unknown_workflow", f"There is no workflow {cap(name, 100)!r}. Available: {known}.")
+    webhook = body.get("webhook")
+    if webhook is not None and (not isinstance(webhook, str) or url_problem(webhook) is not None):
+        raise ApiError(400, "bad_request", '"webhook" must be an http:// or https:// address.')
+    key = request.headers.get(IDEMPOTENCY_KEY)
+    if key is not None and not _KEY.fullmatch(key):
+        raise ApiError(400, "bad_request", f"{IDEMPOTENCY_KEY} must be 1 to 200 visible ASCII characters.")
+    params = body.get("params", {})
+    if not isinstance(params, dict):
+        raise ApiError(400, "bad_params", '"params" must be an object of option names and values.')
+    for option, value in params.items():
+        param = workflow.param(option)
+        if param is not None and param.type in FILE_TYPES:
+            raise ApiError(400, "bad_params", f"{option}: file options cannot be given through the API yet.")
+        if not isinstance(value, str | int | float | bool):
+            raise ApiError(400, "bad_params", f"{cap(option, 100)} must be a string, a number or true/false.")
+    try:
+        values = workflow.resolve(params)
+    except InvalidInput as exc:
+        raise ApiError(400, "bad_params", exc.user_message) from None
+    if "nodes" in body:
+        workflow = with_nodes(workflow, body["nodes"])
+    engine = request.app[API].engine
+    if engine.servers and all(status.state == "down" for status in engine.server_status()):
+        raise ApiError(503, "no_server", "No ComfyUI server is reachable right now; please try again later.")
+    jobs = request.app[API].jobs
+    try:
+        if key is None:
+            job, new = jobs.submit(owner, workflow, values, webhook), True
+        else:
+            job, new = await jobs.submit_once(owner, key, workflow, values, webhook)
+    except InvalidInput as exc:  # a limit: pending jobs, cooldown or a full queue
+        raise ApiError(429, "limit", exc.user_message) from None
+    if new:
+        log.info("api job %s: /%s for %s", job.id, workflow.name, owner)
+    return web.json_response(jobs.describe(job), status=202 if new else 200)
+
+
+def with_nodes(workflow: Workflow, nodes: Any) -> Workflow:
+    """The workflow with node inputs set as given, only those its binding lists in [api] raw_inputs."""
+    allowed = {str(target): target for target in workflow.raw_inputs}
+    if not isinstance(nodes, dict):
+        raise ApiError(400, "bad_nodes", '"nodes" must be an object of "node id.input name" keys and values.')
+    graph = dict(workflow.graph)
+    for key, value in nodes.items():
+        target = allowed.get(key)
+        if target is None:
+            listed = ", ".join(allowed) or "none"
+            raise ApiError(
+                400, "bad_nodes", f"nodes: {cap(key, 60)!r} cannot be set through the API. Allowed: {listed}."
+            )
+        current = workflow.graph[target.node_id]["inputs"][target.input]
+        kind = _kind_problem(current, value)
+        if kind is not None:
+            raise ApiError(400, "bad_nodes", f"nodes: {key} must be {kind}.")
+        node = graph[target.node_id] = dict(graph[target.node_id])  # copied: the loaded workflow stays as it is
+        node["inputs"] = {**node["inputs"], target.input: value}
+    return replace(workflow, graph=graph)
+
+
+def _kind_problem(current: Any, value: Any) -> str | None:
+    """What `value` must be to replace `current` in a node input, or None when it fits."""
+    if isinstance(current, bool):
+        return None if isinstance(value, bool) else "true or false"
+    if isinstance(current, int | float):  # ComfyUI checks int inputs (a cfg of 8 in the file may be a float input)
+        fits = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        return None if fits else "a number"
+    if not isinstance(value, str):
+        return "text"
+    return None if len(value) <= MAX_TEXT_LENGTH else f"text of at most {MAX_TEXT_LENGTH} characters"
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ApiError(400, "bad_request", "The body must be a JSON object.") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", "The body must be a JSON object.")
+    return body
+
+
+async def get_job(request: web.Request, owner: str) -> web.Response:
+    """GET /jobs/{id}: the job's state, place in line, progress, server, timings and outputs."""
+    found = await _find(request, owner)
+    return web.json_response(request.app[API].jobs.describe(found))
+
+
+async def list_jobs(request: web.Request, owner: str) -> web.Response:
+    """GET /jobs?mine=1: the token's jobs, newest first (`limit` up to 100, `offset`)."""
+    if request.query.get("mine") != "1":
+        raise ApiError(400, "bad_request", "Only your own jobs can be listed: add ?mine=1.")
+    limit = _whole(request, "limit", 20, 1, MAX_HISTORY_PAGE)
+    offset = _whole(request, "offset", 0, 0, 10**9)
+    jobs = request.app[API].jobs
+    total, records = await jobs.store.jobs_of(api_user_id(owner), limit=limit, offset=offset)
+    listed = [request.app[API].jobs.describe(jobs.live.get(r.id) or r) for r in records]
+    return web.json_response({"total": total, "jobs": listed})
+
+
+def _whole(request: web.Request, key: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(key)
+    if raw is None:
+        return default
+    if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
+        raise ApiError(400, "bad_request", f"{key} must be a whole number from {low} to {high}.")
+    return int(raw)
+
+
+async def get_output(request: web.Request, owner: str) -> web.StreamResponse:
+    """GET /jobs/{id}/outputs/{n}: one output file, streamed from disk."""
+    found = await _find(request, owner)
+    outputs = request.app[API].jobs.outputs(found.id)
+    raw = request.match_info["n"]
+    index = int(raw) if raw.isascii() and raw.isdigit() else -1
+    if not 0 <= index < len(outputs):
+        raise ApiError(404, "not_found", f"This job has no output {cap(raw, 20)!r} (it has {len(outputs)}).")
+    output = outputs[index]
+    headers = {
+        "Content-Type": output.content_type,
+        "Content-Disposition": f'attachment; filename="{output.name}"',  # a safe name: see jobs._safe_file
+    }
+    return web.FileResponse(output.path, headers=headers)
+
+
+async def cancel_job(request: web.Request, owner: str) -> web.Response:
+    """DELETE /jobs/{id}: cancel one of the token's jobs; 202 with the job as it is now."""
+    found = await _find(request, owner)
+    try:
+        await request.app[API].jobs.cancel(owner, found.id)
+    except InvalidInput as exc:
+        raise ApiError(409, "conflict", exc.user_message) from None
+    except BotError as exc:  # the server did not take the cancel
+        raise ApiError(503, "no_server", exc.user_message) from None
+    return web.json_response(
+        request.app[API].jobs.describe(request.app[API].jobs.live.get(found.id) or found), status=202
+    )
+
+
+async def _find(request: web.Request, owner: str) -> ApiJob | JobRecord:
+    """The token's job named in the path, live or stored; 404 for unknown ids and other tokens' jobs alike."""
+    job_id, jobs = request.match_info["id"], request.app[API].jobs
+    live = jobs.live.get(job_id)
+    if live is not None and live.owner == owner:
+        return live
+    record = await jobs.record(owner, job_id)
+    if record is None:
+        raise ApiError(404, "not_found", f"There is no job {cap(job_id, 40)!r} of yours.")
+    return record
+
+
+ROUTES: tuple[tuple[str, str, OwnedHandler], ...] = (
+    ("GET", "/workflows", list_workflows),
+    ("POST", "/jobs", submit_job),
+    ("GET", "/jobs", list_jobs),
+    ("GET", "/jobs/{id}", get_job),
+    ("DELETE", "/jobs/{id}", cancel_job),
+    ("GET", "/jobs/{id}/outputs/{n}", get_output),
+)
