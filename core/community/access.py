@@ -19,7 +19,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from core.errors import ConfigError, InvalidInput
+from core.i18n import Text
 from core.jobs.store import JobStore
+from core.text import LIST, joined
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +29,16 @@ EVERY_COMMAND = "*"  # the key of the rule for every command, in /access and in 
 MIN_SNOWFLAKE, MAX_SNOWFLAKE = 10**16, 2**64 - 1  # Discord ids have 17 to 20 digits
 MAX_SHOWN = 10  # channels or roles named in one refusal; the rest are counted
 
-# What a member is told (one place per message, for a later catalogue)
-BANNED_MEMBER = "You may not use this bot: a moderator has barred you from it."
-BANNED_ROLE = "You may not use this bot: members with the role {role} are barred from it."
-NO_DMS = "/{command} cannot be used in direct messages; use it in the server."
-NOBODY = "/{command} is turned off: nobody may use it right now."
-WRONG_ROLE = "/{command} is only for members with the role {roles}."
-NOWHERE = "/{command} is turned off: it may not be used in any channel right now."
-WRONG_CHANNEL = "/{command} cannot be used in this channel. Use it in {channels}."
-
+# What a member is told
+BANNED_MEMBER = Text("You may not use this bot: a moderator has barred you from it.")
+BANNED_ROLE = Text("You may not use this bot: members with the role {role} are barred from it.")
+NO_DMS = Text("/{command} cannot be used in direct messages; use it in the server.")
+NOBODY = Text("/{command} is turned off: nobody may use it right now.")
+WRONG_ROLE = Text("/{command} is only for members with the role {roles}.")
+NOWHERE = Text("/{command} is turned off: it may not be used in any channel right now.")
+WRONG_CHANNEL = Text("/{command} cannot be used in this channel. Use it in {channels}.")
+OR = Text("{items} or {item}")  # roles: any one of them will do
+MORE = Text("{items} (+{count} more)")  # channels or roles past MAX_SHOWN
 
 @dataclass(frozen=True, slots=True)
 class CommandRule:
@@ -92,20 +95,20 @@ def refusal(
     if rule.roles is not None and not rule.roles.intersection(role_ids or ()):
         if not rule.roles:
             return NOBODY.format(command=command)
-        return WRONG_ROLE.format(command=command, roles=_listed("role", rule.roles, " or "))
+        return WRONG_ROLE.format(command=command, roles=_listed("role", rule.roles, OR))
     if rule.channels is not None and not ({channel_id, parent_channel_id} & rule.channels):
         if not rule.channels:
             return NOWHERE.format(command=command)
-        return WRONG_CHANNEL.format(command=command, channels=_listed("channel", rule.channels, ", "))
+        return WRONG_CHANNEL.format(command=command, channels=_listed("channel", rule.channels, LIST))
     return None
 
 
-def _listed(kind: str, ids: Iterable[int], joiner: str) -> str:
-    """Channel or role mentions (they ping nobody), at most MAX_SHOWN of them."""
+def _listed(kind: str, ids: Iterable[int], connective: Text) -> str:
+    """Channel or role mentions (they ping nobody), at most MAX_SHOWN of them, linked with `connective`."""
     ordered = sorted(ids)
-    shown = [f"<#{i}>" if kind == "channel" else f"<@&{i}>" for i in ordered[:MAX_SHOWN]]
+    shown = joined([f"<#{i}>" if kind == "channel" else f"<@&{i}>" for i in ordered[:MAX_SHOWN]], connective)
     more = len(ordered) - MAX_SHOWN
-    return joiner.join(shown) + (f" (+{more} more)" if more > 0 else "")
+    return MORE.format(items=shown, count=more) if more > 0 else shown
 
 
 # Reading community.toml [access] and bindings' [access]
@@ -312,13 +315,16 @@ class Access:
         log.info("access: member %s %s %s %s", by, "banned" if banned else "lifted the ban of", kind, target)
 
 
-NEED_CHANNEL_OR_ROLE = "Give a channel, a role or both."
-NOT_LISTED = "{command} may already be used in every channel or by every role; allow the ones it is for instead."
+NEED_CHANNEL_OR_ROLE = Text("Give a channel, a role or both.")
+NOT_LISTED = Text(
+    "{command} may already be used in every channel or by every role; allow the ones it is for instead."
+)
+EVERY_COMMAND_LABEL = Text("Every command")
 
 
 def command_label(command: str) -> str:
     """How a message names a command, or every command ("*")."""
-    return "Every command" if command == EVERY_COMMAND else f"/{command}"
+    return EVERY_COMMAND_LABEL if command == EVERY_COMMAND else f"/{command}"
 
 
 def _edited(current: frozenset[int] | None, item: int, allow: bool) -> frozenset[int]:
@@ -374,11 +380,13 @@ def _save_ban(db: sqlite3.Connection, kind: str, target: int, banned: bool, by: 
 
 # How /access shows rules
 
-ANYWHERE, NOWHERE_SHORT, ANYONE, NOBODY_SHORT = "any channel", "no channel", "any member", "nobody"
+ANYWHERE, NOWHERE_SHORT = Text("any channel"), Text("no channel")
+ANYONE, NOBODY_SHORT = Text("any member"), Text("nobody")
+RULE = Text("in {channels} · for {roles}")
 
 
 def describe(rule: CommandRule) -> str:
     """One line for a rule: where, and for whom."""
-    where = ANYWHERE if rule.channels is None else _listed("channel", rule.channels, ", ") or NOWHERE_SHORT
-    who = ANYONE if rule.roles is None else _listed("role", rule.roles, ", ") or NOBODY_SHORT
-    return f"in {where} · for {who}"
+    where = ANYWHERE if rule.channels is None else _listed("channel", rule.channels, LIST) or NOWHERE_SHORT
+    who = ANYONE if rule.roles is None else _listed("role", rule.roles, LIST) or NOBODY_SHORT
+    return RULE.format(channels=where, roles=who)
