@@ -40,6 +40,7 @@ WRONG_CHANNEL = Text("/{command} cannot be used in this channel. Use it in {chan
 OR = Text("{items} or {item}")  # roles: any one of them will do
 MORE = Text("{items} (+{count} more)")  # channels or roles past MAX_SHOWN
 
+
 @dataclass(frozen=True, slots=True)
 class CommandRule:
     """Where and by whom a command may be used; None leaves the question to the next source."""
@@ -316,9 +317,7 @@ class Access:
 
 
 NEED_CHANNEL_OR_ROLE = Text("Give a channel, a role or both.")
-NOT_LISTED = Text(
-    "{command} may already be used in every channel or by every role; allow the ones it is for instead."
-)
+NOT_LISTED = Text("{command} may already be used in every channel or by every role; allow the ones it is for instead.")
 EVERY_COMMAND_LABEL = Text("Every command")
 
 

@@ -34,8 +34,7 @@ GONE_BEFORE_UPLOAD = Text(
     "and the bot has no copy of it; please run the command again with the attachment."
 )
 NOT_KEPT = Text(
-    "The bot could not keep a copy of your attachment, which it needs to run the job safely; "
-    "please try again later."
+    "The bot could not keep a copy of your attachment, which it needs to run the job safely; please try again later."
 )
 
 

@@ -72,7 +72,9 @@ def refusal(workflow: str, verdicts: Sequence[Verdict]) -> NoCapableServer:
     length = 0
     for v in verdicts:
         name = cap(v.server, MAX_SERVER_NAME)
-        part = SERVER_DOWN.format(server=name) if not v.connected else SERVER_STATE.format(server=name, state=v.describe())
+        part = (
+            SERVER_DOWN.format(server=name) if not v.connected else SERVER_STATE.format(server=name, state=v.describe())
+        )
         length += len(part) + 2
         if parts and length > MAX_REFUSAL:  # the servers named so far say enough; the others are counted
             parts.append(MORE_SERVERS.format(count=len(verdicts) - len(parts)))

@@ -95,9 +95,10 @@ def describe_server(status: ServerStatus, slots: int) -> list[str]:
     elif not status.lacks:
         lines.append(indented(NOTHING_TO_CHECK))
     for command, reason in status.lacks[:MAX_LACKS]:
-        if not isinstance(reason, Text | Lines):  # a server's or a workflow's words: on one line, within the line
-            reason = one_line(reason, MAX_LACK - len(CANNOT_RUN.format(command=command, lacks=LACKS.format(reason=""))))
-        lacks = verdict(status.name, [reason]).describe()  # the same wording as `bot.py check`'s table
+        room = MAX_LACK - len(CANNOT_RUN.format(command=command, lacks=LACKS.format(reason="")))
+        # A sentence of the bot stays whole (to be translated); a server's or a workflow's words fit on the line
+        said = reason if isinstance(reason, Text | Lines) else one_line(reason, room)
+        lacks = verdict(status.name, [said]).describe()  # the same wording as `bot.py check`'s table
         lines.append(indented(CANNOT_RUN.format(command=command, lacks=lacks)))
     if len(status.lacks) > MAX_LACKS:
         lines.append(indented(MORE_LACKS.format(count=len(status.lacks) - MAX_LACKS)))
