@@ -126,10 +126,13 @@ def test_refusals_read_in_the_members_language() -> None:
     limits.reserve(1, next(job))
     clock.now += 30
     assert localize(refusal(limits, 1), "ja") == (
-        "待機中・実行中のジョブがすでに 2 件あります（上限 2 件）。どれかが終わるのを待つか、/cancel でキャンセルしてください。"
+        "待機中・実行中のジョブがすでに 2 件あります（上限 2 件）。"
+        "どれかが終わるのを待つか、/cancel でキャンセルしてください。"
     )
     limits.reserve(2, next(job))
-    assert localize(refusal(limits, 3), "zh-CN") == "机器人的队列已满（3 个任务正在等待 ComfyUI 服务器）。请过几分钟再试。"
+    assert localize(refusal(limits, 3), "zh-CN") == (
+        "机器人的队列已满（3 个任务正在等待 ComfyUI 服务器）。请过几分钟再试。"
+    )
 
 
 def test_limits_of_zero_mean_no_limit() -> None:

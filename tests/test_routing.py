@@ -13,8 +13,8 @@ import pytest
 import bot
 import cli
 from core.config import load_settings
-from core.jobs.engine import Engine
 from core.i18n import localize
+from core.jobs.engine import Engine
 from core.jobs.routing import MAX_REFUSAL, NoCapableServer, Verdict, refusal, verdict
 from core.servers import ServerConfig
 from core.workflows import Workflow, load_catalog
@@ -242,8 +242,8 @@ def test_the_refusal_names_each_servers_reason_in_the_members_language() -> None
         "gpu-2 is down; gpu-3 did not answer /object_info."
     )
     assert localize(error.user_message, "ja") == (
-        "現在、/music を実行できる接続中の ComfyUI サーバーはありません：gpu-1：不足：no ACE-Step model（ほか 1 件の問題）、"
-        "gpu-2 は停止中、gpu-3：/object_info に応答しませんでした。"
+        "現在、/music を実行できる接続中の ComfyUI サーバーはありません："
+        "gpu-1：不足：no ACE-Step model（ほか 1 件の問題）、gpu-2 は停止中、gpu-3：/object_info に応答しませんでした。"
     )
     assert localize(error.user_message, "zh-CN") == (
         "目前没有已连接的 ComfyUI 服务器能运行 /music：gpu-1：缺少：no ACE-Step model（另有 1 个问题）；"
