@@ -20,6 +20,7 @@ from core.community.access import (
     AccessRules,
     CommandRule,
     access_rules,
+    binding_rule,
     command_label,
     describe,
     refusal,
@@ -199,6 +200,18 @@ def test_a_bad_binding_access_table_is_refused_with_its_problems(tmp_path: Path)
         "image.toml: [access] has no key 'users'; its keys are: channels, roles.\n"
         "image.toml: [access] channels: 1 is not a Discord id (a whole number of 17 to 20 digits)."
     )
+
+
+def test_a_bindings_access_problems_read_in_the_admins_language() -> None:
+    _, problems = binding_rule({"channels": [1], "users": []}, "image.toml")
+    assert [localize(problem, "ja") for problem in problems] == [
+        "image.toml: [access] にキー 'users' はありません。使えるキー：channels, roles。",
+        "image.toml: [access] の channels：1 は Discord ID（17〜20 桁の整数）ではありません。",
+    ]
+    _, problems = binding_rule(["not", "a table"], "image.toml")
+    assert [localize(problem, "zh-CN") for problem in problems] == [
+        "image.toml: [access] 必须是包含 channels 和/或 roles 的表。"
+    ]
 
 
 async def test_changes_made_with_access_are_kept_and_read_again_after_a_restart(

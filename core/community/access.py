@@ -21,7 +21,7 @@ from typing import Any
 from core.errors import ConfigError, InvalidInput
 from core.i18n import Text
 from core.jobs.store import JobStore
-from core.text import LIST, joined
+from core.text import LIST, cap, joined
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,13 @@ def _listed(kind: str, ids: Iterable[int], connective: Text) -> str:
 
 COMMAND_KEYS = ("channels", "roles")
 ACCESS_KEYS = ("admin_roles", "banned_users", "banned_roles", *COMMAND_KEYS, "commands")
+MAX_SHOWN_VALUE = 100  # a wrong value of the file, quoted back
+
+# What is wrong with a table; a binding's [access] is reported on Discord too (/reload, /workflows)
+NOT_A_RULE_TABLE = Text("{where} must be a table with channels and/or roles.")
+NOT_A_LIST = Text("{where} {key} must be a list of Discord ids, e.g. {key} = [123456789012345678].")
+NOT_AN_ID = Text("{where} {key}: {value} is not a Discord id (a whole number of 17 to 20 digits).")
+UNKNOWN_KEY = Text("{where} has no key {key}; its keys are: {keys}.")
 
 
 def access_rules(tables: Mapping[str, Any]) -> AccessRules:
@@ -136,7 +143,7 @@ def access_rules(tables: Mapping[str, Any]) -> AccessRules:
     for name, spec in raw_commands.items():
         where = f"community.toml [access.commands.{name}]"
         if not isinstance(spec, dict):
-            problems.append(f"{where} must be a table with channels and/or roles.")
+            problems.append(NOT_A_RULE_TABLE.format(where=where))
             continue
         problems += _unknown_keys(spec, COMMAND_KEYS, where)
         commands[str(name)] = _rule(spec, where, problems)
@@ -155,7 +162,7 @@ def binding_rule(table: Any, where: str) -> tuple[CommandRule, list[str]]:
     """A binding file's [access] table as the command's rule, and what is wrong with it."""
     here = f"{where}: [access]"
     if not isinstance(table, dict):
-        return CommandRule(), [f"{here} must be a table with channels and/or roles."]
+        return CommandRule(), [NOT_A_RULE_TABLE.format(where=here)]
     problems = _unknown_keys(table, COMMAND_KEYS, here)
     rule = _rule(table, here, problems)
     return rule, problems
@@ -172,20 +179,22 @@ def _ids(table: Mapping[str, Any], key: str, here: str, problems: list[str]) -> 
         return None
     raw = table[key]
     if not isinstance(raw, list):
-        problems.append(f"{here} {key} must be a list of Discord ids, e.g. {key} = [123456789012345678].")
+        problems.append(NOT_A_LIST.format(where=here, key=key))
         return None
     ids: set[int] = set()
     for item in raw:
         number = int(item) if isinstance(item, str) and item.isascii() and item.isdecimal() else item
         if isinstance(number, bool) or not isinstance(number, int) or not MIN_SNOWFLAKE <= number <= MAX_SNOWFLAKE:
-            problems.append(f"{here} {key}: {item!r} is not a Discord id (a whole number of 17 to 20 digits).")
+            problems.append(NOT_AN_ID.format(where=here, key=key, value=cap(repr(item), MAX_SHOWN_VALUE)))
         else:
             ids.add(number)
     return frozenset(ids)
 
 
 def _unknown_keys(table: Mapping[str, Any], known: tuple[str, ...], here: str) -> list[str]:
-    return [f"{here} has no key {key!r}; its keys are: {', '.join(known)}." for key in table if key not in known]
+    keys = ", ".join(known)  # names to write in the file, the same in every language
+    unknown = [key for key in table if key not in known]
+    return [UNKNOWN_KEY.format(where=here, key=cap(repr(key), MAX_SHOWN_VALUE), keys=keys) for key in unknown]
 
 
 # Changes made with /access, kept in the job store on top of the file
