@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from core.i18n import localize
+from core.jobs.inputs import InputGone
 from core.jobs.store import JobState, JobStore
 from tests.conftest import write_blur_workflow
 from tests.e2e_world import Start, World, finished
@@ -170,3 +172,15 @@ async def test_a_job_asked_for_before_a_long_downtime_still_gets_its_full_timeou
     await world.discord.wait_for(lambda: " · " in ((it.original or {}).get("content") or ""), timeout=15)
     assert it.original is not None and "**picture:** holiday.png" in it.original["content"]
     await wait_state(world, job_id, JobState.DONE)
+
+
+def test_a_lost_attachment_is_explained_in_the_members_language() -> None:
+    gone = InputGone("picture", "holiday.png").user_message
+    assert localize(gone, "ja") == (
+        "添付したファイル（holiday.png）は ComfyUI サーバーにもうなく、ボットもコピーを持っていません。"
+        "ファイルを添付してもう一度コマンドを実行してください。"
+    )
+    never_sent = InputGone("picture", "x" * 300, uploaded=False).user_message
+    assert localize(never_sent, "zh-CN") == (
+        f"在你附加的文件（{'x' * 99}…）送达 ComfyUI 服务器之前机器人重启了，机器人也没有副本；请附上文件重新运行命令。"
+    )

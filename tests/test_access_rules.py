@@ -20,10 +20,14 @@ from core.community.access import (
     AccessRules,
     CommandRule,
     access_rules,
+    binding_rule,
+    command_label,
+    describe,
     refusal,
 )
 from core.config import load_settings
 from core.errors import ConfigError, InvalidInput, WorkflowError
+from core.i18n import localize
 from core.jobs.store import JobStore
 from core.workflows.loader import load_workflow
 from tests.conftest import WORKFLOWS
@@ -103,6 +107,31 @@ def test_a_long_list_of_channels_is_cut_in_the_refusal() -> None:
     assert text.count("<#") == 10
 
 
+def test_refusals_name_the_allowed_channels_and_roles_in_the_members_language() -> None:
+    r = rules(f"[access.commands.image]\nchannels = [{ART}, {GENERAL}]\nroles = [{ARTISTS}, {MODS}]")
+    wrong_role = why(r, channel=ART)
+    assert wrong_role == f"/image is only for members with the role <@&{ARTISTS}> or <@&{MODS}>."
+    assert localize(wrong_role, "ja") == f"/image は <@&{ARTISTS}> または <@&{MODS}> ロールのメンバー専用です。"
+    assert localize(wrong_role, "zh-CN") == f"/image 仅限拥有身份组 <@&{ARTISTS}> 或 <@&{MODS}> 的成员使用。"
+    wrong_channel = why(r, roles=(MODS,), channel=THREAD)
+    assert localize(wrong_channel, "ja") == (
+        f"/image はこのチャンネルでは使えません。<#{ART}>、<#{GENERAL}> で使ってください。"
+    )
+    assert localize(wrong_channel, "zh-CN") == f"/image 不能在此频道使用。请在 <#{ART}>、<#{GENERAL}> 中使用。"
+    many = why(rules(f"[access]\nchannels = {[ART + i for i in range(12)]}"))
+    assert many is not None
+    assert localize(many, "ja").endswith(f"<#{ART + 8}>、<#{ART + 9}>（ほか 2 件） で使ってください。")
+    assert localize(why(r, roles=None), "zh-CN") == "/image 不能在私信中使用，请在服务器中使用。"
+
+
+def test_access_show_describes_a_rule_in_the_members_language() -> None:
+    rule = CommandRule(channels=frozenset({ART, GENERAL}), roles=None)
+    assert describe(rule) == f"in <#{ART}>, <#{GENERAL}> · for any member"
+    assert localize(describe(rule), "ja") == f"チャンネル：<#{ART}>、<#{GENERAL}> · 対象：全員"
+    assert localize(describe(CommandRule(frozenset(), frozenset({MODS}))), "zh-CN") == f"频道：无 · 成员：<@&{MODS}>"
+    assert localize(command_label("*"), "ja") == "すべてのコマンド"
+
+
 def test_precedence_per_field_command_then_binding_then_every_command() -> None:
     r = rules(f"[access]\nchannels = [{GENERAL}]\nroles = [{MODS}]\n[access.commands.image]\nroles = [{ARTISTS}]")
     binding = CommandRule(channels=frozenset({ART}), roles=frozenset({MUTED}))
@@ -171,6 +200,18 @@ def test_a_bad_binding_access_table_is_refused_with_its_problems(tmp_path: Path)
         "image.toml: [access] has no key 'users'; its keys are: channels, roles.\n"
         "image.toml: [access] channels: 1 is not a Discord id (a whole number of 17 to 20 digits)."
     )
+
+
+def test_a_bindings_access_problems_read_in_the_admins_language() -> None:
+    _, problems = binding_rule({"channels": [1], "users": []}, "image.toml")
+    assert [localize(problem, "ja") for problem in problems] == [
+        "image.toml: [access] にキー 'users' はありません。使えるキー：channels, roles。",
+        "image.toml: [access] の channels：1 は Discord ID（17〜20 桁の整数）ではありません。",
+    ]
+    _, problems = binding_rule(["not", "a table"], "image.toml")
+    assert [localize(problem, "zh-CN") for problem in problems] == [
+        "image.toml: [access] 必须是包含 channels 和/或 roles 的表。"
+    ]
 
 
 async def test_changes_made_with_access_are_kept_and_read_again_after_a_restart(
@@ -247,6 +288,7 @@ async def test_a_deny_needs_a_list_to_take_from_and_something_to_take(tmp_path: 
         with pytest.raises(InvalidInput) as caught:
             await access.allow("image", by=MODS)
         assert caught.value.user_message == "Give a channel, a role or both."
+        assert localize(caught.value.user_message, "zh-CN") == "请指定频道、身份组或两者。"
         assert access.changes.commands == {}
     finally:
         await store.close()
@@ -345,6 +387,9 @@ async def test_each_rule_refuses_before_anything_is_sent_and_allows_where_it_sho
 
     wrong_channel = await g.run("image", image, g.bob, g.general)
     assert await g.refused(wrong_channel) == f"/image cannot be used in this channel. Use it in <#{g.art}>."
+    yuki = world.discord.make_user(name="yuki", locale="ja")  # a member whose Discord speaks Japanese
+    in_japanese = await g.run("image", image, yuki, g.general)
+    assert await g.refused(in_japanese) == f"/image はこのチャンネルでは使えません。<#{g.art}> で使ってください。"
     wrong_role = await g.run("music", {"tags": "jazz", "lyrics": "la"}, g.bob, g.art)
     assert await g.refused(wrong_role) == f"/music is only for members with the role <@&{g.artists}>."
     banned = await g.run("image", image, g.carl, g.art)

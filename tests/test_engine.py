@@ -20,6 +20,7 @@ from core.errors import (
     JobTimeout,
     PromptRejected,
 )
+from core.i18n import localize
 from core.jobs.engine import Engine, Progress
 from core.workflows import Workflow, load_catalog, load_workflow
 from tests.conftest import WORKFLOWS
@@ -219,6 +220,7 @@ async def test_queued_job_reports_its_position(comfy: FakeComfyUI, engine: Engin
     second = asyncio.create_task(engine.run(IMAGE, IMAGE.resolve({"prompt": "two"}), seen.append))
     await comfy.wait_for(lambda: any(p.position == 1 for p in seen))
     assert seen[0].describe() == "Queued: position 1 in line"
+    assert localize(seen[0].describe(), "ja") == "待機中：1 番目"
     comfy.resume()
     await asyncio.gather(first, second)
 
@@ -293,3 +295,33 @@ async def test_server_slots_hold_back_extra_jobs_in_order_and_allow_cancelling(
     finally:
         comfy.resume()
         await engine.close()
+
+
+def test_status_lines_read_in_the_members_language() -> None:
+    assert localize(Progress(waiting=3).describe(), "ja") == "空きを待っています：ボットのキューの 3 番目"
+    assert localize(Progress(waiting=3).describe(), "zh-CN") == "正在等待空闲槽位：机器人队列第 3 位"
+    running = Progress(node="KSampler", step=5, steps=20).describe()
+    assert running == "Running KSampler: step 5/20 (25%)"
+    assert localize(running, "ja") == "KSampler を実行中：ステップ 5/20（25%）"
+    assert localize(running, "zh-CN") == "正在运行 KSampler：第 5/20 步（25%）"
+    assert localize(Progress(moved_to="gpu-2", restarted=True).describe(), "zh-CN") == (
+        "运行该任务的 ComfyUI 服务器已离线；任务将在 gpu-2 上重新开始。"
+    )
+
+
+async def test_an_output_over_the_size_cap_is_named_in_the_members_language(
+    comfy: FakeComfyUI, session: aiohttp.ClientSession
+) -> None:
+    engine = Engine(session, [comfy.url], job_timeout=15, max_output_bytes=2048, reconcile_interval=0.3)
+    engine.start()
+    try:
+        result = await engine.run(IMAGE, IMAGE.resolve({"prompt": "a cat"}))
+        assert (engine.whereabouts(result.job_id), result.files) == ("being prepared or delivered", ())
+    finally:
+        await engine.close()
+    [line] = result.skipped
+    assert line == "ComfyUI_00001_.png (2.9 KB): not downloaded, larger than 2 KB (MAX_OUTPUT_MB)"
+    assert localize(line, "ja") == (
+        "ComfyUI_00001_.png（2.9 KB）：2 KB より大きい（MAX_OUTPUT_MB）ため、ダウンロードしていません"
+    )
+    assert localize(line, "zh-CN") == "ComfyUI_00001_.png（2.9 KB）：未下载，大于 2 KB（MAX_OUTPUT_MB）"

@@ -12,6 +12,7 @@ import pytest
 
 from cogs.help import Help
 from core.errors import InvalidInput
+from core.i18n import localize
 from core.jobs.presets import MAX_PRESETS, Preset, Presets, applied, checked_name, own_job
 from core.jobs.store import MIGRATIONS, JobRecord, JobState, JobStore
 from core.workflows import load_catalog
@@ -104,6 +105,24 @@ def test_given_options_override_a_preset_and_a_stale_value_is_explained() -> Non
     assert caught.value.user_message == (
         "Your preset `gone` for /image no longer fits the command: it has no option sampler any more. "
         "Save it again or delete it."
+    )
+
+
+def test_preset_refusals_read_in_the_members_language() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        checked_name("has space")
+    assert localize(caught.value.user_message, "ja") == (
+        "プリセット名は文字・数字・_・- を使った 1〜32 文字です（指定された名前：`has space`）。"
+    )
+    gone = Preset(7, "image", "gone", {"sampler": "euler"}, T0)
+    with pytest.raises(InvalidInput) as caught:
+        applied(IMAGE, gone, {"prompt": "a dog"})
+    assert localize(caught.value.user_message, "ja") == (
+        "/image のプリセット `gone` はコマンドに合わなくなりました：オプション sampler はもうありません。"
+        "保存し直すか削除してください。"
+    )
+    assert localize(caught.value.user_message, "zh-CN") == (
+        "你的 /image 预设 `gone` 已不再适用于该命令：它已没有选项 sampler。请重新保存或删除它。"
     )
 
 

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from core.errors import InvalidInput, JobTimeout
+from core.i18n import localize
 from core.jobs.engine import Engine, new_job_id
 from core.jobs.limits import Limits
 from core.jobs.store import JobRecord
@@ -113,6 +114,25 @@ def test_queue_full_is_refused_for_everyone_until_a_job_gets_a_server() -> None:
     assert refusal(limits, 4) == QUEUE_REFUSAL
     third.release()  # a job that ends before reaching a server leaves the queue too
     limits.reserve(4, next(job))
+
+
+def test_refusals_read_in_the_members_language() -> None:
+    clock = Clock()
+    limits, job = Limits(max_pending_per_member=2, cooldown_seconds=30, max_queued_jobs=3, clock=clock), ids()
+    limits.reserve(1, next(job))
+    clock.now += 12.5
+    assert localize(refusal(limits, 1), "ja") == "次のジョブを始めるまで、あと 18 秒お待ちください。"
+    clock.now += 30
+    limits.reserve(1, next(job))
+    clock.now += 30
+    assert localize(refusal(limits, 1), "ja") == (
+        "待機中・実行中のジョブがすでに 2 件あります（上限 2 件）。"
+        "どれかが終わるのを待つか、/cancel でキャンセルしてください。"
+    )
+    limits.reserve(2, next(job))
+    assert localize(refusal(limits, 3), "zh-CN") == (
+        "机器人的队列已满（3 个任务正在等待 ComfyUI 服务器）。请过几分钟再试。"
+    )
 
 
 def test_limits_of_zero_mean_no_limit() -> None:

@@ -15,6 +15,7 @@ from core.community import read_community
 from core.community.quotas import Allowance, QuotaBook, QuotaExceeded, QuotaRules, quota_rules
 from core.config import load_settings
 from core.errors import ConfigError
+from core.i18n import localize
 from core.jobs.store import JobRecord, JobStore
 from tests.conftest import WORKFLOWS
 from tests.e2e_world import Start, World, finished
@@ -159,6 +160,28 @@ def test_jobs_are_refused_once_the_days_are_used_and_allowed_again_after_the_res
     assert book.used(7).jobs == 1
 
 
+def test_quota_refusals_read_in_japanese_and_chinese_with_their_reset_time() -> None:
+    clock = Clock(MONDAY_10)
+    book = QuotaBook(QuotaRules(default=Allowance(jobs_per_day=2, gpu_seconds_per_day=60), reset_hour=12), clock)
+    for n in range(2):
+        book.reserve(7, [], f"job{n}").submitted = True
+    reset = int(MONDAY_10 + 2 * HOUR)
+    with pytest.raises(QuotaExceeded) as caught:
+        book.check(7, [])
+    assert localize(caught.value.user_message, "ja") == (
+        f"本日のジョブ 2 件をすべて使いました。クォータは <t:{reset}:R> にリセットされます。"
+    )
+    assert localize(caught.value.user_message, "zh-CN") == (
+        f"你今天的 2 个任务已全部用完。配额将于 <t:{reset}:R> 重置。"
+    )
+    book.ran(record("job0", 8, created_at=MONDAY_10), 75.2)
+    with pytest.raises(QuotaExceeded) as caught:
+        book.check(8, [])
+    assert localize(caught.value.user_message, "ja") == (
+        f"本日の GPU 秒数 60 秒をすべて使いました（使用済み 75 秒）。クォータは <t:{reset}:R> にリセットされます。"
+    )
+
+
 def test_a_job_that_never_reached_comfyui_gives_its_place_back_once() -> None:
     book = QuotaBook(QuotaRules(default=Allowance(jobs_per_day=1)), Clock(MONDAY_10))
     hold = book.reserve(7, [], "refused before submitting")
@@ -285,6 +308,15 @@ async def test_twenty_concurrent_commands_from_one_member_run_exactly_the_days_q
         await finished(world, it, timeout=15)
     assert len(world.prompts()) == 3
     assert world.bot.quotas.used(int(member["id"])).jobs == 3
+
+
+@pytest.mark.e2e
+async def test_a_chinese_member_is_told_of_the_used_up_quota_in_chinese(start: Start, tmp_path: Path) -> None:
+    world = await start(settings_env=community(tmp_path, "[quotas]\njobs_per_day = 1\n"))
+    member = world.discord.make_user(name="lin", locale="zh-CN")
+    await finished(world, await world.discord.invoke_slash("image", {"prompt": "one"}, user=member))
+    second = await world.discord.invoke_slash("image", {"prompt": "two"}, user=member)
+    assert await reply(world, second) == [f"你今天的 1 个任务已全部用完。配额将于 <t:{next_reset(world)}:R> 重置。"]
 
 
 @pytest.mark.e2e

@@ -13,8 +13,9 @@ import pytest
 import bot
 import cli
 from core.config import load_settings
+from core.i18n import localize
 from core.jobs.engine import Engine
-from core.jobs.routing import NoCapableServer
+from core.jobs.routing import MAX_REFUSAL, NoCapableServer, Verdict, refusal, verdict
 from core.servers import ServerConfig
 from core.workflows import Workflow, load_catalog
 from tests.conftest import MODELS, WORKFLOWS
@@ -227,3 +228,32 @@ async def test_bot_py_run_sends_its_jobs_only_to_the_server_that_can_run_them(
     code = await cli.execute(bot.parse_args(["run", "image", "prompt=a cat", "--count", "3"]), settings)
     assert code == 0, capsys.readouterr().err
     assert (prompts_received(without), prompts_received(with_it)) == (0, 3)
+
+
+def test_the_refusal_names_each_servers_reason_in_the_members_language() -> None:
+    verdicts = [
+        verdict("gpu-1", ["no ACE-Step model.", "no VAE."]),
+        Verdict("gpu-2", None, connected=False),
+        verdict("gpu-3", None),
+    ]
+    error = refusal("music", verdicts)
+    assert error.user_message == (
+        "No connected ComfyUI server can run /music right now: gpu-1 lacks: no ACE-Step model (and 1 more problem(s)); "
+        "gpu-2 is down; gpu-3 did not answer /object_info."
+    )
+    assert localize(error.user_message, "ja") == (
+        "現在、/music を実行できる接続中の ComfyUI サーバーはありません："
+        "gpu-1：不足：no ACE-Step model（ほか 1 件の問題）、gpu-2 は停止中、gpu-3：/object_info に応答しませんでした。"
+    )
+    assert localize(error.user_message, "zh-CN") == (
+        "目前没有已连接的 ComfyUI 服务器能运行 /music：gpu-1：缺少：no ACE-Step model（另有 1 个问题）；"
+        "gpu-2 已离线；gpu-3：未响应 /object_info。"
+    )
+
+
+def test_a_refusal_over_many_servers_counts_the_ones_it_cannot_name() -> None:
+    verdicts = [verdict(f"gpu-{n}", ["x" * 500]) for n in range(20)]
+    message = refusal("image", verdicts).user_message
+    assert len(message) <= MAX_REFUSAL + 100
+    assert message.endswith("; 15 more server(s).") and message.count("lacks: ") == 5
+    assert localize(message, "ja").endswith("、ほか 15 台のサーバー。")

@@ -23,6 +23,7 @@ from core.community.safety import (
 )
 from core.config import load_settings
 from core.errors import ConfigError, InvalidInput, WorkflowError
+from core.i18n import localize
 from core.jobs.engine import JobResult, OutputFile
 from core.workflows import load_workflow
 from discord_ui.delivery import result_messages
@@ -196,6 +197,20 @@ def test_a_blocked_pattern_is_named_as_a_pattern_and_never_shown() -> None:
     assert refusal(safety, "a lollipop") is None
 
 
+def test_refusals_and_image_notes_read_in_the_members_language() -> None:
+    safety = parse_safety({"safety": {"blocklist": ["gore"], "blocklist_regex": [r"\bloli\w*"]}})
+    assert localize(refusal(safety, "LOLIPOP style") or "", "ja") == (
+        "prompt に、このサーバーで許可されていない表現（ブロック対象のパターン）が含まれています。"
+        "変更してもう一度お試しください。"
+    )
+    assert localize(refusal(safety, "GORE cat") or "", "zh-CN") == "prompt 包含本服务器不允许的词“gore”，请修改后重试。"
+    with pytest.raises(InvalidInput) as in_dm:
+        Safety().check_channel("lewd", nsfw=True, in_dm=True, age_restricted=False)
+    assert localize(in_dm.value.user_message, "zh-CN") == (
+        "/lewd 有年龄限制：只能在标记为年龄限制的服务器频道中使用，不能在私信中使用。"
+    )
+
+
 def test_a_servers_own_rules_add_to_the_common_ones() -> None:
     own = {"blocklist": ["clown"], "blocklist_regex": ["x{3}"]}
     safety = parse_safety({"safety": {"blocklist": ["gore"], "guilds": {str(GUILD): own}}})
@@ -235,6 +250,9 @@ async def test_flagged_images_are_withheld_and_named_others_go_out() -> None:
     )
     assert [f.filename for f in batch] == ["b.mp3"]
     assert content.splitlines()[-1] == "a.png was withheld: the image check flagged it as possibly adult content."
+    assert localize(content, "ja").splitlines()[-1] == (
+        "a.png は送信を控えました：画像チェックで成人向けの可能性があると判定されました。"
+    )
     assert check.calls == [png()]  # only the image was looked at
 
 
@@ -243,6 +261,7 @@ async def test_flagged_images_go_behind_a_spoiler() -> None:
     content, [batch] = await result_messages(_result(image), 1, 2**20, screen=ImageScreen(StubCheck(0.9), 0.5))
     assert [f.filename for f in batch] == ["SPOILER_a.png"]
     assert "a.png is hidden behind a spoiler" in content
+    assert localize(content, "zh-CN").splitlines()[-1] == "a.png 已用剧透遮挡：图片检查将其标记为可能的成人内容。"
     content, [batch] = await result_messages(_result(image), 1, 2**20, screen=ImageScreen(StubCheck(0.1), 0.5))
     assert [f.filename for f in batch] == ["a.png"] and "spoiler" not in content
 

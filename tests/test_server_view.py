@@ -14,6 +14,7 @@ import pytest
 import bot
 import cli
 from core.config import load_settings
+from core.i18n import localize
 from core.jobs.engine import ServerStatus
 from core.jobs.server_view import describe_server, duration, report
 from core.workflows import load_catalog
@@ -130,6 +131,25 @@ def test_long_texts_from_servers_and_config_are_capped_on_one_line() -> None:
 )  # fmt: skip
 def test_durations_round_down_to_their_largest_units(seconds: float, shown: str) -> None:
     assert duration(seconds) == shown
+
+
+def test_the_servers_view_reads_in_japanese_and_chinese() -> None:
+    lacking = replace(UP, runs=("image",), lacks=(("music", "no ACE-Step model."),), last_error="timeout")
+    assert [localize(line, "ja") for line in describe_server(lacking, 4)] == [
+        "home：稼働中（3 分）（最後のエラー：timeout）",
+        "  ComfyUI 0.3.64 · キュー 3 · ジョブ 1/4 · タグ gpu=4090, room=attic",
+        "  実行可能：/image",
+        "  /music は実行不可：不足：no ACE-Step model",
+    ]
+    down = replace(UP, state="down", for_seconds=86400 + 7200, queue=None, version=None, known=False, tags={})
+    assert [localize(line, "zh-CN") for line in describe_server(down, 0)] == [
+        "home：离线（1 天 2 小时）",
+        "  版本未知 · 队列未知 · 任务 1（无上限）",
+        "  能力未知：尚未读取其 /object_info",
+    ]
+    statuses = [UP, replace(UP, name="b", state="connecting"), replace(UP, name="c", state="down")]
+    assert localize(report(statuses, [4, 4, 4])[0], "zh-CN") == "ComfyUI 服务器 3 台：在线 1、连接中 1、离线 1。"
+    assert localize(report([], [])[0], "ja") == "ComfyUI サーバーが設定されていません。"
 
 
 def test_the_report_starts_with_a_count_by_state() -> None:

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from core.errors import ConfigError, InvalidInput
+from core.i18n import Text
 from core.jobs.store import JobStore
+from core.text import LIST, cap, joined
 
 log = logging.getLogger(__name__)
 
@@ -27,14 +29,16 @@ EVERY_COMMAND = "*"  # the key of the rule for every command, in /access and in 
 MIN_SNOWFLAKE, MAX_SNOWFLAKE = 10**16, 2**64 - 1  # Discord ids have 17 to 20 digits
 MAX_SHOWN = 10  # channels or roles named in one refusal; the rest are counted
 
-# What a member is told (one place per message, for a later catalogue)
-BANNED_MEMBER = "You may not use this bot: a moderator has barred you from it."
-BANNED_ROLE = "You may not use this bot: members with the role {role} are barred from it."
-NO_DMS = "/{command} cannot be used in direct messages; use it in the server."
-NOBODY = "/{command} is turned off: nobody may use it right now."
-WRONG_ROLE = "/{command} is only for members with the role {roles}."
-NOWHERE = "/{command} is turned off: it may not be used in any channel right now."
-WRONG_CHANNEL = "/{command} cannot be used in this channel. Use it in {channels}."
+# What a member is told
+BANNED_MEMBER = Text("You may not use this bot: a moderator has barred you from it.")
+BANNED_ROLE = Text("You may not use this bot: members with the role {role} are barred from it.")
+NO_DMS = Text("/{command} cannot be used in direct messages; use it in the server.")
+NOBODY = Text("/{command} is turned off: nobody may use it right now.")
+WRONG_ROLE = Text("/{command} is only for members with the role {roles}.")
+NOWHERE = Text("/{command} is turned off: it may not be used in any channel right now.")
+WRONG_CHANNEL = Text("/{command} cannot be used in this channel. Use it in {channels}.")
+OR = Text("{items} or {item}")  # roles: any one of them will do
+MORE = Text("{items} (+{count} more)")  # channels or roles past MAX_SHOWN
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,26 +96,33 @@ def refusal(
     if rule.roles is not None and not rule.roles.intersection(role_ids or ()):
         if not rule.roles:
             return NOBODY.format(command=command)
-        return WRONG_ROLE.format(command=command, roles=_listed("role", rule.roles, " or "))
+        return WRONG_ROLE.format(command=command, roles=_listed("role", rule.roles, OR))
     if rule.channels is not None and not ({channel_id, parent_channel_id} & rule.channels):
         if not rule.channels:
             return NOWHERE.format(command=command)
-        return WRONG_CHANNEL.format(command=command, channels=_listed("channel", rule.channels, ", "))
+        return WRONG_CHANNEL.format(command=command, channels=_listed("channel", rule.channels, LIST))
     return None
 
 
-def _listed(kind: str, ids: Iterable[int], joiner: str) -> str:
-    """Channel or role mentions (they ping nobody), at most MAX_SHOWN of them."""
+def _listed(kind: str, ids: Iterable[int], connective: Text) -> str:
+    """Channel or role mentions (they ping nobody), at most MAX_SHOWN of them, linked with `connective`."""
     ordered = sorted(ids)
-    shown = [f"<#{i}>" if kind == "channel" else f"<@&{i}>" for i in ordered[:MAX_SHOWN]]
+    shown = joined([f"<#{i}>" if kind == "channel" else f"<@&{i}>" for i in ordered[:MAX_SHOWN]], connective)
     more = len(ordered) - MAX_SHOWN
-    return joiner.join(shown) + (f" (+{more} more)" if more > 0 else "")
+    return MORE.format(items=shown, count=more) if more > 0 else shown
 
 
 # Reading community.toml [access] and bindings' [access]
 
 COMMAND_KEYS = ("channels", "roles")
 ACCESS_KEYS = ("admin_roles", "banned_users", "banned_roles", *COMMAND_KEYS, "commands")
+MAX_SHOWN_VALUE = 100  # a wrong value of the file, quoted back
+
+# What is wrong with a table; a binding's [access] is reported on Discord too (/reload, /workflows)
+NOT_A_RULE_TABLE = Text("{where} must be a table with channels and/or roles.")
+NOT_A_LIST = Text("{where} {key} must be a list of Discord ids, e.g. {key} = [123456789012345678].")
+NOT_AN_ID = Text("{where} {key}: {value} is not a Discord id (a whole number of 17 to 20 digits).")
+UNKNOWN_KEY = Text("{where} has no key {key}; its keys are: {keys}.")
 
 
 def access_rules(tables: Mapping[str, Any]) -> AccessRules:
@@ -132,7 +143,7 @@ def access_rules(tables: Mapping[str, Any]) -> AccessRules:
     for name, spec in raw_commands.items():
         where = f"community.toml [access.commands.{name}]"
         if not isinstance(spec, dict):
-            problems.append(f"{where} must be a table with channels and/or roles.")
+            problems.append(NOT_A_RULE_TABLE.format(where=where))
             continue
         problems += _unknown_keys(spec, COMMAND_KEYS, where)
         commands[str(name)] = _rule(spec, where, problems)
@@ -151,7 +162,7 @@ def binding_rule(table: Any, where: str) -> tuple[CommandRule, list[str]]:
     """A binding file's [access] table as the command's rule, and what is wrong with it."""
     here = f"{where}: [access]"
     if not isinstance(table, dict):
-        return CommandRule(), [f"{here} must be a table with channels and/or roles."]
+        return CommandRule(), [NOT_A_RULE_TABLE.format(where=here)]
     problems = _unknown_keys(table, COMMAND_KEYS, here)
     rule = _rule(table, here, problems)
     return rule, problems
@@ -168,20 +179,22 @@ def _ids(table: Mapping[str, Any], key: str, here: str, problems: list[str]) -> 
         return None
     raw = table[key]
     if not isinstance(raw, list):
-        problems.append(f"{here} {key} must be a list of Discord ids, e.g. {key} = [123456789012345678].")
+        problems.append(NOT_A_LIST.format(where=here, key=key))
         return None
     ids: set[int] = set()
     for item in raw:
         number = int(item) if isinstance(item, str) and item.isascii() and item.isdecimal() else item
         if isinstance(number, bool) or not isinstance(number, int) or not MIN_SNOWFLAKE <= number <= MAX_SNOWFLAKE:
-            problems.append(f"{here} {key}: {item!r} is not a Discord id (a whole number of 17 to 20 digits).")
+            problems.append(NOT_AN_ID.format(where=here, key=key, value=cap(repr(item), MAX_SHOWN_VALUE)))
         else:
             ids.add(number)
     return frozenset(ids)
 
 
 def _unknown_keys(table: Mapping[str, Any], known: tuple[str, ...], here: str) -> list[str]:
-    return [f"{here} has no key {key!r}; its keys are: {', '.join(known)}." for key in table if key not in known]
+    keys = ", ".join(known)  # names to write in the file, the same in every language
+    unknown = [key for key in table if key not in known]
+    return [UNKNOWN_KEY.format(where=here, key=cap(repr(key), MAX_SHOWN_VALUE), keys=keys) for key in unknown]
 
 
 # Changes made with /access, kept in the job store on top of the file
@@ -312,13 +325,14 @@ class Access:
         log.info("access: member %s %s %s %s", by, "banned" if banned else "lifted the ban of", kind, target)
 
 
-NEED_CHANNEL_OR_ROLE = "Give a channel, a role or both."
-NOT_LISTED = "{command} may already be used in every channel or by every role; allow the ones it is for instead."
+NEED_CHANNEL_OR_ROLE = Text("Give a channel, a role or both.")
+NOT_LISTED = Text("{command} may already be used in every channel or by every role; allow the ones it is for instead.")
+EVERY_COMMAND_LABEL = Text("Every command")
 
 
 def command_label(command: str) -> str:
     """How a message names a command, or every command ("*")."""
-    return "Every command" if command == EVERY_COMMAND else f"/{command}"
+    return EVERY_COMMAND_LABEL if command == EVERY_COMMAND else f"/{command}"
 
 
 def _edited(current: frozenset[int] | None, item: int, allow: bool) -> frozenset[int]:
@@ -374,11 +388,13 @@ def _save_ban(db: sqlite3.Connection, kind: str, target: int, banned: bool, by: 
 
 # How /access shows rules
 
-ANYWHERE, NOWHERE_SHORT, ANYONE, NOBODY_SHORT = "any channel", "no channel", "any member", "nobody"
+ANYWHERE, NOWHERE_SHORT = Text("any channel"), Text("no channel")
+ANYONE, NOBODY_SHORT = Text("any member"), Text("nobody")
+RULE = Text("in {channels} · for {roles}")
 
 
 def describe(rule: CommandRule) -> str:
     """One line for a rule: where, and for whom."""
-    where = ANYWHERE if rule.channels is None else _listed("channel", rule.channels, ", ") or NOWHERE_SHORT
-    who = ANYONE if rule.roles is None else _listed("role", rule.roles, ", ") or NOBODY_SHORT
-    return f"in {where} · for {who}"
+    where = ANYWHERE if rule.channels is None else _listed("channel", rule.channels, LIST) or NOWHERE_SHORT
+    who = ANYONE if rule.roles is None else _listed("role", rule.roles, LIST) or NOBODY_SHORT
+    return RULE.format(channels=where, roles=who)

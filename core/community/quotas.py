@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import ConfigError, InvalidInput
+from core.i18n import Text
 from core.jobs.store import JobRecord, JobStore
 
 log = logging.getLogger(__name__)
@@ -31,17 +32,19 @@ KEYS = (*LIMIT_KEYS, "reset_hour", "timezone", "admins_exempt", "roles")
 ROLE_ID = re.compile(r"[0-9]{17,20}", re.ASCII)
 DAY = dt.timedelta(days=1)
 
-# Messages (one place each, for a later catalogue)
-JOBS_USED_UP = "You have used all {limit} of your jobs for today. Your quota resets <t:{reset}:R>."
-GPU_USED_UP = "You have used all {limit} of your GPU-seconds for today ({used} used). Your quota resets <t:{reset}:R>."
-QUOTA_TITLE_OWN = "**Your quota for today**"
-QUOTA_TITLE_OTHER = "**Quota of <@{member}> for today**"
-QUOTA_JOBS = "Jobs: {used} of {limit} used, {left} left"
-QUOTA_JOBS_UNLIMITED = "Jobs: {used} used (no limit)"
-QUOTA_GPU = "GPU time: {used} of {limit} seconds used, {left} left"
-QUOTA_GPU_UNLIMITED = "GPU time: {used} seconds used (no limit)"
-QUOTA_EXEMPT = "Admins are not held to the quota."
-QUOTA_RESETS = "Resets <t:{reset}:R> (<t:{reset}:f>)."
+# What a member is told
+JOBS_USED_UP = Text("You have used all {limit} of your jobs for today. Your quota resets <t:{reset}:R>.")
+GPU_USED_UP = Text(
+    "You have used all {limit} of your GPU-seconds for today ({used} used). Your quota resets <t:{reset}:R>."
+)
+QUOTA_TITLE_OWN = Text("**Your quota for today**")
+QUOTA_TITLE_OTHER = Text("**Quota of <@{member}> for today**")
+QUOTA_JOBS = Text("Jobs: {used} of {limit} used, {left} left")
+QUOTA_JOBS_UNLIMITED = Text("Jobs: {used} used (no limit)")
+QUOTA_GPU = Text("GPU time: {used} of {limit} seconds used, {left} left")
+QUOTA_GPU_UNLIMITED = Text("GPU time: {used} seconds used (no limit)")
+QUOTA_EXEMPT = Text("Admins are not held to the quota.")
+QUOTA_RESETS = Text("Resets <t:{reset}:R> (<t:{reset}:f>).")
 
 
 class QuotaExceeded(InvalidInput):

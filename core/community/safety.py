@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from core.errors import ConfigError, InvalidInput
+from core.i18n import Text
 from core.text import cap
 
 log = logging.getLogger(__name__)
@@ -37,19 +38,21 @@ DEFAULT_THRESHOLD = 0.6
 MAX_SHOWN_WORD = 40  # a matched word as quoted back to the member
 NUDENET_INSTALL = "pip install nudenet"
 
-# What members are told (one place per message, for a later catalogue).
-AGE_RESTRICTED_IN_DM = (
+# What members are told
+AGE_RESTRICTED_IN_DM = Text(
     "/{command} is age-restricted: it can be used only in a server channel marked age-restricted, "
     "not in direct messages."
 )
-AGE_RESTRICTED_CHANNEL = (
+AGE_RESTRICTED_CHANNEL = Text(
     "/{command} is age-restricted: it can be used only in channels marked age-restricted (and their threads); "
     "this channel is not one."
 )
-BLOCKED_WORD = '{option} contains "{word}", a word this server does not allow; change it and try again.'
-BLOCKED_PATTERN = "{option} contains wording this server does not allow (a blocked pattern); change it and try again."
-WITHHELD = "{filename} was withheld: the image check flagged it as possibly adult content."
-SPOILERED = "{filename} is hidden behind a spoiler: the image check flagged it as possibly adult content."
+BLOCKED_WORD = Text('{option} contains "{word}", a word this server does not allow; change it and try again.')
+BLOCKED_PATTERN = Text(
+    "{option} contains wording this server does not allow (a blocked pattern); change it and try again."
+)
+WITHHELD = Text("{filename} was withheld: the image check flagged it as possibly adult content.")
+SPOILERED = Text("{filename} is hidden behind a spoiler: the image check flagged it as possibly adult content.")
 
 # nudenet's classes that count as adult content (covered parts, faces, feet... do not).
 NUDENET_EXPOSED = frozenset(

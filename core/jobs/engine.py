@@ -37,6 +37,7 @@ from core.errors import (
     JobLostTooOften,
     JobTimeout,
 )
+from core.i18n import Text
 from core.jobs.inputs import Copies, ensure_inputs, held_copies, keep_inputs, stored_copies
 from core.jobs.limits import Limits
 from core.jobs.routing import refusal, verdict
@@ -59,6 +60,40 @@ FAILOVER_CHECK = 1.0  # while a job's server is down, how often another server t
 MAX_ERROR_TEXT = 600
 MAX_NAME_SHOWN = 100
 
+# Where a job stands, on its status message
+RESUBMITTED = Text("The server lost the job (it restarted or its queue was cleared); submitting it again.")
+RESTARTED_ON = Text("The ComfyUI server running the job went down; it starts again on {server}.")
+MOVED_TO = Text("The ComfyUI server the job was queued on went down; it moved to {server}.")
+SERVERS_DOWN = Text("Every ComfyUI server that can run this is down right now; the job starts when one is back.")
+WAITING = Text("Waiting for a free slot: position {position} in the bot's queue")
+QUEUED = Text("Queued: position {position} in line")
+RUNNING = Text("Running…")
+RUNNING_NODE = Text("Running {node}…")
+RUNNING_STEP = Text("Running {node}: step {step}/{steps} ({percent}%)")
+# Where a job stands, in /queue
+WAITING_FOR_SLOT = Text("waiting for a free slot (position {position} in the bot's queue)")
+RUNNING_ON = Text("running on {server}")
+QUEUED_ON = Text("queued on {server} (position {position})")
+SUBMITTED_TO = Text("submitted to {server}")
+PREPARING = Text("being prepared or delivered")
+# Refusals and failures
+CANCELLING_ALREADY = Text("This job is already being cancelled.")
+BEING_SUBMITTED = Text("This job is just being submitted; try again in a moment.")
+NO_OUTPUT = Text(
+    "The workflow finished but saved no output: it must end in a Save node (SaveImage, SaveAudio, …), "
+    "not only a Preview node."
+)
+FAILED_IN = Text("The job failed in {node}: {message}")
+FAILED_SILENTLY = Text("The job failed on the ComfyUI server without saying why.")
+NO_MESSAGE = Text("no message")  # in place of ComfyUI's own words (never translated), when it gave none
+# Outputs that were not downloaded
+NOT_DOWNLOADED = Text("{name}: not downloaded, {reason}")
+NOT_DOWNLOADED_SIZE = Text("{name} ({size}): not downloaded, {reason}")
+MORE_THAN = Text("more than {size}")
+TOO_MANY_FILES = Text("the job made more than {count} files (MAX_OUTPUTS_PER_JOB)")
+TOO_MUCH_IN_ALL = Text("the job's files would pass {size} (MAX_JOB_OUTPUT_MB)")
+TOO_LARGE_FILE = Text("larger than {size} (MAX_OUTPUT_MB)")
+
 
 @dataclass(frozen=True, slots=True)
 class Progress:
@@ -75,23 +110,25 @@ class Progress:
     servers_down: bool = False  # waiting in the bot's queue while no server that can run it is up
 
     def describe(self) -> str:
+        """One line for the job's status message."""
         if self.resubmitted:
-            return "The server lost the job (it restarted or its queue was cleared); submitting it again."
+            return RESUBMITTED
         if self.moved_to is not None and self.restarted:
-            return f"The ComfyUI server running the job went down; it starts again on {self.moved_to}."
+            return RESTARTED_ON.format(server=self.moved_to)
         if self.moved_to is not None:
-            return f"The ComfyUI server the job was queued on went down; it moved to {self.moved_to}."
+            return MOVED_TO.format(server=self.moved_to)
         if self.servers_down:
-            return "Every ComfyUI server that can run this is down right now; the job starts when one is back."
+            return SERVERS_DOWN
         if self.waiting:
-            return f"Waiting for a free slot: position {self.waiting} in the bot's queue"
+            return WAITING.format(position=self.waiting)
         if self.position:
-            return f"Queued: position {self.position} in line"
+            return QUEUED.format(position=self.position)
         if self.node is None:
-            return "Running…"
+            return RUNNING
         if self.step is not None and self.steps:
-            return f"Running {self.node}: step {self.step}/{self.steps} ({100 * self.step // self.steps}%)"
-        return f"Running {self.node}…"
+            percent = 100 * self.step // self.steps
+            return RUNNING_STEP.format(node=self.node, step=self.step, steps=self.steps, percent=percent)
+        return RUNNING_NODE.format(node=self.node)
 
 
 @dataclass(frozen=True, slots=True)
@@ -462,26 +499,26 @@ class Engine:
         """Where a job of this process is now, in words for /queue."""
         position = self.queue.position(job_id)
         if position is not None:
-            return f"waiting for a free slot (position {position} in the bot's queue)"
+            return WAITING_FOR_SLOT.format(position=position)
         for server in self.servers:
             watch = _watch_of(server, job_id)
             if watch is not None:
                 if watch.last_position == 0:
-                    return f"running on {server.client.name}"
+                    return RUNNING_ON.format(server=server.client.name)
                 if watch.last_position:
-                    return f"queued on {server.client.name} (position {watch.last_position})"
-                return f"submitted to {server.client.name}"
-        return "being prepared or delivered"
+                    return QUEUED_ON.format(server=server.client.name, position=watch.last_position)
+                return SUBMITTED_TO.format(server=server.client.name)
+        return PREPARING
 
     async def cancel(self, job_id: str) -> None:
         """Stop a job of this process: removed if pending, interrupted if running (never anyone else's)."""
         if job_id in self._cancelled:
-            raise InvalidInput("This job is already being cancelled.")
+            raise InvalidInput(CANCELLING_ALREADY)
         if self.queue.cancel(job_id):
             return
         found = next(((s, w) for s in self.servers if (w := _watch_of(s, job_id)) is not None), None)
         if found is None:
-            raise InvalidInput("This job is just being submitted; try again in a moment.")
+            raise InvalidInput(BEING_SUBMITTED)
         server, watch = found
         self._cancelled.add(job_id)
         await server.client.cancel(watch.prompt_id)
@@ -967,9 +1004,9 @@ class Engine:
         texts: list[str] = []
         skipped: list[str] = []
         total = 0
-        count_cap = f"the job made more than {self.max_outputs_per_job} files (MAX_OUTPUTS_PER_JOB)"
-        total_cap = f"the job's files would pass {human_size(self.max_job_output_bytes)} (MAX_JOB_OUTPUT_MB)"
-        file_cap = f"larger than {human_size(self.max_output_bytes)} (MAX_OUTPUT_MB)"
+        count_cap = TOO_MANY_FILES.format(count=self.max_outputs_per_job)
+        total_cap = TOO_MUCH_IN_ALL.format(size=human_size(self.max_job_output_bytes))
+        file_cap = TOO_LARGE_FILE.format(size=human_size(self.max_output_bytes))
         for node_id, output in entry["outputs"].items():
             for key in FILE_KEYS:
                 for ref in output["files"][key]:
@@ -1015,11 +1052,7 @@ class Engine:
             reason = count_cap if first_dropped > self.max_outputs_per_job else total_cap
             skipped.append(_skipped(f"{watch.prompt_id[:8]}_{index:02d}", size, reason))
         if not files and not texts and not skipped:
-            raise BotError(
-                "The workflow finished but saved no output: it must end in a Save node (SaveImage, SaveAudio, …), "
-                "not only a Preview node.",
-                detail=f"outputs: {entry['outputs']}",
-            )
+            raise BotError(NO_OUTPUT, detail=f"outputs: {entry['outputs']}")
         return tuple(files), tuple(texts), tuple(skipped)
 
 
@@ -1052,9 +1085,9 @@ def _skipped(filename: str, size: int | None, reason: str) -> str:
     """One line naming an output that was not downloaded; a negative size means "more than -size"."""
     name = cap(filename, MAX_NAME_SHOWN)
     if size is None:
-        return f"{name}: not downloaded, {reason}"
-    shown = f"more than {human_size(-size)}" if size < 0 else human_size(size)
-    return f"{name} ({shown}): not downloaded, {reason}"
+        return NOT_DOWNLOADED.format(name=name, reason=reason)
+    shown = MORE_THAN.format(size=human_size(-size)) if size < 0 else human_size(size)
+    return NOT_DOWNLOADED_SIZE.format(name=name, size=shown, reason=reason)
 
 
 def _watch_of(server: ComfyServer, job_id: str) -> Watch | None:
@@ -1077,15 +1110,16 @@ def _raise_if_failed(entry: HistoryEntry, prompt: Prompt) -> None:
     for kind, data in status["messages"]:
         if kind == "execution_error":
             label = node_label(prompt, str(data["node_id"]), data["node_type"])
-            message = cap(data["exception_message"].strip() or "no message", MAX_ERROR_TEXT)
+            said = data["exception_message"].strip()
+            message = cap(said, MAX_ERROR_TEXT) if said else NO_MESSAGE
             raise ExecutionFailed(
-                f"The job failed in {label}: {message}",
+                FAILED_IN.format(node=label, message=message),
                 detail=f"{data.get('exception_type')}: {data.get('exception_message')}\n" + "".join(data["traceback"]),
             )
         if kind == "execution_interrupted":
             raise JobInterrupted(detail=f"interrupted at node {data.get('node_id')}")
     if status["status_str"] == "error":
-        raise ExecutionFailed("The job failed on the ComfyUI server without saying why.", detail=str(status))
+        raise ExecutionFailed(FAILED_SILENTLY, detail=str(status))
 
 
 async def _call(on_progress: OnProgress, progress: Progress) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from core.comfyui.client import ComfyClient
 from core.errors import BotError
+from core.i18n import Text
 from core.jobs.store import SAFE_NAME, JobRecord, JobStore
 from core.text import cap
 from core.workflows.model import FILE_TYPES, InputFile, Workflow
@@ -23,21 +24,26 @@ from core.workflows.model import FILE_TYPES, InputFile, Workflow
 log = logging.getLogger(__name__)
 MAX_NAME = 100  # characters of a member's file name quoted back in a message
 
+# What a member is told
+GONE = Text(
+    "The file you attached ({name}) is no longer on the ComfyUI server and the bot has no copy of it; "
+    "please run the command again with the attachment."
+)
+GONE_BEFORE_UPLOAD = Text(
+    "The bot restarted before the file you attached ({name}) reached the ComfyUI server, "
+    "and the bot has no copy of it; please run the command again with the attachment."
+)
+NOT_KEPT = Text(
+    "The bot could not keep a copy of your attachment, which it needs to run the job safely; please try again later."
+)
+
 
 class InputGone(BotError):
     """An attachment the job needs is neither on the server nor kept by the bot."""
 
     def __init__(self, param: str, name: str, *, uploaded: bool = True) -> None:
-        shown = cap(name, MAX_NAME)
-        where = (
-            f"The file you attached ({shown}) is no longer on the ComfyUI server"
-            if uploaded
-            else f"The bot restarted before the file you attached ({shown}) reached the ComfyUI server,"
-        )
-        super().__init__(
-            f"{where} and the bot has no copy of it; please run the command again with the attachment.",
-            detail=f"input {param} gone",
-        )
+        message = GONE if uploaded else GONE_BEFORE_UPLOAD
+        super().__init__(message.format(name=cap(name, MAX_NAME)), detail=f"input {param} gone")
 
 
 async def keep_inputs(store: JobStore, job_id: str, values: Mapping[str, Any]) -> None:
@@ -48,11 +54,7 @@ async def keep_inputs(store: JobStore, job_id: str, values: Mapping[str, Any]) -
                 await store.keep_input(job_id, _copy_name(param), value.data)
             except OSError as exc:
                 # Without a copy a resubmission could run on another file of the same name: refuse instead.
-                raise BotError(
-                    "The bot could not keep a copy of your attachment, which it needs to run the job safely; "
-                    "please try again later.",
-                    detail=f"keeping input {param} of job {job_id}: {exc}",
-                ) from exc
+                raise BotError(NOT_KEPT, detail=f"keeping input {param} of job {job_id}: {exc}") from exc
 
 
 async def restored_values(store: JobStore, workflow: Workflow, record: JobRecord) -> dict[str, Any]:

@@ -13,8 +13,19 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from core.errors import InvalidInput
+from core.i18n import Text
 
 PRUNE_AT = 1000  # cooldown stamps kept before expired ones are dropped
+
+# What a member is told
+TOO_MANY_PENDING = Text(
+    "You already have {pending} job(s) waiting or running; the limit is {limit}. "
+    "Please wait for one to finish, or cancel one with /cancel."
+)
+COOLING_DOWN = Text("Please wait {seconds} more second(s) before starting another job.")
+QUEUE_FULL = Text(
+    "The bot's queue is full ({queued} job(s) waiting for a ComfyUI server). Please try again in a few minutes."
+)
 
 
 class Reservation:
@@ -77,20 +88,14 @@ class Limits:
         """Refuse with InvalidInput if `member_id` may not start a job now; reserve() checks again."""
         pending = self.pending(member_id)
         if self.max_pending_per_member and pending >= self.max_pending_per_member:
-            raise InvalidInput(
-                f"You already have {pending} job(s) waiting or running; the limit is "
-                f"{self.max_pending_per_member}. Please wait for one to finish, or cancel one with /cancel."
-            )
+            raise InvalidInput(TOO_MANY_PENDING.format(pending=pending, limit=self.max_pending_per_member))
         last = self._last_start.get(member_id)
         if last is not None:
             wait = last + self.cooldown_seconds - self._clock()
             if wait > 0:
-                raise InvalidInput(f"Please wait {math.ceil(wait)} more second(s) before starting another job.")
+                raise InvalidInput(COOLING_DOWN.format(seconds=math.ceil(wait)))
         if self.max_queued_jobs and len(self._queued) >= self.max_queued_jobs:
-            raise InvalidInput(
-                f"The bot's queue is full ({len(self._queued)} job(s) waiting for a ComfyUI server). "
-                "Please try again in a few minutes."
-            )
+            raise InvalidInput(QUEUE_FULL.format(queued=len(self._queued)))
 
     def reserve(self, member_id: int, job_id: str) -> Reservation:
         """Check every limit and take the job's place in the same step (call it before any await)."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import InvalidInput
+from core.i18n import Text
 from core.jobs.store import JobRecord, JobStore
 from core.workflows import FILE_TYPES, ParamType, Workflow
 
@@ -24,13 +25,16 @@ MAX_NAME = 32
 NAME = re.compile(rf"[\w-]{{1,{MAX_NAME}}}")  # letters of any script, digits, _ and -
 DEFAULT = "default"
 
-BAD_NAME = f"A preset name is 1 to {MAX_NAME} letters, digits, _ or - (got {{name}})."
-TOO_MANY = f"You have {MAX_PRESETS} presets, the most a member may keep; delete one with /preset delete first."
-NO_SUCH = "You have no preset {name} for /{command}. /preset list shows yours."
-STALE = "Your preset {name} for /{command} no longer fits the command: {problem} Save it again or delete it."
-NO_JOB = "You have no job {job}. /history shows yours with their ids."
-NO_JOB_YET = "You have no job yet to save a preset from."
-NOTHING_TO_SAVE = "Job {job} of /{command} has no options a preset can keep (seeds and files are not kept)."
+BAD_NAME = Text("A preset name is 1 to {most} letters, digits, _ or - (got {name}).")
+TOO_MANY = Text(
+    "You have {count} presets, the most a member may keep; delete one with /preset delete first.", count=MAX_PRESETS
+)
+NO_SUCH = Text("You have no preset {name} for /{command}. /preset list shows yours.")
+STALE = Text("Your preset {name} for /{command} no longer fits the command: {problem} Save it again or delete it.")
+NO_OPTION = Text("it has no option {name} any more.")  # the {problem} of STALE
+NO_JOB = Text("You have no job {job}. /history shows yours with their ids.")
+NO_JOB_YET = Text("You have no job yet to save a preset from.")
+NOTHING_TO_SAVE = Text("Job {job} of /{command} has no options a preset can keep (seeds and files are not kept).")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +52,7 @@ def checked_name(name: str) -> str:
     """Return `name` without surrounding spaces if it is a valid preset name; InvalidInput otherwise."""
     stripped = name.strip()
     if not NAME.fullmatch(stripped):
-        raise InvalidInput(BAD_NAME.format(name=quoted_name(stripped)))
+        raise InvalidInput(BAD_NAME.format(most=MAX_NAME, name=quoted_name(stripped)))
     return stripped
 
 
@@ -73,7 +77,7 @@ def applied(workflow: Workflow, preset: Preset, given: Mapping[str, Any]) -> dic
         param = workflow.param(name)
         try:
             if param is None:
-                raise InvalidInput(f"it has no option {name} any more.")
+                raise InvalidInput(NO_OPTION.format(name=name))
             merged[name] = param.coerce(value)
         except InvalidInput as exc:
             problem = exc.user_message

@@ -4,17 +4,44 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from core.i18n import Lines, Text
 from core.jobs.engine import Engine, ServerStatus
-from core.jobs.routing import verdict
-from core.text import cap
+from core.jobs.routing import DOWN, LACKS, MAX_SERVER_NAME, verdict
+from core.text import cap, joined
 
 INDENT = "  "  # a server's detail lines, under its state line
-MAX_SERVER_NAME = 100  # a COMFYUI_URL entry is named after its address, which may be long
 MAX_ERROR = 200
 MAX_TAGS = 150
 MAX_RUNS = 300
 MAX_LACKS = 4  # commands listed with what the server lacks; further ones are counted
 MAX_LACK = 250
+
+NO_SERVER = Text("No ComfyUI server is configured.")
+SUMMARY = Text("{count} ComfyUI server(s): {states}.")
+COUNTS = {"up": Text("{count} up"), "connecting": Text("{count} connecting"), "down": Text("{count} down")}
+STATES = {"up": Text("up"), "connecting": Text("connecting"), "down": DOWN}
+STATE = Text("{server}: {state} {duration}")
+STATE_LAST_ERROR = Text("{server}: {state} {duration} (last error: {error})")  # it is up again
+STATE_ERROR = Text("{server}: {state} {duration}: {error}")
+STATE_NO_ANSWER = Text("{server}: {state} {duration}: no answer yet")
+VERSION_UNKNOWN = Text("version unknown")
+QUEUE = Text("queue {count}")
+QUEUE_UNKNOWN = Text("queue unknown")
+JOBS = Text("jobs {jobs}/{slots}")
+JOBS_NO_LIMIT = Text("jobs {jobs} (no limit)")
+TAGS = Text("tags {tags}")
+CAPABILITIES_UNKNOWN = Text("capabilities unknown: its /object_info has not been read")
+RUNS = Text("runs {commands}")
+NOTHING_TO_CHECK = Text("no command to check")
+CANNOT_RUN = Text("cannot run /{command}: {lacks}")
+MORE_LACKS = Text("…and {count} more command(s) it cannot run")
+# Durations, rounded down to their largest units
+SECONDS = Text("{seconds} s")
+MINUTES = Text("{minutes} min")
+HOURS = Text("{hours} h")
+HOURS_MINUTES = Text("{hours} h {minutes} min")
+DAYS = Text("{days} d")
+DAYS_HOURS = Text("{days} d {hours} h")
 
 
 def servers_report(engine: Engine) -> list[str]:
@@ -26,10 +53,10 @@ def servers_report(engine: Engine) -> list[str]:
 def report(statuses: Sequence[ServerStatus], slots: Sequence[int]) -> list[str]:
     """A summary line, then each server's lines; `slots[i]` is what Engine.slots gives for server i (0: no limit)."""
     if not statuses:
-        return ["No ComfyUI server is configured."]
-    counts = {state: sum(1 for s in statuses if s.state == state) for state in ("up", "connecting", "down")}
-    summary = ", ".join(f"{count} {state}" for state, count in counts.items() if count)
-    lines = [f"{len(statuses)} ComfyUI server(s): {summary}."]
+        return [NO_SERVER]
+    counts = {state: sum(1 for s in statuses if s.state == state) for state in COUNTS}
+    states = joined([COUNTS[state].format(count=count) for state, count in counts.items() if count])
+    lines: list[str] = [SUMMARY.format(count=len(statuses), states=states)]
     for status, slot_count in zip(statuses, slots, strict=True):
         lines += describe_server(status, slot_count)
     return lines
@@ -37,47 +64,63 @@ def report(statuses: Sequence[ServerStatus], slots: Sequence[int]) -> list[str]:
 
 def describe_server(status: ServerStatus, slots: int) -> list[str]:
     """One server: its state and since when (with the last error), then load, tags and what it can run."""
-    state = f"{cap(status.name, MAX_SERVER_NAME)}: {status.state} {duration(status.for_seconds)}"
+    shown = {
+        "server": cap(status.name, MAX_SERVER_NAME),
+        "state": STATES.get(status.state, status.state),
+        "duration": duration(status.for_seconds),
+    }
     error = one_line(status.last_error, MAX_ERROR) if status.last_error else None
     if error and status.state == "up":
-        state += f" (last error: {error})"  # it came back; the error may explain a recent outage
+        state = STATE_LAST_ERROR.format(**shown, error=error)  # it came back; the error may explain a recent outage
     elif error:
-        state += f": {error}"
+        state = STATE_ERROR.format(**shown, error=error)
     elif status.state == "connecting":
-        state += ": no answer yet"  # its first connection attempt has neither succeeded nor failed
-    version = f"ComfyUI {cap(status.version, 40)}" if status.version else "version unknown"
+        state = STATE_NO_ANSWER.format(**shown)  # its first connection attempt has neither succeeded nor failed
+    else:
+        state = STATE.format(**shown)
+    version = f"ComfyUI {cap(status.version, 40)}" if status.version else VERSION_UNKNOWN
     # A server that is not up may have done anything with its queue since it was last heard from.
-    queue = f"queue {status.queue}" if status.queue is not None and status.state == "up" else "queue unknown"
-    jobs = f"jobs {status.jobs}/{slots}" if slots else f"jobs {status.jobs} (no limit)"
+    queue = QUEUE.format(count=status.queue) if status.queue is not None and status.state == "up" else QUEUE_UNKNOWN
+    jobs = JOBS.format(jobs=status.jobs, slots=slots) if slots else JOBS_NO_LIMIT.format(jobs=status.jobs)
     facts = [version, queue, jobs]
     if status.tags:
-        facts.append(one_line("tags " + ", ".join(f"{k}={v}" for k, v in status.tags.items()), MAX_TAGS))
-    lines = [state, INDENT + " · ".join(facts)]
+        tags = ", ".join(f"{k}={v}" for k, v in status.tags.items())
+        facts.append(TAGS.format(tags=one_line(tags, MAX_TAGS - len(TAGS.format(tags="")))))
+    lines = [state, indented(Lines(facts, " · "))]
     if not status.known:
-        return [*lines, INDENT + "capabilities unknown: its /object_info has not been read"]
+        return [*lines, indented(CAPABILITIES_UNKNOWN)]
     if status.runs:
-        lines.append(INDENT + cap("runs " + ", ".join(f"/{name}" for name in status.runs), MAX_RUNS))
+        runs = ", ".join(f"/{name}" for name in status.runs)
+        lines.append(indented(RUNS.format(commands=cap(runs, MAX_RUNS - len(RUNS.format(commands=""))))))
     elif not status.lacks:
-        lines.append(INDENT + "no command to check")
+        lines.append(indented(NOTHING_TO_CHECK))
     for command, reason in status.lacks[:MAX_LACKS]:
-        lacks = verdict(status.name, [reason]).describe()  # the same wording as `bot.py check`'s table
-        lines.append(INDENT + one_line(f"cannot run /{command}: {lacks}", MAX_LACK))
+        room = MAX_LACK - len(CANNOT_RUN.format(command=command, lacks=LACKS.format(reason="")))
+        # A sentence of the bot stays whole (to be translated); a server's or a workflow's words fit on the line
+        said = reason if isinstance(reason, Text | Lines) else one_line(reason, room)
+        lacks = verdict(status.name, [said]).describe()  # the same wording as `bot.py check`'s table
+        lines.append(indented(CANNOT_RUN.format(command=command, lacks=lacks)))
     if len(status.lacks) > MAX_LACKS:
-        lines.append(INDENT + f"…and {len(status.lacks) - MAX_LACKS} more command(s) it cannot run")
+        lines.append(indented(MORE_LACKS.format(count=len(status.lacks) - MAX_LACKS)))
     return lines
+
+
+def indented(line: str) -> str:
+    """A detail line under its server's state line (the indent is the same in every language)."""
+    return Lines((INDENT, line), "")
 
 
 def duration(seconds: float) -> str:
     """A time span rounded down to its largest units: "42 s", "3 min", "2 h 5 min", "4 d 1 h"."""
     whole = max(0, int(seconds))
     if whole < 60:
-        return f"{whole} s"
+        return SECONDS.format(seconds=whole)
     minutes, hours, days = whole // 60, whole // 3600, whole // 86400
     if hours < 1:
-        return f"{minutes} min"
+        return MINUTES.format(minutes=minutes)
     if days < 1:
-        return f"{hours} h {minutes % 60} min" if minutes % 60 else f"{hours} h"
-    return f"{days} d {hours % 24} h" if hours % 24 else f"{days} d"
+        return HOURS_MINUTES.format(hours=hours, minutes=minutes % 60) if minutes % 60 else HOURS.format(hours=hours)
+    return DAYS_HOURS.format(days=days, hours=hours % 24) if hours % 24 else DAYS.format(days=days)
 
 
 def one_line(text: str, limit: int) -> str:
