@@ -12,7 +12,7 @@ from core.text import cap
 MAX_OPTIONS_SHOWN = 8
 MAX_MESSAGE = 1500
 MAX_SERVER_TEXT = 300  # one message or detail of the server's, in one line of the refusal
-MAX_TITLE = 80
+MAX_NAME_SHOWN = 80  # a node title, class or input name in a message
 
 REFUSED = Text("ComfyUI refused the workflow:\n• {reasons}")
 REASON = Text("{label}: {reason}")
@@ -55,7 +55,7 @@ def node_label(prompt: Prompt, node_id: str, class_type: str | None = None) -> s
     class_type = class_type or prompt.get(node_id, {}).get("class_type") or UNKNOWN_CLASS
     title = _title(prompt, node_id, class_type)
     if title:
-        return TITLED_NODE.format(title=cap(title, MAX_TITLE), class_type=class_type, node_id=node_id)
+        return TITLED_NODE.format(title=cap(title, MAX_NAME_SHOWN), class_type=class_type, node_id=node_id)
     return NODE.format(class_type=class_type, node_id=node_id)
 
 
@@ -68,9 +68,9 @@ def running_label(prompt: Prompt, node_id: str) -> str:
 def missing_class(prompt: Prompt, node_id: str, class_type: str, version: str | None) -> str:
     """Say that the server lacks a node's class: a custom node, or a core node newer than the server."""
     title = _title(prompt, node_id, class_type)
-    label = f"{node_id} “{title[:MAX_TITLE]}”" if title else node_id
+    label = f"{node_id} “{title[:MAX_NAME_SHOWN]}”" if title else node_id
     server = SERVER_VERSION.format(version=version) if version else UNKNOWN_VERSION
-    return MISSING_CLASS.format(node=label, class_type=class_type[:MAX_TITLE], server=server)
+    return MISSING_CLASS.format(node=label, class_type=class_type[:MAX_NAME_SHOWN], server=server)
 
 
 def _title(prompt: Prompt, node_id: str, class_type: str | None) -> str | None:
@@ -153,12 +153,13 @@ def missing_option_inputs(node_errors: dict[str, NodeErrors]) -> set[tuple[str, 
 
 def _describe_item(err: NodeErrorItem, class_type: str, options: dict[tuple[str, str], list[str]]) -> str:
     extra = err.get("extra_info") or {}
-    name = cap(str(extra.get("input_name") or err.get("details") or "?"), MAX_TITLE)
+    input_name = str(extra.get("input_name") or err.get("details") or "?")
+    name = cap(input_name, MAX_NAME_SHOWN)
     kind = err.get("type")
     if kind == "value_not_in_list":
         allowed = object_info.combo_options(extra.get("input_config"))
         if allowed is None:
-            allowed = options.get((class_type, str(name)))
+            allowed = options.get((class_type, input_name))
         value = extra.get("received_value")
         if value is None or value == "":  # the same words as the workflow check's
             if allowed:

@@ -21,7 +21,7 @@ from core.comfyui.object_info import (
 from core.comfyui.types import Prompt
 from core.i18n import Text
 from core.workflows.loader import Catalog
-from core.workflows.model import FILE_TYPES, MAX_SEED, Param, ParamType, Target, Workflow
+from core.workflows.model import FILE_TYPES, MAX_SEED, NONE, Param, ParamType, Target, Workflow
 
 # Inputs the editor writes into API exports that no node declares (e.g. LoadImage's upload button).
 EDITOR_ONLY_INPUTS = frozenset({"upload", "audioUI", "control_after_generate"})
@@ -59,7 +59,6 @@ CHOICE_MISSING = Text("option {option}: {value} is not available for {where}; th
 CHOICE_SPELLED = Text(
     "option {option}: {value} (the server writes it {spelled}) is not available for {where}; the server has: {options}."
 )
-NO_OPTIONS = Text("none")
 BELOW_SERVER_MIN = Text("option {option} allows values below {where}'s minimum {low}; set min = {low}.")
 ABOVE_SERVER_MAX = Text("option {option} allows values above {where}'s maximum {high}; set max = {high}.")
 
@@ -221,7 +220,7 @@ def _param_problems(workflow: Workflow, param: Param, object_info: dict[str, Any
             if wrong:
                 spelled = match_option(wrong[0], options or [])
                 found = {"option": here, "value": quoted(wrong[0]), "where": where}
-                found["options"] = list_options(options or []) or NO_OPTIONS
+                found["options"] = list_options(options or []) or NONE
                 if spelled:
                     problems.append(CHOICE_SPELLED.format(**found, spelled=quoted(spelled)))
                 else:
