@@ -2,6 +2,29 @@
 
 from __future__ import annotations
 
+from core.i18n import Text
+
+UNREACHABLE = Text(
+    "The ComfyUI server is not reachable right now, so nothing was generated. Please try again in a few minutes."
+)
+SERVER_ERROR = Text("The ComfyUI server answered with an error, so nothing was generated. Please try again later.")
+INTERRUPTED = Text("The job was interrupted on the ComfyUI server before it finished.")
+LOST = Text(
+    "The ComfyUI server lost this job (it restarted or its queue was cleared) before it finished. Please try again."
+)
+LOST_TOO_OFTEN = Text(
+    "The ComfyUI server went away {times} times while it ran this job (a restart or a crash), so the bot "
+    "stopped there: a job that brings the server down would take the other jobs with it. If the server "
+    "just had a bad moment, run the command again."
+)
+TIMED_OUT = Text("The job did not finish within {minutes} minute(s), so the bot stopped waiting for it.")
+SERVER_WENT_DOWN = Text(
+    "The ComfyUI server {server} went down with the job and no other server could take it "
+    "within {minutes} minute(s), so the bot stopped waiting for it."
+)
+CANCELLED = Text("The job was cancelled.")
+UNREADABLE = Text("The ComfyUI server {server} sent an answer the bot cannot read ({route}). Please try again later.")
+
 
 class BotError(Exception):
     """An expected failure with a short message for the member and optional detail for the log."""
@@ -33,11 +56,7 @@ class ComfyUnreachable(BotError):
     """The ComfyUI server did not answer."""
 
     def __init__(self, server: str, reason: str) -> None:
-        super().__init__(
-            "The ComfyUI server is not reachable right now, so nothing was generated. "
-            "Please try again in a few minutes.",
-            detail=f"{server}: {reason}",
-        )
+        super().__init__(UNREACHABLE, detail=f"{server}: {reason}")
         self.reason = reason
 
 
@@ -45,10 +64,7 @@ class ComfyServerError(BotError):
     """ComfyUI answered with something the bot cannot use (an HTTP error, a malformed body)."""
 
     def __init__(self, server: str, what: str) -> None:
-        super().__init__(
-            "The ComfyUI server answered with an error, so nothing was generated. Please try again later.",
-            detail=f"{server}: {what}",
-        )
+        super().__init__(SERVER_ERROR, detail=f"{server}: {what}")
         self.reason = what
 
 
@@ -64,31 +80,21 @@ class JobInterrupted(BotError):
     """The job was interrupted on the server before it finished."""
 
     def __init__(self, detail: str | None = None) -> None:
-        super().__init__("The job was interrupted on the ComfyUI server before it finished.", detail=detail)
+        super().__init__(INTERRUPTED, detail=detail)
 
 
 class JobLost(BotError):
     """The server no longer knows the job: it restarted or its queue was cleared."""
 
     def __init__(self, detail: str | None = None) -> None:
-        super().__init__(
-            "The ComfyUI server lost this job (it restarted or its queue was cleared) before it finished. "
-            "Please try again.",
-            detail=detail,
-        )
+        super().__init__(LOST, detail=detail)
 
 
 class JobLostTooOften(JobLost):
     """The job was running each time its server went away, as often as the bot retries: it is not run again."""
 
     def __init__(self, times: int, detail: str | None = None) -> None:
-        BotError.__init__(
-            self,
-            f"The ComfyUI server went away {times} times while it ran this job (a restart or a crash), so the bot "
-            "stopped there: a job that brings the server down would take the other jobs with it. If the server "
-            "just had a bad moment, run the command again.",
-            detail=detail,
-        )
+        BotError.__init__(self, LOST_TOO_OFTEN.format(times=times), detail=detail)
 
 
 class JobTimeout(BotError):
@@ -96,12 +102,9 @@ class JobTimeout(BotError):
 
     def __init__(self, seconds: float, *, down_server: str | None = None) -> None:
         minutes = max(1, round(seconds / 60))
-        message = f"The job did not finish within {minutes} minute(s), so the bot stopped waiting for it."
+        message = TIMED_OUT.format(minutes=minutes)
         if down_server is not None:  # the job's server went down and no other could take it
-            message = (
-                f"The ComfyUI server {down_server} went down with the job and no other server could take it "
-                f"within {minutes} minute(s), so the bot stopped waiting for it."
-            )
+            message = SERVER_WENT_DOWN.format(server=down_server, minutes=minutes)
         super().__init__(message, detail=f"timeout after {seconds:.0f}s")
 
 
@@ -113,7 +116,7 @@ class JobCancelled(BotError):
     """The job was cancelled by its requester or an admin."""
 
     def __init__(self) -> None:
-        super().__init__("The job was cancelled.")
+        super().__init__(CANCELLED)
 
 
 class UnreadableAnswer(ComfyServerError):
@@ -121,7 +124,5 @@ class UnreadableAnswer(ComfyServerError):
 
     def __init__(self, server: str, route: str, problem: str) -> None:
         super().__init__(server, f"{route}: unexpected answer: {problem}")
-        self.user_message = (
-            f"The ComfyUI server {server} sent an answer the bot cannot read ({route}). Please try again later."
-        )
+        self.user_message = UNREADABLE.format(server=server, route=route)
         self.args = (self.user_message,)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Literal
 
 from core.config import DEFAULT_MAX_IMAGE_PIXELS
 from core.errors import OutputTooLarge
+from core.i18n import Text
 
 if TYPE_CHECKING:  # imported by `_load_codecs` on the first fit: they are a tenth of a second of the bot's start
     import av
@@ -23,6 +24,19 @@ log = logging.getLogger(__name__)
 
 
 MediaKind = Literal["image", "audio", "video", "text", "file"]
+
+# What was done to a file to fit the limit, shown beside its name with the result; {fit} is FIT.
+FIT = Text("to fit the {limit} upload limit")
+IMAGE_REENCODED = Text("re-encoded as {format} (quality {quality}) {fit}")
+IMAGE_SCALED = Text("re-encoded as {format} (quality {quality}) and scaled to {width}×{height} {fit}")
+VIDEO_REENCODED = Text("re-encoded as MP4 ({rate}, {width}×{height}) {fit}")
+ANIMATION_CONVERTED = Text("converted to MP4 ({rate}, {width}×{height}) {fit}")
+AUDIO_CONVERTED = Text("converted to MP3 at {kbps} kbps {fit}")
+TOO_MANY_PIXELS = Text(
+    "{file} is {width}×{height} pixels ({megapixels}, {size}), "
+    "more than the {max_megapixels} the bot decodes to shrink a file, so it was not attached."
+)
+BYTES = Text("{count} bytes")
 
 _KINDS: dict[str, MediaKind] = {
     **dict.fromkeys((".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tiff"), "image"),
@@ -51,9 +65,9 @@ class TooManyPixels(OutputTooLarge):
     """A picture too large to decode safely; its message names it with its size in pixels and bytes."""
 
     def __init__(self, filename: str, width: int, height: int, size: int, max_pixels: int) -> None:
+        shown = {"megapixels": _megapixels(width * height), "max_megapixels": _megapixels(max_pixels)}
         super().__init__(
-            f"{filename} is {width}×{height} pixels ({_megapixels(width * height)}, {human_size(size)}), "
-            f"more than the {_megapixels(max_pixels)} the bot decodes to shrink a file, so it was not attached."
+            TOO_MANY_PIXELS.format(file=filename, width=width, height=height, size=human_size(size), **shown)
         )
 
 
@@ -109,7 +123,7 @@ def human_size(size: int) -> str:
     for unit, scale in (("MB", 2**20), ("KB", 2**10)):
         if size >= scale:
             return f"{size / scale:.1f}".removesuffix(".0") + f" {unit}"
-    return f"{size} bytes"
+    return BYTES.format(count=size)
 
 
 def _renamed(filename: str, suffix: str) -> str:
@@ -118,8 +132,8 @@ def _renamed(filename: str, suffix: str) -> str:
     return (filename[: -len(old)] if old else filename) + suffix
 
 
-def _to_fit(limit: int) -> str:
-    return f"to fit the {human_size(limit)} upload limit"
+def _to_fit(limit: int) -> Text:
+    return FIT.format(limit=human_size(limit))
 
 
 def _megapixels(pixels: int) -> str:
@@ -228,8 +242,11 @@ def _fit_still(filename: str, img: Image.Image, dest: Path, limit: int) -> Fitte
             encoded, smallest = _encode_to_fit(picture, limit, exif)
             if encoded is not None:
                 fmt = "WebP" if encoded.format == "WEBP" else encoded.format
-                scaled = "" if scale == 1.0 else f" and scaled to {size[0]}×{size[1]}"
-                note = f"re-encoded as {fmt} (quality {encoded.quality}){scaled} {_to_fit(limit)}"
+                done = {"format": fmt, "quality": encoded.quality, "fit": _to_fit(limit)}
+                if scale == 1.0:
+                    note = IMAGE_REENCODED.format(**done)
+                else:
+                    note = IMAGE_SCALED.format(**done, width=size[0], height=size[1])
                 suffix = ".webp" if encoded.format == "WEBP" else ".jpg"
                 dest.write_bytes(encoded.data)
                 return Fitted(_renamed(filename, suffix), dest, len(encoded.data), note)
@@ -411,7 +428,7 @@ def _fit_video(filename: str, source: Path, dest: Path, limit: int, max_pixels: 
             audio=None if audio is None else (audio.codec_context.sample_rate, audio.codec_context.channels),
             frames=lambda: _decoded(source, with_audio=audio is not None),
         )
-    return _fit_clip(filename, clip, dest, limit, "re-encoded as")
+    return _fit_clip(filename, clip, dest, limit, VIDEO_REENCODED)
 
 
 def _decoded(source: Path, *, with_audio: bool) -> Iterator[av.VideoFrame | av.AudioFrame]:
@@ -457,10 +474,10 @@ def _fit_animation(filename: str, img: Image.Image, dest: Path, limit: int) -> F
         audio=None,
         frames=frames,
     )
-    return _fit_clip(filename, clip, dest, limit, "converted to")
+    return _fit_clip(filename, clip, dest, limit, ANIMATION_CONVERTED)
 
 
-def _fit_clip(filename: str, clip: _Clip, dest: Path, limit: int, verb: str) -> Fitted | None:
+def _fit_clip(filename: str, clip: _Clip, dest: Path, limit: int, done: Text) -> Fitted | None:
     """Encode `clip` as H.264/AAC MP4 at the bitrate that fills the limit; retry lower if the encoder overshoots."""
     if clip.duration <= 0 or clip.width <= 0 or clip.height <= 0:
         return None
@@ -473,7 +490,7 @@ def _fit_clip(filename: str, clip: _Clip, dest: Path, limit: int, verb: str) -> 
         width, height = _video_size(clip, video_bps)
         size = _encode_mp4(clip, dest, (width, height), round(video_bps), audio_bps)
         if size <= limit:
-            note = f"{verb} MP4 ({_rate(video_bps)}, {width}×{height}) {_to_fit(limit)}"
+            note = done.format(rate=_rate(video_bps), width=width, height=height, fit=_to_fit(limit))
             return Fitted(_renamed(filename, ".mp4"), dest, size, note)
         # Take the overshoot out of the video budget, with a margin since ABR misses by a similar ratio again
         video_bps = (video_bps - (size - limit) * 8 / clip.duration) * 0.9
@@ -586,7 +603,7 @@ def _fit_audio(filename: str, source: Path, dest: Path, limit: int) -> Fitted | 
     for kbps in [kbps for kbps in _MP3_KBPS if kbps <= budget_kbps][:_AUDIO_ATTEMPTS]:
         size = _encode_mp3(source, dest, kbps, rate, channels)
         if size <= limit:
-            note = f"converted to MP3 at {kbps} kbps {_to_fit(limit)}"
+            note = AUDIO_CONVERTED.format(kbps=kbps, fit=_to_fit(limit))
             return Fitted(_renamed(filename, ".mp3"), dest, size, note)
     return None
 

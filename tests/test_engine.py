@@ -90,6 +90,19 @@ async def test_missing_checkpoint_is_rejected_with_what_the_server_has(comfy: Fa
     assert listener(engine).watches == {}
 
 
+async def test_a_rejection_reads_in_japanese_with_the_servers_model_names_as_they_are(
+    comfy: FakeComfyUI, engine: Engine
+) -> None:
+    comfy.models = {"checkpoints": ["dreamshaper_8.safetensors", "juggernaut_xl.safetensors"]}
+    with pytest.raises(PromptRejected) as caught:
+        await engine.run(IMAGE, IMAGE.resolve({"prompt": "a cat"}))
+    assert localize(caught.value.user_message, "ja") == (
+        "ComfyUI がワークフローを受け付けませんでした：\n• 「Load Checkpoint」（CheckpointLoaderSimple、ノード 4）："
+        "入力 ckpt_name：'v1-5-pruned-emaonly-fp16.safetensors' はサーバーにありません。"
+        "サーバーにあるのは：dreamshaper_8.safetensors, juggernaut_xl.safetensors。"
+    )
+
+
 async def test_partial_acceptance_with_node_errors_is_rejected_and_removed(
     comfy: FakeComfyUI, engine: Engine, tmp_path: Path
 ) -> None:
@@ -260,6 +273,7 @@ async def test_timeout_gives_up_and_cancels_on_the_server(comfy: FakeComfyUI, se
         comfy.resume()
         await engine.close()
     assert caught.value.user_message == "The job did not finish within 1 minute(s), so the bot stopped waiting for it."
+    assert localize(caught.value.user_message, "zh-CN") == "任务未在 1 分钟内完成，因此机器人不再等待。"
     job_id = submitted(comfy)[0]["prompt_id"]
     assert ("/interrupt", {"prompt_id": job_id}) in [(r.path, r.json) for r in comfy.requests]
 

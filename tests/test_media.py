@@ -18,6 +18,7 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from core import media
+from core.i18n import localize
 from core.media import human_size, kind_of
 from tests.media_samples import noisy_clip
 
@@ -219,6 +220,11 @@ def test_a_picture_is_scaled_down_when_no_encoding_fits(noisy_png: bytes) -> Non
     assert fitted is not None
     assert fitted.filename == "ComfyUI_00001_.webp"
     assert fitted.note == "re-encoded as WebP (quality 80) and scaled to 768×768 to fit the 360 KB upload limit"
+    assert (
+        localize(fitted.note, "ja")
+        == "アップロード上限 360 KB に収めるため、WebP（品質 80）に再エンコードし、768×768 に縮小しました"
+    )
+    assert localize(fitted.note, "zh-CN") == "以符合 360 KB 的上传上限，已重新编码为 WebP（质量 80）并缩小到 768×768"
     assert len(fitted.data) <= 360 * KB
     assert open_image(fitted, "WEBP").size == (768, 768)
 
@@ -514,4 +520,19 @@ def test_a_video_over_the_pixel_cap_is_named_too(mp4: bytes) -> None:
     assert caught.value.user_message == (
         f"ComfyUI_00007_.mp4 is 320×240 pixels (0.1 MP, {human_size(len(mp4))}), more than the 0.1 MP the bot "
         "decodes to shrink a file, so it was not attached."
+    )
+
+
+@pytest.mark.abuse
+def test_a_picture_too_large_to_decode_is_named_in_the_members_language(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", lambda self: pytest.fail("the picture was decoded"))
+    with pytest.raises(media.TooManyPixels) as caught:
+        fit_file("ComfyUI_00001_.png", png_header(12000, 12000), 10)
+    assert localize(caught.value.user_message, "zh-CN") == (
+        "ComfyUI_00001_.png 为 12000×12000 像素（144 MP，65 字节），"
+        "超过了机器人为缩小文件而解码的上限 100 MP，因此未附上。"
+    )
+    assert localize(caught.value.user_message, "ja") == (
+        "ComfyUI_00001_.png は 12000×12000 ピクセル（144 MP、65 バイト）あり、"
+        "ボットが縮小のために読み込める上限 100 MP を超えるため、添付していません。"
     )

@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 from core.comfyui.node_errors import describe_rejection, missing_option_inputs
+from core.i18n import localize
 from tests.conftest import TRANSCRIPTS, WORKFLOWS
 
 needs_transcripts = pytest.mark.skipif(
@@ -129,3 +130,59 @@ def test_a_class_the_server_lacks_reads_the_same_on_both_generations() -> None:
     )
     assert describe_rejection(older, {}, prompt, version="0.3.64") == expected.format("0.3.64")  # type: ignore[arg-type]
     assert describe_rejection(newer, {}, prompt, version="0.38.1") == expected.format("0.38.1")  # type: ignore[arg-type]
+
+
+def test_the_bots_words_are_translated_and_the_servers_stay_as_it_wrote_them() -> None:
+    prompt = {"1": {"class_type": "EmptyImage", "inputs": {}, "_meta": {"title": "Canvas"}}}
+    too_big = {"type": "value_bigger_than_max", "message": "Value 99999 bigger than max of 16384",
+               "details": "height", "extra_info": {"input_name": "height"}}  # fmt: skip
+    odd = {"type": "return_type_mismatch", "message": "Return type mismatch between linked nodes",
+           "details": "images", "extra_info": {}}  # fmt: skip
+    missing = {"type": "required_input_missing", "message": "Required input is missing", "details": "color",
+               "extra_info": {"input_name": "color"}}  # fmt: skip
+    node_errors: Any = {"1": {"errors": [too_big, odd, missing], "dependent_outputs": [], "class_type": "EmptyImage"}}
+    text = describe_rejection(None, node_errors, prompt)
+
+    assert text == (
+        "ComfyUI refused the workflow:\n"
+        "• “Canvas” (EmptyImage, node 1): input height: Value 99999 bigger than max of 16384.\n"
+        "• “Canvas” (EmptyImage, node 1): Return type mismatch between linked nodes (images).\n"
+        "• “Canvas” (EmptyImage, node 1): required input color is missing."
+    )
+    assert localize(text, "ja") == (
+        "ComfyUI がワークフローを受け付けませんでした：\n"
+        "• 「Canvas」（EmptyImage、ノード 1）：入力 height：Value 99999 bigger than max of 16384。\n"
+        "• 「Canvas」（EmptyImage、ノード 1）：Return type mismatch between linked nodes (images).\n"
+        "• 「Canvas」（EmptyImage、ノード 1）：必須の入力 color がありません。"
+    )
+    assert localize(text, "zh-CN") == (
+        "ComfyUI 拒绝了该工作流：\n"
+        "• “Canvas”（EmptyImage，节点 1）：输入 height：Value 99999 bigger than max of 16384。\n"
+        "• “Canvas”（EmptyImage，节点 1）：Return type mismatch between linked nodes (images).\n"
+        "• “Canvas”（EmptyImage，节点 1）：缺少必需的输入 color。"
+    )
+
+
+def test_a_missing_class_and_a_long_list_read_in_chinese() -> None:
+    prompt = {"7": {"class_type": "ImageBlurPlus", "inputs": {}, "_meta": {"title": "Soft focus"}}}
+    error: Any = {"type": "missing_node_type", "message": "Node 'Soft focus' not found.", "details": "Node ID '#7'",
+                  "extra_info": {"node_id": "7", "class_type": "ImageBlurPlus"}}  # fmt: skip
+    assert localize(describe_rejection(error, {}, prompt, version="0.3.64"), "zh-CN") == (
+        "ComfyUI 拒绝了该工作流：\n• 节点 7 “Soft focus” 使用了 ImageBlurPlus，但此服务器没有：它是自定义节点，"
+        "或是比此服务器的 0.3.64 版更新的 ComfyUI 的核心节点。"
+    )
+    listed = describe_rejection(None, _not_in_list("x", [f"m{i}" for i in range(10)]), PROMPT_WITH_LORA)
+    assert localize(listed, "ja") == (
+        "ComfyUI がワークフローを受け付けませんでした：\n• 「Style LoRA」（LoraLoader、ノード 2）：入力 lora_name："
+        "'x' はサーバーにありません。サーバーにあるのは：m0, m1, m2, m3, m4, m5, m6, m7 ほか 2 件。"
+    )
+
+
+def test_a_refusal_with_very_many_problems_says_how_many_more() -> None:
+    items = [{"type": "required_input_missing", "message": "", "details": "", "extra_info": {"input_name": f"in{i}"}}
+             for i in range(200)]  # fmt: skip
+    node_errors: Any = {"1": {"errors": items, "dependent_outputs": [], "class_type": "EmptyImage"}}
+    text = describe_rejection(None, node_errors, {})
+    assert len(text) < 1600
+    assert text.endswith("• EmptyImage (node 1): required input in26 is missing.\n• …and 173 more problem(s).")
+    assert localize(text, "ja").endswith("必須の入力 in26 がありません。\n• …ほか 173 件の問題があります。")

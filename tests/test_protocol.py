@@ -22,6 +22,7 @@ from core.comfyui import listener as listener_module
 from core.comfyui.client import ComfyClient, ServerInfo
 from core.comfyui.listener import ComfyListener, Finished, Lost, Unreadable
 from core.errors import ComfyServerError, ExecutionFailed, JobInterrupted, JobLost, PromptRejected, UnreadableAnswer
+from core.i18n import localize
 from core.jobs.engine import Engine
 from core.jobs.store import JobRecord, JobState, JobStore
 from core.workflows import Workflow, load_workflow
@@ -428,6 +429,10 @@ async def test_odd_answers_become_one_clear_message(
     with pytest.raises(UnreadableAnswer) as caught:
         await calls[method]()
     assert caught.value.user_message == unreadable(mini.url, route)
+    assert localize(caught.value.user_message, "ja") == (
+        f"ComfyUI サーバー {mini.url} から、ボットが読めない応答が返りました（{route}）。"
+        "しばらくしてからもう一度お試しください。"
+    )
 
 
 @pytest.mark.abuse

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from core.errors import InvalidInput, WorkflowError
+from core.i18n import localize
 from core.workflows import (
     Catalog,
     ParamType,
@@ -92,6 +93,46 @@ def test_bad_input_is_refused_with_a_clear_message(catalog, given: dict[str, Any
     with pytest.raises(InvalidInput) as caught:
         catalog.workflows["image"].resolve(given)
     assert caught.value.user_message == message
+
+
+@pytest.mark.parametrize(
+    ("given", "ja", "zh"),
+    [
+        (
+            {"prompt": "x", "steps": 0},
+            "steps は 1 から 50 の範囲にしてください（入力値：0）。",
+            "steps 必须在 1 到 50 之间（收到的是 0）。",
+        ),
+        (
+            {"prompt": "x", "steps": "many"},
+            "steps は整数にしてください（入力値：'many'）。",
+            "steps 必须是整数（收到的是 'many'）。",
+        ),
+        ({}, "prompt は必須です。", "prompt 为必填项。"),
+        (
+            {"prompt": "x", "sampler": "euler"},
+            "image にオプション 'sampler' はありません。"
+            "オプションは次のとおりです：prompt, negative, seed, steps, width, height。",
+            "image 没有选项 'sampler'。它的选项有：prompt, negative, seed, steps, width, height。",
+        ),
+    ],
+)
+def test_a_refused_value_is_explained_in_the_members_language(catalog, given: dict[str, Any], ja: str, zh: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        catalog.workflows["image"].resolve(given)
+    assert localize(caught.value.user_message, "ja") == ja
+    assert localize(caught.value.user_message, "zh-CN") == zh
+
+
+def test_a_file_of_the_wrong_kind_is_refused_in_japanese() -> None:
+    from core.workflows.model import InputFile, Param, Target
+
+    photo = Param("photo", ParamType.IMAGE, "A photo", (Target("1", "image"),))
+    with pytest.raises(InvalidInput) as caught:
+        photo.coerce(InputFile("song.mp3", b"ID3"))
+    assert localize(caught.value.user_message, "ja") == (
+        "photo は画像ファイル（png, jpg, jpeg, webp, gif, bmp）にしてください。添付されたのは 'song.mp3' です。"
+    )
 
 
 def test_shipped_workflows_match_real_node_definitions(catalog, object_info: dict[str, Any]) -> None:
@@ -302,6 +343,24 @@ def test_runnable_names_the_version_and_skips_what_no_server_runs(fragment: dict
     ]
 
 
+def test_an_admin_reads_why_a_workflow_was_skipped_in_their_language(fragment: dict[str, Any]) -> None:
+    info = {k: v for k, v in fragment.items() if k != "LoadVideo"}
+    [problem] = runnable(Catalog(workflows={"video": _detected("video")}), [info], ["0.3.64"]).problems
+    assert localize(problem, "ja") == (
+        "video.json：/video はスキップしました：ノード 1 は LoadVideo を使っていますが、このサーバーにはありません。"
+        "カスタムノードか、このサーバーの 0.3.64 より新しい ComfyUI のコアノードです。"
+        "（ほか 1 件の問題があります。`python bot.py check` を実行してください）"
+    )
+
+
+def test_a_server_without_models_is_named_in_chinese(catalog, object_info: dict[str, Any]) -> None:
+    [problem] = validate_graph(catalog.workflows["image"].graph, object_info)
+    assert localize(problem, "zh-CN") == (
+        "“Load Checkpoint”（CheckpointLoaderSimple，节点 4）：输入 ckpt_name：服务器上没有 "
+        "'v1-5-pruned-emaonly-fp16.safetensors'（一个也没有）。"
+    )
+
+
 def test_options_are_checked_against_the_inputs_they_fill(fragment: dict[str, Any], tmp_path: Path) -> None:
     (tmp_path / "sub.json").write_text((FIXTURES / "txt2img_subgraph.json").read_text())
     (tmp_path / "sub.toml").write_text(
@@ -370,6 +429,10 @@ def test_long_file_names_make_distinct_readable_commands(tmp_path: Path) -> None
         "file upscale photos with the ultrasharp model 4x.toml can choose another name.",
     ]
     assert catalog.problems == []
+    assert localize(catalog.notes[0], "ja") == (
+        "Image!.json：コマンドは /image-2 になります（/image はすでに使われています）。"
+        "バインディングファイル Image!.toml で別の名前を付けられます。"
+    )
 
 
 async def test_input_options_reads_both_forms_from_the_server() -> None:

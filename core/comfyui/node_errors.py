@@ -6,41 +6,71 @@ import re
 
 from core.comfyui import object_info
 from core.comfyui.types import NodeErrorItem, NodeErrors, Prompt, PromptError
+from core.i18n import Lines, Text
 from core.text import cap
 
 MAX_OPTIONS_SHOWN = 8
 MAX_MESSAGE = 1500
+MAX_SERVER_TEXT = 300  # one message or detail of the server's, in one line of the refusal
+MAX_NAME_SHOWN = 80  # a node title, class or input name in a message
+
+REFUSED = Text("ComfyUI refused the workflow:\n• {reasons}")
+REASON = Text("{label}: {reason}")
+NO_REASON = Text("no reason given")
+MORE_REASONS = Text("…and {count} more problem(s).")
+VALIDATION_FAILED = Text("validation failed")
+MORE_OPTIONS = Text("{shown} and {count} more")
+TITLED_NODE = Text("“{title}” ({class_type}, node {node_id})")
+NODE = Text("{class_type} (node {node_id})")
+UNKNOWN_CLASS = Text("unknown class")
+NODE_ID = Text("node {node_id}")
+MISSING_CLASS = Text(
+    "Node {node} uses {class_type}, which this server does not have: a custom node, "
+    "or a core node of a newer ComfyUI than {server}."
+)
+SERVER_VERSION = Text("this server's {version}")
+UNKNOWN_VERSION = Text("this server's version")
+NONE_CHOSEN = Text("no {input} chosen; pick one of: {options}.")
+NONE_CHOSEN_NONE_OFFERED = Text("no {input} chosen; the server has none to pick from.")
+NOT_AVAILABLE = Text("input {input}: {value} is not available on the server.")
+NOT_AVAILABLE_NONE_INSTALLED = Text(
+    "input {input}: {value} is not available on the server. The server has none installed."
+)
+NOT_AVAILABLE_HAS = Text("input {input}: {value} is not available on the server. It has: {options}.")
+REQUIRED_MISSING = Text("required input {input} is missing.")
+OUT_OF_RANGE = Text("input {input}: {message}.")
+LINKS_TO_MISSING = Text("it links to node {node_id}, which is not in the workflow.")
 
 
 def list_options(values: list[str]) -> str:
     """A server's allowed values, shortened for a message: "a, b, c and 12 more"."""
     shown = ", ".join(values[:MAX_OPTIONS_SHOWN])
-    more = f" and {len(values) - MAX_OPTIONS_SHOWN} more" if len(values) > MAX_OPTIONS_SHOWN else ""
-    return shown + more
+    if len(values) > MAX_OPTIONS_SHOWN:
+        return MORE_OPTIONS.format(shown=shown, count=len(values) - MAX_OPTIONS_SHOWN)
+    return shown
 
 
 def node_label(prompt: Prompt, node_id: str, class_type: str | None = None) -> str:
     """Name a node the way an admin finds it in the ComfyUI editor: title, class and id."""
-    class_type = class_type or prompt.get(node_id, {}).get("class_type") or "unknown class"
+    class_type = class_type or prompt.get(node_id, {}).get("class_type") or UNKNOWN_CLASS
     title = _title(prompt, node_id, class_type)
-    return f"“{title}” ({class_type}, node {node_id})" if title else f"{class_type} (node {node_id})"
+    if title:
+        return TITLED_NODE.format(title=cap(title, MAX_NAME_SHOWN), class_type=class_type, node_id=node_id)
+    return NODE.format(class_type=class_type, node_id=node_id)
 
 
 def running_label(prompt: Prompt, node_id: str) -> str:
     """Name a running node briefly, for progress: its title, else its class."""
     class_type = prompt.get(node_id, {}).get("class_type")
-    return _title(prompt, node_id, class_type) or class_type or f"node {node_id}"
+    return _title(prompt, node_id, class_type) or class_type or NODE_ID.format(node_id=node_id)
 
 
 def missing_class(prompt: Prompt, node_id: str, class_type: str, version: str | None) -> str:
     """Say that the server lacks a node's class: a custom node, or a core node newer than the server."""
     title = _title(prompt, node_id, class_type)
-    label = f"{node_id} “{title[:80]}”" if title else node_id
-    server = f"this server's {version}" if version else "this server's version"
-    return (
-        f"Node {label} uses {class_type[:80]}, which this server does not have: a custom node, "
-        f"or a core node of a newer ComfyUI than {server}."
-    )
+    label = f"{node_id} “{title[:MAX_NAME_SHOWN]}”" if title else node_id
+    server = SERVER_VERSION.format(version=version) if version else UNKNOWN_VERSION
+    return MISSING_CLASS.format(node=label, class_type=class_type[:MAX_NAME_SHOWN], server=server)
 
 
 def _title(prompt: Prompt, node_id: str, class_type: str | None) -> str | None:
@@ -62,20 +92,35 @@ def describe_rejection(
     `options` maps (class_type, input_name) to the server's allowed values, for lists that ComfyUI
     elides from the error when they are long; `version` is the server's, for a class it lacks.
     """
-    lines: list[str] = []
+    reasons: list[str] = []
     for node_id, entry in node_errors.items():
         label = node_label(prompt, node_id, entry.get("class_type"))
         for err in entry.get("errors", []):
-            lines.append(f"• {label}: {_describe_item(err, entry.get('class_type', ''), options or {})}")
-    if not lines and error is not None:
-        lines.append(f"• {_missing_class(error, prompt, version) or _describe_error(error)}")
-    return cap("ComfyUI refused the workflow:\n" + "\n".join(lines or ["• no reason given"]), MAX_MESSAGE)
+            reasons.append(
+                REASON.format(label=label, reason=_describe_item(err, entry.get("class_type", ""), options or {}))
+            )
+    if not reasons and error is not None:
+        reasons.append(_missing_class(error, prompt, version) or _describe_error(error))
+    return REFUSED.format(reasons=Lines(_within(reasons or [NO_REASON], MAX_MESSAGE), "\n• "))
+
+
+def _within(reasons: list[str], limit: int) -> list[str]:
+    """As many reasons as fit in about `limit` characters, then how many more there are."""
+    kept: list[str] = []
+    length = 0
+    for i, reason in enumerate(reasons):
+        length += len(reason) + 3
+        if kept and length > limit:
+            return [*kept, MORE_REASONS.format(count=len(reasons) - i)]
+        kept.append(reason)
+    return kept
 
 
 def _describe_error(error: PromptError) -> str:
-    text = error.get("message") or "validation failed"
+    """The server's own words for a refusal without node errors (not translated: they are the server's)."""
+    text = cap(error.get("message") or "", MAX_SERVER_TEXT) or VALIDATION_FAILED
     if error.get("details") and error["details"] != text:
-        text = f"{text.rstrip('.')} ({error['details']})."
+        return f"{text.rstrip('.')} ({cap(error['details'], MAX_SERVER_TEXT)})."
     return text
 
 
@@ -108,27 +153,30 @@ def missing_option_inputs(node_errors: dict[str, NodeErrors]) -> set[tuple[str, 
 
 def _describe_item(err: NodeErrorItem, class_type: str, options: dict[tuple[str, str], list[str]]) -> str:
     extra = err.get("extra_info") or {}
-    name = extra.get("input_name") or err.get("details") or "?"
+    input_name = str(extra.get("input_name") or err.get("details") or "?")
+    name = cap(input_name, MAX_NAME_SHOWN)
     kind = err.get("type")
     if kind == "value_not_in_list":
         allowed = object_info.combo_options(extra.get("input_config"))
         if allowed is None:
-            allowed = options.get((class_type, str(name)))
+            allowed = options.get((class_type, input_name))
         value = extra.get("received_value")
         if value is None or value == "":  # the same words as the workflow check's
-            pick = f"pick one of: {list_options(allowed)}" if allowed else "the server has none to pick from"
-            return f"no {name} chosen; {pick}."
-        text = f"input {name}: {object_info.quoted(value)} is not available on the server."
+            if allowed:
+                return NONE_CHOSEN.format(input=name, options=list_options(allowed))
+            return NONE_CHOSEN_NONE_OFFERED.format(input=name)
+        shown = object_info.quoted(value)
         if allowed is None:
-            return text
+            return NOT_AVAILABLE.format(input=name, value=shown)
         if not allowed:
-            return text + " The server has none installed."
-        return text + f" It has: {list_options(allowed)}."
+            return NOT_AVAILABLE_NONE_INSTALLED.format(input=name, value=shown)
+        return NOT_AVAILABLE_HAS.format(input=name, value=shown, options=list_options(allowed))
     if kind == "required_input_missing":
-        return f"required input {name} is missing."
+        return REQUIRED_MISSING.format(input=name)
+    message = cap(err.get("message", kind or ""), MAX_SERVER_TEXT)
     if kind in ("value_smaller_than_min", "value_bigger_than_max"):
-        return f"input {name}: {err.get('message', kind)}."
+        return OUT_OF_RANGE.format(input=name, message=message)
+    detail = cap(err.get("details") or "", MAX_SERVER_TEXT)
     if kind == "exception_during_validation" and extra.get("exception_type") == "KeyError":
-        return f"it links to node {err.get('details')}, which is not in the workflow."
-    detail = err.get("details")
-    return f"{err.get('message', kind)}" + (f" ({detail})" if detail else "") + "."
+        return LINKS_TO_MISSING.format(node_id=detail)
+    return message + (f" ({detail})" if detail else "") + "."  # the server's own words, as it wrote them

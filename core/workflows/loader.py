@@ -14,7 +14,8 @@ from typing import Any
 from core.comfyui.types import Prompt
 from core.community.access import binding_rule
 from core.errors import WorkflowError
-from core.i18n import LOCALES
+from core.i18n import LOCALES, Text
+from core.text import cap
 from core.workflows.detect import detect_params
 from core.workflows.model import (
     BUILT_IN_COMMANDS,
@@ -30,6 +31,34 @@ from core.workflows.model import (
     Target,
     Workflow,
 )
+
+# What /reload and /workflows tell an admin about whole files. The problems inside a binding file (its keys
+# and values, as `python bot.py check` also prints them) stay English, like the TOML keys they name.
+BUILT_IN_NAME = Text("{file}: /{command} is one of the bot's own commands; choose another name.")
+ALREADY_DEFINED = Text("{file}: command /{command} is already defined by {other}.")
+RENAMED = Text("{file}: the command is /{command} ({why}); a binding file {binding} can choose another name.")
+NAME_TOO_LONG = Text("names are at most {max} characters")
+NAME_TAKEN = Text("/{command} is already taken")
+NAME_TOO_LONG_AND_TAKEN = Text("names are at most {max} characters and /{command} is already taken")
+NOTHING_DETECTED = Text(
+    "{file}: no prompt, seed or size inputs were found to make options of; "
+    "add a binding file {binding} that names them."
+)
+NOT_JSON = Text(
+    "{file}: not valid JSON at line {line}, column {column}: {error}. "
+    "Export it again from ComfyUI (Workflow > Export (API))."
+)
+TOO_DEEP = Text("{file}: not a workflow (nested too deeply).")
+UI_FORMAT = Text(
+    "{file}: this is the editor (UI) format. In ComfyUI open the workflow and use "
+    "Workflow > Export (API), then save that file here instead."
+)
+NOT_API_FORMAT = Text("{file}: expected an API-format workflow (an object of nodes).")
+NO_CLASS_TYPE = Text("{file}: node {node_id} has no class_type; is this an API-format export?")
+BAD_INPUTS = Text("{file}: node {node_id} has malformed inputs.")
+NOT_FOUND = Text("{file}: file not found.")
+NOT_UTF8 = Text("{file}: not UTF-8 text (byte {byte} cannot be read); save it as UTF-8.")
+UNREADABLE = Text("{file}: cannot be read ({reason}).")
 
 
 @dataclass(slots=True)
@@ -73,12 +102,11 @@ def load_catalog(folder: Path) -> Catalog:
     for workflow in found:
         where = (workflow.binding or workflow.source).name
         if workflow.name in BUILT_IN_COMMANDS:
-            catalog.problems.append(f"{where}: /{workflow.name} is one of the bot's own commands; choose another name.")
+            catalog.problems.append(BUILT_IN_NAME.format(file=where, command=workflow.name))
         elif workflow.name in catalog.workflows:
             other = catalog.workflows[workflow.name]
-            catalog.problems.append(
-                f"{where}: command /{workflow.name} is already defined by {(other.binding or other.source).name}."
-            )
+            defined = (other.binding or other.source).name
+            catalog.problems.append(ALREADY_DEFINED.format(file=where, command=workflow.name, other=defined))
         else:
             catalog.workflows[workflow.name] = workflow
     return catalog
@@ -89,10 +117,7 @@ def detect_workflow(graph_path: Path) -> Workflow:
     graph = load_graph(graph_path)
     params = detect_params(graph)
     if not params:
-        raise WorkflowError(
-            f"{graph_path.name}: no prompt, seed or size inputs were found to make options of; "
-            f"add a binding file {graph_path.stem}.toml that names them."
-        )
+        raise WorkflowError(NOTHING_DETECTED.format(file=graph_path.name, binding=f"{graph_path.stem}.toml"))
     name = command_name_for(graph_path.stem)
     description = f"Run the {graph_path.stem} workflow"[: MAX_DESCRIPTION - 30] + " (options detected automatically)"
     return Workflow(name, description, graph, params, graph_path)
@@ -118,16 +143,17 @@ def _unique_name(workflow: Workflow, taken: set[str], notes: list[str]) -> Workf
     while name in taken:
         name = f"{workflow.name[: MAX_NAME - len(str(number)) - 1].rstrip('-_')}-{number}"
         number += 1
-    why = []
-    if workflow.name != _slug(workflow.source.stem):
-        why.append(f"names are at most {MAX_NAME} characters")
-    if name != workflow.name:
-        why.append(f"/{workflow.name} is already taken")
+    cut, taken_already = workflow.name != _slug(workflow.source.stem), name != workflow.name
+    why = None
+    if cut and taken_already:
+        why = NAME_TOO_LONG_AND_TAKEN.format(max=MAX_NAME, command=workflow.name)
+    elif cut:
+        why = NAME_TOO_LONG.format(max=MAX_NAME)
+    elif taken_already:
+        why = NAME_TAKEN.format(command=workflow.name)
     if why:
-        notes.append(
-            f"{workflow.source.name}: the command is /{name} ({' and '.join(why)}); "
-            f"a binding file {workflow.source.stem}.toml can choose another name."
-        )
+        binding = f"{workflow.source.stem}.toml"
+        notes.append(RENAMED.format(file=workflow.source.name, command=name, why=why, binding=binding))
     return workflow if name == workflow.name else dataclasses.replace(workflow, name=name)
 
 
@@ -262,26 +288,21 @@ def load_graph(path: Path) -> Prompt:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise WorkflowError(
-            f"{path.name}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}. "
-            "Export it again from ComfyUI (Workflow > Export (API))."
-        ) from None
+        where = {"line": exc.lineno, "column": exc.colno, "error": exc.msg}
+        raise WorkflowError(NOT_JSON.format(file=path.name, **where)) from None
     except RecursionError:
-        raise WorkflowError(f"{path.name}: not a workflow (nested too deeply).") from None
+        raise WorkflowError(TOO_DEEP.format(file=path.name)) from None
     if isinstance(data, dict) and "nodes" in data and "links" in data:
-        raise WorkflowError(
-            f"{path.name}: this is the editor (UI) format. In ComfyUI open the workflow and use "
-            "Workflow > Export (API), then save that file here instead."
-        )
+        raise WorkflowError(UI_FORMAT.format(file=path.name))
     if isinstance(data, dict) and isinstance(data.get("prompt"), dict):
         data = data["prompt"]  # a saved POST /prompt body
     if not isinstance(data, dict) or not data:
-        raise WorkflowError(f"{path.name}: expected an API-format workflow (an object of nodes).")
+        raise WorkflowError(NOT_API_FORMAT.format(file=path.name))
     for node_id, node in data.items():
         if not isinstance(node, dict) or not isinstance(node.get("class_type"), str):
-            raise WorkflowError(f"{path.name}: node {node_id} has no class_type; is this an API-format export?")
+            raise WorkflowError(NO_CLASS_TYPE.format(file=path.name, node_id=cap(str(node_id), 40)))
         if not isinstance(node.get("inputs", {}), dict):
-            raise WorkflowError(f"{path.name}: node {node_id} has malformed inputs.")
+            raise WorkflowError(BAD_INPUTS.format(file=path.name, node_id=cap(str(node_id), 40)))
         node.setdefault("inputs", {})
     return data
 
@@ -291,13 +312,11 @@ def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise WorkflowError(f"{path.name}: file not found.") from None
+        raise WorkflowError(NOT_FOUND.format(file=path.name)) from None
     except UnicodeDecodeError as exc:
-        raise WorkflowError(
-            f"{path.name}: not UTF-8 text (byte {exc.start + 1} cannot be read); save it as UTF-8."
-        ) from None
+        raise WorkflowError(NOT_UTF8.format(file=path.name, byte=exc.start + 1)) from None
     except OSError as exc:
-        raise WorkflowError(f"{path.name}: cannot be read ({exc.strerror or exc}).") from None
+        raise WorkflowError(UNREADABLE.format(file=path.name, reason=str(exc.strerror or exc))) from None
 
 
 def _parse_param(name: str, spec: Any, graph: Prompt, where: str, problems: list[str]) -> Param:

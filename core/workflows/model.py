@@ -16,7 +16,7 @@ from core.comfyui.object_info import match_option, quoted
 from core.comfyui.types import Prompt
 from core.community.access import CommandRule
 from core.errors import InvalidInput
-from core.i18n import language
+from core.i18n import Text, language
 
 # Discord's rules for command and option names, descriptions and counts.
 MAX_NAME = 32
@@ -36,6 +36,26 @@ AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a")
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v")
 MAX_UPLOAD_BYTES = 50 * 2**20  # ComfyUI accepts 100 MB bodies by default; Discord attachments are smaller anyway
 
+# What a member reads when a value is refused; {option} is the option's name, {value} the value as given.
+EMPTY = Text("{option} must not be empty.")
+TOO_LONG = Text("{option} is too long ({length} characters; the limit is {limit}).")
+NOT_BOOL = Text("{option} must be true or false (got {value}).")
+NOT_A_CHOICE = Text("{option} must be one of: {choices} (got {value}).")
+NOT_A_FILE = Text("{option} must be an attached file.")
+FILE_TOO_LARGE = Text("{option} is larger than {megabytes} MB.")
+NOT_WHOLE = Text("{option} must be a whole number (got {value}).")
+NOT_NUMBER = Text("{option} must be a number (got {value}).")
+OUT_OF_RANGE = Text("{option} must be between {low} and {high} (got {value}).")
+NOT_A_MULTIPLE = Text("{option} must be a multiple of {step} (got {value}).")
+NOT_OFFERED = Text("{option}: {value} is not available on the server. It has: {options}.")
+NOT_TEXT = Text("{option} contains characters that are not text (is the file or terminal UTF-8?).")
+NO_SUCH_OPTION = Text("{command} has no option {option}. Its options are: {options}.")
+REQUIRED = Text("{option} is required.")
+NONE = Text("none")
+ANY = Text("any")
+HUGE = Text("a huge number")
+HUGE_NEGATIVE = Text("a huge negative number")
+
 
 class ParamType(enum.StrEnum):
     TEXT = "text"
@@ -53,6 +73,11 @@ class ParamType(enum.StrEnum):
 # Options that take an attached file; each is uploaded with POST /upload/image, which stores any file type.
 FILE_TYPES = frozenset({ParamType.IMAGE, ParamType.AUDIO, ParamType.VIDEO})
 EXTENSIONS = {ParamType.IMAGE: IMAGE_EXTENSIONS, ParamType.AUDIO: AUDIO_EXTENSIONS, ParamType.VIDEO: VIDEO_EXTENSIONS}
+WRONG_KIND = {
+    ParamType.IMAGE: Text("{option} must be an image file ({extensions}); got {file}."),
+    ParamType.AUDIO: Text("{option} must be an audio file ({extensions}); got {file}."),
+    ParamType.VIDEO: Text("{option} must be a video file ({extensions}); got {file}."),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,9 +161,9 @@ class Param:
         if self.type in (ParamType.TEXT, ParamType.MULTILINE):
             text = _text(self.name, raw).strip()
             if not text:
-                raise InvalidInput(f"{self.name} must not be empty.")
+                raise InvalidInput(EMPTY.format(option=self.name))
             if self.max_length is not None and len(text) > self.max_length:
-                raise InvalidInput(f"{self.name} is too long ({len(text)} characters; the limit is {self.max_length}).")
+                raise InvalidInput(TOO_LONG.format(option=self.name, length=len(text), limit=self.max_length))
             return text
         if self.type is ParamType.BOOL:
             if isinstance(raw, bool):
@@ -148,13 +173,15 @@ class Param:
                 return True
             if lowered in ("false", "no", "0", "off"):
                 return False
-            raise InvalidInput(f"{self.name} must be true or false (got {quoted(raw)}).")
+            raise InvalidInput(NOT_BOOL.format(option=self.name, value=quoted(raw)))
         if self.type is ParamType.CHOICE:
             value = _text(self.name, raw).strip()
             if self.choices and value not in self.choices:
-                raise InvalidInput(f"{self.name} must be one of: {', '.join(self.choices)} (got {quoted(value)}).")
+                raise InvalidInput(
+                    NOT_A_CHOICE.format(option=self.name, choices=", ".join(self.choices), value=quoted(value))
+                )
             if not value:
-                raise InvalidInput(f"{self.name} must not be empty.")
+                raise InvalidInput(EMPTY.format(option=self.name))
             return value
         if self.type in FILE_TYPES:
             return self._coerce_file(raw)
@@ -163,16 +190,14 @@ class Param:
     def _coerce_file(self, raw: Any) -> InputFile:
         # Only an attached file: when none is given, the workflow's own input file is used as exported.
         if not isinstance(raw, InputFile):
-            raise InvalidInput(f"{self.name} must be an attached file.")
+            raise InvalidInput(NOT_A_FILE.format(option=self.name))
         extensions = EXTENSIONS[self.type]
         if PurePosixPath(raw.filename).suffix.lower() not in extensions:
             kinds = ", ".join(e.lstrip(".") for e in extensions)
-            article = "an" if self.type.value[0] in "aeiou" else "a"
-            raise InvalidInput(
-                f"{self.name} must be {article} {self.type.value} file ({kinds}); got {quoted(raw.filename)}."
-            )
+            wrong = WRONG_KIND[self.type].format(option=self.name, extensions=kinds, file=quoted(raw.filename))
+            raise InvalidInput(wrong)
         if len(raw.data) > MAX_UPLOAD_BYTES:
-            raise InvalidInput(f"{self.name} is larger than {MAX_UPLOAD_BYTES // 2**20} MB.")
+            raise InvalidInput(FILE_TOO_LARGE.format(option=self.name, megabytes=MAX_UPLOAD_BYTES // 2**20))
         return raw
 
     def _coerce_number(self, raw: Any) -> int | float:
@@ -184,26 +209,24 @@ class Param:
             if (whole and isinstance(raw, float) and raw != int(raw)) or not math.isfinite(value):
                 raise ValueError
         except (TypeError, ValueError, OverflowError):
-            kind = "a whole number" if whole else "a number"
-            raise InvalidInput(f"{self.name} must be {kind} (got {quoted(raw)}).") from None
+            raise InvalidInput(
+                (NOT_WHOLE if whole else NOT_NUMBER).format(option=self.name, value=quoted(raw))
+            ) from None
         low = 0 if self.type is ParamType.SEED else self.min
         high = MAX_SEED if self.type is ParamType.SEED else self.max
         if (low is not None and value < low) or (high is not None and value > high):
-            raise InvalidInput(
-                f"{self.name} must be between {num_text(low)} and {num_text(high)} (got {num_text(value)})."
-            )
+            shown = {"low": num_text(low), "high": num_text(high), "value": num_text(value)}
+            raise InvalidInput(OUT_OF_RANGE.format(option=self.name, **shown))
         if self.step and whole and (value - int(low or 0)) % int(self.step):
-            raise InvalidInput(f"{self.name} must be a multiple of {num_text(self.step)} (got {num_text(value)}).")
+            raise InvalidInput(NOT_A_MULTIPLE.format(option=self.name, step=num_text(self.step), value=num_text(value)))
         return value
 
     def offered_value(self, value: Any, offered: list[str]) -> str:
         """The server's own spelling of a `choices_from` value; InvalidInput naming what it has otherwise."""
         found = match_option(value, offered)
         if found is None:
-            raise InvalidInput(
-                f"{self.name}: {quoted(value)} is not available on the server. "
-                f"It has: {list_options(offered) or 'none'}."
-            )
+            has = list_options(offered) or NONE
+            raise InvalidInput(NOT_OFFERED.format(option=self.name, value=quoted(value), options=has))
         return found
 
 
@@ -212,16 +235,16 @@ def _text(name: str, raw: Any) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates, e.g. undecodable bytes of a command-line argument
-        raise InvalidInput(f"{name} contains characters that are not text (is the file or terminal UTF-8?).") from None
+        raise InvalidInput(NOT_TEXT.format(option=name)) from None
     return text
 
 
-def num_text(value: float | None, unset: str = "any") -> str:
+def num_text(value: float | None, unset: str = ANY) -> str:
     """Show a bound or a value in a message: whole numbers without ".0", huge ones in words."""
     if value is None:
         return unset
     if abs(value) >= 10**30:  # never through str() or float(): a huge whole number raises in both
-        return "a huge number" if value > 0 else "a huge negative number"
+        return HUGE if value > 0 else HUGE_NEGATIVE
     if isinstance(value, int):
         return str(value)
     return str(int(value)) if value.is_integer() else f"{value:g}"
@@ -250,13 +273,13 @@ class Workflow:
         unknown = sorted(set(given) - {p.name for p in self.params})
         if unknown:
             names = ", ".join(p.name for p in self.params)
-            raise InvalidInput(f"{self.name} has no option {unknown[0]!r}. Its options are: {names}.")
+            raise InvalidInput(NO_SUCH_OPTION.format(command=self.name, option=repr(unknown[0]), options=names))
         values: dict[str, Any] = {}
         for param in self.params:
             raw = given.get(param.name)
             if raw is None:
                 if param.required:
-                    raise InvalidInput(f"{param.name} is required.")
+                    raise InvalidInput(REQUIRED.format(option=param.name))
                 if param.type is ParamType.SEED and param.default is None:
                     values[param.name] = random.randint(0, MAX_SEED)
                     continue

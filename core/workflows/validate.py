@@ -19,8 +19,9 @@ from core.comfyui.object_info import (
     quoted,
 )
 from core.comfyui.types import Prompt
+from core.i18n import Text
 from core.workflows.loader import Catalog
-from core.workflows.model import FILE_TYPES, MAX_SEED, Param, ParamType, Target, Workflow
+from core.workflows.model import FILE_TYPES, MAX_SEED, NONE, Param, ParamType, Target, Workflow
 
 # Inputs the editor writes into API exports that no node declares (e.g. LoadImage's upload button).
 EDITOR_ONLY_INPUTS = frozenset({"upload", "audioUI", "control_after_generate"})
@@ -33,6 +34,33 @@ FITTING_TYPES: dict[str, frozenset[ParamType]] = {
     "BOOLEAN": frozenset({ParamType.BOOL}),
 }
 SUGGESTED_TYPE = {"COMBO": "choice", "INT": "int", "FLOAT": "float", "STRING": "text", "BOOLEAN": "bool"}
+
+# Why a workflow cannot run on a server; {node} names a node as node_errors.node_label does.
+REQUIRED_MISSING = Text("{node}: required input {input} is missing.")
+NO_SUCH_INPUT = Text("{node}: the server's {class_type} has no input {input}.")
+BAD_LINK = Text("{node}: input {input}: a link must be [node id, output index].")
+LINK_TO_MISSING = Text("{node}: input {input}: links to node {node_id}, which is not in the workflow.")
+NOT_WHOLE = Text("{node}: input {input}: {value} is not a whole number.")
+NOT_NUMBER = Text("{node}: input {input}: {value} is not a number.")
+NOT_FINITE = Text("{node}: input {input}: {value} is not a finite number.")
+BELOW_MIN = Text("{node}: input {input}: {value} is below the minimum {low}.")
+ABOVE_MAX = Text("{node}: input {input}: {value} is above the maximum {high}.")
+NONE_CHOSEN = Text("{node} has no {input} chosen; pick one of: {options}.")
+NONE_CHOSEN_NONE_OFFERED = Text("{node} has no {input} chosen; the server has none to pick from.")
+NOT_AVAILABLE = Text("{node}: input {input}: {value} is not available on the server (it has: {options}).")
+NOT_AVAILABLE_NONE = Text("{node}: input {input}: {value} is not available on the server (it has none).")
+SKIPPED = Text("{file}: /{command} skipped: {problem}")
+SKIPPED_MORE = Text("{file}: /{command} skipped: {problem} (and {count} more problem(s); run `python bot.py check`)")
+# An option that cannot fill its inputs; {where} is Class.input (node id).
+WHERE = Text("{input} (node {node_id})")
+NOT_A_LIST = Text("option {option}: choices_from {choices_from} is not a list of values on this server.")
+WRONG_TYPE = Text('option {option} is of type {type}, but {where} takes {kind}; use type = "{fix}".')
+CHOICE_MISSING = Text("option {option}: {value} is not available for {where}; the server has: {options}.")
+CHOICE_SPELLED = Text(
+    "option {option}: {value} (the server writes it {spelled}) is not available for {where}; the server has: {options}."
+)
+BELOW_SERVER_MIN = Text("option {option} allows values below {where}'s minimum {low}; set min = {low}.")
+ABOVE_SERVER_MAX = Text("option {option} allows values above {where}'s maximum {high}; set max = {high}.")
 
 
 def validate_graph(
@@ -53,11 +81,11 @@ def validate_graph(
         declared, required = declared_inputs(info)
         for name in required:
             if name not in node["inputs"]:
-                problems.append(f"{label}: required input {name} is missing.")
+                problems.append(REQUIRED_MISSING.format(node=label, input=name))
         for name, value in node["inputs"].items():
             if name not in declared:
                 if name not in EDITOR_ONLY_INPUTS:
-                    problems.append(f"{label}: the server's {node['class_type']} has no input {name}.")
+                    problems.append(NO_SUCH_INPUT.format(node=label, class_type=node["class_type"], input=name))
                 continue
             if Target(node_id, name) in replaced and not _is_link(value):
                 continue
@@ -111,8 +139,8 @@ def runnable(
             kept.workflows[name] = workflow if graph is workflow.graph else dataclasses.replace(workflow, graph=graph)
             continue
         first, *rest = min(findings, key=len)
-        more = f" (and {len(rest)} more problem(s); run `python bot.py check`)" if rest else ""
-        kept.problems.append(f"{workflow.source.name}: /{name} skipped: {first}{more}")
+        skipped = {"file": workflow.source.name, "command": name, "problem": first}
+        kept.problems.append(SKIPPED_MORE.format(**skipped, count=len(rest)) if rest else SKIPPED.format(**skipped))
     return kept
 
 
@@ -121,18 +149,17 @@ def _is_link(value: Any) -> bool:
 
 
 def _check_value(graph: Prompt, label: str, name: str, value: Any, spec: Any) -> str | None:
-    here = f"{label}: input {name}:"
     if isinstance(value, list) and not (input_config(spec).get("multiselect") and not _is_link(value)):
         if not _is_link(value):
-            return f"{here} a link must be [node id, output index]."
+            return BAD_LINK.format(node=label, input=name)
         if str(value[0]) not in graph:
-            return f"{here} links to node {value[0]}, which is not in the workflow."
+            return LINK_TO_MISSING.format(node=label, input=name, node_id=value[0])
         return None
     kind = input_kind(spec)
     if kind == "COMBO":
         return _check_choice(label, name, value, combo_options(spec))
     if kind in ("INT", "FLOAT"):
-        return _check_number(here, kind, value, input_config(spec))
+        return _check_number(label, name, kind, value, input_config(spec))
     return None
 
 
@@ -141,60 +168,63 @@ def _check_choice(label: str, name: str, value: Any, options: list[str] | None) 
         return None
     values = value if isinstance(value, list) else [value]
     if not values or any(v is None or v == "" for v in values):
-        pick = f"pick one of: {list_options(options)}" if options else "the server has none to pick from"
-        return f"{label} has no {name} chosen; {pick}."
+        if options:
+            return NONE_CHOSEN.format(node=label, input=name, options=list_options(options))
+        return NONE_CHOSEN_NONE_OFFERED.format(node=label, input=name)
     for one in values:
         if match_option(one, options) is None:
-            has = f"it has: {list_options(options)}" if options else "it has none"
-            return f"{label}: input {name}: {quoted(one)} is not available on the server ({has})."
+            if options:
+                return NOT_AVAILABLE.format(node=label, input=name, value=quoted(one), options=list_options(options))
+            return NOT_AVAILABLE_NONE.format(node=label, input=name, value=quoted(one))
     return None
 
 
-def _check_number(here: str, kind: str, value: Any, config: dict[str, Any]) -> str | None:
+def _check_number(label: str, name: str, kind: str, value: Any, config: dict[str, Any]) -> str | None:
     # ComfyUI converts with int()/float() before comparing, so "5" passes and "many" does not.
     try:
         number = int(value) if kind == "INT" else float(value)
     except (TypeError, ValueError, OverflowError):
-        return f"{here} {quoted(value)} is not {'a whole number' if kind == 'INT' else 'a number'}."
+        return (NOT_WHOLE if kind == "INT" else NOT_NUMBER).format(node=label, input=name, value=quoted(value))
     if not math.isfinite(number):
-        return f"{here} {quoted(value)} is not a finite number."
+        return NOT_FINITE.format(node=label, input=name, value=quoted(value))
     low, high = config.get("min"), config.get("max")
     if isinstance(low, (int, float)) and number < low:
-        return f"{here} {value} is below the minimum {low}."
+        return BELOW_MIN.format(node=label, input=name, value=value, low=low)
     if isinstance(high, (int, float)) and number > high:
-        return f"{here} {value} is above the maximum {high}."
+        return ABOVE_MAX.format(node=label, input=name, value=value, high=high)
     return None
 
 
 def _param_problems(workflow: Workflow, param: Param, object_info: dict[str, Any]) -> list[str]:
     """What makes an option unable to fill its inputs on this server: wrong type, too wide a range, bad choices."""
     problems: list[str] = []
-    here = f"option {param.name}"
+    here = param.name
     if param.choices_from:
         class_type, input_name = param.choices_from.rsplit(".", 1)
         if combo_options(input_spec(object_info, class_type, input_name)) is None:
-            problems.append(f"{here}: choices_from {param.choices_from} is not a list of values on this server.")
+            problems.append(NOT_A_LIST.format(option=here, choices_from=param.choices_from))
     for target in param.targets:
         node = workflow.graph.get(target.node_id)
         spec = input_spec(object_info, node["class_type"], target.input) if node else None
         kind = input_kind(spec)
         if node is None or kind not in FITTING_TYPES:
             continue  # a missing class or input is reported by the graph check
-        where = f"{node['class_type']}.{target.input} (node {target.node_id})"
+        where = WHERE.format(input=f"{node['class_type']}.{target.input}", node_id=target.node_id)
         if param.type not in FITTING_TYPES[kind]:
             fix = SUGGESTED_TYPE[kind]
-            problems.append(f'{here} is of type {param.type.value}, but {where} takes {kind}; use type = "{fix}".')
+            problems.append(WRONG_TYPE.format(option=here, type=param.type.value, where=where, kind=kind, fix=fix))
             continue
         if kind == "COMBO" and param.choices:
             options = combo_options(spec)
             wrong = [c for c in param.choices if options is not None and c not in options]
             if wrong:
-                spelled = [match_option(c, options or []) for c in wrong]
-                hint = f" (the server writes it {quoted(spelled[0])})" if spelled[0] else ""
-                has = list_options(options or []) or "none"
-                problems.append(
-                    f"{here}: {quoted(wrong[0])}{hint} is not available for {where}; the server has: {has}."
-                )
+                spelled = match_option(wrong[0], options or [])
+                found = {"option": here, "value": quoted(wrong[0]), "where": where}
+                found["options"] = list_options(options or []) or NONE
+                if spelled:
+                    problems.append(CHOICE_SPELLED.format(**found, spelled=quoted(spelled)))
+                else:
+                    problems.append(CHOICE_MISSING.format(**found))
         if kind in ("INT", "FLOAT"):
             problems += _range_problems(here, where, param, input_config(spec))
     return problems
@@ -206,7 +236,7 @@ def _range_problems(here: str, where: str, param: Param, config: dict[str, Any])
     problems: list[str] = []
     server_low, server_high = config.get("min"), config.get("max")
     if isinstance(server_low, (int, float)) and (low is None or low < server_low):
-        problems.append(f"{here} allows values below {where}'s minimum {server_low}; set min = {server_low}.")
+        problems.append(BELOW_SERVER_MIN.format(option=here, where=where, low=server_low))
     if isinstance(server_high, (int, float)) and (high is None or high > server_high):
-        problems.append(f"{here} allows values above {where}'s maximum {server_high}; set max = {server_high}.")
+        problems.append(ABOVE_SERVER_MAX.format(option=here, where=where, high=server_high))
     return problems
