@@ -128,6 +128,9 @@ def problems(code: str, root: Path = ROOT) -> list[str]:
              if not translations.get(template)]  # fmt: skip
     found += [f"locales/{code}.po: {template!r} is no longer written anywhere" for template in translations
               if template not in written]  # fmt: skip
+    entries = sum(line.startswith("msgid ") for line in (LOCALES_DIR / f"{code}.po").read_text("utf-8").splitlines())
+    if entries - 1 != len(translations):  # the header is an entry too; Babel keeps one of two equal msgids
+        found.append(f"locales/{code}.po: {entries - 1 - len(translations)} sentence(s) translated twice")
     for template, translated in translations.items():
         if translated and template in written and _fields(template) != _fields(translated):
             found.append(f"locales/{code}.po: the translation of {template!r} has other {{values}}: {translated!r}")
