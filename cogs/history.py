@@ -13,7 +13,7 @@ from core.errors import InvalidInput
 from core.i18n import Lines, Text
 from core.jobs.presets import DEFAULT, Presets, checked_name, keepable, own_job, quoted_name
 from discord_ui import history as pages
-from discord_ui.messages import cap, respond, shown
+from discord_ui.messages import option_values, respond
 
 if TYPE_CHECKING:
     from bot import ComfyBot
@@ -32,6 +32,7 @@ WHICH_ONE = Text("You have presets named {name} for {commands}: say which one wi
 AND = Text("{some} and {last}")
 DELETED_PRESET = Text("Deleted your preset {name} for /{command}.")
 MAX_PRESET_VALUES = 300  # one preset's values as listed
+MAX_PRESET_VALUE = 80  # one of them
 
 
 class History(commands.Cog):
@@ -68,7 +69,15 @@ class History(commands.Cog):
         if not records and total:  # jobs went away since the page was shown: show the last page there is
             page = pages.pages(total) - 1
             total, records = await self.bot.store.jobs_of(owner, limit=pages.PAGE_SIZE, offset=page * pages.PAGE_SIZE)
-        return pages.history_page(owner, records, page=page, total=total, own=own, locale=interaction.locale)
+        return pages.history_page(
+            owner,
+            records,
+            page=page,
+            total=total,
+            own=own,
+            locale=interaction.locale,
+            workflows=self.bot.catalog.workflows,
+        )
 
     @preset.command(name="save", description="Save the options of your last job (or of job:) under a name")
     @app_commands.describe(name="A name for the preset; 'default' applies by itself", job="A job id from /history")
@@ -83,10 +92,15 @@ class History(commands.Cog):
         values = keepable(workflow, record)
         replaced = await self.presets.save(interaction.user.id, workflow.name, name, values)
         saved = (REPLACED if replaced else SAVED).format(
-            name=quoted_name(name), command=workflow.name, values=_values(values)
+            name=quoted_name(name), command=workflow.name, values=self.values(values, workflow.name)
         )
         how = (APPLIES_ALWAYS if name == DEFAULT else USE_IT).format(command=workflow.name, name=name)
         await respond(interaction, SAVED_AND_HOW.format(saved=saved, how=how))
+
+    def values(self, values: dict[str, Any], command: str) -> Lines:
+        """A preset's values on one line, named as the member's Discord names the command's options."""
+        workflow = self.bot.catalog.workflows.get(command)
+        return option_values(values, workflow, each=MAX_PRESET_VALUE, total=MAX_PRESET_VALUES)
 
     @preset.command(name="list", description="List your presets")
     async def list_presets(self, interaction: discord.Interaction[Any]) -> None:
@@ -95,7 +109,8 @@ class History(commands.Cog):
             await respond(interaction, NO_PRESETS)
             return
         lines = [YOUR_PRESETS.format(count=len(presets))]
-        lines += [f"• /{p.command} {quoted_name(p.name)}: {_values(p.values)}" for p in presets]
+        lines += [Lines((f"• /{p.command} {quoted_name(p.name)}", self.values(p.values, p.command)), ": ")
+                  for p in presets]  # fmt: skip
         await respond(interaction, Lines(lines))  # the send helper caps the whole after localizing
 
     @preset.command(name="delete", description="Delete one of your presets")
@@ -125,11 +140,6 @@ class History(commands.Cog):
     ) -> list[app_commands.Choice[str]]:
         names = sorted({p.name for p in await self.presets.of(interaction.user.id)})
         return [app_commands.Choice(name=n, value=n) for n in names if current.lower() in n.lower()][:25]
-
-
-def _values(values: dict[str, Any]) -> str:
-    """A preset's values on one line, each shown safely, the whole capped."""
-    return cap(" · ".join(f"{name}: {shown(value, 80)}" for name, value in values.items()), MAX_PRESET_VALUES)
 
 
 async def setup(bot: ComfyBot) -> None:

@@ -3,7 +3,8 @@
 Every sentence the bot shows is a `Text`: the English text itself (a str, so logs, the command line and
 tests read it as it is) that also remembers its template and values. A front that knows its reader's
 language renders it once more with `localize`, just before sending. Sentences made of several are
-`Lines`, which localize part by part. Values from members, workflows and servers stay as they are.
+`Lines`, which localize part by part; a name a binding gives per language is a `Variants`. Values from
+members, workflows and servers stay as they are.
 
 The translations are gettext catalogues, `locales/<locale>.po`, keyed by the English template, so that
 translators can use the usual tools (Poedit, Weblate) and `python -m core.i18n` lists what is missing.
@@ -67,6 +68,20 @@ class Lines(str):
         return (Lines, (self.parts, self.separator))
 
 
+class Variants(str):
+    """A name given per language by a binding (a workflow option's): English where it gives none."""
+
+    names: Mapping[str, str]
+
+    def __new__(cls, english: str, names: Mapping[str, str]) -> Variants:
+        self = super().__new__(cls, english)
+        self.names = names
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Variants, (str(self), dict(self.names)))
+
+
 def language(locale: object) -> str | None:
     """The catalogue for a Discord locale ("ja", "zh-CN"), or None where the bot speaks English."""
     code = str(locale) if locale is not None else ""
@@ -76,17 +91,19 @@ def language(locale: object) -> str | None:
 def localize(text: str, locale: object) -> str:
     """`text` in the language of `locale`; English where there is no catalogue or no translation yet."""
     code = language(locale)
-    if code is None or not isinstance(text, Text | Lines):
+    if code is None or not isinstance(text, Text | Lines | Variants):
         return str(text)
-    return _render(text, catalogue(code))
+    return _render(text, code, catalogue(code))
 
 
-def _render(text: object, translations: Mapping[str, str]) -> Any:
+def _render(text: object, code: str, translations: Mapping[str, str]) -> Any:
     if isinstance(text, Text):
         template = translations.get(text.template) or text.template
-        return template.format(**{name: _render(value, translations) for name, value in text.values.items()})
+        return template.format(**{name: _render(value, code, translations) for name, value in text.values.items()})
     if isinstance(text, Lines):
-        return text.separator.join(_render(part, translations) for part in text.parts)
+        return text.separator.join(_render(part, code, translations) for part in text.parts)
+    if isinstance(text, Variants):
+        return text.names.get(code) or str(text)
     return text
 
 

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import re
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import discord
 
 from core.i18n import Lines, Text, localize
 from core.jobs.store import JobRecord, JobState
+from core.workflows import Workflow
 from discord_ui.buttons import JobButton
 from discord_ui.errors import report_error
-from discord_ui.messages import cap, shown, update
+from discord_ui.messages import option_values, update
 
 PAGE_SIZE = 5
 MAX_PARAMS = 240  # one job's option values, together: five entries and a title fit in one message
@@ -95,18 +96,27 @@ def pages(total: int) -> int:
 
 
 def history_page(
-    owner: int, records: list[JobRecord], *, page: int, total: int, own: bool, locale: object = None
+    owner: int,
+    records: list[JobRecord],
+    *,
+    page: int,
+    total: int,
+    own: bool,
+    locale: object = None,
+    workflows: Mapping[str, Workflow] | None = None,
 ) -> tuple[str, discord.ui.View]:
     """Build one page: a title, one entry per job, Re-run and Details for each, Previous and Next.
 
     The text is localized by the send helpers; the buttons' labels here, in the language of `locale`.
+    `workflows` name each job's options as the reader's Discord does (a job of a workflow gone keeps its names).
     """
     view = discord.ui.View(timeout=None)
     if not records:
         return (NO_JOBS_YET if own else NO_JOBS_OF.format(user=owner)), view
     title = (YOUR_JOBS if own else THEIR_JOBS).format(user=owner, page=page + 1, pages=pages(total), total=total)
     first = page * PAGE_SIZE + 1
-    entries = [entry(number, record) for number, record in enumerate(records, start=first)]
+    known = workflows or {}
+    entries = [entry(number, record, known.get(record.workflow)) for number, record in enumerate(records, start=first)]
     for number, record in enumerate(records, start=first):
         for row, action, label in ((0, "rerun", RERUN), (1, "details", DETAILS)):
             button = JobButton(action, record.id, label=localize(label.format(number=number), locale))
@@ -121,9 +131,8 @@ def history_page(
     return Lines([title, *entries], "\n\n"), view  # five capped entries fit; the send helper caps the whole
 
 
-def entry(number: int, record: JobRecord) -> Text:
+def entry(number: int, record: JobRecord, workflow: Workflow | None = None) -> Text:
     """One job in the history: command, state, when, its result's link and its option values (capped)."""
-    values = " · ".join(f"{name}: {shown(value, MAX_PARAM)}" for name, value in record.values.items())
     link = result_link(record)
     return ENTRY.format(
         number=number,
@@ -132,7 +141,7 @@ def entry(number: int, record: JobRecord) -> Text:
         when=int(record.created_at),
         job=record.id[:8],
         link=RESULT_LINK.format(url=link) if link else "",
-        values=cap(values, MAX_PARAMS),
+        values=option_values(record.values, workflow, each=MAX_PARAM, total=MAX_PARAMS),
     )
 
 

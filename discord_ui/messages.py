@@ -7,18 +7,21 @@ a workflow or a server never pings anyone and never makes a message longer than 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import discord
 
 from core import text as core_text
-from core.i18n import Text, localize
+from core.i18n import Lines, Text, localize
+from core.workflows import Workflow
 
 log = logging.getLogger(__name__)
 
 MAX_CONTENT = 2000  # Discord's limit for a message's text
 MAX_VALUE = 300  # one option value as shown with a result or in Details
 MAX_FILES = 10  # attachments per message
+VALUE_SEPARATOR = " · "  # between a job's option values on one line
 UNKNOWN_INTERACTION = 10062  # the interaction expired before its first answer (3 s)
 UNKNOWN_MESSAGE = 10008
 INVALID_WEBHOOK_TOKEN = 50027  # the interaction token expired (15 min)
@@ -61,6 +64,24 @@ def shown(value: object, limit: int = MAX_VALUE) -> str:
     """A value from a member, a workflow or a server as shown inline: one line, markdown escaped, capped."""
     text = str(value).replace("\n", " / ")
     return discord.utils.escape_markdown(cap(text, limit))
+
+
+def option_values(
+    values: Mapping[str, Any], workflow: Workflow | None, *, each: int = MAX_VALUE, total: int = MAX_CONTENT
+) -> Lines:
+    """A job's options on one line, `name: value · …`, named as the reader's Discord names them; each value
+    capped at `each`, and no more options than `total` characters hold (then an ellipsis)."""
+    parts: list[str] = []
+    length = 0
+    for name, value in values.items():
+        label = workflow.option_label(name) if workflow is not None else name
+        part = Lines((label, shown(value, each)), ": ")
+        length += len(part) + len(VALUE_SEPARATOR)
+        if length > total:
+            parts.append(core_text.ELLIPSIS)
+            break
+        parts.append(part)
+    return Lines(parts, VALUE_SEPARATOR)
 
 
 def header(command: str, user_id: int | None) -> str:

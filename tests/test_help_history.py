@@ -359,7 +359,7 @@ async def test_history_and_a_saved_preset_in_chinese(start: Start) -> None:
     assert await reply(world, it) == (
         "**你的任务** · 第 1/1 页（共 1 个）\n\n"
         f"**1.** /image · 已完成 · <t:{int(T0) + 1}:R> · 任务 `00000001` · "
-        f"[结果](https://discord.com/channels/{world.discord.guild_id}/5/901)\nprompt: cat 1 · seed: 1 · width: 512"
+        f"[结果](https://discord.com/channels/{world.discord.guild_id}/5/901)\n提示词: cat 1 · 种子: 1 · 宽度: 512"
     )
     assert it.original is not None
     assert list(buttons(it.original)) == ["重新运行 1", "详情 1", "上一页", "下一页"]
@@ -367,8 +367,8 @@ async def test_history_and_a_saved_preset_in_chinese(start: Start) -> None:
     await finished(world, await world.discord.invoke_slash("image", {"prompt": "a cat", "steps": 30}, user=member))
     saved = await world.discord.invoke_slash("preset save", {"name": "big"}, user=member)
     assert await reply(world, saved) == (
-        "已保存你用于 /image 的预设 `big`：prompt: a cat · negative: text, watermark · steps: 30 · width: 512 · "
-        "height: 512。用 /image preset:big 使用它；你给出的选项优先。"
+        "已保存你用于 /image 的预设 `big`：提示词: a cat · 反向提示词: text, watermark · 步数: 30 · 宽度: 512 · "
+        "高度: 512。用 /image preset:big 使用它；你给出的选项优先。"
     )
     missing = await world.discord.invoke_slash("preset delete", {"name": "huge"}, user=member)
     assert await reply(world, missing) == "你没有预设 `huge`。/preset list 会列出你的预设。"
@@ -388,7 +388,7 @@ async def test_a_page_turned_by_a_japanese_member_is_in_japanese(start: Start) -
     second = world.discord.messages[it.original_id or 0]
     assert second["content"] == (
         "**あなたのジョブ** · 2/2 ページ（全 6 件）\n\n"
-        f"**6.** /image · 待機中 · <t:{int(T0) + 1}:R> · ジョブ `00000001`\nprompt: cat 1 · seed: 1 · width: 512"
+        f"**6.** /image · 待機中 · <t:{int(T0) + 1}:R> · ジョブ `00000001`\nプロンプト: cat 1 · シード: 1 · 幅: 512"
     )
     assert list(buttons(second)) == ["再実行 6", "詳細 6", "前へ", "次へ"]
     assert buttons(second)["次へ"].get("disabled") and not buttons(second)["前へ"].get("disabled")

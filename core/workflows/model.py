@@ -16,7 +16,7 @@ from core.comfyui.object_info import match_option, quoted
 from core.comfyui.types import Prompt
 from core.community.access import CommandRule
 from core.errors import InvalidInput
-from core.i18n import Text, language
+from core.i18n import Text, Variants, language
 
 # Discord's rules for command and option names, descriptions and counts.
 MAX_NAME = 32
@@ -267,6 +267,13 @@ class Workflow:
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
+
+    def option_label(self, name: str) -> str:
+        """An option's name as each member's Discord shows it (a Variants), or `name` for one it does not have."""
+        param = self.param(name)
+        if param is None:
+            return name
+        return Variants(name, {entry.locale: entry.name for entry in param.localized if entry.name})
 
     def resolve(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Validate the given values, fill defaults and draw random seeds; every param gets a value."""
