@@ -114,10 +114,7 @@ async def test_a_members_whole_session_reads_in_their_language(start: Start, loc
 
     job = await world.discord.invoke_slash("image", {"prompt": said["prompt"], "seed": 7}, user=member)
     await finished(world, job)
-    [record] = (
-        await world.bot.store.jobs_of(int(member["id"]), limit=1)
-        and (await world.bot.store.jobs_of(int(member["id"]), limit=1))[1]
-    )
+    _, [record] = await world.bot.store.jobs_of(int(member["id"]), limit=1)
     link = f"https://discord.com/channels/{world.discord.guild_id}/{record.channel_id}/{record.message_id}"
 
     quota = await private_text(world, await world.discord.invoke_slash("quota", user=member))
