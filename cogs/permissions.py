@@ -24,11 +24,11 @@ EVERY_COMMAND_LABEL = Text("* (every command)")
 # What an admin is told
 NO_SUCH_COMMAND = Text("There is no command /{command}; use one of the workflow commands or * for every command.")
 CHANGED = Text("{command} may now be used {rule}.")
-RESET = Text("{command} follows community.toml (and its binding) again: {rule}.")
-NOTHING_TO_RESET = Text("{command} has no changes made with /access; it follows community.toml: {rule}.")
+RESET = Text("{command} follows {file} (and its binding) again: {rule}.")
+NOTHING_TO_RESET = Text("{command} has no changes made with /access; it follows {file}: {rule}.")
 BANNED = Text("{who} may no longer use the bot.")
 UNBANNED = Text("{who} may use the bot again (as far as the other rules allow).")
-HEADER = Text("**Access rules in effect** (community.toml, with the changes made with /access marked ✎):")
+HEADER = Text("**Access rules in effect** ({file}, with the changes made with /access marked ✎):")
 ADMINS = Text("Admins (never refused): the bot's owner{roles}.")
 BANS = Text("Banned members: {users}. Banned roles: {roles}.")
 NONE = Text("none")
@@ -58,7 +58,7 @@ class Permissions(commands.GroupCog, group_name="access", group_description=DESC
         roles = "".join(f", <@&{r}>" for r in sorted(admin_roles))
         mark = "✎ " if EVERY_COMMAND in changed else ""
         lines = [
-            HEADER,
+            HEADER.format(file=self.bot.settings.community_file.name),
             ADMINS.format(roles=roles),
             BANS.format(
                 users=", ".join(f"<@{u}>" for u in sorted(rules.banned_users)) or NONE,
@@ -119,7 +119,8 @@ class Permissions(commands.GroupCog, group_name="access", group_description=DESC
         rules = self.bot.access.rules
         rule = rules.default if name == EVERY_COMMAND else rules.rule(name, binding)
         text = RESET if done else NOTHING_TO_RESET
-        await respond(interaction, text.format(command=command_label(name), rule=describe(rule)))
+        file = self.bot.settings.community_file.name
+        await respond(interaction, text.format(command=command_label(name), rule=describe(rule), file=file))
 
     @app_commands.command(name="ban", description="Keep a member, or everyone with a role, from using the bot")
     @app_commands.describe(who="A member or a role")
