@@ -27,13 +27,17 @@ class NotAdmin(app_commands.CheckFailure):
 
 async def is_admin(interaction: discord.Interaction[Any]) -> bool:
     """True for the bot's owner and for members holding ADMIN_ROLE_ID or one of community.toml's admin_roles."""
-    bot: ComfyBot = interaction.client  # type: ignore[assignment]
-    if await bot.is_owner(interaction.user):
+    return await is_admin_member(interaction.client, interaction.user)  # type: ignore[arg-type]
+
+
+async def is_admin_member(bot: ComfyBot, user: discord.User | discord.Member) -> bool:
+    """`is_admin` for any member (the one a command is about, not only the one who typed it)."""
+    if await bot.is_owner(user):
         return True
     admin_roles = set(bot.access.rules.admin_roles)
     if bot.settings.admin_role_id:
         admin_roles.add(bot.settings.admin_role_id)
-    return isinstance(interaction.user, discord.Member) and any(r.id in admin_roles for r in interaction.user.roles)
+    return isinstance(user, discord.Member) and any(r.id in admin_roles for r in user.roles)
 
 
 async def admin_only(interaction: discord.Interaction[Any]) -> bool:

@@ -8,7 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.access import is_admin
+from cogs.access import is_admin, is_admin_member
 from core.community.quotas import (
     QUOTA_EXEMPT,
     QUOTA_GPU,
@@ -98,8 +98,7 @@ class Quota(commands.Cog):
         if member is not None and member.id != interaction.user.id:
             if not admin:
                 raise InvalidInput(OTHER_MEMBER_REFUSED)
-            # Whether that member is an admin is not known here (is_admin asks about the one who typed)
-            view = self.bot.quotas.view(member.id, role_ids(member), admin=False)
+            view = self.bot.quotas.view(member.id, role_ids(member), admin=await is_admin_member(self.bot, member))
             await respond(interaction, describe(view, member.id))
             return
         view = self.bot.quotas.view(interaction.user.id, role_ids(interaction.user), admin=admin)

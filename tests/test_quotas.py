@@ -373,6 +373,12 @@ async def test_admins_are_exempt_unless_configured_otherwise(start: Start, tmp_p
         "**Your quota for today**\nJobs: 2 used (no limit)\nGPU time: 0 seconds used (no limit)\n"
         f"Admins are not held to the quota.\nResets <t:{reset}:R> (<t:{reset}:f>)."
     ]
+    # The owner looking at the admin's quota sees the same exemption
+    theirs = await world.discord.invoke_slash("quota", {"member": admin["id"]})
+    assert await reply(world, theirs) == [
+        f"**Quota of <@{admin['id']}> for today**\nJobs: 2 used (no limit)\nGPU time: 0 seconds used (no limit)\n"
+        f"Admins are not held to the quota.\nResets <t:{reset}:R> (<t:{reset}:f>)."
+    ]
     world.bot.quotas.rules = quota_rules({"quotas": {"jobs_per_day": 1, "admins_exempt": False}})
     third = await world.discord.invoke_slash("image", {"prompt": "c"}, user=user)
     assert await reply(world, third) == [
