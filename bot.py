@@ -39,7 +39,7 @@ from core.workflows import Catalog, load_catalog, runnable
 from discord_ui.delivery import deliver_to_channel, screen_for, tell_in_channel
 from discord_ui.errors import BotTree
 from discord_ui.logs import install_token_filter
-from discord_ui.messages import CANCELLED, FAILED
+from discord_ui.messages import CANCELLED, FAILED, JOB_FAILED
 from discord_ui.status import StatusScheduler
 from discord_ui.translator import CommandTranslator
 
@@ -198,7 +198,7 @@ class ComfyBot(commands.Bot):
         if record.state is JobState.DONE:
             log.info("job %s was done before the restart; nothing more to tell", record.id)
         else:
-            failed = FAILED.format(reason=record.error or "The job failed.")
+            failed = FAILED.format(reason=record.error or JOB_FAILED)
             text = CANCELLED if record.state is JobState.CANCELLED else failed
             try:
                 await tell_in_channel(channel, record, text)

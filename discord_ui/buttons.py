@@ -158,5 +158,5 @@ def job_details(record: JobRecord) -> Lines:
     lines.append(DETAILS_SERVER.format(server=record.server or NO_SERVER_YET, attempts=record.attempts))
     lines.append(DETAILS_TIMES.format(created=int(record.created_at), updated=int(record.updated_at)))
     if record.error:
-        lines.append(DETAILS_ERROR.format(error=cap(record.error, 600)))  # stored as English text
+        lines.append(DETAILS_ERROR.format(error=cap(record.error, 600)))  # stored in the requester's language
     return Lines(lines)

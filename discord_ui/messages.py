@@ -52,6 +52,7 @@ MORE_NOT_DOWNLOADED = Text("…and {count} more file(s) not downloaded.")
 NOTHING = Text("(nothing)")
 NO_JOBS = Text("You have no job waiting or running.")
 NO_JOBS_AT_ALL = Text("No job is waiting or running.")
+JOB_FAILED = Text("The job failed.")  # a failed job whose reason was not recorded
 SOMEONE = Text("someone")  # a job's requester, when not known
 
 

@@ -145,3 +145,17 @@ async def test_a_japanese_admin_reads_reload_and_workflows_in_japanese(start: St
         "• `seed`（seed; 既定値 ランダム）→ 3.seed",
         "• `steps`（int; 既定値 20; 1～50）→ 3.steps",
     ]
+
+
+async def test_a_failed_job_is_kept_in_its_members_language_for_details_and_restarts(start: Start) -> None:
+    world = await start()
+    member = world.discord.make_user(name="hana", locale="ja")
+    world.comfy.fail_nodes = {"VAEDecode": ("RuntimeError", "Given groups=1, weight of size [4, 4, 1, 1]")}
+    it = await world.discord.invoke_slash("image", {"prompt": "a cat"}, user=member)
+    told = await private_text(world, it)
+    assert (
+        told
+        == "「VAE Decode」（VAEDecode、ノード 8）でジョブが失敗しました：Given groups=1, weight of size [4, 4, 1, 1]"
+    )
+    _, [record] = await world.bot.store.jobs_of(int(member["id"]), limit=1)
+    assert record.error == told  # what Details and a restart's report show is what the member was told

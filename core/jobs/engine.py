@@ -37,7 +37,7 @@ from core.errors import (
     JobLostTooOften,
     JobTimeout,
 )
-from core.i18n import Text
+from core.i18n import Text, localize
 from core.jobs.inputs import Copies, ensure_inputs, held_copies, keep_inputs, stored_copies
 from core.jobs.limits import Limits
 from core.jobs.routing import refusal, verdict
@@ -730,7 +730,8 @@ class Engine:
     async def finish(self, job_id: str, state: JobState, error: str | None = None) -> None:
         """Record how a job ended once the member has its result (or its error): it is reported now."""
         if self.store is not None and (record := await self.store.get(job_id)) is not None:
-            await self.store.update(record, state=state, error=error, reported=True)
+            stored = localize(error, record.locale) if error is not None else None
+            await self.store.update(record, state=state, error=stored, reported=True)
 
     async def _end(self, record: JobRecord, error: BotError, gpu_seconds: float = 0.0) -> None:
         """Record a job that ends with `error` after running `gpu_seconds`: cancelled when asked for, else failed."""
@@ -739,7 +740,7 @@ class Engine:
         await self._save(
             record,
             state=state,
-            error=error.user_message,
+            error=localize(error.user_message, record.locale),  # as its member reads it, also after a restart
             reported=False,
             gpu_seconds=record.gpu_seconds + gpu_seconds,
         )
