@@ -82,6 +82,23 @@ class Variants(str):
         return (Variants, (str(self), dict(self.names)))
 
 
+class Clause(str):
+    """A sentence used inside another one: its final full stop dropped, in whichever language it is shown."""
+
+    sentence: str
+
+    def __new__(cls, sentence: str) -> Clause:
+        self = super().__new__(cls, str(sentence).rstrip(FULL_STOPS))
+        self.sentence = sentence
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Clause, (self.sentence,))
+
+
+FULL_STOPS = ".。"
+
+
 def language(locale: object) -> str | None:
     """The catalogue for a Discord locale ("ja", "zh-CN"), or None where the bot speaks English."""
     code = str(locale) if locale is not None else ""
@@ -91,7 +108,7 @@ def language(locale: object) -> str | None:
 def localize(text: str, locale: object) -> str:
     """`text` in the language of `locale`; English where there is no catalogue or no translation yet."""
     code = language(locale)
-    if code is None or not isinstance(text, Text | Lines | Variants):
+    if code is None or not isinstance(text, Text | Lines | Variants | Clause):
         return str(text)
     return _render(text, code, catalogue(code))
 
@@ -104,6 +121,8 @@ def _render(text: object, code: str, translations: Mapping[str, str]) -> Any:
         return text.separator.join(_render(part, code, translations) for part in text.parts)
     if isinstance(text, Variants):
         return text.names.get(code) or str(text)
+    if isinstance(text, Clause):
+        return str(_render(text.sentence, code, translations)).rstrip(FULL_STOPS)
     return text
 
 

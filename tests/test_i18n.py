@@ -10,7 +10,7 @@ import discord
 import pytest
 
 from core import i18n
-from core.i18n import LOCALES, Lines, Text, localize
+from core.i18n import LOCALES, Clause, Lines, Text, localize
 
 
 @pytest.mark.parametrize("code", LOCALES)
@@ -62,3 +62,10 @@ def test_a_template_must_be_written_out_to_be_translated(tmp_path: Path) -> None
     (tmp_path / "core" / "bad.py").write_text('from core.i18n import Text\nWHAT = Text(f"{1} thing")\n')
     with pytest.raises(ValueError, match=r"core/bad.py:2: Text\(\) takes a literal template"):
         i18n.templates(tmp_path)
+
+
+def test_a_sentence_inside_another_loses_its_full_stop_in_every_language() -> None:
+    inner = Clause(Text("This command cannot be used here."))
+    assert inner == "This command cannot be used here"
+    assert localize(Text("❌ {reason}").format(reason=inner), "ja") == "❌ このコマンドはここでは使えません"
+    assert localize(pickle.loads(pickle.dumps(inner)), "zh-CN") == "此命令不能在这里使用"
