@@ -341,15 +341,17 @@ class JobMessage:
         `preview` replaces the message's attachments with that image; `drop_preview` removes a preview shown.
         """
         content = self.under_header(text)
+        if preview is not None:
+            self.previewed = True  # already: an edit cancelled on its way (the job ended) may have reached Discord
         edit = edit_original(self.interaction, content, view=view, **self._attachments(preview, drop_preview))
         if await self._with_token(edit):
-            self.previewed = preview is not None or (self.previewed and not drop_preview)
+            self.previewed = self.previewed and not drop_preview
             return
         if self.message_id is not None and not self.deleted:
             try:
                 extra = self._attachments(preview, drop_preview)  # a File is spent once sent: a new one
                 await edit_message(self._partial(), content, locale=self.interaction.locale, view=view, **extra)
-                self.previewed = preview is not None or (self.previewed and not drop_preview)
+                self.previewed = self.previewed and not drop_preview
             except discord.NotFound:
                 log.info("status message of /%s was deleted; no more status edits", self.command)
                 self.deleted = True
