@@ -80,7 +80,7 @@ class ComfyBot(commands.Bot):
         self.settings = settings
         self.settle_heap = settle_heap  # once started, see settle_heap(): for the bot's own process, not tests
         # Every status edit of the bot is paced here: Discord rate-limits edits.
-        self.statuses = StatusScheduler(interval=2.0)
+        self.statuses = StatusScheduler(interval=2.0, preview_interval=settings.preview_seconds)
         self._recovery: asyncio.Task[None] | None = None
         self.job_tasks: set[asyncio.Task[Any]] = set()  # running jobs, stopped on close and resumed next start
         self.access = Access(AccessRules())  # everything allowed until setup_hook reads community.toml

@@ -275,7 +275,11 @@ class Generate(commands.Cog):
         """Answer at once, run the job, then show its result; its end is recorded once the member was told."""
         self.bot.track_job()
         message = JobMessage(
-            interaction, workflow.name, self.bot.statuses, max_image_pixels=self.bot.settings.max_image_pixels
+            interaction,
+            workflow.name,
+            self.bot.statuses,
+            max_image_pixels=self.bot.settings.max_image_pixels,
+            previews=screen_for(self.bot.image_screen, interaction.channel) is None,  # previews skip the image check
         )
         await message.open()
         try:

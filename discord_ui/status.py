@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import io
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import discord
 
@@ -41,8 +42,13 @@ from discord_ui.messages import (
 log = logging.getLogger(__name__)
 
 TOKEN_LIFETIME = 14 * 60  # interaction tokens die at 15 minutes; switch to the bot token before that
+DEFAULT_PREVIEW_SECONDS = 3.0
 
-Edit = Callable[[str], Awaitable[None]]
+
+class Edit(Protocol):
+    """Edit a status message to `text`; with `preview`, that image replaces its attachments (else they stay)."""
+
+    def __call__(self, text: str, preview: bytes | None = None, /) -> Awaitable[None]: ...
 
 
 @dataclass(eq=False, slots=True)
@@ -54,14 +60,20 @@ class _Status:
     shown: str | None = None
     last_edit: float = -math.inf
     in_flight: asyncio.Task[None] | None = None
+    preview: bytes | None = field(default=None, repr=False)  # the newest preview image not shown yet
+    last_preview: float = -math.inf  # when a preview image was last sent
 
     @property
     def waiting(self) -> bool:
-        return self.latest != self.shown and (self.in_flight is None or self.in_flight.done())
+        changed = self.latest != self.shown or self.preview is not None
+        return changed and (self.in_flight is None or self.in_flight.done())
 
-    def due(self, interval: float) -> float:
-        """Tell when this message may be edited next."""
-        return max(self.first_at, self.last_edit + interval)
+    def due(self, interval: float, preview_interval: float) -> float:
+        """Tell when this message may be edited next: a new image alone waits for its own interval too."""
+        due = max(self.first_at, self.last_edit + interval)
+        if self.latest == self.shown:
+            due = max(due, self.last_preview + preview_interval)
+        return due
 
 
 class StatusScheduler:
@@ -77,6 +89,10 @@ class StatusScheduler:
     would cost edits in proportion to its length squared. After a job's first status, position changes
     therefore share one budget of `queue_rate` edits per second for the whole bot: how many edits a job
     gets while waiting no longer depends on how many jobs wait. Progress of running jobs is not rationed.
+
+    A preview image (a picture of the work in progress) goes with an edit at most once per
+    `preview_interval` seconds per message; only the newest image waits, the ones it replaced are dropped.
+    An edit of the text in between leaves the last image shown as it is.
     """
 
     def __init__(
@@ -85,12 +101,14 @@ class StatusScheduler:
         queue_rate: float = 2.0,
         *,
         first_delay: float = 1.0,
+        preview_interval: float = DEFAULT_PREVIEW_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ) -> None:
         self.interval = interval
         self.queue_rate = queue_rate
         self.first_delay = first_delay
+        self.preview_interval = preview_interval
         self._clock, self._sleep = clock, sleep
         self._statuses: dict[str, _Status] = {}
         self._tokens = self._burst = max(1.0, queue_rate)
@@ -99,16 +117,19 @@ class StatusScheduler:
         self._next_at = -math.inf  # when the edit loop wakes up by itself next
         self._runner: asyncio.Task[None] | None = None
 
-    def show(self, key: str, text: str, edit: Edit, *, queued: bool = False) -> None:
-        """Remember the newest state of `key`'s message; it goes out as soon as the pacing allows."""
+    def show(self, key: str, text: str, edit: Edit, *, queued: bool = False, preview: bytes | None = None) -> None:
+        """Remember the newest state of `key`'s message (and its newest preview image, if given); it goes out
+        as soon as the pacing allows."""
         status = self._statuses.get(key)
         if status is None:
             status = self._statuses[key] = _Status(edit, text, queued, self._clock() + self.first_delay)
         else:
             status.write, status.latest, status.queued = edit, text, queued
+        if preview is not None:
+            status.preview = preview  # an older one not shown yet is dropped: only the newest matters
         # Progress comes many times a second per job: the loop looks at every message when woken, so it is
         # woken only when this one is due before it would wake anyway.
-        if status.due(self.interval) < self._next_at:
+        if status.due(self.interval, self.preview_interval) < self._next_at:
             self._wake.set()
         if self._runner is None or self._runner.done():
             self._runner = asyncio.create_task(self._run(), name="status edits")
@@ -143,7 +164,7 @@ class StatusScheduler:
             next_at = math.inf
             rationed: list[_Status] = []
             for status in waiting:
-                if (due := status.due(self.interval)) > now:
+                if (due := status.due(self.interval, self.preview_interval)) > now:
                     next_at = min(next_at, due)
                     continue
                 if status.queued and status.shown is not None:
@@ -162,11 +183,14 @@ class StatusScheduler:
 
     def _start(self, status: _Status, now: float) -> None:
         status.shown, status.last_edit = status.latest, now
-        status.in_flight = asyncio.create_task(self._edit(status, status.latest))
+        preview = None
+        if status.preview is not None and now >= status.last_preview + self.preview_interval:
+            preview, status.preview, status.last_preview = status.preview, None, now
+        status.in_flight = asyncio.create_task(self._edit(status, status.latest, preview))
 
-    async def _edit(self, status: _Status, text: str) -> None:
+    async def _edit(self, status: _Status, text: str, preview: bytes | None) -> None:
         try:
-            await status.write(text)
+            await (status.write(text) if preview is None else status.write(text, preview))
         except discord.HTTPException as exc:
             log.info("status edit skipped: %s", exc)
         finally:
@@ -204,6 +228,7 @@ class JobMessage:
         scheduler: StatusScheduler,
         *,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        previews: bool = True,
     ) -> None:
         self.interaction = interaction
         self.command = command
@@ -215,6 +240,9 @@ class JobMessage:
         self.message_id: int | None = None
         self.expired = False  # the interaction's token can no longer be used
         self.deleted = False  # someone deleted the status message
+        # Show the server's preview images (not where results are screened: previews would skip the check)
+        self.previews = previews
+        self.previewed = False  # the status message carries a preview image, to be removed when the job ends
 
     async def open(self) -> None:
         """Answer the interaction with "thinking…" (or a channel message if it expired); note the message id."""
@@ -237,20 +265,21 @@ class JobMessage:
         """Tie the message to its job: its Cancel button and its place in the scheduler."""
         self.job_id = job_id
 
-    def show(self, text: str, *, queued: bool = False) -> None:
-        """Show `text` under the header as soon as the scheduler allows."""
-        self.scheduler.show(self.job_id or str(id(self)), text, self._edit_progress, queued=queued)
+    def show(self, text: str, *, queued: bool = False, preview: bytes | None = None) -> None:
+        """Show `text` (and the preview image, if any) under the header as soon as the scheduler allows."""
+        key = self.job_id or str(id(self))
+        self.scheduler.show(key, text, self._edit_progress, queued=queued, preview=preview)
 
     def progress(self, progress: Progress) -> None:
-        """Show the job's progress (queued or running) on its status message."""
+        """Show the job's progress (queued or running) and its newest preview image on its status message."""
         queued = progress.waiting is not None or progress.position is not None
-        self.show(progress.describe(), queued=queued)
+        self.show(progress.describe(), queued=queued, preview=progress.preview if self.previews else None)
 
-    async def _edit_progress(self, text: str) -> None:
+    async def _edit_progress(self, text: str, preview: bytes | None = None) -> None:
         if self.view is None and self.job_id is not None:
             # Not before: a job done within first_delay never shows it. Labelled for the requester, who sees it.
             self.view = status_view(self.job_id, locale=self.interaction.locale)
-        await self.edit_status(text, view=self.view)
+        await self.edit_status(text, view=self.view, preview=preview)
 
     async def stop(self) -> None:
         """Drop a pending status edit (the result or an error message replaces it)."""
@@ -259,7 +288,7 @@ class JobMessage:
     async def cancelled(self) -> None:
         """Drop a pending status edit and mark the status message as cancelled."""
         await self.stop()
-        await self.edit_status(CANCELLED, view=None)
+        await self.edit_status(CANCELLED, view=None, drop_preview=True)
 
     async def fail(self, error: BotError) -> None:
         """Tell the member why the job ended: privately through the interaction, else on the status message."""
@@ -299,22 +328,41 @@ class JobMessage:
                 nonce=result.job_id[:25],
                 view=view,
             )
-            await self.edit_status(RESULT_BELOW, view=None)
+            await self.edit_status(RESULT_BELOW, view=None, drop_preview=True)
         for batch in rest:
             if not await self._with_token(followup(self.interaction, files=as_files(batch))):
                 await channel_send(self._channel(), files=as_files(batch))
 
-    async def edit_status(self, text: str, *, view: discord.ui.View | None) -> None:
-        """Show `text` under the header, with the bot token once the interaction's has expired."""
+    async def edit_status(
+        self, text: str, *, view: discord.ui.View | None, preview: bytes | None = None, drop_preview: bool = False
+    ) -> None:
+        """Show `text` under the header, with the bot token once the interaction's has expired.
+
+        `preview` replaces the message's attachments with that image; `drop_preview` removes a preview shown.
+        """
         content = self.under_header(text)
-        if await self._with_token(edit_original(self.interaction, content, view=view)):
+        if preview is not None:
+            self.previewed = True  # already: an edit cancelled on its way (the job ended) may have reached Discord
+        edit = edit_original(self.interaction, content, view=view, **self._attachments(preview, drop_preview))
+        if await self._with_token(edit):
+            self.previewed = self.previewed and not drop_preview
             return
         if self.message_id is not None and not self.deleted:
             try:
-                await edit_message(self._partial(), content, locale=self.interaction.locale, view=view)
+                extra = self._attachments(preview, drop_preview)  # a File is spent once sent: a new one
+                await edit_message(self._partial(), content, locale=self.interaction.locale, view=view, **extra)
+                self.previewed = self.previewed and not drop_preview
             except discord.NotFound:
                 log.info("status message of /%s was deleted; no more status edits", self.command)
                 self.deleted = True
+
+    def _attachments(self, preview: bytes | None, drop_preview: bool) -> dict[str, Any]:
+        """The attachments of a status edit: the preview image, none (a preview shown goes), or unchanged."""
+        if preview is not None:
+            return {"attachments": [discord.File(io.BytesIO(preview), filename=preview_name(preview))]}
+        if drop_preview and self.previewed:
+            return {"attachments": []}
+        return {}
 
     def under_header(self, text: str) -> Lines:
         return Lines((self.header, text))
@@ -350,3 +398,8 @@ class JobMessage:
         channel = self.interaction.channel
         assert isinstance(channel, ReplyChannel), f"commands cannot run in {type(channel).__name__}"
         return channel
+
+
+def preview_name(image: bytes) -> str:
+    """The file name a preview image is attached under: ComfyUI sends JPEG (samplers) or PNG."""
+    return "preview.jpg" if image.startswith(b"\xff\xd8") else "preview.png"

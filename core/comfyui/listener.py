@@ -50,6 +50,9 @@ FEATURE_FLAGS = json.dumps({"type": "feature_flags", "data": {"supports_preview_
 END_MESSAGES = frozenset({"execution_success", "execution_error", "execution_interrupted"})
 END_GRACE = 1.0
 FINISHED_JOB_STATES = frozenset({"completed", "failed", "cancelled"})
+# Sampler previews are at most 512 px JPEGs (--preview-size) of some 50 KB; a larger frame is no preview to show.
+MAX_PREVIEW_BYTES = 2 * 1024 * 1024
+PREVIEW_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")  # JPEG, PNG: what ComfyUI encodes previews as
 Health = Literal["connecting", "up", "down"]
 
 
@@ -97,7 +100,14 @@ class Unreadable:
     error: ComfyServerError
 
 
-PromptEvent = Queued | Running | Finished | Lost | Unreadable | ServerDown
+@dataclass(frozen=True, slots=True)
+class Previewed:
+    """A new preview image of the running prompt waits in Watch.preview (only the newest one is kept)."""
+
+
+PREVIEWED = Previewed()
+
+PromptEvent = Queued | Running | Finished | Lost | Unreadable | ServerDown | Previewed
 
 
 @dataclass(eq=False, slots=True)
@@ -123,6 +133,8 @@ class Watch:
     last_position: int | None = None
     fetching: bool = False  # its history is being read
     ended: bool = False
+    previews: bool = False  # keep the server's preview images (someone shows them)
+    preview: bytes | None = field(default=None, repr=False)  # the newest preview not yet taken, JPEG or PNG
 
     def end(self, event: Finished | Lost | Unreadable) -> None:
         """Report how the prompt ended, once; later ends are ignored."""
@@ -143,6 +155,22 @@ class Watch:
             self.ws_dropped.append((node_id, len(image)))
         else:
             self.ws_images.append((node_id, image))
+
+    def keep_preview(self, image: bytes) -> None:
+        """Keep the newest preview image in place of the last one; one event tells of any number of them."""
+        if not self.previews or self.ended:
+            return
+        if len(image) > MAX_PREVIEW_BYTES or not image.startswith(PREVIEW_SIGNATURES):
+            log.debug("preview of %s skipped: %d bytes, not a preview-sized JPEG or PNG", self.prompt_id, len(image))
+            return
+        waiting, self.preview = self.preview is not None, image
+        if not waiting:
+            self.events.put_nowait(PREVIEWED)
+
+    def take_preview(self) -> bytes | None:
+        """The newest preview image, which is then no longer kept (None: none came since the last take)."""
+        image, self.preview = self.preview, None
+        return image
 
 
 class ComfyListener:
@@ -397,8 +425,12 @@ class ComfyListener:
             watch = self.watches.get(prompt_id)
         else:
             return  # sampler previews of other clients
-        if watch is not None and node is not None and watch.is_ws_output(node):
+        if watch is None or node is None:
+            return
+        if watch.is_ws_output(node):
             watch.keep_image(node, preview.image)
+        else:
+            watch.keep_preview(preview.image)  # a sampler's (or another node's) picture of the work in progress
 
     # -- completion and reconciliation ---------------------------------------------------------------
 

@@ -16,7 +16,18 @@ from typing import Any, Protocol
 import aiohttp
 
 from core.comfyui.client import ComfyClient, TooLarge
-from core.comfyui.listener import ComfyListener, Finished, Health, Lost, Queued, Running, ServerDown, Unreadable, Watch
+from core.comfyui.listener import (
+    ComfyListener,
+    Finished,
+    Health,
+    Lost,
+    Previewed,
+    Queued,
+    Running,
+    ServerDown,
+    Unreadable,
+    Watch,
+)
 from core.comfyui.node_errors import node_label, running_label
 from core.comfyui.types import FILE_KEYS, HistoryEntry, Prompt
 from core.config import (
@@ -108,6 +119,9 @@ class Progress:
     moved_to: str | None = None  # its server went down: the job went to this one
     restarted: bool = False  # with moved_to: it was running, so it starts over there
     servers_down: bool = False  # waiting in the bot's queue while no server that can run it is up
+    # A new preview image of the running job (JPEG or PNG, from ComfyUI's --preview-method), else None. Only
+    # the newest one is passed on, with the job's last state; a front that shows it keeps it until replaced.
+    preview: bytes | None = field(default=None, repr=False)
 
     def describe(self) -> str:
         """One line for the job's status message."""
@@ -360,6 +374,7 @@ class Engine:
         cooldown_seconds: float = 0.0,
         max_queued_jobs: int = DEFAULT_MAX_QUEUED_JOBS,
         spool: Spool | None = None,
+        previews: bool = True,
     ) -> None:
         self.servers = [
             ComfyServer(
@@ -390,6 +405,7 @@ class Engine:
             server.listener.on_change = functools.partial(self._server_changed, server)
         self._cleanups: set[asyncio.Task[None]] = set()  # cancels of moved jobs, waiting for their old server
         self.usage: Usage | None = None  # told when a job first reaches ComfyUI and how long it ran there
+        self.previews = previews  # pass the servers' preview images on (PREVIEW_SECONDS 0: False)
 
     @classmethod
     def from_settings(cls, session: aiohttp.ClientSession, settings: Settings, store: JobStore | None = None) -> Engine:
@@ -406,6 +422,7 @@ class Engine:
             max_pending_per_member=settings.max_pending_per_member,
             cooldown_seconds=settings.cooldown_seconds,
             max_queued_jobs=settings.max_queued_jobs,
+            previews=settings.preview_seconds > 0,
         )
 
     def start(self) -> None:
@@ -581,6 +598,7 @@ class Engine:
                     else:
                         watch = server.listener.watch(prompt_id, prompt)
                     watch.max_images, watch.max_image_bytes = self.max_outputs_per_job, self.max_job_output_bytes
+                    watch.previews = self._wants_previews(workflow, on_progress)
                     server.listener.submitted(watch, client_id)
                     try:
                         progress = self._noting_start(record, on_progress, gpu)
@@ -711,6 +729,10 @@ class Engine:
         task = asyncio.create_task(cancel(), name=f"cancel moved {prompt_id}")
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
+
+    def _wants_previews(self, workflow: Workflow | None, on_progress: OnProgress | None) -> bool:
+        """Whether the job's preview images are kept: previews on, someone to show them, and not off in its binding."""
+        return self.previews and on_progress is not None and (workflow is None or workflow.previews)
 
     def _noting_start(self, record: JobRecord, on_progress: OnProgress | None, gpu: _GpuClock) -> OnProgress:
         """Pass progress on, and record the moment ComfyUI starts running the job (its GPU time starts)."""
@@ -953,6 +975,7 @@ class Engine:
     ) -> HistoryEntry:
         """Pass the job's progress on until it ends; raise _Moving when its server is down and another can take it."""
         assert record.prompt is not None
+        last = Progress()  # the state a preview is shown with
         while True:
             down = server.listener.state == "down"
             try:
@@ -975,12 +998,17 @@ class Engine:
                 raise event.error
             if on_progress is None:
                 continue
-            if isinstance(event, Queued):
-                progress = Progress(position=event.position)
+            if isinstance(event, Previewed):
+                image = watch.take_preview()
+                if image is None:
+                    continue
+                progress = replace(last, preview=image)
+            elif isinstance(event, Queued):
+                progress = last = Progress(position=event.position)
             else:
                 assert isinstance(event, Running)
                 label = running_label(record.prompt, event.node) if event.node else None
-                progress = Progress(node=label, step=event.value, steps=event.max)
+                progress = last = Progress(node=label, step=event.value, steps=event.max)
             await _call(on_progress, progress)
 
     async def _collect(

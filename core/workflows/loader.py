@@ -175,6 +175,9 @@ def load_workflow(binding_path: Path) -> Workflow:
     nsfw = command.get("nsfw", False)
     if not isinstance(nsfw, bool):
         raise WorkflowError(f"{where}: [command] nsfw must be true or false (got {nsfw!r}).")
+    previews = command.get("previews", True)
+    if not isinstance(previews, bool):
+        raise WorkflowError(f"{where}: [command] previews must be true or false (got {previews!r}).")
 
     raw_params = binding.get("params") or {}
     if not isinstance(raw_params, dict):
@@ -205,6 +208,7 @@ def load_workflow(binding_path: Path) -> Workflow:
         nsfw=nsfw,
         localized=localized,
         raw_inputs=raw_inputs,
+        previews=previews,
     )
 
 

@@ -264,6 +264,7 @@ class Workflow:
     nsfw: bool = False  # age-restricted: registered so on Discord and refused outside age-restricted channels
     localized: tuple[Localized, ...] = ()  # name_ja, description_zh-CN, ... of the [command] table
     raw_inputs: tuple[Target, ...] = ()  # the binding's [api] raw_inputs: node inputs the HTTP API may set as is
+    previews: bool = True  # [command] previews: show the server's preview images while the job runs
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)

@@ -31,6 +31,7 @@ import contextlib
 import copy
 import gzip
 import heapq
+import io
 import ipaddress
 import json
 import logging
@@ -378,6 +379,16 @@ def _text_chunk(key: str, value: str) -> bytes:
         return _png_chunk(b"iTXt", key.encode("latin-1") + b"\0\0\0\0\0" + value.encode("utf-8"))
 
 
+def _preview_jpeg(number: int) -> bytes:
+    """The server's `number`th sampler preview: a small JPEG whose comment numbers it, so no two frames are alike."""
+    from PIL import Image  # only for previews: the fake writes its PNG outputs by hand
+
+    buffer = io.BytesIO()
+    colour = (number * 37 % 256, number * 11 % 256, 200)
+    Image.new("RGB", (64, 64), colour).save(buffer, "JPEG", quality=95, comment=f"preview {number}")
+    return buffer.getvalue()
+
+
 def make_png(
     width: int,
     height: int,
@@ -622,9 +633,14 @@ class FakeComfyUI:
         self.http_failures: list[tuple[str, str, int]] = []
         self.required_headers: dict[str, str] = dict(required_headers or {})
         self.ssl_context = ssl_context
+        # ComfyUI's --preview-method: "none" (its default) sends no sampler previews; any other value sends one
+        # JPEG per sampler step (protocol notes §4.3: `("JPEG", img, --preview-size)`).
+        self.preview_method = "none"
+        self.sampler_delay: float | None = None  # seconds one sampler node takes; None: node_delay
         self.refused: list[RecordedRequest] = []  # requests answered 401 for want of required_headers
         # observation
         self.requests: list[RecordedRequest] = []
+        self.previews_sent: list[tuple[str, bytes]] = []  # (prompt id, image) of every sampler preview, in order
         self.history: dict[str, dict[str, Any]] = {}
         self.finished_at: dict[str, float] = {}  # prompt id -> time.monotonic() when its history was written
         self.files: dict[tuple[str, str, str], bytes] = {
@@ -1633,9 +1649,14 @@ class FakeComfyUI:
         class_type = run.prompt[node_id]["class_type"]
         if class_type in SAMPLER_CLASSES:
             steps = max(1, int(self.sampler_steps))
+            delay = self.node_delay if self.sampler_delay is None else self.sampler_delay
             for step in range(1, steps + 1):
-                await asyncio.sleep(self.node_delay / steps)
-                await run.progress(node_id, step, steps)
+                await asyncio.sleep(delay / steps)
+                preview = None
+                if self.preview_method != "none":
+                    preview = _preview_jpeg(len(self.previews_sent))
+                    self.previews_sent.append((run.prompt_id, preview))
+                await run.progress(node_id, step, steps, preview=preview)
         else:
             await asyncio.sleep(self.node_delay)
         if class_type in self.fail_nodes:
@@ -1850,14 +1871,16 @@ class _PromptRun:
         entry.update({"value": value, "max": total, "state": "running"})
         await self.send_progress_state()
         modern = server._supports_metadata(self.client_id)
+        jpeg = preview is not None and preview.startswith(b"\xff\xd8")  # sampler previews; else PNG
         if preview is not None and modern:
+            image_type = "image/jpeg" if jpeg else "image/png"
             metadata = {"node_id": node_id, "prompt_id": self.prompt_id, "display_node_id": node_id,
-                        "parent_node_id": None, "real_node_id": node_id, "image_type": "image/png"}  # fmt: skip
+                        "parent_node_id": None, "real_node_id": node_id, "image_type": image_type}  # fmt: skip
             meta_bytes = json.dumps(metadata).encode("utf-8")
             await server._send_raw(struct.pack(">II", 4, len(meta_bytes)) + meta_bytes + preview, self.client_id)
         await self.send("progress", {"value": value, "max": total, "prompt_id": self.prompt_id, "node": node_id})
-        if preview is not None and not modern:
-            await server._send_raw(struct.pack(">II", 1, 2) + preview, self.client_id)
+        if preview is not None and not modern:  # image format 1 = JPEG, 2 = PNG (protocol notes §4.3)
+            await server._send_raw(struct.pack(">II", 1, 1 if jpeg else 2) + preview, self.client_id)
 
     async def node_executed(self, node_id: str, ui: dict[str, Any] | None, *, always_send: bool = False) -> None:
         """`executed` for a node with a ui result (cached output nodes always get one) + history outputs."""
