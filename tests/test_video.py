@@ -199,8 +199,9 @@ WAN_MODELS = {
 @pytest.mark.e2e
 async def test_video_posts_an_mp4_fitted_under_10_mib(start: Start) -> None:
     world = await start()
+    world.comfy.models.update(WAN_MODELS)  # a server with the Wan models: /video is registered on start
+    await world.restart_bot()
     assert "video" in [c["name"] for c in world.discord.commands[world.discord.guild_id]]
-    world.comfy.models.update(WAN_MODELS)  # the server checks the model names of each prompt
     big = clip(640, 360, frames=60, fps=30, grain=0.3, seed=2)
     assert len(big) > 10 * MB
     world.comfy.media["mp4"] = big  # what SaveVideo writes
