@@ -531,7 +531,7 @@ def _fit_clip(filename: str, clip: _Clip, dest: Path, limit: int, done: tuple[Te
             return None
         width, height = _video_size(clip, video_bps)
         fps = _frame_rate(clip, width * height, video_bps)
-        size = _encode_mp4(clip, dest, (width, height), fps, round(video_bps), audio_bps)
+        size = _encode_mp4(clip, dest, (width, height), round(video_bps), audio_bps, fps=fps)
         if size <= limit:
             shown = {"rate": _rate(video_bps), "width": width, "height": height, "fit": _to_fit(limit)}
             if fps == clip.fps:
@@ -584,7 +584,7 @@ def _fps(fps: Fraction) -> str:
 
 
 def _encode_mp4(
-    clip: _Clip, dest: Path, picture: tuple[int, int], fps: Fraction, video_bps: int, audio_bps: int
+    clip: _Clip, dest: Path, picture: tuple[int, int], video_bps: int, audio_bps: int, *, fps: Fraction
 ) -> int:
     """Encode `clip` at `picture` (width, height) and `fps` into the file `dest` (replacing it); return its size.
 

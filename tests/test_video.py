@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from core.comfyui.types import parse_node_output
+from core.i18n import localize
 from core.media import content_type, fit_file, kind_of
 from tests.e2e_world import Start, finished
 
@@ -145,8 +146,9 @@ def test_a_tight_limit_lowers_the_bitrate_then_the_size_then_the_frame_rate(fast
     tight = fit_file("ComfyUI_00001_.mp4", source, 11 * 2**10)
     assert tight is not None
     assert tight.filename == "ComfyUI_00001_.mp4" and tight.size <= 11 * 2**10
-    assert tight.note == (
-        "re-encoded as MP4 (31 kbit/s, 128×96, 30 fps instead of 60) to fit the 11 KB upload limit"
+    assert tight.note == ("re-encoded as MP4 (31 kbit/s, 128×96, 30 fps instead of 60) to fit the 11 KB upload limit")
+    assert localize(tight.note, "ja") == (
+        "アップロード上限 11 KB に収めるため、MP4（31 kbit/s、128×96、60 fps を 30 fps に）に再エンコードしました"
     )
     codec, size, rate, frames, seconds = decoded(tight.path)
     assert (codec, size, rate, frames) == ("h264", (128, 96), 30.0, 60)
@@ -182,7 +184,7 @@ def test_an_animated_png_over_the_limit_becomes_an_mp4(tmp_path: Path) -> None:
     assert fitted is not None and fitted.size <= 100 * 2**10
     assert fitted.filename == "ComfyUI_00004_.mp4"
     assert fitted.note is not None and fitted.note.startswith("converted to MP4 (")
-    codec, size, rate, count, seconds = decoded(fitted.path)
+    codec, size, _, count, seconds = decoded(fitted.path)
     assert (codec, size, count) == ("h264", (96, 96), 16)
     assert seconds == pytest.approx(2.0, abs=0.05)
 

@@ -1707,7 +1707,11 @@ class FakeComfyUI:
             # VideoHelperSuite's VideoCombine.combine_video: ui {"gifs": [...]}, one item for the file it wrote
             # (its name has no trailing _), with the format, rate and the server's absolute path beside it
             fmt = str(inputs.get("format", "image/gif"))
-            ext = fmt.split("/")[-1].split("-")[-1] if fmt.startswith("video/") else fmt.removeprefix("image/")
+            ext = (
+                fmt.rsplit("/", maxsplit=1)[-1].rsplit("-", maxsplit=1)[-1]
+                if fmt.startswith("video/")
+                else fmt.removeprefix("image/")
+            )
             kind = "output" if inputs.get("save_output", True) else "temp"
             [saved] = self._save_media(inputs.get("filename_prefix", "AnimateDiff"), kind, ext, image, plain=True)
             place = posixpath.join(f"/opt/ComfyUI/{kind}", saved["subfolder"], saved["filename"])
