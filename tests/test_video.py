@@ -16,6 +16,7 @@ from PIL import Image
 from core.comfyui.types import parse_node_output
 from core.i18n import localize
 from core.media import content_type, fit_file, kind_of
+from tests.conftest import VIDEO_MODELS
 from tests.e2e_world import Start, finished
 
 MB = 2**20
@@ -191,17 +192,11 @@ def test_an_animated_png_over_the_limit_becomes_an_mp4(tmp_path: Path) -> None:
 
 # --- end to end --------------------------------------------------------------------------------------------------
 
-WAN_MODELS = {
-    "diffusion_models": ["wan2.1_t2v_1.3B_fp16.safetensors"],
-    "text_encoders": ["umt5_xxl_fp8_e4m3fn_scaled.safetensors"],
-    "vae": ["wan_2.1_vae.safetensors"],
-}
-
 
 @pytest.mark.e2e
 async def test_video_posts_an_mp4_fitted_under_10_mib(start: Start) -> None:
     world = await start()
-    world.comfy.models.update(WAN_MODELS)  # a server with the Wan models: /video is registered on start
+    world.comfy.models.update(VIDEO_MODELS)  # a server with the Wan models: /video is registered on start
     await world.restart_bot()
     assert "video" in [c["name"] for c in world.discord.commands[world.discord.guild_id]]
     big = clip(640, 360, frames=60, fps=30, grain=0.3, seed=2)
