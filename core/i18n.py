@@ -67,6 +67,23 @@ class Lines(str):
         return (Lines, (self.parts, self.separator))
 
 
+STOPS = ".。"  # the full stops of the bot's languages, so that a clause never ends in two
+
+
+class Clause(str):
+    """A sentence set inside another: shown without its closing full stop, in English and once localized."""
+
+    sentence: str
+
+    def __new__(cls, sentence: str) -> Clause:
+        self = super().__new__(cls, sentence.rstrip(STOPS))
+        self.sentence = sentence
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Clause, (self.sentence,))
+
+
 def language(locale: object) -> str | None:
     """The catalogue for a Discord locale ("ja", "zh-CN"), or None where the bot speaks English."""
     code = str(locale) if locale is not None else ""
@@ -76,7 +93,7 @@ def language(locale: object) -> str | None:
 def localize(text: str, locale: object) -> str:
     """`text` in the language of `locale`; English where there is no catalogue or no translation yet."""
     code = language(locale)
-    if code is None or not isinstance(text, Text | Lines):
+    if code is None or not isinstance(text, Text | Lines | Clause):
         return str(text)
     return _render(text, catalogue(code))
 
@@ -87,6 +104,8 @@ def _render(text: object, translations: Mapping[str, str]) -> Any:
         return template.format(**{name: _render(value, translations) for name, value in text.values.items()})
     if isinstance(text, Lines):
         return text.separator.join(_render(part, translations) for part in text.parts)
+    if isinstance(text, Clause):
+        return str(_render(text.sentence, translations)).rstrip(STOPS)
     return text
 
 

@@ -84,8 +84,8 @@ async def comfy(comfy_profile: str) -> AsyncIterator[FakeComfyUI]:
 
 @pytest.fixture
 async def fakes() -> AsyncIterator[list[FakeComfyUI]]:
-    """Three fake servers: [0] without models, [1] and [2] with both shipped checkpoints."""
-    servers = [FakeComfyUI(), FakeComfyUI(models=MODELS), FakeComfyUI(models=MODELS)]
+    """Three fake servers: [0] without models, [1] and [2] with every shipped workflow's models."""
+    servers = [FakeComfyUI(), FakeComfyUI(models=MODELS | VIDEO_MODELS), FakeComfyUI(models=MODELS | VIDEO_MODELS)]
     for fake in servers:
         await fake.start()
     yield servers

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.errors import BotError
-from core.i18n import Lines, Text
+from core.i18n import Clause, Lines, Text
 from core.text import cap, joined
 
 MAX_REASON = 300  # one server's reason in a refusal; a message holds several
@@ -51,7 +51,8 @@ class Verdict:
         if self.reason is None:
             return OK
         if isinstance(self.reason, Text | Lines):
-            reason: str = self.reason  # a sentence of the bot: shown whole, so that it can be translated
+            # a sentence of the bot: shown whole, so that it can be translated, but without its full stop
+            reason: str = Clause(self.reason)
         else:
             reason = cap(self.reason.rstrip("."), MAX_REASON - len(LACKS.format(reason="")))
         return LACKS_MORE.format(reason=reason, count=self.more) if self.more else LACKS.format(reason=reason)
