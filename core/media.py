@@ -31,6 +31,9 @@ IMAGE_REENCODED = Text("re-encoded as {format} (quality {quality}) {fit}")
 IMAGE_SCALED = Text("re-encoded as {format} (quality {quality}) and scaled to {width}×{height} {fit}")
 VIDEO_REENCODED = Text("re-encoded as MP4 ({rate}, {width}×{height}) {fit}")
 ANIMATION_CONVERTED = Text("converted to MP4 ({rate}, {width}×{height}) {fit}")
+# The same when frames had to go too: {fps} is the new frame rate, {source_fps} the old one
+VIDEO_FEWER_FRAMES = Text("re-encoded as MP4 ({rate}, {width}×{height}, {fps} fps instead of {source_fps}) {fit}")
+ANIMATION_FEWER_FRAMES = Text("converted to MP4 ({rate}, {width}×{height}, {fps} fps instead of {source_fps}) {fit}")
 AUDIO_CONVERTED = Text("converted to MP3 at {kbps} kbps {fit}")
 TOO_MANY_PIXELS = Text(
     "{file} is {width}×{height} pixels ({megapixels}, {size}), "
@@ -41,7 +44,7 @@ BYTES = Text("{count} bytes")
 _KINDS: dict[str, MediaKind] = {
     **dict.fromkeys((".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tiff"), "image"),
     **dict.fromkeys((".mp3", ".flac", ".opus", ".ogg", ".wav", ".m4a", ".aac"), "audio"),
-    **dict.fromkeys((".mp4", ".webm", ".mov", ".mkv", ".avi"), "video"),
+    **dict.fromkeys((".mp4", ".m4v", ".webm", ".mov", ".mkv", ".avi"), "video"),
     **dict.fromkeys((".txt", ".json", ".md"), "text"),
 }
 
@@ -49,6 +52,40 @@ _KINDS: dict[str, MediaKind] = {
 def kind_of(filename: str) -> MediaKind:
     """Classify a file by its extension (ComfyUI names outputs with the right one)."""
     return _KINDS.get(PurePosixPath(filename).suffix.lower(), "file")
+
+
+# Written out rather than asked of `mimetypes`, whose answer depends on the machine's /etc/mime.types
+# (a slim Docker image knows neither .webp nor .mkv).
+_CONTENT_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".webp": "image/webp",
+    ".gif": "image/gif",
+    ".bmp": "image/bmp",
+    ".tiff": "image/tiff",
+    ".mp3": "audio/mpeg",
+    ".flac": "audio/flac",
+    ".opus": "audio/ogg",
+    ".ogg": "audio/ogg",
+    ".wav": "audio/wav",
+    ".m4a": "audio/mp4",
+    ".aac": "audio/aac",
+    ".mp4": "video/mp4",
+    ".m4v": "video/mp4",
+    ".webm": "video/webm",
+    ".mov": "video/quicktime",
+    ".mkv": "video/x-matroska",
+    ".avi": "video/x-msvideo",
+    ".txt": "text/plain",
+    ".md": "text/markdown",
+    ".json": "application/json",
+}
+
+
+def content_type(filename: str) -> str:
+    """The MIME type of an output from its extension; application/octet-stream for anything else."""
+    return _CONTENT_TYPES.get(PurePosixPath(filename).suffix.lower(), "application/octet-stream")
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,6 +427,7 @@ _MIN_BPP = 0.08  # bits per pixel per frame below which H.264 smears: scale down
 _MAX_BPP = 0.5  # above this H.264 is visually lossless: spending more only makes the upload slower
 _MIN_VIDEO_BPS = 20_000
 _MIN_VIDEO_LONG_SIDE = 128
+_MIN_FPS = 8  # fewer frames a second than this is a slide show: past it, bits per pixel give way instead
 _VIDEO_ATTEMPTS = 3
 _X264_PRESET = "fast"
 
@@ -428,7 +466,7 @@ def _fit_video(filename: str, source: Path, dest: Path, limit: int, max_pixels: 
             audio=None if audio is None else (audio.codec_context.sample_rate, audio.codec_context.channels),
             frames=lambda: _decoded(source, with_audio=audio is not None),
         )
-    return _fit_clip(filename, clip, dest, limit, VIDEO_REENCODED)
+    return _fit_clip(filename, clip, dest, limit, (VIDEO_REENCODED, VIDEO_FEWER_FRAMES))
 
 
 def _decoded(source: Path, *, with_audio: bool) -> Iterator[av.VideoFrame | av.AudioFrame]:
@@ -474,11 +512,15 @@ def _fit_animation(filename: str, img: Image.Image, dest: Path, limit: int) -> F
         audio=None,
         frames=frames,
     )
-    return _fit_clip(filename, clip, dest, limit, ANIMATION_CONVERTED)
+    return _fit_clip(filename, clip, dest, limit, (ANIMATION_CONVERTED, ANIMATION_FEWER_FRAMES))
 
 
-def _fit_clip(filename: str, clip: _Clip, dest: Path, limit: int, done: Text) -> Fitted | None:
-    """Encode `clip` as H.264/AAC MP4 at the bitrate that fills the limit; retry lower if the encoder overshoots."""
+def _fit_clip(filename: str, clip: _Clip, dest: Path, limit: int, done: tuple[Text, Text]) -> Fitted | None:
+    """Encode `clip` as H.264/AAC MP4 to fill the limit: a lower bitrate, then a smaller picture, then fewer frames.
+
+    `done` is the note for the same frame rate and the one for fewer frames. The encode is retried at a lower
+    bitrate when the encoder overshoots.
+    """
     if clip.duration <= 0 or clip.width <= 0 or clip.height <= 0:
         return None
     total_bps = (limit - _mp4_overhead(clip)) * 8 * _VIDEO_HEADROOM / clip.duration
@@ -488,9 +530,14 @@ def _fit_clip(filename: str, clip: _Clip, dest: Path, limit: int, done: Text) ->
         if video_bps < _MIN_VIDEO_BPS:
             return None
         width, height = _video_size(clip, video_bps)
-        size = _encode_mp4(clip, dest, (width, height), round(video_bps), audio_bps)
+        fps = _frame_rate(clip, width * height, video_bps)
+        size = _encode_mp4(clip, dest, (width, height), round(video_bps), audio_bps, fps=fps)
         if size <= limit:
-            note = done.format(rate=_rate(video_bps), width=width, height=height, fit=_to_fit(limit))
+            shown = {"rate": _rate(video_bps), "width": width, "height": height, "fit": _to_fit(limit)}
+            if fps == clip.fps:
+                note = done[0].format(**shown)
+            else:
+                note = done[1].format(**shown, fps=_fps(fps), source_fps=_fps(clip.fps))
             return Fitted(_renamed(filename, ".mp4"), dest, size, note)
         # Take the overshoot out of the video budget, with a margin since ABR misses by a similar ratio again
         video_bps = (video_bps - (size - limit) * 8 / clip.duration) * 0.9
@@ -520,11 +567,34 @@ def _video_size(clip: _Clip, video_bps: float) -> tuple[int, int]:
     return max(2, round(clip.width * scale / 2) * 2), max(2, round(clip.height * scale / 2) * 2)
 
 
-def _encode_mp4(clip: _Clip, dest: Path, picture: tuple[int, int], video_bps: int, audio_bps: int) -> int:
-    """Encode `clip` at `picture` (width, height) into the file `dest` (replacing it); return its size."""
+def _frame_rate(clip: _Clip, pixels: int, video_bps: float) -> Fraction:
+    """Keep the clip's frame rate unless even the smallest picture gets too few bits: then drop frames, to _MIN_FPS.
+
+    Only every 2nd, 3rd... frame is kept, never an uneven pattern, which would make motion judder.
+    """
+    affordable = video_bps / (_MIN_BPP * pixels)
+    if affordable >= clip.fps:
+        return clip.fps
+    stride = min(math.ceil(clip.fps / affordable), math.floor(clip.fps / _MIN_FPS))
+    return clip.fps / stride if stride > 1 else clip.fps
+
+
+def _fps(fps: Fraction) -> str:
+    return f"{float(fps):.2f}".rstrip("0").rstrip(".")
+
+
+def _encode_mp4(
+    clip: _Clip, dest: Path, picture: tuple[int, int], video_bps: int, audio_bps: int, *, fps: Fraction
+) -> int:
+    """Encode `clip` at `picture` (width, height) and `fps` into the file `dest` (replacing it); return its size.
+
+    At a lower frame rate than the clip's, evenly spaced frames are kept and each lasts as long as the ones
+    it stands for, so the clip keeps its length and stays in step with its sound.
+    """
     width, height = picture
+    stride = clip.fps / fps  # source frames per kept frame (1 when none is dropped)
     with av.open(str(dest), "w", format="mp4") as out:
-        video = out.add_stream("libx264", rate=clip.fps)
+        video = out.add_stream("libx264", rate=fps)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         video.bit_rate = video_bps
         video.codec_context.time_base = clip.time_base
@@ -542,13 +612,18 @@ def _encode_mp4(clip: _Clip, dest: Path, picture: tuple[int, int], video_bps: in
             audio.layout = "stereo" if channels >= 2 else "mono"
             audio.bit_rate = audio_bps
         last_pts = -1
+        index, next_kept = 0, Fraction(0)
         for frame in clip.frames():
             if isinstance(frame, av.VideoFrame):
+                index += 1
+                if index - 1 < next_kept:
+                    continue  # a dropped frame: the kept one before it lasts through it
+                next_kept += stride
                 scaled = frame.reformat(width=width, height=height, format="yuv420p", interpolation="BICUBIC")
                 # Decoders may leave pts unset or repeat it; the muxer wants it strictly increasing
                 pts = frame.pts if frame.pts is not None and frame.pts > last_pts else last_pts + 1
                 scaled.pts, scaled.time_base, last_pts = pts, clip.time_base, pts
-                scaled.duration = frame.duration
+                scaled.duration = frame.duration if frame.duration is None else round(frame.duration * stride)
                 out.mux(video.encode(scaled))
             elif audio is not None:
                 frame.pts = None  # the encoder's resampler keeps its own sample clock

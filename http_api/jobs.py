@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import mimetypes
 import re
 import shutil
 import sqlite3
@@ -26,6 +25,7 @@ import aiohttp
 from core.errors import BotError, InvalidInput, JobCancelled
 from core.jobs.engine import Engine, JobResult, OutputFile, Progress, new_job_id, shown_values
 from core.jobs.store import SAFE_NAME, JobRecord, JobState, JobStore, StoreError
+from core.media import content_type
 from core.servers import redact_url
 from core.workflows import Workflow
 
@@ -289,8 +289,7 @@ class ApiJobs:
             if not path.is_file() or path.name.startswith("."):
                 continue
             name = path.name.partition("_")[2]
-            kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
-            found.append(SavedOutput(name, path, path.stat().st_size, kind))
+            found.append(SavedOutput(name, path, path.stat().st_size, content_type(name)))
         return found
 
     async def _clean_regularly(self) -> None:

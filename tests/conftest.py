@@ -22,6 +22,12 @@ WORKFLOWS = ROOT / "workflows"
 SHARED = ROOT.parent / "shared"
 TRANSCRIPTS = SHARED / "comfyui-transcripts"
 MODELS = {"checkpoints": ["v1-5-pruned-emaonly-fp16.safetensors", "ace_step_v1_3.5b.safetensors"]}
+# The Wan 2.1 files of workflows/video.json (the e2e world leaves them out, so /video is not registered there)
+VIDEO_MODELS = {
+    "diffusion_models": ["wan2.1_t2v_1.3B_fp16.safetensors"],
+    "text_encoders": ["umt5_xxl_fp8_e4m3fn_scaled.safetensors"],
+    "vae": ["wan_2.1_vae.safetensors"],
+}
 
 
 def shared_path(*parts: str) -> Path:
@@ -69,8 +75,8 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 async def comfy(comfy_profile: str) -> AsyncIterator[FakeComfyUI]:
-    """A running fake ComfyUI that has both shipped workflows' checkpoints."""
-    fake = FakeComfyUI(models=MODELS, profile=comfy_profile)
+    """A running fake ComfyUI that has every shipped workflow's models."""
+    fake = FakeComfyUI(models=MODELS | VIDEO_MODELS, profile=comfy_profile)
     await fake.start()
     yield fake
     await fake.stop()
@@ -78,8 +84,8 @@ async def comfy(comfy_profile: str) -> AsyncIterator[FakeComfyUI]:
 
 @pytest.fixture
 async def fakes() -> AsyncIterator[list[FakeComfyUI]]:
-    """Three fake servers: [0] without models, [1] and [2] with both shipped checkpoints."""
-    servers = [FakeComfyUI(), FakeComfyUI(models=MODELS), FakeComfyUI(models=MODELS)]
+    """Three fake servers: [0] without models, [1] and [2] with every shipped workflow's models."""
+    servers = [FakeComfyUI(), FakeComfyUI(models=MODELS | VIDEO_MODELS), FakeComfyUI(models=MODELS | VIDEO_MODELS)]
     for fake in servers:
         await fake.start()
     yield servers

@@ -184,9 +184,18 @@ def test_commands_have_discord_shaped_options(bot: ComfyBot) -> None:
             ("seed", 4, False),
             ("preset", 3, False),
         ],
+        "video": [
+            ("prompt", 3, True),
+            ("negative", 3, False),
+            ("seed", 4, False),
+            ("frames", 4, False),
+            ("preset", 3, False),
+        ],
     }
     steps = cog.commands[0].to_dict(bot.tree)["options"][3]
     assert (steps["min_value"], steps["max_value"]) == (1, 50)
+    frames = cog.commands[2].to_dict(bot.tree)["options"][3]
+    assert (frames["name"], frames["min_value"], frames["max_value"]) == ("frames", 17, 81)
 
 
 async def test_image_defers_shows_progress_and_posts_files_with_parameters(bot: ComfyBot) -> None:
@@ -419,7 +428,8 @@ async def test_servers_answer_fits_discord_with_sixteen_servers_and_long_errors(
     assert all(name == "followup" and kw["ephemeral"] and kw["allowed_mentions"] == NOBODY for name, kw in sent)
     assert all(len(kw["content"]) <= 2000 for _, kw in sent)
     lines = "\n".join(kw["content"] for _, kw in sent).splitlines()
-    assert len(lines) == 1 + 16 * 4  # nothing lost between messages: summary, then 4 lines per server
+    # nothing lost between messages: summary, then per server 2 lines and one for each of /image, /music, /video
+    assert len(lines) == 1 + 16 * 5
     shown = "**boom** @everyone <@42> "  # the error on one line, capped at 200 characters, then escaped
     assert lines[1] == r"gpu\_00: down 42 s: \*\*boom\*\* @everyone <@42> " + "x" * (199 - len(shown)) + "…"
     assert lines[2] == r"  version unknown · queue unknown · jobs 0/4 · tags card=\*4090\*"
@@ -427,4 +437,8 @@ async def test_servers_answer_fits_discord_with_sixteen_servers_and_long_errors(
         "  cannot run /image: lacks: Node 3 uses KSampler, which this server does not have: a custom node, "
         "or a core node of a newer ComfyUI than this server's version"
     )
-    assert len(sent) == 6  # about 600 characters a server at the caps: three a message
+    assert lines[5] == (
+        "  cannot run /video: lacks: Node 1 “Load Diffusion Model” uses UNETLoader, which this server does not have: "
+        "a custom node, or a core node of a newer ComfyUI than this server's version"
+    )
+    assert len(sent) == 8  # about 800 characters a server at the caps: two a message

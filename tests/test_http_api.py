@@ -119,9 +119,9 @@ async def test_workflows_lists_options_with_types_and_limits(api: Api) -> None:
     status, body = await api.call("GET", "/workflows")
     assert status == 200
     by_name = {w["name"]: w for w in body["workflows"]}
-    assert sorted(by_name) == ["image", "music"]
+    assert sorted(by_name) == ["image", "music", "video"]
     image = by_name["image"]
-    assert image["kind"] == "image" and by_name["music"]["kind"] == "audio"
+    assert image["kind"] == "image" and by_name["music"]["kind"] == "audio" and by_name["video"]["kind"] == "video"
     options = {o["name"]: o for o in image["options"]}
     assert options["prompt"] == {
         "name": "prompt",
@@ -231,9 +231,9 @@ async def test_bad_params_are_refused_with_the_reason(api: Api, comfy: FakeComfy
         400,
         refused("prompt must be a string, a number or true/false."),
     )
-    assert await api.submit(workflow="video", params={}) == (
+    assert await api.submit(workflow="movie", params={}) == (
         404,
-        refused("There is no workflow 'video'. Available: image, music.", "unknown_workflow"),
+        refused("There is no workflow 'movie'. Available: image, music, video.", "unknown_workflow"),
     )
     assert await api.call("POST", "/jobs", data=b"{not json") == (
         400,

@@ -405,9 +405,9 @@ def test_an_overshooting_encode_is_retried_at_a_lower_bitrate(mp4: bytes, monkey
     encode = media._encode_mp4
     rates: list[int] = []
 
-    def overshoot_once(clip: Any, dest: Path, picture: tuple[int, int], video_bps: int, audio_bps: int) -> int:
+    def overshoot_once(clip: Any, dest: Path, picture: Any, video_bps: int, audio_bps: int, *, fps: Any) -> int:
         rates.append(video_bps)
-        size = encode(clip, dest, picture, video_bps, audio_bps)
+        size = encode(clip, dest, picture, video_bps, audio_bps, fps=fps)
         return size + size // 10 if len(rates) == 1 else size  # as if x264 missed by 10 %
 
     monkeypatch.setattr(media, "_encode_mp4", overshoot_once)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import pickle
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +19,7 @@ from core.jobs.engine import Engine
 from core.jobs.routing import MAX_REFUSAL, NoCapableServer, Verdict, refusal, verdict
 from core.servers import ServerConfig
 from core.workflows import Workflow, load_catalog
+from core.workflows.validate import NOT_AVAILABLE_NONE
 from tests.conftest import MODELS, WORKFLOWS
 from tests.fakes.comfyui import FakeComfyUI
 from tests.many_servers import prompts_received, reconnected, started, until
@@ -205,6 +207,10 @@ async def test_check_prints_a_workflow_by_server_table(
         "lacks: “Load Checkpoint” (CheckpointLoaderSimple, node 74:40): input ckpt_name: "
         "'ace_step_v1_3.5b.safetensors' is not available on the server (it has none)"
     )
+    no_wan = (
+        "lacks: “Load Diffusion Model” (UNETLoader, node 1): input unet_name: "
+        "'wan2.1_t2v_1.3B_fp16.safetensors' is not available on the server (it has none) (and 2 more problem(s))"
+    )
     assert table == [
         "Workflow × server:",
         f"  /image  {without.url:<{width}}  {NO_CHECKPOINT}",
@@ -213,7 +219,10 @@ async def test_check_prints_a_workflow_by_server_table(
         f"  /music  {without.url:<{width}}  {no_music}",
         f"  /music  {with_it.url:<{width}}  OK",
         f"  /music  {down:<{width}}  down",
-        "3 problem(s) found.",
+        f"  /video  {without.url:<{width}}  {no_wan}",
+        f"  /video  {with_it.url:<{width}}  OK",
+        f"  /video  {down:<{width}}  down",
+        "6 problem(s) found.",  # each server down, and each problem: one for /image and /music, three for /video
     ]
 
 
@@ -248,6 +257,24 @@ def test_the_refusal_names_each_servers_reason_in_the_members_language() -> None
     assert localize(error.user_message, "zh-CN") == (
         "目前没有已连接的 ComfyUI 服务器能运行 /music：gpu-1：缺少：no ACE-Step model（另有 1 个问题）；"
         "gpu-2 已离线；gpu-3：未响应 /object_info。"
+    )
+
+
+def test_a_sentence_of_the_bot_as_a_reason_loses_its_full_stop_in_every_language() -> None:
+    reason = NOT_AVAILABLE_NONE.format(node="“VAE”", input="vae_name", value="'a.safetensors'")
+    error = refusal("image", [verdict("gpu-1", [reason]), Verdict("gpu-2", None, connected=False)])
+    assert error.user_message == (
+        "No connected ComfyUI server can run /image right now: gpu-1 lacks: “VAE”: input vae_name: "
+        "'a.safetensors' is not available on the server (it has none); gpu-2 is down."
+    )
+    stored = pickle.loads(pickle.dumps(error.user_message))  # a stored reason localizes the same
+    assert (
+        localize(error.user_message, "ja")
+        == localize(stored, "ja")
+        == (
+            "現在、/image を実行できる接続中の ComfyUI サーバーはありません：gpu-1：不足：“VAE”：入力 vae_name："
+            "'a.safetensors' はサーバーにありません（1 つもありません）、gpu-2 は停止中。"
+        )
     )
 
 

@@ -19,7 +19,7 @@ from core.errors import BotError, ComfyServerError, ComfyUnreachable
 from core.jobs.engine import Engine
 from core.servers import ServerConfig
 from core.workflows import load_catalog
-from tests.conftest import MODELS, WORKFLOWS
+from tests.conftest import MODELS, VIDEO_MODELS, WORKFLOWS
 from tests.fakes.comfyui import FakeComfyUI
 
 IMAGE = load_catalog(WORKFLOWS).workflows["image"]
@@ -32,7 +32,7 @@ SECRETS = (TOKEN, QUERY_TOKEN, PROXY_KEY)
 
 @pytest.fixture
 async def guarded() -> AsyncIterator[FakeComfyUI]:
-    async with FakeComfyUI(models=MODELS, required_headers=HEADERS) as fake:
+    async with FakeComfyUI(models=MODELS | VIDEO_MODELS, required_headers=HEADERS) as fake:  # every shipped model
         yield fake
 
 

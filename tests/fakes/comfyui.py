@@ -440,6 +440,38 @@ def _fake_media(ext: str, padding: int) -> bytes:
     return body + b"\0" * max(0, padding)
 
 
+# VideoHelperSuite's Video Combine as its INPUT_TYPES declare it (format-specific widgets such as crf and pix_fmt
+# are added by its web extension and arrive as extra inputs, which ComfyUI does not validate).
+VHS_VIDEO_COMBINE: dict[str, Any] = {
+    "input": {
+        "required": {
+            "images": ["IMAGE"],
+            "frame_rate": ["FLOAT", {"default": 8, "min": 1, "step": 1}],
+            "loop_count": ["INT", {"default": 0, "min": 0, "max": 100, "step": 1}],
+            "filename_prefix": ["STRING", {"default": "AnimateDiff"}],
+            "format": [["image/gif", "image/webp", "video/h264-mp4", "video/h265-mp4", "video/vp9-webm"]],
+            "pingpong": ["BOOLEAN", {"default": False}],
+            "save_output": ["BOOLEAN", {"default": True}],
+        },
+        "optional": {"audio": ["AUDIO"], "vae": ["VAE"]},
+        "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"},
+    },
+    "input_order": {
+        "required": ["images", "frame_rate", "loop_count", "filename_prefix", "format", "pingpong", "save_output"],
+        "optional": ["audio", "vae"],
+    },
+    "output": ["VHS_FILENAMES"],
+    "output_is_list": [False],
+    "output_name": ["Filenames"],
+    "name": "VHS_VideoCombine",
+    "display_name": "Video Combine 🎥🅥🅗🅢",
+    "description": "",
+    "python_module": "custom_nodes.ComfyUI-VideoHelperSuite",
+    "category": "Video Helper Suite 🎥🅥🅗🅢",
+    "output_node": True,
+}
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -630,6 +662,9 @@ class FakeComfyUI:
         self.image_size = image_size
         self.output_padding = output_padding
         self.fail_nodes: dict[str, tuple[str, str]] = {}
+        # What media savers write, by extension (e.g. a real clip for tests that decode the result); an
+        # extension not here gets a few plausible leading bytes
+        self.media: dict[str, bytes] = {}
         self.http_failures: list[tuple[str, str, int]] = []
         self.required_headers: dict[str, str] = dict(required_headers or {})
         self.ssl_context = ssl_context
@@ -668,6 +703,10 @@ class FakeComfyUI:
         self._wake = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
+
+    def install_video_helper_suite(self) -> None:
+        """Add VideoHelperSuite's VHS_VideoCombine, as a server with that custom node installed declares it."""
+        self._object_info["VHS_VideoCombine"] = copy.deepcopy(VHS_VIDEO_COMBINE)
 
     async def __aenter__(self) -> FakeComfyUI:
         await self.start()
@@ -1685,6 +1724,20 @@ class FakeComfyUI:
             default = "video/ComfyUI" if class_type == "SaveVideo" else "ComfyUI"
             saved = self._save_media(inputs.get("filename_prefix", default), "output", ext, image)
             return outputs, {"images": saved, "animated": [True]}
+        if class_type == "VHS_VideoCombine":
+            # VideoHelperSuite's VideoCombine.combine_video: ui {"gifs": [...]}, one item for the file it wrote
+            # (its name has no trailing _), with the format, rate and the server's absolute path beside it
+            fmt = str(inputs.get("format", "image/gif"))
+            ext = (
+                fmt.rsplit("/", maxsplit=1)[-1].rsplit("-", maxsplit=1)[-1]
+                if fmt.startswith("video/")
+                else fmt.removeprefix("image/")
+            )
+            kind = "output" if inputs.get("save_output", True) else "temp"
+            [saved] = self._save_media(inputs.get("filename_prefix", "AnimateDiff"), kind, ext, image, plain=True)
+            place = posixpath.join(f"/opt/ComfyUI/{kind}", saved["subfolder"], saved["filename"])
+            saved |= {"format": fmt, "frame_rate": inputs.get("frame_rate", 8.0), "workflow": "", "fullpath": place}
+            return outputs, {"gifs": [saved]}
         if class_type in ("SaveAudio", "SaveAudioMP3", "SaveAudioOpus"):
             ext = {"SaveAudio": "flac", "SaveAudioMP3": "mp3", "SaveAudioOpus": "opus"}[class_type]
             return outputs, {
@@ -1800,13 +1853,13 @@ class FakeComfyUI:
         return results
 
     def _save_media(
-        self, prefix: Any, kind: str, ext: str, image: _Img | None = None, *, audio: bool = False
+        self, prefix: Any, kind: str, ext: str, image: _Img | None = None, *, audio: bool = False, plain: bool = False
     ) -> list[dict[str, Any]]:
         width, height = (image.width, image.height) if image else self.image_size
         subfolder, filename, counter = self._save_path(str(prefix), kind, width, height)
-        plain = audio and self.profile.plain_audio_names  # newer audio savers drop the trailing _
+        plain = plain or (audio and self.profile.plain_audio_names)  # newer audio savers drop the trailing _
         name = f"{filename.replace('%batch_num%', '0')}_{counter:05}{'' if plain else '_'}.{ext}"
-        self.files[(kind, subfolder, name)] = _fake_media(ext, self.output_padding)
+        self.files[(kind, subfolder, name)] = self.media.get(ext) or _fake_media(ext, self.output_padding)
         return [{"filename": name, "subfolder": subfolder, "type": kind}]
 
 
