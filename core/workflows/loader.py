@@ -25,6 +25,7 @@ from core.workflows.model import (
     MAX_OPTIONS,
     MAX_TEXT_LENGTH,
     NAME_RE,
+    Followups,
     Localized,
     Param,
     ParamType,
@@ -109,7 +110,43 @@ def load_catalog(folder: Path) -> Catalog:
             catalog.problems.append(ALREADY_DEFINED.format(file=where, command=workflow.name, other=defined))
         else:
             catalog.workflows[workflow.name] = workflow
+    _check_followups(catalog)
     return catalog
+
+
+# What each follow-up needs of the command it names: an option taking the kind of file it hands over
+FOLLOWUP_KINDS = {"upscale": ParamType.IMAGE, "extend": ParamType.AUDIO}
+
+
+def _check_followups(catalog: Catalog) -> None:
+    """Skip a command whose [followups] names a command that is missing or takes no file of the right kind.
+
+    Repeated until nothing changes: a skipped command may be the one another command's follow-up names.
+    """
+    changed = True
+    while changed:
+        changed = False
+        for workflow in list(catalog.workflows.values()):
+            problem = _followup_problem(workflow, catalog.workflows)
+            if problem is not None:
+                catalog.problems.append(problem)
+                del catalog.workflows[workflow.name]
+                changed = True
+
+
+def _followup_problem(workflow: Workflow, workflows: Mapping[str, Workflow]) -> str | None:
+    where = (workflow.binding or workflow.source).name
+    for key, kind in FOLLOWUP_KINDS.items():
+        name = getattr(workflow.followups, key)
+        if name is None:
+            continue
+        target = workflows.get(name)
+        if target is None:
+            known = ", ".join(sorted(workflows)) or "none"
+            return f"{where}: [followups] {key} = {name!r} names no command that was loaded (commands: {known})."
+        if target.file_param(kind) is None:
+            return f"{where}: [followups] {key} = {name!r}: /{name} has no {kind} option to take the chosen output."
+    return None
 
 
 def detect_workflow(graph_path: Path) -> Workflow:
@@ -194,6 +231,7 @@ def load_workflow(binding_path: Path) -> Workflow:
         if problems:
             raise WorkflowError("\n".join(problems))
     raw_inputs = _raw_inputs(binding.get("api"), graph, params, where)
+    followups = _followups(binding.get("followups"), params, where)
     return Workflow(
         name,
         description,
@@ -205,7 +243,32 @@ def load_workflow(binding_path: Path) -> Workflow:
         nsfw=nsfw,
         localized=localized,
         raw_inputs=raw_inputs,
+        followups=followups,
     )
+
+
+def _followups(table: Any, params: list[Param], where: str) -> Followups:
+    """Read [followups]: upscale = "command", variation = true, extend = "command" (see README, Binding file)."""
+    if table is None:
+        return Followups()
+    here = f"{where}: [followups]"
+    if not isinstance(table, dict):
+        raise WorkflowError(f'{here} must be a table, e.g. upscale = "upscale", variation = true.')
+    unknown = sorted(set(table) - {"upscale", "variation", "extend"})
+    if unknown:
+        raise WorkflowError(f"{here}: unknown key {unknown[0]!r} (use upscale, variation or extend).")
+    names: dict[str, str | None] = {}
+    for key in FOLLOWUP_KINDS:
+        value = table.get(key)
+        if value is not None and (not isinstance(value, str) or _name_problems(value, "")):
+            raise WorkflowError(f'{here} {key} must be the name of a command, e.g. {key} = "{key}" (got {value!r}).')
+        names[key] = value
+    variation = table.get("variation", False)
+    if not isinstance(variation, bool):
+        raise WorkflowError(f"{here} variation must be true or false (got {variation!r}).")
+    if variation and not any(p.type in (ParamType.SEED, ParamType.IMAGE) for p in params):
+        raise WorkflowError(f"{here} variation = true needs a seed or an image option to vary; there is neither.")
+    return Followups(upscale=names["upscale"], variation=variation, extend=names["extend"])
 
 
 def _raw_inputs(table: Any, graph: Prompt, params: list[Param], where: str) -> tuple[Target, ...]:
