@@ -56,6 +56,7 @@ _NUMBERS = (
     _Number("MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS, 1_000_000, 1_000_000_000, "pixels", whole=True),
     _Number("COOLDOWN_SECONDS", 0, 0, _MONTH, "seconds", whole=False),
     _Number("HTTP_API_KEEP_HOURS", 24, 1, 24 * 365, "hours", whole=False),
+    _Number("FOLLOWUP_KEEP_HOURS", 24, 1, 24 * 365, "hours", whole=False),
 )
 MIN_API_TOKEN = 16  # characters: shorter tokens can be guessed
 _API_TOKEN_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
@@ -96,6 +97,7 @@ class Settings:
     http_api_tokens: tuple[ApiToken, ...] = ()
     http_api_output_dir: Path = Path("data/api-outputs")  # one folder per API job's files
     http_api_keep_hours: float = 24.0  # API outputs older than this are deleted
+    followup_keep_hours: float = 24.0  # files kept for the buttons under a result (core.jobs.kept)
 
     @property
     def comfyui_urls(self) -> tuple[str, ...]:
@@ -219,6 +221,7 @@ def load_settings(env: Mapping[str, str], *, require_token: bool) -> Settings:
         http_api_tokens=api_tokens,
         http_api_output_dir=Path(text("HTTP_API_OUTPUT_DIR") or "data/api-outputs"),
         http_api_keep_hours=float(numbers["HTTP_API_KEEP_HOURS"]),
+        followup_keep_hours=float(numbers["FOLLOWUP_KEEP_HOURS"]),
     )
 
 

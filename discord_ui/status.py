@@ -8,7 +8,7 @@ import heapq
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,7 @@ from core.config import DEFAULT_MAX_IMAGE_PIXELS
 from core.errors import BotError
 from core.i18n import Lines
 from core.jobs.engine import JobResult, Progress
-from discord_ui.buttons import result_view, status_view
+from discord_ui.buttons import FollowupButton, result_view, status_view
 from discord_ui.delivery import as_files, result_messages
 from discord_ui.errors import report_error
 from discord_ui.messages import (
@@ -278,15 +278,17 @@ class JobMessage:
             return
         await report_error(self.interaction, error, command=self.command)
 
-    async def finish(self, result: JobResult, *, screen: ImageScreen | None = None) -> None:
-        """Turn the status message into the result: files in batches and the parameters used."""
+    async def finish(
+        self, result: JobResult, *, screen: ImageScreen | None = None, followups: Sequence[FollowupButton] = ()
+    ) -> None:
+        """Turn the status message into the result: files in batches, the parameters used and its buttons."""
         await self.stop()
         user, limit = self.interaction.user, self.interaction.filesize_limit
         content, batches = await result_messages(
             result, user.id, limit, max_image_pixels=self.max_image_pixels, screen=screen
         )
         first, *rest = batches
-        view = result_view(result.job_id, locale=self.interaction.locale)
+        view = result_view(result.job_id, locale=self.interaction.locale, followups=followups)
         edit = edit_original(self.interaction, content, ping=user, attachments=as_files(first), view=view)
         if not await self._with_token(edit):
             # A new message notifies the member; the nonce makes a repeated send (after a restart) a no-op.
