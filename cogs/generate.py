@@ -320,7 +320,9 @@ class Generate(commands.Cog):
         with result:  # its temporary files go once delivered, or once delivery fails
             followups = await self._keep(workflow, values, result, message.interaction.locale)
             screen = screen_for(self.bot.image_screen, interaction.channel)
-            await message.finish(result, screen=screen, followups=followups)
+            more = await message.finish(result, screen=screen, followups=followups)
+        if more and (latest := await self.bot.store.get(record.id)) is not None:
+            await self.bot.store.update(latest, more_messages=more)  # for Delete
         await self.bot.engine.finish(record.id, JobState.DONE)
 
     async def _keep(

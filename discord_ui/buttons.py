@@ -130,9 +130,7 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=JOB_BUT
                 if not await actions.may_manage(interaction, record.user_id):
                     raise InvalidInput(NOT_YOURS_TO_DELETE)
                 await respond(interaction, DELETED)
-                if interaction.message is not None:
-                    with contextlib.suppress(discord.NotFound):  # two clicks at once: the other one deleted it
-                        await interaction.message.delete()
+                await delete_result(interaction, record)
             elif self.action == "rerun":
                 await actions.rerun(interaction, record)
             else:
@@ -191,6 +189,19 @@ def followup_buttons(
             text = EXTEND if len(sounds) == 1 else EXTEND_NUMBER.format(number=number)
             found.append(FollowupButton("extend", job_id, index, localize(text, locale)))
     return found
+
+
+async def delete_result(interaction: discord.Interaction[Any], record: JobRecord) -> None:
+    """Delete the clicked result message and the further ones its files took."""
+    channel = interaction.channel
+    messages: list[discord.PartialMessage | discord.Message] = []
+    if interaction.message is not None:
+        messages.append(interaction.message)
+    if isinstance(channel, discord.abc.Messageable) and hasattr(channel, "get_partial_message"):
+        messages += [channel.get_partial_message(message_id) for message_id in record.more_messages]  # type: ignore[attr-defined]
+    for message in messages:
+        with contextlib.suppress(discord.NotFound):  # two clicks at once, or deleted by hand already
+            await message.delete()
 
 
 def label(action: str, locale: object) -> str:

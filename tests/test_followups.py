@@ -314,3 +314,21 @@ async def test_extend_runs_the_named_command_on_the_song(start: Start, folder: P
     song = world.audio_name()
     assert world.prompts()[1]["prompt"]["1"]["inputs"]["audio"] == f"discord-bot/{song}"
     assert uploads(world) == [(song, world.comfy.files[("output", "audio", song)])]
+
+
+async def test_delete_removes_every_message_of_a_result_split_over_several(start: Start, folder: Path) -> None:
+    graph = json.loads((folder / "image.json").read_text(encoding="utf-8"))
+    graph["5"]["inputs"]["batch_size"] = 12  # ten files a message: the result takes two
+    (folder / "image.json").write_text(json.dumps(graph), encoding="utf-8")
+    world = await start(workflows=folder)
+    message = await four_cats(world)
+    await world.restart_bot()  # the further message's id is in the job store
+    [more] = [m for m in world.discord.messages.values() if m["attachments"] and m["id"] != message["id"]]
+    assert [len(message["attachments"]), len(more["attachments"])] == [10, 2]
+    stranger = world.discord.make_user(name="stranger")
+    refused = await clicked(world, message, "Delete", user=stranger)
+    await world.discord.wait_for(lambda: bool(world.private_replies(refused)))
+    assert int(more["id"]) in world.discord.messages
+    deleted = await clicked(world, message, "Delete")
+    await world.discord.wait_for(lambda: not {int(message["id"]), int(more["id"])} & set(world.discord.messages))
+    assert world.private_replies(deleted) == ["Deleted."]
