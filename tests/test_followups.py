@@ -62,39 +62,31 @@ def test_the_shipped_image_command_offers_upscale_and_variation() -> None:
 
 
 @pytest.mark.parametrize(
-    ("table", "problem"),
+    ("table", "note"),
     [
-        ('upscale = "enlarge"', "image.toml: [followups] upscale = 'enlarge' names no command that was loaded "
-         "(commands: image, music, upscale)."),
-        ('upscale = "music"', "image.toml: [followups] upscale = 'music': /music has no image option to take the "
-         "chosen output."),
-        ('extend = "image"', "image.toml: [followups] extend = 'image': /image has no audio option to take the "
-         "chosen output."),
+        ('upscale = "enlarge"', "image.toml: [followups] upscale = /enlarge, which is not loaded "
+         "(commands: image, music, upscale); the button is left out."),
+        ('upscale = "music"', "image.toml: [followups] upscale = /music, which has no image option to take the "
+         "chosen output; the button is left out."),
+        ('extend = "image"', "image.toml: [followups] extend = /image, which has no audio option to take the "
+         "chosen output; the button is left out."),
     ],
 )  # fmt: skip
-def test_a_follow_up_naming_a_missing_or_unfit_command_skips_the_command(
-    folder: Path, table: str, problem: str
-) -> None:
+def test_a_follow_up_naming_a_missing_or_unfit_command_is_left_out(folder: Path, table: str, note: str) -> None:
     text = (folder / "image.toml").read_text(encoding="utf-8").split("[followups]")[0]
-    write(folder, "image.toml", f"{text}[followups]\n{table}\n")
+    write(folder, "image.toml", f"{text}[followups]\nvariation = true\n{table}\n")
     catalog = load_catalog(folder)
-    assert catalog.problems == [problem]
-    assert sorted(catalog.workflows) == ["music", "upscale"]
+    assert catalog.problems == []
+    assert catalog.notes == [note]
+    assert catalog.workflows["image"].followups == Followups(variation=True)  # the command and its other buttons stay
 
 
-def test_a_command_whose_follow_up_target_was_skipped_is_skipped_too(folder: Path) -> None:
-    write(
-        folder,
-        "upscale.toml",
-        (folder / "upscale.toml").read_text(encoding="utf-8") + '[followups]\nupscale = "nope"\n',
-    )
-    catalog = load_catalog(folder)
-    assert catalog.problems == [
-        "upscale.toml: [followups] upscale = 'nope' names no command that was loaded "
-        "(commands: image, music, upscale).",
-        "image.toml: [followups] upscale = 'upscale' names no command that was loaded (commands: image, music).",
-    ]
-    assert sorted(catalog.workflows) == ["music"]
+def test_image_alone_still_loads_without_its_upscale(tmp_path: Path) -> None:
+    for name in ("image.json", "image.toml"):
+        shutil.copy(WORKFLOWS / name, tmp_path)
+    catalog = load_catalog(tmp_path)
+    assert sorted(catalog.workflows) == ["image"]
+    assert catalog.workflows["image"].followups == Followups(variation=True)
 
 
 @pytest.mark.parametrize(

@@ -60,6 +60,13 @@ BAD_INPUTS = Text("{file}: node {node_id} has malformed inputs.")
 NOT_FOUND = Text("{file}: file not found.")
 NOT_UTF8 = Text("{file}: not UTF-8 text (byte {byte} cannot be read); save it as UTF-8.")
 UNREADABLE = Text("{file}: cannot be read ({reason}).")
+NO_FOLLOWUP_COMMAND = Text(
+    "{file}: [followups] {key} = /{command}, which is not loaded (commands: {commands}); the button is left out."
+)
+NO_FOLLOWUP_OPTION = Text(
+    "{file}: [followups] {key} = /{command}, which has no {kind} option to take the chosen output; "
+    "the button is left out."
+)
 
 
 @dataclass(slots=True)
@@ -119,34 +126,27 @@ FOLLOWUP_KINDS = {"upscale": ParamType.IMAGE, "extend": ParamType.AUDIO}
 
 
 def _check_followups(catalog: Catalog) -> None:
-    """Skip a command whose [followups] names a command that is missing or takes no file of the right kind.
+    """Drop each follow-up that names a command that is missing or takes no file of the right kind, with a note.
 
-    Repeated until nothing changes: a skipped command may be the one another command's follow-up names.
+    The command itself stays: a binding copied without the command its Upscale runs still works, without Upscale.
     """
-    changed = True
-    while changed:
-        changed = False
-        for workflow in list(catalog.workflows.values()):
-            problem = _followup_problem(workflow, catalog.workflows)
-            if problem is not None:
-                catalog.problems.append(problem)
-                del catalog.workflows[workflow.name]
-                changed = True
-
-
-def _followup_problem(workflow: Workflow, workflows: Mapping[str, Workflow]) -> str | None:
-    where = (workflow.binding or workflow.source).name
-    for key, kind in FOLLOWUP_KINDS.items():
-        name = getattr(workflow.followups, key)
-        if name is None:
-            continue
-        target = workflows.get(name)
-        if target is None:
-            known = ", ".join(sorted(workflows)) or "none"
-            return f"{where}: [followups] {key} = {name!r} names no command that was loaded (commands: {known})."
-        if target.file_param(kind) is None:
-            return f"{where}: [followups] {key} = {name!r}: /{name} has no {kind} option to take the chosen output."
-    return None
+    for workflow in list(catalog.workflows.values()):
+        where = (workflow.binding or workflow.source).name
+        kept = {}
+        for key, kind in FOLLOWUP_KINDS.items():
+            name = kept[key] = getattr(workflow.followups, key)
+            target = catalog.workflows.get(name) if name is not None else None
+            if name is None or (target is not None and target.file_param(kind) is not None):
+                continue
+            kept[key] = None
+            if target is None:
+                known = ", ".join(sorted(catalog.workflows))
+                catalog.notes.append(NO_FOLLOWUP_COMMAND.format(file=where, key=key, command=name, commands=known))
+            else:
+                catalog.notes.append(NO_FOLLOWUP_OPTION.format(file=where, key=key, command=name, kind=str(kind)))
+        if kept != {key: getattr(workflow.followups, key) for key in FOLLOWUP_KINDS}:
+            followups = dataclasses.replace(workflow.followups, **kept)
+            catalog.workflows[workflow.name] = dataclasses.replace(workflow, followups=followups)
 
 
 def detect_workflow(graph_path: Path) -> Workflow:
