@@ -87,8 +87,9 @@ class Followup:
     def __init__(self, log: Recorder) -> None:
         self.log = log
 
-    async def send(self, content: str | None = None, **kw: Any) -> None:
+    async def send(self, content: str | None = None, **kw: Any) -> discord.Object:
         self.log.add("followup", {"content": content, **kw})
+        return discord.Object(len(self.log.calls))  # an interaction's followup returns its message (wait=True)
 
 
 class Interaction:
@@ -184,6 +185,7 @@ def test_commands_have_discord_shaped_options(bot: ComfyBot) -> None:
             ("seed", 4, False),
             ("preset", 3, False),
         ],
+        "upscale": [("image", 11, True), ("scale", 10, False), ("preset", 3, False)],
     }
     steps = cog.commands[0].to_dict(bot.tree)["options"][3]
     assert (steps["min_value"], steps["max_value"]) == (1, 50)
@@ -374,7 +376,7 @@ async def test_cooldown_refuses_a_second_job_too_soon(bot: ComfyBot) -> None:
     assert caught.value.user_message == "Please wait 60 more second(s) before starting another job."
 
 
-async def test_a_video_option_is_an_attachment_and_its_jobs_are_not_rerolled(bot: ComfyBot, tmp_path: Path) -> None:
+async def test_a_video_option_is_an_attachment_and_its_jobs_rerun_only_from_kept_files(bot: ComfyBot, tmp_path: Path) -> None:
     shutil.copy(FIXTURES / "video.json", tmp_path)
     bot.catalog = load_catalog(tmp_path)
     cog = Generate(bot)
@@ -383,13 +385,14 @@ async def test_a_video_option_is_an_attachment_and_its_jobs_are_not_rerolled(bot
     options = command.to_dict(bot.tree)["options"]
     shape = [(o["name"], o["type"], o["required"]) for o in options]
     assert shape == [("video", 11, True), ("preset", 3, False)]  # 11: attachment
-    record = JobRecord(id="f" * 32, workflow="video", values={"video": "clip.mp4"}, user_id=42)
-    with pytest.raises(InvalidInput) as caught:
+    record = JobRecord(id="f" * 32, workflow="video", values={"video": "clip.mp4"}, user_id=Interaction().user.id)
+    gone = "The files of this result are no longer kept (the bot keeps them for 24 hours); run the command again."
+    with pytest.raises(InvalidInput) as caught:  # nothing was kept for this job (see tests/test_followups.py)
         await cog.reroll(Interaction(), record)  # type: ignore[arg-type]
-    assert caught.value.user_message == "Re-roll is not available for jobs with attached files; run the command again."
+    assert caught.value.user_message == gone
     with pytest.raises(InvalidInput) as caught:
         await cog.rerun(Interaction(), record)  # type: ignore[arg-type]
-    assert caught.value.user_message == "Re-run is not available for jobs with attached files; run the command again."
+    assert caught.value.user_message == gone
     assert bot.engine.runs == []  # type: ignore[attr-defined]
 
 
@@ -419,7 +422,7 @@ async def test_servers_answer_fits_discord_with_sixteen_servers_and_long_errors(
     assert all(name == "followup" and kw["ephemeral"] and kw["allowed_mentions"] == NOBODY for name, kw in sent)
     assert all(len(kw["content"]) <= 2000 for _, kw in sent)
     lines = "\n".join(kw["content"] for _, kw in sent).splitlines()
-    assert len(lines) == 1 + 16 * 4  # nothing lost between messages: summary, then 4 lines per server
+    assert len(lines) == 1 + 16 * 5  # nothing lost between messages: summary, then 5 lines per server
     shown = "**boom** @everyone <@42> "  # the error on one line, capped at 200 characters, then escaped
     assert lines[1] == r"gpu\_00: down 42 s: \*\*boom\*\* @everyone <@42> " + "x" * (199 - len(shown)) + "…"
     assert lines[2] == r"  version unknown · queue unknown · jobs 0/4 · tags card=\*4090\*"

@@ -56,7 +56,7 @@ async def test_a_japanese_member_reads_the_result_its_buttons_and_its_details_in
     assert re.fullmatch(rf"\*\*/image\*\*（<@{member['id']}> さん） · \d+\.\d 秒", lines[0]), lines[0]
     assert lines[1:3] == ["**prompt:** a cat", "**negative:** text, watermark"]  # a member's words stay theirs
     labels = [label for label, _ in buttons(message)]
-    assert labels == ["再生成", "詳細", "削除"]
+    assert labels == ["再生成", "詳細", "削除", "U1", "V1"]
 
     details_id = next(custom_id for label, custom_id in buttons(message) if label == "詳細")
     job_id = details_id.removeprefix("job:details:")
@@ -135,7 +135,7 @@ async def test_a_japanese_admin_reads_reload_and_workflows_in_japanese(start: St
     world.discord._members[int(admin["id"])]["roles"] = [str(role_id)]
 
     reload = await world.discord.invoke_slash("reload", user=admin)
-    assert await private_text(world, reload) == "変更はありません。2 個のコマンドが有効です。"
+    assert await private_text(world, reload) == "変更はありません。3 個のコマンドが有効です。"
     listing = await world.discord.invoke_slash("workflows", user=admin)
     assert (await private_text(world, listing)).splitlines()[:5] == [
         # the workflow's own description and option names stay as its author wrote them

@@ -32,9 +32,9 @@ def catalog():
     return load_catalog(WORKFLOWS)
 
 
-def test_both_shipped_commands_load_without_problems(catalog) -> None:
+def test_the_shipped_commands_load_without_problems(catalog) -> None:
     assert catalog.problems == []
-    assert sorted(catalog.workflows) == ["image", "music"]
+    assert sorted(catalog.workflows) == ["image", "music", "upscale"]
     image, music = catalog.workflows["image"], catalog.workflows["music"]
     assert [p.name for p in image.params] == ["prompt", "negative", "seed", "steps", "width", "height"]
     assert [p.name for p in music.params] == ["tags", "lyrics", "duration", "seed"]
