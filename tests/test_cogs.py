@@ -376,7 +376,7 @@ async def test_cooldown_refuses_a_second_job_too_soon(bot: ComfyBot) -> None:
     assert caught.value.user_message == "Please wait 60 more second(s) before starting another job."
 
 
-async def test_a_video_option_is_an_attachment_and_its_jobs_rerun_only_from_kept_files(bot: ComfyBot, tmp_path: Path) -> None:
+async def test_a_video_option_is_an_attachment_and_reruns_need_the_kept_file(bot: ComfyBot, tmp_path: Path) -> None:
     shutil.copy(FIXTURES / "video.json", tmp_path)
     bot.catalog = load_catalog(tmp_path)
     cog = Generate(bot)

@@ -207,12 +207,15 @@ async def test_check_prints_a_workflow_by_server_table(
     )
     assert table == [
         "Workflow × server:",
-        f"  /image  {without.url:<{width}}  {NO_CHECKPOINT}",
-        f"  /image  {with_it.url:<{width}}  OK",
-        f"  /image  {down:<{width}}  down",
-        f"  /music  {without.url:<{width}}  {no_music}",
-        f"  /music  {with_it.url:<{width}}  OK",
-        f"  /music  {down:<{width}}  down",
+        f"  /image    {without.url:<{width}}  {NO_CHECKPOINT}",
+        f"  /image    {with_it.url:<{width}}  OK",
+        f"  /image    {down:<{width}}  down",
+        f"  /music    {without.url:<{width}}  {no_music}",
+        f"  /music    {with_it.url:<{width}}  OK",
+        f"  /music    {down:<{width}}  down",
+        f"  /upscale  {without.url:<{width}}  OK",
+        f"  /upscale  {with_it.url:<{width}}  OK",
+        f"  /upscale  {down:<{width}}  down",
         "3 problem(s) found.",
     ]
 
