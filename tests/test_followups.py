@@ -324,3 +324,22 @@ async def test_delete_removes_every_message_of_a_result_split_over_several(start
     deleted = await clicked(world, message, "Delete")
     await world.discord.wait_for(lambda: not {int(message["id"]), int(more["id"])} & set(world.discord.messages))
     assert world.private_replies(deleted) == ["Deleted."]
+
+
+async def test_a_variation_of_an_image_to_image_command_takes_the_chosen_output_as_its_image(
+    start: Start, folder: Path
+) -> None:
+    write(
+        folder,
+        "upscale.toml",
+        (folder / "upscale.toml").read_text(encoding="utf-8") + "[followups]\nvariation = true\n",
+    )
+    world = await start(workflows=folder)
+    photo = ("holiday.png", world.comfy.files[("input", "", "example.png")])
+    message = await finished(world, await world.discord.invoke_slash("upscale", {"image": photo, "scale": 3.0}))
+    await world.discord.wait_for(lambda: not world.bot.active_jobs)
+    await finished(world, await clicked(world, message, "V1"))
+    first, second = (p["prompt"] for p in world.prompts())
+    assert first["1"]["inputs"]["image"] == "discord-bot/holiday.png"
+    assert second["1"]["inputs"]["image"] == "discord-bot/upscaled_00001_.png"  # the output, not the member's file
+    assert second["2"]["inputs"]["scale_by"] == 3.0  # the options are kept
