@@ -18,13 +18,14 @@ from cogs.access import access_refusal, is_admin
 from cogs.quota import check_quota, hold_quota
 from core.errors import BotError, InvalidInput, JobCancelled
 from core.i18n import Lines, Text
-from core.jobs.engine import new_job_id, shown_values
+from core.jobs.engine import JobResult, new_job_id, shown_values
+from core.jobs.kept import KeptFiles
 from core.jobs.limits import Reservation
 from core.jobs.presets import MAX_NAME as MAX_PRESET_NAME
 from core.jobs.presets import NO_SUCH, Presets, applied, quoted_name
 from core.jobs.store import JobRecord, JobState
 from core.workflows import FILE_TYPES, InputFile, Param, ParamType, Workflow
-from core.workflows.model import MAX_OPTIONS, MAX_SEED, MAX_UPLOAD_BYTES
+from core.workflows.model import MAX_OPTIONS, MAX_SEED, MAX_UPLOAD_BYTES, num_text
 from discord_ui import buttons
 from discord_ui.delivery import age_restricted, screen_for
 from discord_ui.forms import Submit, TextForm
@@ -48,8 +49,11 @@ QUEUE_LINE_FOR = Text("• `{job}` /{command} for {mention}: {where}")
 ALREADY_FINISHED = Text("This job has already finished.")
 NOT_YOURS_TO_CANCEL = Text("Only the member who started this job (or an admin) can cancel it.")
 NO_LONGER_AVAILABLE = Text("/{command} is no longer available.")
-REROLL_WITH_FILES = Text("Re-roll is not available for jobs with attached files; run the command again.")
-RERUN_WITH_FILES = Text("Re-run is not available for jobs with attached files; run the command again.")
+FILES_NOT_KEPT = Text(
+    "The files of this result are no longer kept (the bot keeps them for {hours} hours); run the command again."
+)
+NOT_YOURS_TO_USE = Text("Only the member who asked for this result (or an admin) can use this button.")
+NOT_OFFERED_NOW = Text("/{command} no longer offers this button.")
 ATTACHMENT_TOO_LARGE = Text("{name} is larger than {megabytes} MB.")
 TEXT_FILE_TOO_LARGE = Text("{name}_file is too large ({kilobytes} KB); the limit is 64 KB.")
 TEXT_FILE_NOT_UTF8 = Text("{name}_file must be a plain text (UTF-8) file.")
@@ -61,6 +65,9 @@ class Generate(commands.Cog):
     def __init__(self, bot: ComfyBot) -> None:
         self.bot = bot
         self.commands: list[app_commands.Command[Any, ..., None]] = []
+        settings = bot.settings
+        # Beside the job store, like the kept inputs: the follow-up buttons find them after a restart
+        self.kept = KeptFiles(settings.jobs_db.parent / "followups", settings.followup_keep_hours)
 
     @property
     def presets(self) -> Presets:
@@ -70,6 +77,7 @@ class Generate(commands.Cog):
     async def cog_load(self) -> None:
         buttons.install(self.bot, self)
         self.register()
+        await self.kept.prune()
 
     async def cog_unload(self) -> None:
         buttons.uninstall(self.bot)
@@ -314,8 +322,33 @@ class Generate(commands.Cog):
         finally:
             await message.stop()
         with result:  # its temporary files go once delivered, or once delivery fails
-            await message.finish(result, screen=screen_for(self.bot.image_screen, interaction.channel))
+            followups = await self._keep(workflow, values, result, message.interaction.locale)
+            screen = screen_for(self.bot.image_screen, interaction.channel)
+            more = await message.finish(result, screen=screen, followups=followups)
+        if more and (latest := await self.bot.store.get(record.id)) is not None:
+            await self.bot.store.update(latest, more_messages=more)  # for Delete
         await self.bot.engine.finish(record.id, JobState.DONE)
+
+    async def _keep(
+        self, workflow: Workflow, values: dict[str, Any], result: JobResult, locale: object
+    ) -> list[buttons.FollowupButton]:
+        """Keep the attachments (for Re-roll) and the outputs the workflow's follow-ups may use; return their buttons.
+
+        A file that cannot be kept costs its buttons, never the result: it is delivered all the same.
+        """
+        followups = workflow.followups
+        offered = [a for a in ("upscale", "variation", "extend") if getattr(followups, a)]
+        chosen = buttons.followup_buttons(result.job_id, offered, [f.kind for f in result.files], locale=locale)
+        inputs = {name: value for name, value in values.items() if isinstance(value, InputFile)}
+        if not chosen and not inputs:
+            return []
+        try:
+            await self.kept.prune()
+            await self.kept.keep(result.job_id, inputs, {b.index: result.files[b.index] for b in chosen})
+        except OSError as exc:
+            log.warning("job %s: its files could not be kept for follow-ups: %s", result.job_id, exc)
+            return []
+        return chosen
 
     # What job buttons need (discord_ui.buttons.JobActions)
 
@@ -338,28 +371,83 @@ class Generate(commands.Cog):
         await respond(interaction, CANCELLING)
 
     async def reroll(self, interaction: discord.Interaction[Any], record: JobRecord) -> None:
-        """Run the same job again with a new seed."""
-        await self._again(interaction, record, REROLL_WITH_FILES, new_seed=True)
+        """Run the same job again with a new seed (and the attachments the bot kept)."""
+        await self._again(interaction, record, new_seed=True)
 
     async def rerun(self, interaction: discord.Interaction[Any], record: JobRecord) -> None:
         """Run the same job again with the same options, its seed included (from /history)."""
-        await self._again(interaction, record, RERUN_WITH_FILES, new_seed=False)
+        await self._again(interaction, record, new_seed=False)
 
-    async def _again(
-        self, interaction: discord.Interaction[Any], record: JobRecord, with_files: Text, *, new_seed: bool
-    ) -> None:
-        workflow = self.bot.catalog.workflows.get(record.workflow)
+    async def _again(self, interaction: discord.Interaction[Any], record: JobRecord, *, new_seed: bool) -> None:
+        workflow = self._workflow(record.workflow)
+        given = _carried(record, workflow, keep_seed=not new_seed)
+        await self._with_kept_inputs(interaction, record, workflow, given)
+        await self._run_followup(interaction, workflow, given)
+
+    async def followup(self, interaction: discord.Interaction[Any], record: JobRecord, action: str, index: int) -> None:
+        """Run a result's follow-up on its output number `index`: Upscale, Variation or Extend."""
+        if not await self.may_manage(interaction, record.user_id):
+            raise InvalidInput(NOT_YOURS_TO_USE)
+        source = self._workflow(record.workflow)
+        if action == "variation":
+            if not source.followups.variation:
+                raise InvalidInput(NOT_OFFERED_NOW.format(command=source.name))
+            target, kind = source, ParamType.IMAGE
+            given = _carried(record, source, keep_seed=False)  # a new seed
+            await self._with_kept_inputs(interaction, record, source, given)
+        else:
+            name = getattr(source.followups, action)
+            if name is None:
+                raise InvalidInput(NOT_OFFERED_NOW.format(command=source.name))
+            target = self._workflow(name)
+            kind = ParamType.AUDIO if action == "extend" else ParamType.IMAGE
+            given = _carried(record, target, keep_seed=False)  # e.g. the tags of the song it extends
+        into = target.file_param(kind)
+        if into is not None:  # a variation of a workflow without an image option only draws a new seed
+            output = await self.kept.kept_output(record.id, index)
+            if output is None:
+                raise InvalidInput(FILES_NOT_KEPT.format(hours=num_text(self.kept.keep_hours)))
+            given[into.name] = output
+        await self._run_followup(interaction, target, given)
+
+    def _workflow(self, name: str) -> Workflow:
+        workflow = self.bot.catalog.workflows.get(name)
         if workflow is None:
-            raise InvalidInput(NO_LONGER_AVAILABLE.format(command=record.workflow))
-        if any(p.type in FILE_TYPES for p in workflow.params):
-            raise InvalidInput(with_files)
+            raise InvalidInput(NO_LONGER_AVAILABLE.format(command=name))
+        return workflow
+
+    async def _with_kept_inputs(
+        self, interaction: discord.Interaction[Any], record: JobRecord, workflow: Workflow, given: dict[str, Any]
+    ) -> None:
+        """Put back the attachments the job had, from the copies the bot kept (never downloaded again)."""
+        files = [p for p in workflow.params if p.type in FILE_TYPES and record.values.get(p.name) is not None]
+        if files and not await self.may_manage(interaction, record.user_id):
+            raise InvalidInput(NOT_YOURS_TO_USE)  # a member's own files run only for them
+        for param in files:
+            kept = await self.kept.kept_input(record.id, param.name)
+            if kept is None:
+                raise InvalidInput(FILES_NOT_KEPT.format(hours=num_text(self.kept.keep_hours)))
+            given[param.name] = kept
+
+    async def _run_followup(
+        self, interaction: discord.Interaction[Any], workflow: Workflow, given: dict[str, Any]
+    ) -> None:
+        """Start a job from a button, under the same access and safety rules as the command itself."""
         await self.check_access(interaction, workflow)
-        given = {
-            p.name: record.values[p.name]
-            for p in workflow.params
-            if p.name in record.values and not (new_seed and p.type is ParamType.SEED)
-        }
+        self.bot.safety.check_channel(
+            workflow.name,
+            nsfw=workflow.nsfw,
+            in_dm=interaction.guild_id is None,
+            age_restricted=age_restricted(interaction.channel),
+        )
         await self.start_job(interaction, workflow, given)
+
+
+def _carried(record: JobRecord, workflow: Workflow, *, keep_seed: bool) -> dict[str, Any]:
+    """The job's option values that `workflow` has under the same name and that are neither files nor (unless
+    `keep_seed`) seeds, to run it again or to hand them to a follow-up."""
+    skipped = FILE_TYPES if keep_seed else FILE_TYPES | {ParamType.SEED}
+    return {p.name: record.values[p.name] for p in workflow.params if p.name in record.values and p.type not in skipped}
 
 
 def _annotation(param: Param) -> Any:

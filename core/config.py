@@ -57,6 +57,7 @@ _NUMBERS = (
     _Number("COOLDOWN_SECONDS", 0, 0, _MONTH, "seconds", whole=False),
     _Number("HTTP_API_KEEP_HOURS", 24, 1, 24 * 365, "hours", whole=False),
     _Number("PREVIEW_SECONDS", 3, 0, 3600, "seconds", whole=False),
+    _Number("FOLLOWUP_KEEP_HOURS", 24, 1, 24 * 365, "hours", whole=False),
 )
 MIN_API_TOKEN = 16  # characters: shorter tokens can be guessed
 _API_TOKEN_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
@@ -98,6 +99,7 @@ class Settings:
     http_api_output_dir: Path = Path("data/api-outputs")  # one folder per API job's files
     http_api_keep_hours: float = 24.0  # API outputs older than this are deleted
     preview_seconds: float = 3.0  # PREVIEW_SECONDS: at most one preview edit per status message this often; 0: none
+    followup_keep_hours: float = 24.0  # files kept for the buttons under a result (core.jobs.kept)
 
     @property
     def comfyui_urls(self) -> tuple[str, ...]:
@@ -222,6 +224,7 @@ def load_settings(env: Mapping[str, str], *, require_token: bool) -> Settings:
         http_api_output_dir=Path(text("HTTP_API_OUTPUT_DIR") or "data/api-outputs"),
         http_api_keep_hours=float(numbers["HTTP_API_KEEP_HOURS"]),
         preview_seconds=float(numbers["PREVIEW_SECONDS"]),
+        followup_keep_hours=float(numbers["FOLLOWUP_KEEP_HOURS"]),
     )
 
 

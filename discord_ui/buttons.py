@@ -1,4 +1,5 @@
-"""Persistent job buttons: Cancel while a job runs; Re-roll, Details and Delete on its result; Re-run in /history.
+"""Persistent job buttons: Cancel while a job runs; Re-roll, Details and Delete on its result; Re-run in /history;
+the follow-ups U1..U4, V1..V4 and Extend on the result of a workflow whose binding declares them.
 
 A button's custom_id carries the action and the job id, and its state comes from the store, so buttons
 keep working after a restart. What a button does beyond showing things (cancel, run again, who may act)
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import re
 import weakref
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import discord
@@ -34,6 +36,13 @@ ACTIONS = {
     "details": (Text("Details"), discord.ButtonStyle.secondary),
     "delete": (Text("Delete"), discord.ButtonStyle.danger),
 }
+# A follow-up's custom_id: `fu:<action>:<job id>:<index of the output in the job's result>`
+FOLLOWUP_BUTTON = rf"fu:(?P<action>upscale|variation|extend):(?P<job>{JOB_ID}):(?P<index>[0-9]{{1,4}})"
+MAX_PER_FOLLOWUP = 4  # U1..U4, V1..V4: one button per output, for the first four outputs of the kind
+FOLLOWUP_LETTERS = {"upscale": "U", "variation": "V"}  # labels U1, V2: the same in every language
+EXTEND = Text("Extend")
+EXTEND_NUMBER = Text("Extend {number}")
+FOLLOWUP_ROWS = {"upscale": 1, "variation": 2, "extend": 1}  # under Re-roll, Details and Delete (row 0)
 NOT_KNOWN = Text("This job is no longer known to the bot.")
 NOT_YOURS_TO_DELETE = Text("Only the member who asked for this result (or an admin) can delete it.")
 # Job details (the Details button)
@@ -66,6 +75,10 @@ class JobActions(Protocol):
 
     async def rerun(self, interaction: discord.Interaction[Any], record: JobRecord) -> None: ...
 
+    async def followup(
+        self, interaction: discord.Interaction[Any], record: JobRecord, action: str, index: int
+    ) -> None: ...
+
 
 _actions: weakref.WeakKeyDictionary[discord.Client, JobActions] = weakref.WeakKeyDictionary()
 
@@ -73,12 +86,12 @@ _actions: weakref.WeakKeyDictionary[discord.Client, JobActions] = weakref.WeakKe
 def install(client: discord.Client, actions: JobActions) -> None:
     """Make job buttons clickable on `client` (also on messages sent before a restart)."""
     _actions[client] = actions
-    client.add_dynamic_items(JobButton)
+    client.add_dynamic_items(JobButton, FollowupButton)
 
 
 def uninstall(client: discord.Client) -> None:
     """Stop handling job buttons on `client` and forget its actions."""
-    client.remove_dynamic_items(JobButton)
+    client.remove_dynamic_items(JobButton, FollowupButton)
     _actions.pop(client, None)
 
 
@@ -117,15 +130,78 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=JOB_BUT
                 if not await actions.may_manage(interaction, record.user_id):
                     raise InvalidInput(NOT_YOURS_TO_DELETE)
                 await respond(interaction, DELETED)
-                if interaction.message is not None:
-                    with contextlib.suppress(discord.NotFound):  # two clicks at once: the other one deleted it
-                        await interaction.message.delete()
+                await delete_result(interaction, record)
             elif self.action == "rerun":
                 await actions.rerun(interaction, record)
             else:
                 await actions.reroll(interaction, record)
         except Exception as exc:  # explained privately, as for commands, naming the job's command
             await report_error(interaction, exc, command=record.workflow if record else None)
+
+
+class FollowupButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=FOLLOWUP_BUTTON):
+    """U1..U4, V1..V4 or Extend under a result; its custom_id names the job and which of its outputs to use."""
+
+    def __init__(self, action: str, job_id: str, index: int, label: str = "") -> None:
+        button = discord.ui.Button[Any](
+            label=label or action,  # re-created from its custom_id after a restart: the label is not sent again
+            style=discord.ButtonStyle.secondary,
+            custom_id=f"fu:{action}:{job_id}:{index}",
+            row=FOLLOWUP_ROWS[action],
+        )
+        super().__init__(button)
+        self.action, self.job_id, self.index = action, job_id, index
+
+    @classmethod
+    async def from_custom_id(  # type: ignore[override]
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Button[Any], match: re.Match[str], /
+    ) -> FollowupButton:
+        return cls(match["action"], match["job"], int(match["index"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:  # type: ignore[override]
+        record: JobRecord | None = None
+        try:
+            actions = _actions.get(interaction.client)
+            record = await actions.job(self.job_id) if actions is not None else None
+            if actions is None or record is None:
+                raise InvalidInput(NOT_KNOWN)
+            await actions.followup(interaction, record, self.action, self.index)
+        except Exception as exc:  # explained privately, naming the job's command
+            await report_error(interaction, exc, command=record.workflow if record else None)
+
+
+def followup_buttons(
+    job_id: str, actions: Sequence[str], kinds: Sequence[str], *, locale: object = None
+) -> list[FollowupButton]:
+    """The follow-up buttons for a result whose files have the media `kinds` (in order), for the `actions` offered.
+
+    Upscale and Variation get one button per image (at most four), Extend one per audio file (likewise).
+    """
+    found: list[FollowupButton] = []
+    images = [index for index, kind in enumerate(kinds) if kind == "image"][:MAX_PER_FOLLOWUP]
+    sounds = [index for index, kind in enumerate(kinds) if kind == "audio"][:MAX_PER_FOLLOWUP]
+    for action in ("upscale", "variation"):
+        if action in actions:
+            letter = FOLLOWUP_LETTERS[action]
+            found += [FollowupButton(action, job_id, index, f"{letter}{n}") for n, index in enumerate(images, 1)]
+    if "extend" in actions:
+        for number, index in enumerate(sounds, 1):
+            text = EXTEND if len(sounds) == 1 else EXTEND_NUMBER.format(number=number)
+            found.append(FollowupButton("extend", job_id, index, localize(text, locale)))
+    return found
+
+
+async def delete_result(interaction: discord.Interaction[Any], record: JobRecord) -> None:
+    """Delete the clicked result message and the further ones its files took."""
+    channel = interaction.channel
+    messages: list[discord.PartialMessage | discord.Message] = []
+    if interaction.message is not None:
+        messages.append(interaction.message)
+    if isinstance(channel, discord.abc.Messageable) and hasattr(channel, "get_partial_message"):
+        messages += [channel.get_partial_message(message_id) for message_id in record.more_messages]  # type: ignore[attr-defined]
+    for message in messages:
+        with contextlib.suppress(discord.NotFound):  # two clicks at once, or deleted by hand already
+            await message.delete()
 
 
 def label(action: str, locale: object) -> str:
@@ -146,9 +222,12 @@ def status_view(job_id: str, *, locale: object = None) -> discord.ui.View:
     return job_view(job_id, "cancel", locale=locale)
 
 
-def result_view(job_id: str, *, locale: object = None) -> discord.ui.View:
-    """Build the buttons of a finished job: Reroll, Details, Delete."""
-    return job_view(job_id, "reroll", "details", "delete", locale=locale)
+def result_view(job_id: str, *, locale: object = None, followups: Sequence[FollowupButton] = ()) -> discord.ui.View:
+    """Build the buttons of a finished job: Reroll, Details, Delete, then its follow-ups (see followup_buttons)."""
+    view = job_view(job_id, "reroll", "details", "delete", locale=locale)
+    for button in followups:
+        view.add_item(button)
+    return view
 
 
 def job_details(record: JobRecord) -> Lines:

@@ -120,9 +120,9 @@ async def followup(
     *,
     ping: discord.abc.Snowflake | None = None,
     **extra: Any,
-) -> None:
-    """Send a followup through the interaction's token."""
-    await interaction.followup.send(**_fields(content, ping, extra, interaction.locale))
+) -> discord.WebhookMessage:
+    """Send a followup through the interaction's token (an interaction's followups always return the message)."""
+    return await interaction.followup.send(**_fields(content, ping, extra, interaction.locale))
 
 
 async def edit_original(

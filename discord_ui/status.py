@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import io
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -19,8 +20,8 @@ from core.community.safety import ImageScreen
 from core.config import DEFAULT_MAX_IMAGE_PIXELS
 from core.errors import BotError
 from core.i18n import Lines
-from core.jobs.engine import JobResult, Progress
-from discord_ui.buttons import result_view, status_view
+from core.jobs.engine import JobResult, OutputFile, Progress
+from discord_ui.buttons import FollowupButton, result_view, status_view
 from discord_ui.delivery import as_files, result_messages
 from discord_ui.errors import report_error
 from discord_ui.messages import (
@@ -212,6 +213,12 @@ class StatusScheduler:
                 task.cancel()
 
 
+async def _noting_id(ids: list[int], send: Callable[[], Awaitable[discord.abc.Snowflake]]) -> None:
+    """Send, and note the id of the message sent (`send` is called only when this runs: closed unsent, it sends
+    nothing and leaves no coroutine never awaited)."""
+    ids.append((await send()).id)
+
+
 class JobMessage:
     """The one message a job owns: its progress while it runs, then its result or why it ended.
 
@@ -307,15 +314,20 @@ class JobMessage:
             return
         await report_error(self.interaction, error, command=self.command)
 
-    async def finish(self, result: JobResult, *, screen: ImageScreen | None = None) -> None:
-        """Turn the status message into the result: files in batches and the parameters used."""
+    async def finish(
+        self, result: JobResult, *, screen: ImageScreen | None = None, followups: Sequence[FollowupButton] = ()
+    ) -> list[int]:
+        """Turn the status message into the result: files in batches, the parameters used and its buttons.
+
+        Returns the ids of the further messages, when the files took more than one.
+        """
         await self.stop()
         user, limit = self.interaction.user, self.interaction.filesize_limit
         content, batches = await result_messages(
             result, user.id, limit, max_image_pixels=self.max_image_pixels, screen=screen
         )
         first, *rest = batches
-        view = result_view(result.job_id, locale=self.interaction.locale)
+        view = result_view(result.job_id, locale=self.interaction.locale, followups=followups)
         edit = edit_original(self.interaction, content, ping=user, attachments=as_files(first), view=view)
         if not await self._with_token(edit):
             # A new message notifies the member; the nonce makes a repeated send (after a restart) a no-op.
@@ -329,9 +341,14 @@ class JobMessage:
                 view=view,
             )
             await self.edit_status(RESULT_BELOW, view=None, drop_preview=True)
+        more: list[int] = []
         for batch in rest:
-            if not await self._with_token(followup(self.interaction, files=as_files(batch))):
-                await channel_send(self._channel(), files=as_files(batch))
+            if not await self._with_token(_noting_id(more, functools.partial(self._followup, batch))):
+                more.append((await channel_send(self._channel(), files=as_files(batch))).id)
+        return more
+
+    async def _followup(self, batch: list[OutputFile]) -> discord.WebhookMessage:
+        return await followup(self.interaction, files=as_files(batch))
 
     async def edit_status(
         self, text: str, *, view: discord.ui.View | None, preview: bytes | None = None, drop_preview: bool = False

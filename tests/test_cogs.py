@@ -87,8 +87,9 @@ class Followup:
     def __init__(self, log: Recorder) -> None:
         self.log = log
 
-    async def send(self, content: str | None = None, **kw: Any) -> None:
+    async def send(self, content: str | None = None, **kw: Any) -> discord.Object:
         self.log.add("followup", {"content": content, **kw})
+        return discord.Object(len(self.log.calls))  # an interaction's followup returns its message (wait=True)
 
 
 class Interaction:
@@ -191,6 +192,7 @@ def test_commands_have_discord_shaped_options(bot: ComfyBot) -> None:
             ("frames", 4, False),
             ("preset", 3, False),
         ],
+        "upscale": [("image", 11, True), ("scale", 10, False), ("preset", 3, False)],
     }
     steps = cog.commands[0].to_dict(bot.tree)["options"][3]
     assert (steps["min_value"], steps["max_value"]) == (1, 50)
@@ -383,7 +385,7 @@ async def test_cooldown_refuses_a_second_job_too_soon(bot: ComfyBot) -> None:
     assert caught.value.user_message == "Please wait 60 more second(s) before starting another job."
 
 
-async def test_a_video_option_is_an_attachment_and_its_jobs_are_not_rerolled(bot: ComfyBot, tmp_path: Path) -> None:
+async def test_a_video_option_is_an_attachment_and_reruns_need_the_kept_file(bot: ComfyBot, tmp_path: Path) -> None:
     shutil.copy(FIXTURES / "video.json", tmp_path)
     bot.catalog = load_catalog(tmp_path)
     cog = Generate(bot)
@@ -392,13 +394,14 @@ async def test_a_video_option_is_an_attachment_and_its_jobs_are_not_rerolled(bot
     options = command.to_dict(bot.tree)["options"]
     shape = [(o["name"], o["type"], o["required"]) for o in options]
     assert shape == [("video", 11, True), ("preset", 3, False)]  # 11: attachment
-    record = JobRecord(id="f" * 32, workflow="video", values={"video": "clip.mp4"}, user_id=42)
-    with pytest.raises(InvalidInput) as caught:
+    record = JobRecord(id="f" * 32, workflow="video", values={"video": "clip.mp4"}, user_id=Interaction().user.id)
+    gone = "The files of this result are no longer kept (the bot keeps them for 24 hours); run the command again."
+    with pytest.raises(InvalidInput) as caught:  # nothing was kept for this job (see tests/test_followups.py)
         await cog.reroll(Interaction(), record)  # type: ignore[arg-type]
-    assert caught.value.user_message == "Re-roll is not available for jobs with attached files; run the command again."
+    assert caught.value.user_message == gone
     with pytest.raises(InvalidInput) as caught:
         await cog.rerun(Interaction(), record)  # type: ignore[arg-type]
-    assert caught.value.user_message == "Re-run is not available for jobs with attached files; run the command again."
+    assert caught.value.user_message == gone
     assert bot.engine.runs == []  # type: ignore[attr-defined]
 
 

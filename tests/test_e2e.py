@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 async def test_commands_are_synced_to_the_development_guild(start: Start) -> None:
     world = await start()
     synced = world.discord.commands[world.discord.guild_id]
-    names = ["image", "music", *BUILT_IN_COMMANDS]
+    names = ["image", "music", "upscale", *BUILT_IN_COMMANDS]
     assert [c["name"] for c in synced] == names
     assert [o["name"] for o in synced[1]["options"]] == ["tags", "lyrics", "lyrics_file", "duration", "seed", "preset"]
     assert None not in world.discord.commands  # nothing global while developing
@@ -45,8 +45,8 @@ async def test_a_restart_with_unchanged_commands_sends_no_sync_request(
         ("GET", "/oauth2/applications/@me"),
     ]
     target = f"guild {guild}" if dev_guild else "global"
-    assert f"12 command(s) unchanged since they were last synced ({target}); not syncing" in caplog.messages
-    assert "connected to Discord as FakeBot; 12 command(s) usable" in caplog.messages  # READY: what bench times
+    assert f"13 command(s) unchanged since they were last synced ({target}); not syncing" in caplog.messages
+    assert "connected to Discord as FakeBot; 13 command(s) usable" in caplog.messages  # READY: what bench times
     it = await world.discord.invoke_slash("queue")
     await world.discord.wait_for(lambda: bool(world.private_replies(it)))
     assert world.private_replies(it) == ["No job is waiting or running."]  # the default member owns the bot
@@ -58,17 +58,17 @@ async def test_commands_changed_while_the_bot_was_down_are_synced_and_reload_alw
     world = await start()
     folder = tmp_path / "workflows"
     folder.mkdir()
-    for suffix in (".json", ".toml"):  # /music is gone when the bot starts again
-        shutil.copy(WORKFLOWS / f"image{suffix}", folder / f"image{suffix}")
+    for name in ("image.json", "image.toml", "upscale.json", "upscale.toml"):  # /music is gone at the next start
+        shutil.copy(WORKFLOWS / name, folder / name)
     world.settings = replace(world.settings, workflows_dir=folder)
     await world.restart_bot()
 
     puts = [r for r in world.discord.requests if r.method == "PUT"]
     assert len(puts) == 2
-    assert [c["name"] for c in puts[1].json] == ["image", *BUILT_IN_COMMANDS]
+    assert [c["name"] for c in puts[1].json] == ["image", "upscale", *BUILT_IN_COMMANDS]
     reload = await world.discord.invoke_slash("reload")  # also puts back commands deleted on Discord's side
     await world.discord.wait_for(lambda: bool(world.private_replies(reload)))
-    assert world.private_replies(reload) == ["No change; 1 command(s) active."]
+    assert world.private_replies(reload) == ["No change; 2 command(s) active."]
     assert len([r for r in world.discord.requests if r.method == "PUT"]) == 3
 
 

@@ -56,7 +56,7 @@ async def test_a_japanese_member_reads_the_result_its_buttons_and_its_details_in
     assert re.fullmatch(rf"\*\*/image\*\*（<@{member['id']}> さん） · \d+\.\d 秒", lines[0]), lines[0]
     assert lines[1:3] == ["**prompt:** a cat", "**negative:** text, watermark"]  # a member's words stay theirs
     labels = [label for label, _ in buttons(message)]
-    assert labels == ["再生成", "詳細", "削除"]
+    assert labels == ["再生成", "詳細", "削除", "U1", "V1"]
 
     details_id = next(custom_id for label, custom_id in buttons(message) if label == "詳細")
     job_id = details_id.removeprefix("job:details:")
@@ -136,7 +136,7 @@ async def test_a_japanese_admin_reads_reload_and_workflows_in_japanese(start: St
 
     reload = await world.discord.invoke_slash("reload", user=admin)
     assert await private_text(world, reload) == (  # the e2e server has no Wan models: /video is skipped
-        "変更はありません。2 個のコマンドが有効です。\n"
+        "変更はありません。3 個のコマンドが有効です。\n"
         "スキップ：video.json：/video はスキップしました：「Load Diffusion Model」（UNETLoader、ノード 1）："
         "入力 unet_name：'wan2.1_t2v_1.3B_fp16.safetensors' はサーバーにありません（1 つもありません）。"
         "（ほか 2 件の問題があります。`python bot.py check` を実行してください）"

@@ -31,20 +31,20 @@ async def private_text(world: World, it) -> str:
 
 
 async def test_reload_adds_a_command_that_then_runs(start: Start, tmp_path: Path) -> None:
-    folder = workflows_dir(tmp_path, "image")
+    folder = workflows_dir(tmp_path, "image", "upscale")
     world = await start(workflows=folder)
     guild = world.discord.guild_id
-    assert [c["name"] for c in world.discord.commands[guild]] == ["image", *BUILT_IN_COMMANDS]
+    assert [c["name"] for c in world.discord.commands[guild]] == ["image", "upscale", *BUILT_IN_COMMANDS]
 
     for suffix in (".json", ".toml"):
         shutil.copy(WORKFLOWS / f"music{suffix}", folder / f"music{suffix}")
     shutil.copy(WORKFLOWS / "image.json", folder / "portrait.json")  # no binding: options are detected
     reload = await world.discord.invoke_slash("reload")
-    assert await private_text(world, reload) == "Added: /music, /portrait\n3 command(s) active."
+    assert await private_text(world, reload) == "Added: /music, /portrait\n4 command(s) active."
     names = sorted(c["name"] for c in world.discord.commands[guild])
     assert names == [
         "access", "cancel", "help", "history", "image", "music", "portrait", "preset", "queue", "quota", "reload",
-        "servers", "workflows",
+        "servers", "upscale", "workflows",
     ]  # fmt: skip
 
     it = await world.discord.invoke_slash("music", {"tags": "lofi", "lyrics": "[instrumental]"})
@@ -58,14 +58,14 @@ async def test_reload_adds_a_command_that_then_runs(start: Start, tmp_path: Path
 
 
 async def test_reload_reports_what_it_skipped_and_why(start: Start, tmp_path: Path) -> None:
-    folder = workflows_dir(tmp_path, "image", "music")
+    folder = workflows_dir(tmp_path, "image", "music", "upscale")
     world = await start(workflows=folder)
     shutil.copy(FIXTURES / "ui_export_e2e.json", folder)  # saved from the editor instead of exported (API)
     world.comfy.models = {"checkpoints": ["v1-5-pruned-emaonly-fp16.safetensors"]}  # the music model is gone
     reload = await world.discord.invoke_slash("reload")
     assert await private_text(world, reload) == (
         "Removed: /music\n"
-        "1 command(s) active.\n"
+        "2 command(s) active.\n"
         "Skipped: ui_export_e2e.json: this is the editor (UI) format. In ComfyUI open the workflow "
         "and use Workflow > Export (API), then save that file here instead.\n"
         "Skipped: music.json: /music skipped: “Load Checkpoint” (CheckpointLoaderSimple, node 74:40): input "
@@ -96,7 +96,7 @@ async def test_admin_role_may_list_the_workflows(start: Start) -> None:
 
 
 async def test_server_backed_choices_autocomplete_and_are_checked(start: Start, tmp_path: Path) -> None:
-    folder = workflows_dir(tmp_path, "image")
+    folder = workflows_dir(tmp_path, "image", "upscale")
     (folder / "image.toml").write_text(
         (folder / "image.toml").read_text() + '\n[params.model]\ntype = "choice"\ndescription = "Checkpoint"\n'
         'choices_from = "CheckpointLoaderSimple.ckpt_name"\ntarget = "4.ckpt_name"\n'
@@ -124,7 +124,7 @@ async def test_server_backed_choices_autocomplete_and_are_checked(start: Start, 
 
 
 async def test_a_server_backed_choice_is_sent_as_the_server_spells_it(start: Start, tmp_path: Path) -> None:
-    folder = workflows_dir(tmp_path, "image")
+    folder = workflows_dir(tmp_path, "image", "upscale")
     (folder / "image.toml").write_text(
         (folder / "image.toml").read_text() + '\n[params.model]\ntype = "choice"\ndescription = "Checkpoint"\n'
         'choices_from = "CheckpointLoaderSimple.ckpt_name"\ntarget = "4.ckpt_name"\n'

@@ -344,6 +344,8 @@ async def test_result_buttons_work_after_a_restart(start: Start) -> None:
         "Re-roll": f"job:reroll:{job_id}",
         "Details": f"job:details:{job_id}",
         "Delete": f"job:delete:{job_id}",
+        "U1": f"fu:upscale:{job_id}:0",
+        "V1": f"fu:variation:{job_id}:0",
     }
     await wait_state(world, job_id, JobState.DONE)
     await world.restart_bot()  # the buttons are read back from their custom_id and the store

@@ -34,7 +34,7 @@ def catalog():
 
 def test_the_shipped_commands_load_without_problems(catalog) -> None:
     assert catalog.problems == []
-    assert sorted(catalog.workflows) == ["image", "music", "video"]
+    assert sorted(catalog.workflows) == ["image", "music", "upscale", "video"]
     assert [p.name for p in catalog.workflows["video"].params] == ["prompt", "negative", "seed", "frames"]
     image, music = catalog.workflows["image"], catalog.workflows["music"]
     assert [p.name for p in image.params] == ["prompt", "negative", "seed", "steps", "width", "height"]

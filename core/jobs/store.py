@@ -99,6 +99,8 @@ class JobRecord:
     # Seconds ComfyUI spent running the job (every attempt; a failed one counts what it used), for daily quotas
     gpu_seconds: float = 0.0
     locale: str | None = None  # the requester's Discord locale: the language of the job's messages
+    # The result's further messages when its files did not fit one (Delete removes them with the first)
+    more_messages: list[int] = field(default_factory=list)
 
 
 # Each entry upgrades the schema by one version (PRAGMA user_version); never edit an entry once released.
@@ -197,9 +199,13 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX api_idempotency_time ON api_idempotency (created_at);
     """,
+    # The further messages of a result split over several (Delete removes every one)
+    """
+    ALTER TABLE jobs ADD COLUMN more_messages TEXT NOT NULL DEFAULT '[]';
+    """,
 )
 FIELDS = tuple(f.name for f in fields(JobRecord))  # also the column names, in the table's order
-JSON_FIELDS = frozenset({"values", "prompt", "inputs"})
+JSON_FIELDS = frozenset({"values", "prompt", "inputs", "more_messages"})
 # Jobs whose last written version the store remembers (those in flight); beyond this the oldest are forgotten
 REMEMBERED = 10_000
 # Tasks done and handed back together at most: their callers all resume in one turn of the event loop, which

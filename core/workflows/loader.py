@@ -25,6 +25,7 @@ from core.workflows.model import (
     MAX_OPTIONS,
     MAX_TEXT_LENGTH,
     NAME_RE,
+    Followups,
     Localized,
     Param,
     ParamType,
@@ -59,6 +60,13 @@ BAD_INPUTS = Text("{file}: node {node_id} has malformed inputs.")
 NOT_FOUND = Text("{file}: file not found.")
 NOT_UTF8 = Text("{file}: not UTF-8 text (byte {byte} cannot be read); save it as UTF-8.")
 UNREADABLE = Text("{file}: cannot be read ({reason}).")
+NO_FOLLOWUP_COMMAND = Text(
+    "{file}: [followups] {key} = /{command}, which is not loaded (commands: {commands}); the button is left out."
+)
+NO_FOLLOWUP_OPTION = Text(
+    "{file}: [followups] {key} = /{command}, which has no {kind} option to take the chosen output; "
+    "the button is left out."
+)
 
 
 @dataclass(slots=True)
@@ -109,7 +117,36 @@ def load_catalog(folder: Path) -> Catalog:
             catalog.problems.append(ALREADY_DEFINED.format(file=where, command=workflow.name, other=defined))
         else:
             catalog.workflows[workflow.name] = workflow
+    _check_followups(catalog)
     return catalog
+
+
+# What each follow-up needs of the command it names: an option taking the kind of file it hands over
+FOLLOWUP_KINDS = {"upscale": ParamType.IMAGE, "extend": ParamType.AUDIO}
+
+
+def _check_followups(catalog: Catalog) -> None:
+    """Drop each follow-up that names a command that is missing or takes no file of the right kind, with a note.
+
+    The command itself stays: a binding copied without the command its Upscale runs still works, without Upscale.
+    """
+    for workflow in list(catalog.workflows.values()):
+        where = (workflow.binding or workflow.source).name
+        kept = {}
+        for key, kind in FOLLOWUP_KINDS.items():
+            name = kept[key] = getattr(workflow.followups, key)
+            target = catalog.workflows.get(name) if name is not None else None
+            if name is None or (target is not None and target.file_param(kind) is not None):
+                continue
+            kept[key] = None
+            if target is None:
+                known = ", ".join(sorted(catalog.workflows))
+                catalog.notes.append(NO_FOLLOWUP_COMMAND.format(file=where, key=key, command=name, commands=known))
+            else:
+                catalog.notes.append(NO_FOLLOWUP_OPTION.format(file=where, key=key, command=name, kind=str(kind)))
+        if kept != {key: getattr(workflow.followups, key) for key in FOLLOWUP_KINDS}:
+            followups = dataclasses.replace(workflow.followups, **kept)
+            catalog.workflows[workflow.name] = dataclasses.replace(workflow, followups=followups)
 
 
 def detect_workflow(graph_path: Path) -> Workflow:
@@ -197,6 +234,7 @@ def load_workflow(binding_path: Path) -> Workflow:
         if problems:
             raise WorkflowError("\n".join(problems))
     raw_inputs = _raw_inputs(binding.get("api"), graph, params, where)
+    followups = _followups(binding.get("followups"), params, where)
     return Workflow(
         name,
         description,
@@ -209,7 +247,32 @@ def load_workflow(binding_path: Path) -> Workflow:
         localized=localized,
         raw_inputs=raw_inputs,
         previews=previews,
+        followups=followups,
     )
+
+
+def _followups(table: Any, params: list[Param], where: str) -> Followups:
+    """Read [followups]: upscale = "command", variation = true, extend = "command" (see README, Binding file)."""
+    if table is None:
+        return Followups()
+    here = f"{where}: [followups]"
+    if not isinstance(table, dict):
+        raise WorkflowError(f'{here} must be a table, e.g. upscale = "upscale", variation = true.')
+    unknown = sorted(set(table) - {"upscale", "variation", "extend"})
+    if unknown:
+        raise WorkflowError(f"{here}: unknown key {unknown[0]!r} (use upscale, variation or extend).")
+    names: dict[str, str | None] = {}
+    for key in FOLLOWUP_KINDS:
+        value = table.get(key)
+        if value is not None and (not isinstance(value, str) or _name_problems(value, "")):
+            raise WorkflowError(f'{here} {key} must be the name of a command, e.g. {key} = "{key}" (got {value!r}).')
+        names[key] = value
+    variation = table.get("variation", False)
+    if not isinstance(variation, bool):
+        raise WorkflowError(f"{here} variation must be true or false (got {variation!r}).")
+    if variation and not any(p.type in (ParamType.SEED, ParamType.IMAGE) for p in params):
+        raise WorkflowError(f"{here} variation = true needs a seed or an image option to vary; there is neither.")
+    return Followups(upscale=names["upscale"], variation=variation, extend=names["extend"])
 
 
 def _raw_inputs(table: Any, graph: Prompt, params: list[Param], where: str) -> tuple[Target, ...]:

@@ -251,6 +251,18 @@ def num_text(value: float | None, unset: str = ANY) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Followups:
+    """The binding's [followups]: what the buttons under a result of this command may run."""
+
+    upscale: str | None = None  # a command with an image option, run on the chosen output image
+    variation: bool = False  # this command again with a new seed (the chosen image as its image option, if any)
+    extend: str | None = None  # a command with an audio option, run on the chosen output audio
+
+    def __bool__(self) -> bool:
+        return bool(self.upscale or self.variation or self.extend)
+
+
+@dataclass(frozen=True, slots=True)
 class Workflow:
     """A command: name, description, the API-format graph and its parameters (required first)."""
 
@@ -265,6 +277,11 @@ class Workflow:
     localized: tuple[Localized, ...] = ()  # name_ja, description_zh-CN, ... of the [command] table
     raw_inputs: tuple[Target, ...] = ()  # the binding's [api] raw_inputs: node inputs the HTTP API may set as is
     previews: bool = True  # [command] previews: show the server's preview images while the job runs
+    followups: Followups = field(default_factory=Followups)  # the binding's [followups]
+
+    def file_param(self, kind: ParamType) -> Param | None:
+        """The first option taking a file of `kind` (image, audio, video), where a follow-up puts its file."""
+        return next((p for p in self.params if p.type is kind), None)
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
