@@ -321,7 +321,7 @@ async def test_check_passes_when_the_server_has_everything(
 ) -> None:
     code, out, _ = await bot_py(capsys, "check", url=comfy.url)
     assert code == 0
-    assert out.splitlines()[-4:] == [
+    assert out.splitlines()[-5:] == [
         "  /image (image.json): OK",
         "  /music (music.json): OK",
         "  /upscale (upscale.json): OK",

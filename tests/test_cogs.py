@@ -196,7 +196,8 @@ def test_commands_have_discord_shaped_options(bot: ComfyBot) -> None:
     }
     steps = cog.commands[0].to_dict(bot.tree)["options"][3]
     assert (steps["min_value"], steps["max_value"]) == (1, 50)
-    frames = cog.commands[2].to_dict(bot.tree)["options"][3]
+    video = next(command for command in cog.commands if command.name == "video")
+    frames = video.to_dict(bot.tree)["options"][3]
     assert (frames["name"], frames["min_value"], frames["max_value"]) == ("frames", 17, 81)
 
 
@@ -431,8 +432,8 @@ async def test_servers_answer_fits_discord_with_sixteen_servers_and_long_errors(
     assert all(name == "followup" and kw["ephemeral"] and kw["allowed_mentions"] == NOBODY for name, kw in sent)
     assert all(len(kw["content"]) <= 2000 for _, kw in sent)
     lines = "\n".join(kw["content"] for _, kw in sent).splitlines()
-    # nothing lost between messages: summary, then per server 2 lines and one for each of /image, /music, /video
-    assert len(lines) == 1 + 16 * 5
+    # nothing lost between messages: summary, then per server 2 lines and one for each shipped command
+    assert len(lines) == 1 + 16 * 6
     shown = "**boom** @everyone <@42> "  # the error on one line, capped at 200 characters, then escaped
     assert lines[1] == r"gpu\_00: down 42 s: \*\*boom\*\* @everyone <@42> " + "x" * (199 - len(shown)) + "…"
     assert lines[2] == r"  version unknown · queue unknown · jobs 0/4 · tags card=\*4090\*"
@@ -441,7 +442,11 @@ async def test_servers_answer_fits_discord_with_sixteen_servers_and_long_errors(
         "or a core node of a newer ComfyUI than this server's version"
     )
     assert lines[5] == (
+        "  cannot run /upscale: lacks: Node 1 “Load Image” uses LoadImage, which this server does not have: "
+        "a custom node, or a core node of a newer ComfyUI than this server's version"
+    )
+    assert lines[6] == (
         "  cannot run /video: lacks: Node 1 “Load Diffusion Model” uses UNETLoader, which this server does not have: "
         "a custom node, or a core node of a newer ComfyUI than this server's version"
     )
-    assert len(sent) == 8  # about 800 characters a server at the caps: two a message
+    assert len(sent) == 9  # about 1,000 characters a server at the caps: 16,000 in messages of at most 2,000

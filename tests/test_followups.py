@@ -65,7 +65,7 @@ def test_the_shipped_image_command_offers_upscale_and_variation() -> None:
     ("table", "note"),
     [
         ('upscale = "enlarge"', "image.toml: [followups] upscale = /enlarge, which is not loaded "
-         "(commands: image, music, upscale); the button is left out."),
+         "(commands: image, music, upscale, video); the button is left out."),
         ('upscale = "music"', "image.toml: [followups] upscale = /music, which has no image option to take the "
          "chosen output; the button is left out."),
         ('extend = "image"', "image.toml: [followups] extend = /image, which has no audio option to take the "
