@@ -274,8 +274,13 @@ class Generate(commands.Cog):
     ) -> None:
         """Answer at once, run the job, then show its result; its end is recorded once the member was told."""
         self.bot.track_job()
+        settings = self.bot.settings
         message = JobMessage(
-            interaction, workflow.name, self.bot.statuses, max_image_pixels=self.bot.settings.max_image_pixels
+            interaction,
+            workflow.name,
+            self.bot.statuses,
+            max_image_pixels=settings.max_image_pixels,
+            result_style=settings.result_view,
         )
         await message.open()
         try:
