@@ -1269,8 +1269,9 @@ class FakeDiscord:
         # With IS_COMPONENTS_V2 "the content and embeds fields will no longer work", and a message edited into
         # one must set them to null (components reference); a v2 message keeps its flag, so never gets them back.
         if int(result.get("flags") or 0) & FLAG_COMPONENTS_V2:
+            upgraded = editing and not int(base.get("flags") or 0) & FLAG_COMPONENTS_V2
             for key in ("content", "embeds"):
-                if result.get(key):
+                if result.get(key) or (upgraded and key == "content" and key not in payload):
                     raise _form_error(
                         (*prefix, key),
                         "MESSAGE_CANNOT_USE_LEGACY_FIELDS_WITH_COMPONENTS_V2",
