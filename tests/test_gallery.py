@@ -82,6 +82,25 @@ async def test_a_batch_of_pictures_is_one_gallery_message_with_the_text_and_the_
     await world.discord.wait_for(lambda: it.original_id not in world.discord.messages)
 
 
+@pytest.mark.recovery
+async def test_after_a_restart_the_status_message_with_its_text_becomes_the_gallery(
+    start: Start, tmp_path: Path
+) -> None:
+    world = await start(workflows=image_workflows(tmp_path, batch=2), settings_env=GALLERY)
+    world.comfy.pause()  # the job waits in ComfyUI's queue while the bot restarts
+    it = await world.discord.invoke_slash("image", {"prompt": "a queued cat"})
+    await world.discord.wait_for(lambda: "Queued" in ((it.original or {}).get("content") or ""))
+    await world.stop_bot()
+    world.comfy.resume()
+    await world.start_bot()
+
+    message = await gallery_message(world, it)  # edited with the bot's token: its text set to null, as Discord wants
+    assert message["content"] == ""
+    [container] = message["components"]
+    gallery, text, _ = container["components"]
+    assert len(gallery["items"]) == 2 and "**prompt:** a queued cat" in text["content"]
+
+
 async def test_a_gallery_discord_refuses_is_posted_as_classic_attachments(
     start: Start, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -168,7 +187,8 @@ async def test_workflow_commands_install_to_members_and_run_in_direct_messages(s
     refused = await world.discord.invoke_slash("lewd", {"prompt": "a cat"}, guild=False)
     await world.discord.wait_for(lambda: bool(world.private_replies(refused)))
     assert world.private_replies(refused) == [
-        "/lewd is age-restricted: it can be used only in a server channel marked age-restricted, not in direct messages."
+        "/lewd is age-restricted: it can be used only in a server channel marked age-restricted, "
+        "not in direct messages."
     ]
     assert len(world.prompts()) == 1
 
