@@ -210,9 +210,7 @@ class JobMessage:
         self.command = command
         self.scheduler = scheduler
         self.max_image_pixels = max_image_pixels  # MAX_IMAGE_PIXELS: larger pictures are named, not decoded
-        self.result_style: ResultView = (
-            result_style  # RESULT_VIEW: pictures as one gallery message, or classic attachments
-        )
+        self.result_style: ResultView = result_style  # RESULT_VIEW: pictures as a gallery, or classic
         self.header = header(command, interaction.user.id)
         self.job_id: str | None = None
         self.view: discord.ui.View | None = None  # its Cancel button, built for the first status edit
