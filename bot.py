@@ -180,7 +180,12 @@ class ComfyBot(commands.Bot):
                 # The cached channel tells whether it is age-restricted; an unknown one gets the image check.
                 screen = screen_for(self.image_screen, self.get_channel(record.channel_id or 0))
                 await deliver_to_channel(
-                    channel, record, result, max_image_pixels=self.settings.max_image_pixels, screen=screen
+                    channel,
+                    record,
+                    result,
+                    max_image_pixels=self.settings.max_image_pixels,
+                    screen=screen,
+                    style=self.settings.result_view,
                 )
             await self.engine.finish(record.id, JobState.DONE)
         except BotError as exc:

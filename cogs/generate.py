@@ -6,6 +6,7 @@ message, result, buttons, forms, errors) is discord_ui's.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,7 @@ from core.workflows import FILE_TYPES, InputFile, Param, ParamType, Workflow
 from core.workflows.model import MAX_OPTIONS, MAX_SEED, MAX_UPLOAD_BYTES, num_text
 from discord_ui import buttons
 from discord_ui.delivery import age_restricted, screen_for
-from discord_ui.forms import Submit, TextForm
+from discord_ui.forms import MODAL_ITEMS, Submit, TextForm
 from discord_ui.messages import CANCELLING, NO_JOBS, NO_JOBS_AT_ALL, SUBMITTING, respond, shown
 from discord_ui.status import JobMessage
 from discord_ui.translator import WORKFLOW, workflow_choice
@@ -130,9 +131,12 @@ class Generate(commands.Cog):
             parameters.append(inspect.Parameter(key, kind, annotation=annotation, default=default))
             renames[key], descriptions[key] = name, description
 
+        uploadable = _uploadable(workflow)
         for index, param in enumerate(workflow.params):
             key = f"p{index}"
-            default = inspect.Parameter.empty if param.required else None
+            # A required file the member leaves out is asked for in a form (an upload), so the option is optional
+            asked_later = param.type in FILE_TYPES and uploadable
+            default = inspect.Parameter.empty if param.required and not asked_later else None
             add(key, param.name, _annotation(param), default, _describe(param))
             if param.type is ParamType.MULTILINE:
                 add(f"{key}_file", f"{param.name}_file", discord.Attachment, None,
@@ -164,6 +168,10 @@ class Generate(commands.Cog):
             callback=callback,
             nsfw=workflow.nsfw,
             extras={WORKFLOW: workflow},  # for discord_ui.translator
+            # Installed to a server or to a member's account, and usable in servers, the bot's DMs and
+            # private channels; limits, quotas and the age restriction still apply (see invoke).
+            allowed_installs=app_commands.AppInstallationType(guild=True, user=True),
+            allowed_contexts=app_commands.AppCommandContext(guild=True, dm_channel=True, private_channel=True),
         )
 
     def _completer(self, param: Param) -> Any:
@@ -232,10 +240,18 @@ class Generate(commands.Cog):
         given = {k: v for k, v in given.items() if v is not None}
         given = await self.with_preset(interaction.user.id, workflow, given, preset)
         self._check_text(interaction, workflow, given)  # before a form opens: refuse what is already typed
-        workflow.resolve(_without_downloads(given))  # refuse bad input now, before any form or job
+        uploads = [p for p in workflow.params if p.type in FILE_TYPES and p.required and p.name not in given]
+        uploads = uploads if _uploadable(workflow) else []
+        # refuse bad input now, before any form or job; the files the form asks for are checked once uploaded
+        workflow_without_uploads = dataclasses.replace(
+            workflow,
+            params=tuple(dataclasses.replace(p, required=False) if p in uploads else p for p in workflow.params),
+        )
+        workflow_without_uploads.resolve(_without_downloads(given))
         missing = [p for p in workflow.params if p.type is ParamType.MULTILINE and p.name not in given]
-        if missing:
-            await interaction.response.send_modal(TextForm(workflow, missing, self._submitter(workflow, given)))
+        if missing or uploads:
+            form = TextForm(workflow, missing, self._submitter(workflow, given), uploads)
+            await interaction.response.send_modal(form)
             return
         await self.start_job(interaction, workflow, given)
 
@@ -282,12 +298,14 @@ class Generate(commands.Cog):
     ) -> None:
         """Answer at once, run the job, then show its result; its end is recorded once the member was told."""
         self.bot.track_job()
+        settings = self.bot.settings
         message = JobMessage(
             interaction,
             workflow.name,
             self.bot.statuses,
-            max_image_pixels=self.bot.settings.max_image_pixels,
+            max_image_pixels=settings.max_image_pixels,
             previews=screen_for(self.bot.image_screen, interaction.channel) is None,  # previews skip the image check
+            result_style=settings.result_view,
         )
         await message.open()
         try:
@@ -468,6 +486,11 @@ def _annotation(param: Param) -> Any:
             if param.min is None and param.max is None:
                 return kind
             return app_commands.Range[kind, param.min, param.max]
+
+
+def _uploadable(workflow: Workflow) -> bool:
+    """Whether a form can ask for every file of `workflow` (a form holds MODAL_ITEMS fields)."""
+    return sum(1 for p in workflow.params if p.type in FILE_TYPES) <= MODAL_ITEMS
 
 
 def _without_downloads(given: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from core.errors import ConfigError
 from core.servers import WHOLE, ServerConfig, load_servers, redact_url, url_problem
@@ -100,6 +101,7 @@ class Settings:
     http_api_keep_hours: float = 24.0  # API outputs older than this are deleted
     preview_seconds: float = 3.0  # PREVIEW_SECONDS: at most one preview edit per status message this often; 0: none
     followup_keep_hours: float = 24.0  # files kept for the buttons under a result (core.jobs.kept)
+    result_view: Literal["gallery", "classic"] = "gallery"  # RESULT_VIEW: how a batch of pictures is posted
 
     @property
     def comfyui_urls(self) -> tuple[str, ...]:
@@ -197,6 +199,11 @@ def load_settings(env: Mapping[str, str], *, require_token: bool) -> Settings:
     if api_port is not None and not text("HTTP_API_TOKENS"):
         problems.append("HTTP_API_PORT is set but HTTP_API_TOKENS is empty: add name:token pairs, or unset the port.")
 
+    result_view = text("RESULT_VIEW").lower() or "gallery"
+    if result_view not in ("gallery", "classic"):
+        problems.append(f"RESULT_VIEW must be gallery or classic (default gallery); got {_shown(text('RESULT_VIEW'))}.")
+        result_view = "gallery"
+
     if problems:
         raise ConfigError(problems)
     return Settings(
@@ -225,6 +232,7 @@ def load_settings(env: Mapping[str, str], *, require_token: bool) -> Settings:
         http_api_keep_hours=float(numbers["HTTP_API_KEEP_HOURS"]),
         preview_seconds=float(numbers["PREVIEW_SECONDS"]),
         followup_keep_hours=float(numbers["FOLLOWUP_KEEP_HOURS"]),
+        result_view="classic" if result_view == "classic" else "gallery",
     )
 
 

@@ -1,4 +1,9 @@
-"""Delivering a job's result: the text, the files fitted to the upload limit, and batches Discord accepts."""
+"""Delivering a job's result: the text, the files fitted to the upload limit, and batches Discord accepts.
+
+A batch of pictures goes as one gallery message (Discord's Components v2: a container holding the pictures,
+the text and the buttons) when RESULT_VIEW is `gallery`; anything else, or a gallery Discord refuses, goes
+as classic attachments under the text.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,10 @@ import contextlib
 import dataclasses
 import io
 import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp.payload
 import discord
@@ -17,11 +24,11 @@ from aiohttp.abc import AbstractStreamWriter
 from core.community.safety import SPOILERED, WITHHELD, ImageAction, ImageScreen
 from core.config import DEFAULT_MAX_IMAGE_PIXELS
 from core.errors import OutputTooLarge
-from core.i18n import Lines, Text
+from core.i18n import Lines, Text, localize
 from core.jobs.engine import JobResult, OutputFile
 from core.jobs.store import JobRecord
 from core.media import Fitted, fit_file, human_size
-from discord_ui.buttons import result_view
+from discord_ui.buttons import FollowupButton, result_view
 from discord_ui.messages import (
     MAX_FILES,
     MORE_NOT_DOWNLOADED,
@@ -46,6 +53,19 @@ SHRUNK = Text("{filename}: {note}.")
 
 
 READ_WHOLE = 8 * 2**20  # output files up to this size are uploaded from memory, larger ones streamed
+
+ResultView = Literal["gallery", "classic"]  # RESULT_VIEW
+# Components v2 limits (https://discord.com/developers/docs/components/reference#media-gallery and "the
+# combined length of all text across all components cannot exceed 4000 characters").
+MAX_GALLERY_ITEMS = 10
+MAX_V2_TEXT = 4000
+BUTTONS_PER_ROW = 5
+INVALID_FORM_BODY = 50035  # Discord's answer to a payload it refuses, components included
+# Discord rewrites other characters of an uploaded file's name, and an attachment:// reference must name the
+# file as Discord stores it: gallery uploads keep only these.
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+# What posts a result: (text or None, files, view); the callers wrap an interaction edit or a channel send.
+Post = Callable[[str | None, list[discord.File], discord.ui.View | discord.ui.LayoutView], Awaitable[Any]]
 
 
 def batches(files: list[OutputFile], limit: int) -> list[list[OutputFile]]:
@@ -73,6 +93,86 @@ def as_files(batch: list[OutputFile]) -> list[discord.File]:
     its file as it is sent, in chunks.
     """
     return [discord.File(_upload_source(f), filename=f.filename) for f in batch]
+
+
+def gallery_fits(batches_: list[list[OutputFile]]) -> bool:
+    """Whether a result can be one gallery message: one batch of 1 to 10 pictures and nothing else."""
+    if len(batches_) != 1:
+        return False
+    files = batches_[0]
+    return 1 <= len(files) <= MAX_GALLERY_ITEMS and all(f.kind == "image" for f in files)
+
+
+def gallery_files(batch: list[OutputFile]) -> list[discord.File]:
+    """The batch as attachments whose names an attachment:// reference can name exactly (unique, plain ASCII)."""
+    files = as_files(batch)
+    seen: set[str] = set()
+    for index, file in enumerate(files):
+        name = _UNSAFE_NAME.sub("_", file.filename)
+        if name.lower() in seen:
+            name = f"{index}_{name}"
+        seen.add(name.lower())
+        file.filename = name  # a SPOILER_ prefix survives, and with it the picture's blur
+    return files
+
+
+def gallery_view(
+    job_id: str,
+    content: str,
+    files: list[discord.File],
+    *,
+    locale: object,
+    followups: Sequence[FollowupButton] = (),
+) -> discord.ui.LayoutView:
+    """One container: the pictures as a gallery, the result's text, then the result's buttons in rows.
+
+    The buttons are result_view's (whatever it offers), moved into action rows: five a row, or the rows
+    result_view gave them.
+    """
+    text = cap(localize(content, locale), MAX_V2_TEXT)
+    container = discord.ui.Container[discord.ui.LayoutView](
+        discord.ui.MediaGallery(*(discord.MediaGalleryItem(f) for f in files)),
+        discord.ui.TextDisplay(text),
+    )
+    rows: dict[int, list[discord.ui.Item[Any]]] = {}
+    for index, item in enumerate(result_view(job_id, locale=locale, followups=followups).children):
+        rows.setdefault(item.row if item.row is not None else index // BUTTONS_PER_ROW, []).append(item)
+    for _, items in sorted(rows.items()):
+        for start in range(0, len(items), BUTTONS_PER_ROW):
+            container.add_item(discord.ui.ActionRow(*items[start : start + BUTTONS_PER_ROW]))
+    view = discord.ui.LayoutView(timeout=None)
+    view.add_item(container)
+    return view
+
+
+async def post_result(
+    post: Post,
+    job_id: str,
+    content: str,
+    batches_: list[list[OutputFile]],
+    *,
+    locale: object,
+    style: ResultView,
+    followups: Sequence[FollowupButton] = (),
+) -> None:
+    """Post the result's first message with `post`: as a gallery where it fits, else (or if refused) classic.
+
+    A refused gallery is Discord's 400 on the payload (a server or client without Components v2, a limit):
+    the message is unchanged then, so the classic version is posted in its place. Other errors (the token
+    expired, the message deleted) are the caller's, who posts elsewhere.
+    """
+    first = batches_[0]
+    if style == "gallery" and gallery_fits(batches_):
+        files = gallery_files(first)
+        try:
+            await post(None, files, gallery_view(job_id, content, files, locale=locale, followups=followups))
+            return
+        except discord.HTTPException as exc:
+            if exc.status != 400:
+                raise
+            log.warning("Discord refused the gallery of job %s (%s %s); posting it as attachments",
+                        job_id, exc.code, exc.text)  # fmt: skip
+    await post(content, as_files(first), result_view(job_id, locale=locale, followups=followups))
 
 
 def _upload_source(file: OutputFile) -> io.BytesIO | Path:
@@ -208,6 +308,7 @@ async def deliver_to_channel(
     *,
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     screen: ImageScreen | None = None,
+    style: ResultView = "gallery",
 ) -> None:
     """Deliver a job without its interaction (after a restart): turn its status message into the result.
 
@@ -218,32 +319,26 @@ async def deliver_to_channel(
     content, parts = await result_messages(
         result, record.user_id, limit, max_image_pixels=max_image_pixels, screen=screen
     )
-    first, *rest = parts
     ping = discord.Object(record.user_id) if record.user_id else None
     edited = False
     if record.message_id is not None:
+        message = channel.get_partial_message(record.message_id)
+
+        async def edit(text: str | None, files: list[discord.File], view: Any) -> None:
+            await edit_message(message, text, ping=ping, locale=record.locale, attachments=files, view=view)
+
         with contextlib.suppress(discord.NotFound):  # the status message may have been deleted meanwhile
-            message = channel.get_partial_message(record.message_id)
-            await edit_message(
-                message,
-                content,
-                ping=ping,
-                locale=record.locale,
-                attachments=as_files(first),
-                view=result_view(record.id, locale=record.locale),
-            )
+            await post_result(edit, record.id, content, parts, locale=record.locale, style=style)
             edited = True
     if not edited:
-        await channel_send(
-            channel,
-            content,
-            ping=ping,
-            locale=record.locale,
-            files=as_files(first),
-            nonce=record.id[:25],
-            view=result_view(record.id, locale=record.locale),
-        )
-    for index, batch in enumerate(rest, start=1):
+
+        async def send(text: str | None, files: list[discord.File], view: Any) -> None:
+            await channel_send(
+                channel, text, ping=ping, locale=record.locale, files=files, nonce=record.id[:25], view=view
+            )
+
+        await post_result(send, record.id, content, parts, locale=record.locale, style=style)
+    for index, batch in enumerate(parts[1:], start=1):
         await channel_send(channel, files=as_files(batch), nonce=f"{record.id[:22]}-{index:02d}")
 
 

@@ -99,7 +99,12 @@ def _fields(
     content: str | None, ping: discord.abc.Snowflake | None, extra: dict[str, Any], locale: object
 ) -> dict[str, Any]:
     fields = {"allowed_mentions": mentions(ping), **extra}
-    if content is not None:
+    if isinstance(extra.get("view"), discord.ui.LayoutView):
+        # A Components-v2 message has no content: its text is in the view, and turning a message into one
+        # needs content set to null (https://discord.com/developers/docs/components/reference).
+        assert content is None, "a LayoutView carries its own text"
+        fields["content"] = None
+    elif content is not None:
         fields["content"] = cap(localize(content, locale))
     return fields
 

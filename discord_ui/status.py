@@ -21,8 +21,8 @@ from core.config import DEFAULT_MAX_IMAGE_PIXELS
 from core.errors import BotError
 from core.i18n import Lines
 from core.jobs.engine import JobResult, OutputFile, Progress
-from discord_ui.buttons import FollowupButton, result_view, status_view
-from discord_ui.delivery import as_files, result_messages
+from discord_ui.buttons import FollowupButton, status_view
+from discord_ui.delivery import ResultView, as_files, post_result, result_messages
 from discord_ui.errors import report_error
 from discord_ui.messages import (
     CANCELLED,
@@ -236,11 +236,13 @@ class JobMessage:
         *,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
         previews: bool = True,
+        result_style: ResultView = "gallery",
     ) -> None:
         self.interaction = interaction
         self.command = command
         self.scheduler = scheduler
         self.max_image_pixels = max_image_pixels  # MAX_IMAGE_PIXELS: larger pictures are named, not decoded
+        self.result_style: ResultView = result_style  # RESULT_VIEW: pictures as a gallery, or classic
         self.header = header(command, interaction.user.id)
         self.job_id: str | None = None
         self.view: discord.ui.View | None = None  # its Cancel button, built for the first status edit
@@ -322,27 +324,25 @@ class JobMessage:
         Returns the ids of the further messages, when the files took more than one.
         """
         await self.stop()
-        user, limit = self.interaction.user, self.interaction.filesize_limit
+        user, limit, locale = self.interaction.user, self.interaction.filesize_limit, self.interaction.locale
         content, batches = await result_messages(
             result, user.id, limit, max_image_pixels=self.max_image_pixels, screen=screen
         )
-        first, *rest = batches
-        view = result_view(result.job_id, locale=self.interaction.locale, followups=followups)
-        edit = edit_original(self.interaction, content, ping=user, attachments=as_files(first), view=view)
-        if not await self._with_token(edit):
+
+        async def edit(text: str | None, files: list[discord.File], view: Any) -> None:
+            await edit_original(self.interaction, text, ping=user, attachments=files, view=view)
+
+        async def send(text: str | None, files: list[discord.File], view: Any) -> None:
             # A new message notifies the member; the nonce makes a repeated send (after a restart) a no-op.
-            await channel_send(
-                self._channel(),
-                content,
-                ping=user,
-                locale=self.interaction.locale,
-                files=as_files(first),
-                nonce=result.job_id[:25],
-                view=view,
-            )
+            nonce = result.job_id[:25]
+            await channel_send(self._channel(), text, ping=user, locale=locale, files=files, nonce=nonce, view=view)
+
+        shown = {"locale": locale, "style": self.result_style, "followups": followups}
+        if not await self._with_token(post_result(edit, result.job_id, content, batches, **shown)):
+            await post_result(send, result.job_id, content, batches, **shown)
             await self.edit_status(RESULT_BELOW, view=None, drop_preview=True)
         more: list[int] = []
-        for batch in rest:
+        for batch in batches[1:]:
             if not await self._with_token(_noting_id(more, functools.partial(self._followup, batch))):
                 more.append((await channel_send(self._channel(), files=as_files(batch))).id)
         return more

@@ -126,6 +126,7 @@ async def start(
             "ADMIN_ROLE_ID": str(admin_role_id or ""),
             "JOB_TIMEOUT": "30",
             "JOBS_DB": str(jobs_db or tmp_path_factory.mktemp("db") / "jobs.sqlite3"),
+            "RESULT_VIEW": "classic",  # the tests of the gallery ask for it; the others read classic content
             **settings_env,
         }
         settings = load_settings(env, require_token=True)

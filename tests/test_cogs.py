@@ -151,7 +151,7 @@ class StubEngine:
 
 @pytest.fixture
 async def bot(tmp_path: Path) -> AsyncIterator[ComfyBot]:
-    bot = ComfyBot(load_settings({"WORKFLOWS_DIR": str(WORKFLOWS)}, require_token=False))
+    bot = ComfyBot(load_settings({"WORKFLOWS_DIR": str(WORKFLOWS), "RESULT_VIEW": "classic"}, require_token=False))
     bot.catalog = load_catalog(WORKFLOWS)
     bot.engine = StubEngine(tmp_path / "tmp")  # type: ignore[assignment]
     bot.store = await JobStore(tmp_path / "jobs.sqlite3").open()  # commands read the member's presets there
@@ -394,7 +394,7 @@ async def test_a_video_option_is_an_attachment_and_reruns_need_the_kept_file(bot
     [command] = cog.commands
     options = command.to_dict(bot.tree)["options"]
     shape = [(o["name"], o["type"], o["required"]) for o in options]
-    assert shape == [("video", 11, True), ("preset", 3, False)]  # 11: attachment
+    assert shape == [("video", 11, False), ("preset", 3, False)]  # 11: attachment; left out, a form asks for it
     record = JobRecord(id="f" * 32, workflow="video", values={"video": "clip.mp4"}, user_id=Interaction().user.id)
     gone = "The files of this result are no longer kept (the bot keeps them for 24 hours); run the command again."
     with pytest.raises(InvalidInput) as caught:  # nothing was kept for this job (see tests/test_followups.py)
@@ -416,7 +416,7 @@ def test_workflows_listing_names_huge_bounds_in_words() -> None:
 
 
 async def test_servers_answer_fits_discord_with_sixteen_servers_and_long_errors(session: aiohttp.ClientSession) -> None:
-    bot = ComfyBot(load_settings({"WORKFLOWS_DIR": str(WORKFLOWS)}, require_token=False))
+    bot = ComfyBot(load_settings({"WORKFLOWS_DIR": str(WORKFLOWS), "RESULT_VIEW": "classic"}, require_token=False))
     configs = [ServerConfig(f"gpu_{i:02d}", f"http://127.0.0.1:{i + 1}", tags={"card": "*4090*"}) for i in range(16)]
     bot.engine = Engine(session, configs, job_timeout=60, max_output_bytes=2**20, max_jobs_per_server=4)
     for server in bot.engine.servers:  # never started: each looks as if its last connection attempt failed

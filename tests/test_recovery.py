@@ -299,6 +299,7 @@ async def test_kill_9_mid_job_then_restart_delivers_once(
         "DEV_GUILD_ID": str(world.discord.guild_id),
         "JOBS_DB": str(tmp_path_factory.mktemp("kill9") / "jobs.sqlite3"),
         "LOG_LEVEL": "INFO",
+        "RESULT_VIEW": "classic",  # as the world's bot: the result is read from its content
     }
 
     async def spawn() -> asyncio.subprocess.Process:

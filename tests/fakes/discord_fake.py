@@ -44,8 +44,12 @@ data), ``Interaction.modal`` and ``async with FakeDiscord()``.
 ``Interaction.followups`` lists only messages a followup *created*: the first followup after a deferred response
 edits ``@original`` instead, so its id is ``original_id``.
 
-Not modelled: permissions, ephemeral visibility to other users, real rate-limit buckets, threads, components v2
-limits beyond a total count.  Interaction tokens are accepted on webhooks without a bot token, as on Discord.
+Components v2 (the IS_COMPONENTS_V2 flag) is checked as Discord documents it: no content or embeds with the flag,
+the flag never removed once set, at most 40 components, media galleries of 1 to 10 items, 4000 characters of text
+displays in all, and v2 components refused without the flag.
+
+Not modelled: permissions, ephemeral visibility to other users, real rate-limit buckets, threads.  Interaction tokens
+are accepted on webhooks without a bot token, as on Discord.
 """
 
 from __future__ import annotations
@@ -106,6 +110,11 @@ OPT_SUB, OPT_GROUP, OPT_STRING, OPT_INTEGER, OPT_BOOLEAN = 1, 2, 3, 4, 5
 OPT_USER, OPT_CHANNEL, OPT_ROLE, OPT_MENTIONABLE, OPT_NUMBER, OPT_ATTACHMENT = 6, 7, 8, 9, 10, 11
 COMMAND_NAME_RE = re.compile(r"^[-_\w]{1,32}$")
 SELECT_TYPES = frozenset({3, 5, 6, 7, 8})
+# Components v2 (https://discord.com/developers/docs/components/reference): their types, and their limits
+SECTION, TEXT_DISPLAY, THUMBNAIL, MEDIA_GALLERY, FILE_COMPONENT, SEPARATOR, CONTAINER = 9, 10, 11, 12, 13, 14, 17
+V2_TYPES = frozenset({SECTION, TEXT_DISPLAY, THUMBNAIL, MEDIA_GALLERY, FILE_COMPONENT, SEPARATOR, CONTAINER})
+V2_MAX_COMPONENTS, V2_MAX_TEXT, GALLERY_ITEMS = 40, 4000, (1, 10)
+FILE_UPLOAD = 19  # in a modal's label
 
 EMBED_LIMITS = {"title": 256, "description": 4096}
 
@@ -1257,6 +1266,17 @@ class FakeDiscord:
                     (flags & ~FLAG_SUPPRESS_EMBEDS) | (wanted & FLAG_SUPPRESS_EMBEDS) | (wanted & FLAG_COMPONENTS_V2)
                 )
             result["flags"] = flags & ~FLAG_LOADING
+        # With IS_COMPONENTS_V2 "the content and embeds fields will no longer work", and a message edited into
+        # one must set them to null (components reference); a v2 message keeps its flag, so never gets them back.
+        if int(result.get("flags") or 0) & FLAG_COMPONENTS_V2:
+            upgraded = editing and not int(base.get("flags") or 0) & FLAG_COMPONENTS_V2
+            for key in ("content", "embeds"):
+                if result.get(key) or (upgraded and key == "content" and key not in payload):
+                    raise _form_error(
+                        (*prefix, key),
+                        "MESSAGE_CANNOT_USE_LEGACY_FIELDS_WITH_COMPONENTS_V2",
+                        f"The '{key}' field cannot be used when using MessageFlags.IS_COMPONENTS_V2",
+                    )
         return result, new_files
 
     def _embed_problems(self, embeds: list[dict[str, Any]], path: tuple[str | int, ...]) -> list[_Problem]:
@@ -1298,11 +1318,12 @@ class FakeDiscord:
     ) -> list[_Problem]:
         problems: list[_Problem] = []
         if flags & FLAG_COMPONENTS_V2:
-            if sum(1 for _ in _walk_components(components)) > 40:
-                problems.append((path, "COMPONENT_MAX_TOTAL_COMPONENTS_EXCEEDED", "Must be 40 or fewer in total."))
+            problems += self._v2_problems(components, path)
         elif len(components) > 5:
             problems.append(_too_long(path, 5))
         custom_ids: set[str] = set()
+        if not flags & FLAG_COMPONENTS_V2 and any(c.get("type") in V2_TYPES for c in _walk_components(components)):
+            problems.append((path, "COMPONENT_TYPE_INVALID", "Components v2 need the IS_COMPONENTS_V2 flag"))
         for index, row in enumerate(components):
             if not flags & FLAG_COMPONENTS_V2 and row.get("type") != 1:
                 problems.append(
@@ -1325,6 +1346,25 @@ class FakeDiscord:
                     ((*path, "custom_id"), "COMPONENT_CUSTOM_ID_DUPLICATED", "Component custom id cannot be duplicated")
                 )
             custom_ids.add(custom_id)
+        return problems
+
+    @staticmethod
+    def _v2_problems(components: list[dict[str, Any]], path: tuple[str | int, ...]) -> list[_Problem]:
+        """Discord's limits on a Components-v2 message (components reference, "Message limits" and each type's)."""
+        problems: list[_Problem] = []
+        every = list(_walk_components(components))
+        if len(every) > V2_MAX_COMPONENTS:
+            problems.append((path, "COMPONENT_MAX_TOTAL_COMPONENTS_EXCEEDED", "Must be 40 or fewer in total."))
+        low, high = GALLERY_ITEMS
+        for index, component in enumerate(every):
+            if component.get("type") == MEDIA_GALLERY and not low <= len(component.get("items") or []) <= high:
+                problems.append(_bad_length((*path, index, "items"), low, high))
+        # "The combined length of all text across all components cannot exceed 4000 characters."
+        text = sum(len(str(c.get("content") or "")) for c in every if c.get("type") == TEXT_DISPLAY)
+        if text > V2_MAX_TEXT:
+            problems.append(
+                (path, "COMPONENT_MAX_TOTAL_TEXT_EXCEEDED", f"Text displays must be {V2_MAX_TEXT} or fewer in total.")
+            )
         return problems
 
     @staticmethod
@@ -1954,12 +1994,18 @@ class FakeDiscord:
         return it
 
     async def submit_modal(
-        self, interaction: Interaction, values: dict[str, str], *, user: dict[str, Any] | None = None
+        self, interaction: Interaction, values: dict[str, Any], *, user: dict[str, Any] | None = None
     ) -> Interaction:
-        """Fill and submit the modal the bot answered ``interaction`` with (MODAL_SUBMIT)."""
+        """Fill and submit the modal the bot answered ``interaction`` with (MODAL_SUBMIT).
+
+        A file upload (type 19) takes ``(filename, bytes)`` or a list of them: the member's uploads, which come
+        as the component's attachment ids with the attachments under ``resolved`` (components reference, File
+        Upload: "Modal Submit" response structure).
+        """
         modal = interaction.modal
         assert modal is not None, f"the bot did not answer {interaction} with a modal (callback {interaction.callback})"
-        remaining = dict(values)
+        remaining: dict[str, Any] = dict(values)
+        resolved: dict[str, dict[str, Any]] = {}
 
         def fill(component: dict[str, Any], label: str | None) -> dict[str, Any]:
             out: dict[str, Any] = {"type": component["type"], "custom_id": component.get("custom_id")}
@@ -1980,6 +2026,17 @@ class FakeDiscord:
             elif component["type"] in SELECT_TYPES:
                 picked = remaining.pop(key) if key is not None else []
                 out["values"] = [picked] if isinstance(picked, str) else list(picked)
+            elif component["type"] == FILE_UPLOAD:
+                given = remaining.pop(key) if key is not None else []
+                uploads = [given] if isinstance(given, tuple) else list(given)
+                low = component.get("min_values") or (1 if component.get("required", True) else 0)
+                high = component.get("max_values") or 1
+                assert low <= len(uploads) <= high, f"file upload {keys}: {len(uploads)} files, not {low} to {high}"
+                out["values"] = []
+                for filename, data in uploads:
+                    attachment = self._attachment(filename, data, ephemeral=True)
+                    resolved.setdefault("attachments", {})[attachment["id"]] = attachment
+                    out["values"].append(attachment["id"])
             return out
 
         components: list[dict[str, Any]] = []
@@ -1997,7 +2054,9 @@ class FakeDiscord:
             elif top.get("id") is not None:
                 components.append({"type": top["type"], "id": top["id"]})
         assert not remaining, f"modal {modal.get('custom_id')!r} has no inputs {sorted(remaining)}"
-        data = {"custom_id": modal["custom_id"], "components": components}
+        data: dict[str, Any] = {"custom_id": modal["custom_id"], "components": components}
+        if resolved:
+            data["resolved"] = resolved
         message = self.messages.get(interaction.message_id) if interaction.message_id is not None else None
         guild = "guild_id" in interaction.payload
         it = self._new_interaction(IT_MODAL_SUBMIT, data, user=user or interaction.user, guild=guild, message=message)
