@@ -192,7 +192,7 @@ def test_commands_have_discord_shaped_options(bot: ComfyBot) -> None:
             ("frames", 4, False),
             ("preset", 3, False),
         ],
-        "upscale": [("image", 11, True), ("scale", 10, False), ("preset", 3, False)],
+        "upscale": [("image", 11, False), ("scale", 10, False), ("preset", 3, False)],
     }
     steps = cog.commands[0].to_dict(bot.tree)["options"][3]
     assert (steps["min_value"], steps["max_value"]) == (1, 50)

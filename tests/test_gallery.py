@@ -26,9 +26,11 @@ GALLERY = {"RESULT_VIEW": "gallery"}
 
 
 def image_workflows(tmp_path: Path, batch: int = 4, *, nsfw: bool = False) -> Path:
-    """/image as shipped, making `batch` pictures a job."""
+    """/image as shipped (with the /upscale its U buttons run), making `batch` pictures a job."""
     folder = tmp_path / "workflows"
     folder.mkdir()
+    for name in ("upscale.json", "upscale.toml"):
+        shutil.copy(WORKFLOWS / name, folder)
     graph = json.loads((WORKFLOWS / "image.json").read_text())
     graph["5"]["inputs"]["batch_size"] = batch
     (folder / "image.json").write_text(json.dumps(graph))
@@ -59,8 +61,9 @@ async def test_a_batch_of_pictures_is_one_gallery_message_with_the_text_and_the_
     assert message["content"] == "" and message["embeds"] == []
     [container] = message["components"]
     assert container["type"] == CONTAINER
-    assert types(container["components"]) == [MEDIA_GALLERY, TEXT_DISPLAY, ACTION_ROW]
-    gallery, text, row = container["components"]
+    # the result's buttons, then its follow-ups (the binding's U and V rows), below the text
+    assert types(container["components"]) == [MEDIA_GALLERY, TEXT_DISPLAY, ACTION_ROW, ACTION_ROW, ACTION_ROW]
+    gallery, text, row, upscale, variation = container["components"]
     names = [a["filename"] for a in message["attachments"]]
     assert names == [f"ComfyUI_{n:05}_.png" for n in range(1, 5)]
     # every picture is shown from the message's own attachments, in order
@@ -75,6 +78,8 @@ async def test_a_batch_of_pictures_is_one_gallery_message_with_the_text_and_the_
         ("Details", f"job:details:{job.id}"),
         ("Delete", f"job:delete:{job.id}"),
     ]
+    assert [b["label"] for b in upscale["components"]] == ["U1", "U2", "U3", "U4"]
+    assert [b["label"] for b in variation["components"]] == ["V1", "V2", "V3", "V4"]
 
     # the buttons inside the container work like the classic ones
     assert it.original_id is not None
@@ -97,7 +102,7 @@ async def test_after_a_restart_the_status_message_with_its_text_becomes_the_gall
     message = await gallery_message(world, it)  # edited with the bot's token: its text set to null, as Discord wants
     assert message["content"] == ""
     [container] = message["components"]
-    gallery, text, _ = container["components"]
+    gallery, text, *_ = container["components"]
     assert len(gallery["items"]) == 2 and "**prompt:** a queued cat" in text["content"]
 
 
@@ -114,7 +119,7 @@ async def test_a_gallery_discord_refuses_is_posted_as_classic_attachments(
 
     assert not message["flags"] & COMPONENTS_V2
     assert [a["filename"] for a in message["attachments"]] == ["ComfyUI_00001_.png", "ComfyUI_00002_.png"]
-    assert types(message["components"]) == [ACTION_ROW]
+    assert types(message["components"]) == [ACTION_ROW] * 3  # the result's buttons, U1-U2, V1-V2
     refused = [r.message for r in caplog.records if r.message.startswith("Discord refused the gallery")]
     assert len(refused) == 1 and "posting it as attachments" in refused[0]
 
@@ -132,7 +137,8 @@ async def test_classic_results_where_no_gallery_is_wanted_or_fits(
     message = await finished(world, it)
     assert not message["flags"] & COMPONENTS_V2
     assert message["content"].startswith(f"**/{command}** for <@{world.discord.default_user['id']}> · ")
-    assert len(message["attachments"]) == 1 and types(message["components"]) == [ACTION_ROW]
+    rows = 3 if command == "image" else 1  # /image offers U1 and V1 under its one picture
+    assert len(message["attachments"]) == 1 and types(message["components"]) == [ACTION_ROW] * rows
 
 
 async def test_a_picture_uploaded_in_the_form_runs_the_job(start: Start, tmp_path: Path) -> None:
