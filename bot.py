@@ -186,6 +186,7 @@ class ComfyBot(commands.Bot):
                     max_image_pixels=self.settings.max_image_pixels,
                     screen=screen,
                     style=self.settings.result_view,
+                    workflow=self.catalog.workflows.get(record.workflow),
                 )
             await self.engine.finish(record.id, JobState.DONE)
         except BotError as exc:

@@ -306,6 +306,7 @@ class Generate(commands.Cog):
             max_image_pixels=settings.max_image_pixels,
             previews=screen_for(self.bot.image_screen, interaction.channel) is None,  # previews skip the image check
             result_style=settings.result_view,
+            workflow=workflow,
         )
         await message.open()
         try:
@@ -373,6 +374,10 @@ class Generate(commands.Cog):
     async def job(self, job_id: str) -> JobRecord | None:
         """Look up a job in the store."""
         return await self.bot.store.get(job_id)
+
+    def workflow(self, name: str) -> Workflow | None:
+        """The loaded workflow of a command (None once it is gone)."""
+        return self.bot.catalog.workflows.get(name)
 
     async def may_manage(self, interaction: discord.Interaction[Any], owner_id: int | None) -> bool:
         """Tell whether the clicking member owns the job or is an admin."""

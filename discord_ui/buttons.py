@@ -23,8 +23,9 @@ import discord
 from core.errors import InvalidInput
 from core.i18n import Lines, Text, localize
 from core.jobs.store import JobRecord, JobState
+from core.workflows import Workflow
 from discord_ui.errors import report_error
-from discord_ui.messages import DELETED, cap, respond, shown
+from discord_ui.messages import DELETED, cap, option_lines, respond
 
 # Job ids are UUIDs; jobs stored before they were (32 hex digits) keep their working buttons.
 JOB_ID = r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}|[0-9a-f]{32}"
@@ -66,6 +67,8 @@ class JobActions(Protocol):
     """What job buttons need from the front that owns the jobs."""
 
     async def job(self, job_id: str) -> JobRecord | None: ...
+
+    def workflow(self, name: str) -> Workflow | None: ...
 
     async def may_manage(self, interaction: discord.Interaction[Any], owner_id: int | None) -> bool: ...
 
@@ -125,7 +128,7 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=JOB_BUT
             if record is None:
                 raise InvalidInput(NOT_KNOWN)
             if self.action == "details":
-                await respond(interaction, job_details(record))
+                await respond(interaction, job_details(record, actions.workflow(record.workflow)))
             elif self.action == "delete":
                 if not await actions.may_manage(interaction, record.user_id):
                     raise InvalidInput(NOT_YOURS_TO_DELETE)
@@ -230,10 +233,10 @@ def result_view(job_id: str, *, locale: object = None, followups: Sequence[Follo
     return view
 
 
-def job_details(record: JobRecord) -> Lines:
+def job_details(record: JobRecord, workflow: Workflow | None = None) -> Lines:
     """Everything about a job, for its Details button (the send helpers cap the whole)."""
     lines: list[str] = [DETAILS_TITLE.format(command=record.workflow, job=record.id, state=STATES[record.state])]
-    lines += [f"**{name}:** {shown(value)}" for name, value in record.values.items()]
+    lines += option_lines(record.values, workflow)
     lines.append(DETAILS_SERVER.format(server=record.server or NO_SERVER_YET, attempts=record.attempts))
     lines.append(DETAILS_TIMES.format(created=int(record.created_at), updated=int(record.updated_at)))
     if record.error:

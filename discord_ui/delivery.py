@@ -28,6 +28,7 @@ from core.i18n import Lines, Text, localize
 from core.jobs.engine import JobResult, OutputFile
 from core.jobs.store import JobRecord
 from core.media import Fitted, fit_file, human_size
+from core.workflows import Workflow
 from discord_ui.buttons import FollowupButton, result_view
 from discord_ui.messages import (
     MAX_FILES,
@@ -37,7 +38,7 @@ from discord_ui.messages import (
     channel_send,
     edit_message,
     header,
-    shown,
+    option_lines,
 )
 
 log = logging.getLogger(__name__)
@@ -244,6 +245,7 @@ async def result_messages(
     *,
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     screen: ImageScreen | None = None,
+    workflow: Workflow | None = None,
 ) -> tuple[str, list[list[OutputFile]]]:
     """The result text (who asked, the options used, what was shrunk or left out) and the files in batches.
 
@@ -252,10 +254,11 @@ async def result_messages(
     its size instead of failing the whole message. So are the outputs the engine did not download (over
     MAX_OUTPUTS_PER_JOB, MAX_JOB_OUTPUT_MB or MAX_OUTPUT_MB), at most MAX_SKIPPED_SHOWN of them. A shrunk
     version is a file beside its source, in the job's folder: it goes when the result is discarded. With a
-    `screen`, the images that will be uploaded are checked first (see `screened`).
+    `screen`, the images that will be uploaded are checked first (see `screened`). `workflow` names the
+    options as the reader's Discord does.
     """
     lines: list[str] = [RESULT_HEADER.format(header=header(result.workflow, user_id), seconds=result.seconds)]
-    lines += [f"**{name}:** {shown(value)}" for name, value in result.values.items()]
+    lines += option_lines(result.values, workflow)
     lines += [f"```\n{cap(text, MAX_TEXT_OUTPUT).replace('```', 'ʼʼʼ')}\n```" for text in result.texts]
     files: list[OutputFile] = []
     too_big: list[OutputFile] = []
@@ -309,6 +312,7 @@ async def deliver_to_channel(
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     screen: ImageScreen | None = None,
     style: ResultView = "gallery",
+    workflow: Workflow | None = None,
 ) -> None:
     """Deliver a job without its interaction (after a restart): turn its status message into the result.
 
@@ -317,7 +321,7 @@ async def deliver_to_channel(
     """
     limit = record.upload_limit or DEFAULT_UPLOAD_LIMIT
     content, parts = await result_messages(
-        result, record.user_id, limit, max_image_pixels=max_image_pixels, screen=screen
+        result, record.user_id, limit, max_image_pixels=max_image_pixels, screen=screen, workflow=workflow
     )
     ping = discord.Object(record.user_id) if record.user_id else None
     edited = False

@@ -85,6 +85,12 @@ def option_values(
     return Lines(parts, VALUE_SEPARATOR)
 
 
+def option_lines(values: Mapping[str, Any], workflow: Workflow | None) -> list[str]:
+    """A job's options one per line, `**name:** value`, named as the reader's Discord names them."""
+    labels = workflow.option_label if workflow is not None else str
+    return [Lines(("**", labels(name), ":** ", shown(value)), "") for name, value in values.items()]
+
+
 def header(command: str, user_id: int | None) -> str:
     """The first line of a job's message: which command, for whom."""
     return STATUS_HEADER.format(command=command, mention=f"<@{user_id}>" if user_id else SOMEONE)

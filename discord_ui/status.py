@@ -21,6 +21,7 @@ from core.config import DEFAULT_MAX_IMAGE_PIXELS
 from core.errors import BotError
 from core.i18n import Lines
 from core.jobs.engine import JobResult, OutputFile, Progress
+from core.workflows import Workflow
 from discord_ui.buttons import FollowupButton, status_view
 from discord_ui.delivery import ResultView, as_files, post_result, result_messages
 from discord_ui.errors import report_error
@@ -237,12 +238,14 @@ class JobMessage:
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
         previews: bool = True,
         result_style: ResultView = "gallery",
+        workflow: Workflow | None = None,
     ) -> None:
         self.interaction = interaction
         self.command = command
         self.scheduler = scheduler
         self.max_image_pixels = max_image_pixels  # MAX_IMAGE_PIXELS: larger pictures are named, not decoded
         self.result_style: ResultView = result_style  # RESULT_VIEW: pictures as a gallery, or classic
+        self.workflow = workflow  # names the result's options as the member's Discord does
         self.header = header(command, interaction.user.id)
         self.job_id: str | None = None
         self.view: discord.ui.View | None = None  # its Cancel button, built for the first status edit
@@ -326,7 +329,7 @@ class JobMessage:
         await self.stop()
         user, limit, locale = self.interaction.user, self.interaction.filesize_limit, self.interaction.locale
         content, batches = await result_messages(
-            result, user.id, limit, max_image_pixels=self.max_image_pixels, screen=screen
+            result, user.id, limit, max_image_pixels=self.max_image_pixels, screen=screen, workflow=self.workflow
         )
 
         async def edit(text: str | None, files: list[discord.File], view: Any) -> None:

@@ -54,7 +54,8 @@ async def test_a_japanese_member_reads_the_result_its_buttons_and_its_details_in
 
     lines = message["content"].splitlines()
     assert re.fullmatch(rf"\*\*/image\*\*（<@{member['id']}> さん） · \d+\.\d 秒", lines[0]), lines[0]
-    assert lines[1:3] == ["**prompt:** a cat", "**negative:** text, watermark"]  # a member's words stay theirs
+    # options named as the member's Discord names them; a member's words (and the workflow's) stay as written
+    assert lines[1:3] == ["**プロンプト:** a cat", "**ネガティブ:** text, watermark"]
     labels = [label for label, _ in buttons(message)]
     assert labels == ["再生成", "詳細", "削除", "U1", "V1"]
 
@@ -63,7 +64,9 @@ async def test_a_japanese_member_reads_the_result_its_buttons_and_its_details_in
     record = await world.bot.store.get(job_id)
     assert record is not None
     details = await world.discord.click(int(message["id"]), details_id, user=member)
-    options = [f"**{name}:** {value}" for name, value in record.values.items()]
+    names = {"prompt": "プロンプト", "negative": "ネガティブ", "seed": "シード", "steps": "ステップ数", "width": "幅",
+             "height": "高さ"}  # fmt: skip
+    options = [f"**{names[name]}:** {value}" for name, value in record.values.items()]
     assert await private_text(world, details) == "\n".join(
         [
             f"**/image** · ジョブ `{job_id}` · 完了",

@@ -55,6 +55,16 @@ async def private_text(world: World, it: Interaction) -> str:
 SESSIONS: dict[str, dict[str, Any]] = {
     "ja": {
         "prompt": "雨の中の猫",
+        "result": [
+            r"\*\*/image\*\*（<@{id}> さん） · \d+\.\d 秒",
+            "**プロンプト:** 雨の中の猫",
+            "**ネガティブ:** text, watermark",
+            "**シード:** 7",
+            "**ステップ数:** 20",
+            "**幅:** 512",
+            "**高さ:** 512",
+        ],
+        "buttons": ["再生成", "詳細", "削除", "U1", "V1"],
         "help": [
             "**ここで使えるコマンド**",
             "**/image** — テキストのプロンプトから画像を生成（Stable Diffusion 1.5）",
@@ -75,6 +85,16 @@ SESSIONS: dict[str, dict[str, Any]] = {
     },
     "zh-CN": {
         "prompt": "雨中的猫",
+        "result": [
+            r"\*\*/image\*\*（<@{id}>） · \d+\.\d 秒",
+            "**提示词:** 雨中的猫",
+            "**反向提示词:** text, watermark",
+            "**种子:** 7",
+            "**步数:** 20",
+            "**宽度:** 512",
+            "**高度:** 512",
+        ],
+        "buttons": ["重新生成", "详情", "删除", "U1", "V1"],
         "help": [
             "**你在这里可以使用的命令**",
             "**/image** — 根据文本提示生成图像（Stable Diffusion 1.5）",
@@ -113,7 +133,11 @@ async def test_a_members_whole_session_reads_in_their_language(start: Start, loc
     assert help_text.splitlines()[:3] == said["help"]
 
     job = await world.discord.invoke_slash("image", {"prompt": said["prompt"], "seed": 7}, user=member)
-    await finished(world, job)
+    first, *options = (await finished(world, job))["content"].splitlines()
+    assert re.fullmatch(said["result"][0].format(id=member["id"]), first), first
+    assert options == said["result"][1:]
+    labels = [c["label"] for row in (job.original or {})["components"] for c in row["components"]]
+    assert labels == said["buttons"]
     _, [record] = await world.bot.store.jobs_of(int(member["id"]), limit=1)
     link = f"https://discord.com/channels/{world.discord.guild_id}/{record.channel_id}/{record.message_id}"
 
