@@ -22,10 +22,10 @@ import discord
 
 from core.errors import InvalidInput
 from core.i18n import Lines, Text, localize
-from core.jobs.store import JobRecord, JobState
+from core.jobs.store import JobRecord
 from core.workflows import Workflow
 from discord_ui.errors import report_error
-from discord_ui.messages import DELETED, cap, option_lines, respond
+from discord_ui.messages import DELETED, JOB_STATES, cap, option_lines, respond
 
 # Job ids are UUIDs; jobs stored before they were (32 hex digits) keep their working buttons.
 JOB_ID = r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}|[0-9a-f]{32}"
@@ -52,15 +52,6 @@ DETAILS_SERVER = Text("**server:** {server} · attempts {attempts}")
 NO_SERVER_YET = Text("none yet")
 DETAILS_TIMES = Text("**started:** <t:{created}:f> · last change <t:{updated}:R>")
 DETAILS_ERROR = Text("**error:** {error}")
-STATES = {
-    JobState.QUEUED: Text("queued"),
-    JobState.SUBMITTED: Text("submitted"),
-    JobState.RUNNING: Text("running"),
-    JobState.DELIVERING: Text("delivering"),
-    JobState.DONE: Text("done"),
-    JobState.FAILED: Text("failed"),
-    JobState.CANCELLED: Text("cancelled"),
-}
 
 
 class JobActions(Protocol):
@@ -235,7 +226,7 @@ def result_view(job_id: str, *, locale: object = None, followups: Sequence[Follo
 
 def job_details(record: JobRecord, workflow: Workflow | None = None) -> Lines:
     """Everything about a job, for its Details button (the send helpers cap the whole)."""
-    lines: list[str] = [DETAILS_TITLE.format(command=record.workflow, job=record.id, state=STATES[record.state])]
+    lines: list[str] = [DETAILS_TITLE.format(command=record.workflow, job=record.id, state=JOB_STATES[record.state])]
     lines += option_lines(record.values, workflow)
     lines.append(DETAILS_SERVER.format(server=record.server or NO_SERVER_YET, attempts=record.attempts))
     lines.append(DETAILS_TIMES.format(created=int(record.created_at), updated=int(record.updated_at)))

@@ -18,7 +18,7 @@ from core.jobs.store import JobRecord, JobState
 from core.workflows import Workflow
 from discord_ui.buttons import JobButton
 from discord_ui.errors import report_error
-from discord_ui.messages import option_values, update
+from discord_ui.messages import JOB_STATES, option_values, update
 
 PAGE_SIZE = 5
 MAX_PARAMS = 240  # one job's option values, together: five entries and a title fit in one message
@@ -30,15 +30,6 @@ NO_JOBS_YET = Text("You have no jobs yet.")
 NO_JOBS_OF = Text("<@{user}> has no jobs yet.")
 ENTRY = Text("**{number}.** /{command} · {state} · <t:{when}:R> · job `{job}`{link}\n{values}")
 RESULT_LINK = Text(" · [result]({url})")
-STATES = {
-    JobState.QUEUED: Text("queued"),
-    JobState.SUBMITTED: Text("submitted"),
-    JobState.RUNNING: Text("running"),
-    JobState.DELIVERING: Text("delivering"),
-    JobState.DONE: Text("done"),
-    JobState.FAILED: Text("failed"),
-    JobState.CANCELLED: Text("cancelled"),
-}
 # Component labels: localized where the page's View is built, for the member who will see it
 RERUN = Text("Re-run {number}")
 DETAILS = Text("Details {number}")
@@ -137,7 +128,7 @@ def entry(number: int, record: JobRecord, workflow: Workflow | None = None) -> T
     return ENTRY.format(
         number=number,
         command=record.workflow,
-        state=STATES[record.state],
+        state=JOB_STATES[record.state],
         when=int(record.created_at),
         job=record.id[:8],
         link=RESULT_LINK.format(url=link) if link else "",

@@ -14,6 +14,7 @@ import discord
 
 from core import text as core_text
 from core.i18n import Lines, Text, localize
+from core.jobs.store import JobState
 from core.workflows import Workflow
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,16 @@ NOTHING = Text("(nothing)")
 NO_JOBS = Text("You have no job waiting or running.")
 NO_JOBS_AT_ALL = Text("No job is waiting or running.")
 JOB_FAILED = Text("The job failed.")  # a failed job whose reason was not recorded
-SOMEONE = Text("someone")  # a job's requester, when not known
+SOMEONE = Text("someone")
+JOB_STATES = {  # a job's state in /history and Details
+    JobState.QUEUED: Text("queued"),
+    JobState.SUBMITTED: Text("submitted"),
+    JobState.RUNNING: Text("running"),
+    JobState.DELIVERING: Text("delivering"),
+    JobState.DONE: Text("done"),
+    JobState.FAILED: Text("failed"),
+    JobState.CANCELLED: Text("cancelled"),
+}  # a job's requester, when not known
 
 
 def cap(text: str, limit: int = MAX_CONTENT) -> str:
