@@ -433,12 +433,7 @@ def _write_new(path: Path, file: OutputFile) -> Path:
     while True:
         try:
             with candidate.open("xb") as f:
-                if file.data is not None:
-                    f.write(file.data)
-                else:
-                    assert file.path is not None
-                    with file.path.open("rb") as data:
-                        shutil.copyfileobj(data, f)  # in chunks: an output of any size passes through little memory
+                file.copy_to(f)
             return candidate
         except FileExistsError:
             number += 1

@@ -342,12 +342,7 @@ def save_outputs(result: JobResult, folder: Path) -> None:
 def _write(path: Path, file: OutputFile) -> None:
     partial = path.with_name(f".{path.name}.partial")  # listed only once whole
     with partial.open("wb") as out:
-        if file.data is not None:
-            out.write(file.data)
-        else:
-            assert file.path is not None
-            with file.path.open("rb") as data:
-                shutil.copyfileobj(data, out)  # in chunks: a large output never sits in memory
+        file.copy_to(out)
     partial.replace(path)
 
 

@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import functools
 import logging
+import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import aiohttp
 
@@ -165,6 +166,15 @@ class OutputFile:
             return self.data
         assert self.path is not None
         return self.path.read_bytes()
+
+    def copy_to(self, out: BinaryIO) -> None:
+        """Write the file to `out`, from disk in chunks: an output of any size passes through little memory."""
+        if self.data is not None:
+            out.write(self.data)
+            return
+        assert self.path is not None
+        with self.path.open("rb") as data:
+            shutil.copyfileobj(data, out)
 
 
 @dataclass(frozen=True, slots=True)
