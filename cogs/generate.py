@@ -362,7 +362,7 @@ class Generate(commands.Cog):
         if not chosen and not inputs:
             return []
         try:
-            await self.kept.prune()
+            await self.kept.prune_if_due()
             await self.kept.keep(result.job_id, inputs, {b.index: result.files[b.index] for b in chosen})
         except OSError as exc:
             log.warning("job %s: its files could not be kept for follow-ups: %s", result.job_id, exc)

@@ -16,7 +16,7 @@ import pytest
 
 from core.errors import WorkflowError
 from core.jobs.engine import OutputFile
-from core.jobs.kept import KeptFiles
+from core.jobs.kept import PRUNE_EVERY, KeptFiles
 from core.workflows import InputFile, load_catalog, load_workflow
 from core.workflows.model import Followups
 from tests.conftest import WORKFLOWS
@@ -138,6 +138,23 @@ async def test_kept_files_are_found_until_they_expire_and_then_pruned(tmp_path: 
     assert await kept.kept_output(job, 2) is None  # expired even before the folder is pruned
     assert await kept.prune() == 1
     assert list((tmp_path / "followups").iterdir()) == []
+
+
+async def test_expired_folders_are_looked_for_once_in_a_while_not_before_every_keep(tmp_path: Path) -> None:
+    now = [1000.0]
+    kept = KeptFiles(tmp_path / "followups", 1, clock=lambda: now[0])
+    first, second = "1" * 32, "2" * 32
+    await kept.keep(first, {"photo": InputFile("a.png", b"a")}, {})
+    assert await kept.prune_if_due() == 0  # a look: nothing has expired yet
+    now[0] = 1500.0
+    await kept.keep(second, {"photo": InputFile("b.png", b"b")}, {})
+    now[0] = 4650.0  # the first has expired
+    assert await kept.prune_if_due() == 1
+    now[0] = 4650.0 + PRUNE_EVERY - 1  # the second has expired too, but the last look is recent
+    assert await kept.prune_if_due() == 0
+    assert [f.name for f in (tmp_path / "followups").iterdir()] == [second]
+    now[0] = 4650.0 + PRUNE_EVERY
+    assert await kept.prune_if_due() == 1
 
 
 # End to end

@@ -25,6 +25,7 @@ from core.workflows.model import InputFile
 log = logging.getLogger(__name__)
 
 MANIFEST = "kept.json"
+PRUNE_EVERY = 600.0  # seconds between two looks for expired folders: each look reads every job's manifest
 
 
 class KeptFiles:
@@ -34,6 +35,7 @@ class KeptFiles:
         self.root = root
         self.keep_hours = keep_hours
         self._clock = clock
+        self._next_prune = 0.0  # when `prune_if_due` looks again
 
     async def keep(self, job_id: str, inputs: Mapping[str, InputFile], outputs: Mapping[int, OutputFile]) -> None:
         """Keep a job's attachments (by option name) and chosen outputs (by index in its result); OSError if not."""
@@ -81,6 +83,13 @@ class KeptFiles:
         except (OSError, ValueError, KeyError, TypeError) as exc:  # a damaged folder: as if it were gone
             log.warning("kept files of job %s cannot be read: %s", job_id, exc)
             return None
+
+    async def prune_if_due(self) -> int:
+        """`prune`, at most once every PRUNE_EVERY seconds (it is asked before each keep)."""
+        if self._clock() < self._next_prune:
+            return 0
+        self._next_prune = self._clock() + PRUNE_EVERY
+        return await self.prune()
 
     async def prune(self) -> int:
         """Delete the folders kept longer than `keep_hours` (and broken ones); return how many went."""
