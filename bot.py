@@ -32,10 +32,12 @@ from core.config import Settings, load_settings, setup_logging
 from core.errors import BotError, ConfigError, JobCancelled, JobLost
 from core.i18n import Lines, Text
 from core.jobs.engine import Engine
-from core.jobs.inputs import restored_values
+from core.jobs.inputs import InputGone, restored_values
+from core.jobs.kept import KeptFiles
 from core.jobs.presets import Presets
 from core.jobs.store import JobRecord, JobState, JobStore, StoreError
-from core.workflows import Catalog, load_catalog, runnable
+from core.workflows import Catalog, Workflow, load_catalog, runnable
+from discord_ui.buttons import keep_followups
 from discord_ui.delivery import deliver_to_channel, screen_for, tell_in_channel
 from discord_ui.errors import BotTree
 from discord_ui.logs import install_token_filter
@@ -133,6 +135,11 @@ class ComfyBot(commands.Bot):
         """The members' presets (one instance: it remembers who has a default preset)."""
         return Presets(self.store)
 
+    @functools.cached_property
+    def kept(self) -> KeptFiles:
+        """The files kept for the buttons under results (beside the job store, so they outlive a restart)."""
+        return KeptFiles(self.settings.jobs_db.parent / "followups", self.settings.followup_keep_hours)
+
     @property
     def status_edit_interval(self) -> float:
         """Seconds between two edits of one status message."""
@@ -166,8 +173,8 @@ class ComfyBot(commands.Bot):
         # A recovered job counts towards its member's pending jobs like a new one (it is never refused).
         reservation = self.engine.limits.adopt(record.user_id, record.id) if record.user_id else None
         try:
+            workflow = self.catalog.workflows.get(record.workflow)
             if record.prompt is None:  # never reached a server: nothing to wait for, start it afresh
-                workflow = self.catalog.workflows.get(record.workflow)
                 if workflow is None:
                     raise JobLost(detail=f"workflow {record.workflow} is gone")
                 # Its options name its attachments; the files themselves come back from the kept copies.
@@ -176,18 +183,26 @@ class ComfyBot(commands.Bot):
                 result = await self.engine.run(workflow, values, record=record, since=time.time())
             else:
                 result = await self.engine.resume(record)
+                values = await self.kept_values(workflow, record)
             with result:  # its temporary files go once delivered, or once delivery fails
+                # Kept and offered as on the live path (cogs/generate.py), so U/V/Extend and Re-roll work here too.
+                followups = (
+                    await keep_followups(self.kept, workflow, values, result, locale=record.locale) if workflow else []
+                )
                 # The cached channel tells whether it is age-restricted; an unknown one gets the image check.
                 screen = screen_for(self.image_screen, self.get_channel(record.channel_id or 0))
-                await deliver_to_channel(
+                more = await deliver_to_channel(
                     channel,
                     record,
                     result,
                     max_image_pixels=self.settings.max_image_pixels,
                     screen=screen,
                     style=self.settings.result_view,
-                    workflow=self.catalog.workflows.get(record.workflow),
+                    workflow=workflow,
+                    followups=followups,
                 )
+            if more and (latest := await self.store.get(record.id)) is not None:
+                await self.store.update(latest, more_messages=more)  # for Delete
             await self.engine.finish(record.id, JobState.DONE)
         except BotError as exc:
             log.info("recovered job %s failed: %s | %s", record.id, exc.user_message, exc.detail or "")
@@ -198,6 +213,16 @@ class ComfyBot(commands.Bot):
         finally:
             if reservation is not None:
                 reservation.release()
+
+    async def kept_values(self, workflow: Workflow | None, record: JobRecord) -> dict[str, Any]:
+        """A resumed job's options with its attachments read back for Re-roll; names only where a copy is gone."""
+        if workflow is None:
+            return dict(record.values)
+        try:
+            return await restored_values(self.store, workflow, record)
+        except InputGone as exc:  # the result still goes out; Re-roll then says the files are not kept
+            log.info("job %s: %s", record.id, exc.detail)
+            return dict(record.values)
 
     async def report_recovered(self, channel: discord.PartialMessageable, record: JobRecord) -> None:
         """Tell the member how a job ended, then record that they were told."""

@@ -19,7 +19,7 @@ from cogs.access import access_refusal, is_admin
 from cogs.quota import check_quota, hold_quota
 from core.errors import BotError, InvalidInput, JobCancelled
 from core.i18n import Lines, Text
-from core.jobs.engine import JobResult, new_job_id, shown_values
+from core.jobs.engine import new_job_id, shown_values
 from core.jobs.kept import KeptFiles
 from core.jobs.limits import Reservation
 from core.jobs.presets import MAX_NAME as MAX_PRESET_NAME
@@ -66,9 +66,11 @@ class Generate(commands.Cog):
     def __init__(self, bot: ComfyBot) -> None:
         self.bot = bot
         self.commands: list[app_commands.Command[Any, ..., None]] = []
-        settings = bot.settings
-        # Beside the job store, like the kept inputs: the follow-up buttons find them after a restart
-        self.kept = KeptFiles(settings.jobs_db.parent / "followups", settings.followup_keep_hours)
+
+    @property
+    def kept(self) -> KeptFiles:
+        """The files kept for the buttons under results (the bot's: a job recovered after a restart keeps them too)."""
+        return self.bot.kept
 
     @property
     def presets(self) -> Presets:
@@ -78,7 +80,7 @@ class Generate(commands.Cog):
     async def cog_load(self) -> None:
         buttons.install(self.bot, self)
         self.register()
-        await self.kept.prune()
+        await self.kept.prune_if_due()
 
     async def cog_unload(self) -> None:
         buttons.uninstall(self.bot)
@@ -341,33 +343,13 @@ class Generate(commands.Cog):
         finally:
             await message.stop()
         with result:  # its temporary files go once delivered, or once delivery fails
-            followups = await self._keep(workflow, values, result, message.interaction.locale)
+            locale = message.interaction.locale
+            followups = await buttons.keep_followups(self.kept, workflow, values, result, locale=locale)
             screen = screen_for(self.bot.image_screen, interaction.channel)
             more = await message.finish(result, screen=screen, followups=followups)
         if more and (latest := await self.bot.store.get(record.id)) is not None:
             await self.bot.store.update(latest, more_messages=more)  # for Delete
         await self.bot.engine.finish(record.id, JobState.DONE)
-
-    async def _keep(
-        self, workflow: Workflow, values: dict[str, Any], result: JobResult, locale: object
-    ) -> list[buttons.FollowupButton]:
-        """Keep the attachments (for Re-roll) and the outputs the workflow's follow-ups may use; return their buttons.
-
-        A file that cannot be kept costs its buttons, never the result: it is delivered all the same.
-        """
-        followups = workflow.followups
-        offered = [a for a in ("upscale", "variation", "extend") if getattr(followups, a)]
-        chosen = buttons.followup_buttons(result.job_id, offered, [f.kind for f in result.files], locale=locale)
-        inputs = {name: value for name, value in values.items() if isinstance(value, InputFile)}
-        if not chosen and not inputs:
-            return []
-        try:
-            await self.kept.prune_if_due()
-            await self.kept.keep(result.job_id, inputs, {b.index: result.files[b.index] for b in chosen})
-        except OSError as exc:
-            log.warning("job %s: its files could not be kept for follow-ups: %s", result.job_id, exc)
-            return []
-        return chosen
 
     # What job buttons need (discord_ui.buttons.JobActions)
 

@@ -13,19 +13,24 @@ again (the message keeps the labels it was posted with), so it is built in Engli
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import discord
 
 from core.errors import InvalidInput
 from core.i18n import Lines, Text, localize
+from core.jobs.engine import JobResult
+from core.jobs.kept import KeptFiles
 from core.jobs.store import JobRecord
-from core.workflows import Workflow
+from core.workflows import InputFile, Workflow
 from discord_ui.errors import report_error
 from discord_ui.messages import DELETED, JOB_STATES, cap, option_lines, respond
+
+log = logging.getLogger(__name__)
 
 # Job ids are UUIDs; jobs stored before they were (32 hex digits) keep their working buttons.
 JOB_ID = r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}|[0-9a-f]{32}"
@@ -183,6 +188,28 @@ def followup_buttons(
             text = EXTEND if len(sounds) == 1 else EXTEND_NUMBER.format(number=number)
             found.append(FollowupButton("extend", job_id, index, localize(text, locale)))
     return found
+
+
+async def keep_followups(
+    kept: KeptFiles, workflow: Workflow, values: Mapping[str, Any], result: JobResult, *, locale: object = None
+) -> list[FollowupButton]:
+    """Keep the attachments (for Re-roll) and the outputs the workflow's follow-ups may use; return their buttons.
+
+    A file that cannot be kept costs its buttons, never the result: it is delivered all the same.
+    """
+    followups = workflow.followups
+    offered = [a for a in ("upscale", "variation", "extend") if getattr(followups, a)]
+    chosen = followup_buttons(result.job_id, offered, [f.kind for f in result.files], locale=locale)
+    inputs = {name: value for name, value in values.items() if isinstance(value, InputFile)}
+    if not chosen and not inputs:
+        return []
+    try:
+        await kept.prune_if_due()
+        await kept.keep(result.job_id, inputs, {b.index: result.files[b.index] for b in chosen})
+    except OSError as exc:
+        log.warning("job %s: its files could not be kept for follow-ups: %s", result.job_id, exc)
+        return []
+    return chosen
 
 
 async def delete_result(interaction: discord.Interaction[Any], record: JobRecord) -> None:

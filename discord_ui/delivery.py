@@ -313,17 +313,20 @@ async def deliver_to_channel(
     screen: ImageScreen | None = None,
     style: ResultView = "gallery",
     workflow: Workflow | None = None,
-) -> None:
+    followups: Sequence[FollowupButton] = (),
+) -> list[int]:
     """Deliver a job without its interaction (after a restart): turn its status message into the result.
 
     Editing is idempotent, so a delivery cut short by another restart is simply done again, never twice.
-    A status message deleted meanwhile is replaced by a new message.
+    A status message deleted meanwhile is replaced by a new message. Returns the ids of the further messages,
+    when the files took more than one (as JobMessage.finish does).
     """
     limit = record.upload_limit or DEFAULT_UPLOAD_LIMIT
     content, parts = await result_messages(
         result, record.user_id, limit, max_image_pixels=max_image_pixels, screen=screen, workflow=workflow
     )
     ping = discord.Object(record.user_id) if record.user_id else None
+    shown: dict[str, Any] = {"locale": record.locale, "style": style, "followups": followups}
     edited = False
     if record.message_id is not None:
         message = channel.get_partial_message(record.message_id)
@@ -332,7 +335,7 @@ async def deliver_to_channel(
             await edit_message(message, text, ping=ping, locale=record.locale, attachments=files, view=view)
 
         with contextlib.suppress(discord.NotFound):  # the status message may have been deleted meanwhile
-            await post_result(edit, record.id, content, parts, locale=record.locale, style=style)
+            await post_result(edit, record.id, content, parts, **shown)
             edited = True
     if not edited:
 
@@ -341,9 +344,11 @@ async def deliver_to_channel(
                 channel, text, ping=ping, locale=record.locale, files=files, nonce=record.id[:25], view=view
             )
 
-        await post_result(send, record.id, content, parts, locale=record.locale, style=style)
+        await post_result(send, record.id, content, parts, **shown)
+    more: list[int] = []
     for index, batch in enumerate(parts[1:], start=1):
-        await channel_send(channel, files=as_files(batch), nonce=f"{record.id[:22]}-{index:02d}")
+        more.append((await channel_send(channel, files=as_files(batch), nonce=f"{record.id[:22]}-{index:02d}")).id)
+    return more
 
 
 async def tell_in_channel(channel: discord.PartialMessageable, record: JobRecord, text: str) -> None:

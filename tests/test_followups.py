@@ -360,3 +360,38 @@ async def test_a_variation_of_an_image_to_image_command_takes_the_chosen_output_
     assert first["1"]["inputs"]["image"] == "discord-bot/holiday.png"
     assert second["1"]["inputs"]["image"] == "discord-bot/upscaled_00001_.png"  # the output, not the member's file
     assert second["2"]["inputs"]["scale_by"] == 3.0  # the options are kept
+
+
+async def test_a_result_delivered_after_a_restart_has_working_follow_ups_and_delete(start: Start, folder: Path) -> None:
+    graph = json.loads((folder / "image.json").read_text(encoding="utf-8"))
+    graph["5"]["inputs"]["batch_size"] = 12  # ten files a message: the result takes two
+    (folder / "image.json").write_text(json.dumps(graph), encoding="utf-8")
+    world = await start(workflows=folder)
+    world.comfy.node_delay = 0.1
+    it = await world.discord.invoke_slash("image", {"prompt": "twelve cats"})
+    await world.comfy.wait_for(lambda: bool(world.comfy.queue_snapshot()[0]))  # running on ComfyUI
+    world.comfy.pause()
+    world.comfy.node_delay = 0.0
+    [job_id] = [p["prompt_id"] for p in world.prompts()]
+    await world.stop_bot()
+    world.comfy.resume()
+    await world.comfy.wait_for(lambda: job_id in world.comfy.history)  # the job ends while the bot is down
+    await world.start_bot()
+    await world.discord.wait_for(lambda: not world.bot.active_jobs and len(attached(world)) == 2, timeout=15)
+    message = world.discord.messages[it.original_id]  # the status message became the result
+    [more] = [m for m in attached(world) if m is not message]
+    assert [len(message["attachments"]), len(more["attachments"])] == [10, 2]
+    labels = buttons(message)
+    assert list(labels) == ["Re-roll", "Details", "Delete", "U1", "U2", "U3", "U4", "V1", "V2", "V3", "V4"]
+    assert labels["U2"] == f"fu:upscale:{job_id}:1"
+    upscaled = await finished(world, await clicked(world, message, "U2"))
+    assert world.prompts()[1]["prompt"]["1"]["inputs"]["image"] == "discord-bot/ComfyUI_00002_.png"
+    assert upscaled["content"].splitlines()[1] == "**image:** ComfyUI\\_00002\\_.png"
+    deleted = await clicked(world, message, "Delete")
+    await world.discord.wait_for(lambda: not {int(message["id"]), int(more["id"])} & set(world.discord.messages))
+    assert world.private_replies(deleted) == ["Deleted."]
+
+
+def attached(world: World) -> list[dict[str, Any]]:
+    """The messages carrying files."""
+    return [m for m in world.discord.messages.values() if m["attachments"]]
