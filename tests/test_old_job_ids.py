@@ -49,6 +49,8 @@ async def test_an_old_job_submitted_before_the_upgrade_is_resumed_and_its_button
         "Re-roll": f"job:reroll:{OLD_ID}",
         "Details": f"job:details:{OLD_ID}",
         "Delete": f"job:delete:{OLD_ID}",
+        "U1": f"fu:upscale:{OLD_ID}:0",  # /image's follow-ups, also for a job delivered after the restart
+        "V1": f"fu:variation:{OLD_ID}:0",
     }
     await wait_state(world, OLD_ID, JobState.DONE)
     details = await world.discord.click(int(message["id"]), buttons(message)["Details"])
