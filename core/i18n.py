@@ -138,8 +138,9 @@ def catalogue(code: str) -> Mapping[str, str]:
     }
 
 
+@functools.cache
 def templates(root: Path = ROOT) -> dict[str, str]:
-    """Every `Text("...")` template written in the bot's sources, with where it is first written."""
+    """Every `Text("...")` template written in the bot's sources, with where it is first written (read once)."""
     found: dict[str, str] = {}
     for source in SOURCES:
         path = root / source

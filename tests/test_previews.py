@@ -102,6 +102,7 @@ async def test_previews_turned_off_show_none(start: Start, tmp_path: Path, off_b
         binding.write_text(binding.read_text(encoding="utf-8").replace("[command]\n", "[command]\npreviews = false\n"))
     env = {"PREVIEW_SECONDS": "0" if off_by == "setting" else str(PREVIEW_SECONDS)}
     world = await previewing_world(start, workflows=folder, settings_env=env)
+    world.comfy.sampler_delay = 0.5  # nothing is shown whatever the pace: the 50 frames may come quickly
     it = await world.discord.invoke_slash("image", {"prompt": "a cat in the dark"})
     await finished(world, it, timeout=20)
 
