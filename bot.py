@@ -201,9 +201,7 @@ class ComfyBot(commands.Bot):
                     workflow=workflow,
                     followups=followups,
                 )
-            if more and (latest := await self.store.get(record.id)) is not None:
-                await self.store.update(latest, more_messages=more)  # for Delete
-            await self.engine.finish(record.id, JobState.DONE)
+            await self.engine.finish(record.id, JobState.DONE, more_messages=more)
         except BotError as exc:
             log.info("recovered job %s failed: %s | %s", record.id, exc.user_message, exc.detail or "")
             state = JobState.CANCELLED if isinstance(exc, JobCancelled) else JobState.FAILED

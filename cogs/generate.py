@@ -347,9 +347,7 @@ class Generate(commands.Cog):
             followups = await buttons.keep_followups(self.kept, workflow, values, result, locale=locale)
             screen = screen_for(self.bot.image_screen, interaction.channel)
             more = await message.finish(result, screen=screen, followups=followups)
-        if more and (latest := await self.bot.store.get(record.id)) is not None:
-            await self.bot.store.update(latest, more_messages=more)  # for Delete
-        await self.bot.engine.finish(record.id, JobState.DONE)
+        await self.bot.engine.finish(record.id, JobState.DONE, more_messages=more)
 
     # What job buttons need (discord_ui.buttons.JobActions)
 

@@ -134,7 +134,7 @@ class StubEngine:
         self.finished: list[tuple[str, Any]] = []
         self.limits = Limits(max_pending_per_member=2)
 
-    async def finish(self, job_id: str, state: Any, error: str | None = None) -> None:
+    async def finish(self, job_id: str, state: Any, error: str | None = None, *, more_messages: Any = ()) -> None:
         self.finished.append((job_id, state))
 
     async def run(self, workflow, values, on_progress=None, *, record=None) -> JobResult:

@@ -759,11 +759,17 @@ class Engine:
 
         return forward
 
-    async def finish(self, job_id: str, state: JobState, error: str | None = None) -> None:
-        """Record how a job ended once the member has its result (or its error): it is reported now."""
+    async def finish(
+        self, job_id: str, state: JobState, error: str | None = None, *, more_messages: Sequence[int] = ()
+    ) -> None:
+        """Record how a job ended once the member has its result (or its error): it is reported now.
+
+        `more_messages` are the ids of a result's further messages, for its Delete button.
+        """
         if self.store is not None and (record := await self.store.get(job_id)) is not None:
             stored = localize(error, record.locale) if error is not None else None
-            await self.store.update(record, state=state, error=stored, reported=True)
+            more = {"more_messages": list(more_messages)} if more_messages else {}
+            await self.store.update(record, state=state, error=stored, reported=True, **more)
 
     async def _end(self, record: JobRecord, error: BotError, gpu_seconds: float = 0.0) -> None:
         """Record a job that ends with `error` after running `gpu_seconds`: cancelled when asked for, else failed."""
