@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
-import sys
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -117,15 +117,29 @@ def write_blur_workflow(folder: Path) -> Path:
     return folder
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """Record the cases a property test generated on its report, which pytest-xdist carries to the summary."""
+    generated = getattr(getattr(item, "module", None), "GENERATED", None)  # a module's count of generated cases
+    before = dict(generated or {})
+    try:
+        return (yield)
+    finally:
+        if generated is not None:
+            item.user_properties.append(("generated", {k: v - before.get(k, 0) for k, v in generated.items()}))
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Print how much of the abuse suite ran: its tests and the cases its property tests generated."""
     reports = [r for r in terminalreporter.stats.get("passed", []) if "abuse" in r.keywords and r.when == "call"]
     failed = [r for r in terminalreporter.stats.get("failed", []) if "abuse" in r.keywords]
     if not reports and not failed:
         return
+    generated: Counter[str] = Counter()
+    for report in reports + failed:
+        for name, value in report.user_properties:
+            if name == "generated":
+                generated.update(value)
     counts = [f"{len(reports)} passed", f"{len(failed)} failed"]
-    for module in ("tests.test_bindings", "tests.test_protocol_fuzz"):
-        generated = getattr(sys.modules.get(module), "GENERATED", None)
-        if generated:
-            counts += [f"{value} {kind}" for kind, value in generated.items()]
+    counts += [f"{value} {kind}" for kind, value in generated.items() if value]
     terminalreporter.write_line("abuse suite: " + ", ".join(counts))

@@ -74,6 +74,7 @@ async def test_fifty_previews_in_two_seconds_make_a_few_paced_edits_and_the_last
 @pytest.mark.e2e
 async def test_previews_of_another_clients_prompt_are_ignored(start: Start) -> None:
     world = await previewing_world(start)
+    world.comfy.sampler_delay, world.comfy.node_delay = 1.0, 0.05  # two prompts in a row: no pacing is asserted
     graph = json.loads((WORKFLOWS / "image.json").read_text(encoding="utf-8"))
     # Another client's prompt without a client_id: ComfyUI broadcasts its (legacy, type 1) previews to every socket
     async with (
@@ -102,7 +103,8 @@ async def test_previews_turned_off_show_none(start: Start, tmp_path: Path, off_b
         binding.write_text(binding.read_text(encoding="utf-8").replace("[command]\n", "[command]\npreviews = false\n"))
     env = {"PREVIEW_SECONDS": "0" if off_by == "setting" else str(PREVIEW_SECONDS)}
     world = await previewing_world(start, workflows=folder, settings_env=env)
-    world.comfy.sampler_delay = 0.5  # nothing is shown whatever the pace: the 50 frames may come quickly
+    # Nothing is shown whatever the pace: the 50 frames and the nodes after them may come quickly
+    world.comfy.sampler_delay, world.comfy.node_delay = 0.5, 0.05
     it = await world.discord.invoke_slash("image", {"prompt": "a cat in the dark"})
     await finished(world, it, timeout=20)
 
@@ -115,7 +117,7 @@ async def test_previews_turned_off_show_none(start: Start, tmp_path: Path, off_b
 @pytest.mark.parametrize("ending", ["cancelled", "failed"])
 async def test_a_preview_is_removed_when_the_job_is_cancelled_or_fails(start: Start, ending: str) -> None:
     world = await previewing_world(start)
-    world.comfy.sampler_delay = 4.0
+    world.comfy.sampler_delay = 4.0 if ending == "cancelled" else 1.5  # cancelled while sampling, or failed after it
     if ending == "failed":
         world.comfy.fail_nodes = {"VAEDecode": ("RuntimeError", "out of memory")}
     it = await world.discord.invoke_slash("image", {"prompt": "a cat that never comes"})
