@@ -22,12 +22,12 @@ from core.errors import BotError, InvalidInput
 from core.i18n import localize
 from core.jobs.engine import Engine
 from core.jobs.store import JobRecord
-from core.servers import url_problem
 from core.text import cap
 from core.workflows import FILE_TYPES, Param, Workflow
 from core.workflows.model import MAX_TEXT_LENGTH
 from http_api.jobs import ApiJob, ApiJobs, api_user_id
 from http_api.openapi import document
+from http_api.webhooks import NOT_HTTP
 
 log = logging.getLogger(__name__)
 
@@ -208,8 +208,10 @@ async def submit_job(request: web.Request, owner: str) -> web.Response:
         known = ", ".join(sorted(request.app[API].workflows())) or "none"
         raise ApiError(404, "unknown_workflow", f"There is no workflow {cap(name, 100)!r}. Available: {known}.")
     webhook = body.get("webhook")
-    if webhook is not None and (not isinstance(webhook, str) or url_problem(webhook) is not None):
-        raise ApiError(400, "bad_request", '"webhook" must be an http:// or https:// address.')
+    if webhook is not None:
+        problem = await request.app[API].jobs.webhook_problem(webhook) if isinstance(webhook, str) else NOT_HTTP
+        if problem is not None:
+            raise ApiError(400, "bad_request", problem)
     key = request.headers.get(IDEMPOTENCY_KEY)
     if key is not None and not _KEY.fullmatch(key):
         raise ApiError(400, "bad_request", f"{IDEMPOTENCY_KEY} must be 1 to 200 visible ASCII characters.")
