@@ -26,6 +26,7 @@ from aiohttp.abc import AbstractResolver
 
 from core.errors import BotError, InvalidInput, JobCancelled
 from core.jobs.engine import Engine, JobResult, OutputFile, Progress, new_job_id, shown_values
+from core.jobs.limits import Reservation
 from core.jobs.store import SAFE_NAME, JobRecord, JobState, JobStore, StoreError
 from core.media import content_type
 from core.servers import redact_url
@@ -152,11 +153,18 @@ class ApiJobs:
         return task
 
     async def submit_once(
-        self, owner: str, key: str, workflow: Workflow, values: Mapping[str, Any], webhook: str | None = None
+        self,
+        owner: str,
+        key: str,
+        workflow: Workflow,
+        values: Mapping[str, Any],
+        *,
+        webhook: str | None = None,
+        reservation: Reservation | None = None,
     ) -> tuple[ApiJob | JobRecord, bool]:
         """The job `owner` submitted with Idempotency-Key `key` (also in an earlier run), or a new one.
 
-        Returns the job and whether it is new.
+        Returns the job and whether it is new (only a new one takes `reservation` over).
         """
         async with self._keys:
             job_id = await self.store.call(_job_of_key, api_user_id(owner), key)
@@ -164,13 +172,28 @@ class ApiJobs:
                 found = self.live.get(job_id) or await self.record(owner, job_id)
                 if found is not None:
                     return found, False
-            job = self.submit(owner, workflow, values, webhook)
+            job = self.submit(owner, workflow, values, webhook=webhook, reservation=reservation)
             await self.store.call(_remember_key, api_user_id(owner), key, job.id)
             return job, True
 
-    def submit(self, owner: str, workflow: Workflow, values: Mapping[str, Any], webhook: str | None = None) -> ApiJob:
-        """Reserve the token's place under the limits and start the job (no await: concurrent submits count)."""
-        reservation = self.engine.limits.reserve(api_user_id(owner), new_job_id())
+    def reserve(self, owner: str) -> Reservation:
+        """The token's place for a new job under the limits; InvalidInput says which limit refuses it."""
+        return self.engine.limits.reserve(api_user_id(owner), new_job_id())
+
+    def submit(
+        self,
+        owner: str,
+        workflow: Workflow,
+        values: Mapping[str, Any],
+        *,
+        webhook: str | None = None,
+        reservation: Reservation | None = None,
+    ) -> ApiJob:
+        """Start the job in its reserved place, reserved now if not given (no await: concurrent submits count).
+
+        The job's task releases the place when it ends.
+        """
+        reservation = reservation or self.reserve(owner)
         job = ApiJob(reservation.job_id, workflow.name, owner, created_at=reservation.created_at, webhook=webhook)
         self.live[job.id] = job
         record = JobRecord(
