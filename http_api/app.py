@@ -258,7 +258,7 @@ async def _file_parts(reader: MultipartReader, workflow: Workflow, folder: Path)
     while (part := await reader.next()) is not None:
         name = part.name if isinstance(part, BodyPartReader) else None
         param = workflow.param(name) if name else None
-        if name is None or param is None:
+        if not isinstance(part, BodyPartReader) or name is None or param is None:
             options = ", ".join(p.name for p in workflow.params if p.type in FILE_TYPES) or "none"
             raise ApiError(
                 400,
@@ -272,7 +272,6 @@ async def _file_parts(reader: MultipartReader, workflow: Workflow, folder: Path)
             )
         if name in files:
             raise ApiError(400, "bad_params", f"{name} is given twice.")
-        assert isinstance(part, BodyPartReader)  # a part with a name
         filename = part.filename
         if not filename:
             raise ApiError(400, "bad_params", f"{name} must be a file, e.g. curl -F {name}=@cat.png.")
