@@ -114,7 +114,7 @@ class ApiJobs:
         self.session = session  # for webhooks when they may reach private addresses (no check to make)
         # Without it: webhooks only to public addresses, checked at submit and on each connection (see webhooks)
         self.guard = None if allow_private else WebhookResolver(resolver)
-        self._webhooks: aiohttp.ClientSession | None = None  # the guarded session, made in start()
+        self._webhooks: aiohttp.ClientSession | None = None  # the guarded session, made when first needed
         self.webhook_secret = webhook_secret
         self.output_dir = output_dir
         self.keep_seconds = keep_hours * 3600
@@ -130,8 +130,6 @@ class ApiJobs:
                 state = record.state if record.state.finished else JobState.FAILED
                 await self.engine.finish(record.id, state, record.error if record.state.finished else RESTARTED)
         self._spawn(self._clean_regularly(), "api outputs cleaner")
-        if self.guard is not None:
-            self._webhooks = webhook_session(self.guard)
 
     async def close(self) -> None:
         """Stop the sweeper, the jobs' tasks and webhook calls (the jobs stay in the store as they are)."""
@@ -252,7 +250,10 @@ class ApiJobs:
         """POST the ended job to its webhook, signed; retried with backoff, and a last failure logged."""
         shown = redact_url(url)
         data = json.dumps(body).encode()
-        session = self._webhooks or self.session
+        session = self.session
+        if self.guard is not None:  # never the shared session: it would connect anywhere
+            self._webhooks = self._webhooks or webhook_session(self.guard)
+            session = self._webhooks
         # Checked again now: the connection's resolver checks the addresses of a name, this an IP literal's
         problem = literal_problem(url) if self.guard is not None else None
         if problem is not None:
