@@ -99,6 +99,8 @@ class Settings:
     http_api_tokens: tuple[ApiToken, ...] = ()
     http_api_output_dir: Path = Path("data/api-outputs")  # one folder per API job's files
     http_api_keep_hours: float = 24.0  # API outputs older than this are deleted
+    http_api_webhook_secret: str | None = field(default=None, repr=False)  # signs webhook calls; never shown
+    http_api_webhook_allow_private: bool = False  # webhooks may reach loopback/private addresses (a LAN)
     preview_seconds: float = 3.0  # PREVIEW_SECONDS: at most one preview edit per status message this often; 0: none
     followup_keep_hours: float = 24.0  # files kept for the buttons under a result (core.jobs.kept)
     result_view: Literal["gallery", "classic"] = "gallery"  # RESULT_VIEW: how a batch of pictures is posted
@@ -199,6 +201,19 @@ def load_settings(env: Mapping[str, str], *, require_token: bool) -> Settings:
     if api_port is not None and not text("HTTP_API_TOKENS"):
         problems.append("HTTP_API_PORT is set but HTTP_API_TOKENS is empty: add name:token pairs, or unset the port.")
 
+    webhook_secret = text("HTTP_API_WEBHOOK_SECRET") or None
+    if webhook_secret is not None and len(webhook_secret) < MIN_API_TOKEN:
+        problems.append(  # the value itself is never quoted back: it is a secret
+            f"HTTP_API_WEBHOOK_SECRET is shorter than {MIN_API_TOKEN} characters; make a long random one, "
+            'e.g. with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
+        )
+    allow_private = _flag(text("HTTP_API_WEBHOOK_ALLOW_PRIVATE"))
+    if allow_private is None:
+        problems.append(
+            "HTTP_API_WEBHOOK_ALLOW_PRIVATE must be true or false (default false); "
+            f"got {_shown(text('HTTP_API_WEBHOOK_ALLOW_PRIVATE'))}."
+        )
+
     result_view = text("RESULT_VIEW").lower() or "gallery"
     if result_view not in ("gallery", "classic"):
         problems.append(f"RESULT_VIEW must be gallery or classic (default gallery); got {_shown(text('RESULT_VIEW'))}.")
@@ -230,6 +245,8 @@ def load_settings(env: Mapping[str, str], *, require_token: bool) -> Settings:
         http_api_tokens=api_tokens,
         http_api_output_dir=Path(text("HTTP_API_OUTPUT_DIR") or "data/api-outputs"),
         http_api_keep_hours=float(numbers["HTTP_API_KEEP_HOURS"]),
+        http_api_webhook_secret=webhook_secret,
+        http_api_webhook_allow_private=bool(allow_private),
         preview_seconds=float(numbers["PREVIEW_SECONDS"]),
         followup_keep_hours=float(numbers["FOLLOWUP_KEEP_HOURS"]),
         result_view="classic" if result_view == "classic" else "gallery",
@@ -288,6 +305,16 @@ def _snowflake(raw: str, problem: str, problems: list[str]) -> int | None:
     if _SNOWFLAKE.fullmatch(raw) and int(raw) <= _MAX_SNOWFLAKE:
         return int(raw)
     problems.append(f"{problem}; got {_shown(raw)}.")
+    return None
+
+
+def _flag(raw: str) -> bool | None:
+    """A true/false setting (empty is false), or None when it is neither."""
+    lowered = raw.lower()
+    if lowered in ("", "false", "no", "0", "off"):
+        return False
+    if lowered in ("true", "yes", "1", "on"):
+        return True
     return None
 
 

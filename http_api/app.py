@@ -7,33 +7,45 @@ Chinese when Accept-Language asks for it.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import json
 import logging
 import math
 import re
+import tempfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, MultipartReader, web
 
 from core.config import ApiToken
 from core.errors import BotError, InvalidInput
 from core.i18n import localize
 from core.jobs.engine import Engine
+from core.jobs.limits import Reservation
 from core.jobs.store import JobRecord
-from core.servers import url_problem
 from core.text import cap
 from core.workflows import FILE_TYPES, Param, Workflow
-from core.workflows.model import MAX_TEXT_LENGTH
+from core.workflows.model import FILE_TOO_LARGE, MAX_TEXT_LENGTH, MAX_UPLOAD_BYTES, InputFile
 from http_api.jobs import ApiJob, ApiJobs, api_user_id
 from http_api.openapi import document
+from http_api.webhooks import NOT_HTTP
 
 log = logging.getLogger(__name__)
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
 _KEY = re.compile(r"[\x21-\x7e]{1,200}", re.ASCII)
-MAX_BODY = 1024 * 1024  # bytes of a request body: parameters only, no files
+MAX_BODY = 1024 * 1024  # bytes of a JSON body or of a multipart body's job part; files have their own cap
+MB = 1024 * 1024
+UPLOAD_CHUNK = 64 * 1024  # bytes of a file part read at a time
+JOB_PART = "job"
+NO_JOB_PART = (
+    f"A multipart body must start with a part named {JOB_PART} holding the job's JSON "
+    '({"workflow": NAME, "params": {...}}), then one part per file option.'
+)
 MAX_HISTORY_PAGE = 100
 MAX_ERROR_TEXT = 1000
 LANGUAGES = {"ja": "ja", "zh-cn": "zh-CN", "zh": "zh-CN", "zh-hans": "zh-CN"}  # Accept-Language tags we speak
@@ -198,8 +210,103 @@ def describe_nodes(workflow: Workflow) -> dict[str, Any]:
 
 
 async def submit_job(request: web.Request, owner: str) -> web.Response:
-    """POST /jobs {"workflow": NAME, "params": {...}}: 202 with the job, which runs in the background."""
+    """POST /jobs {"workflow": NAME, "params": {...}}: 202 with the job, which runs in the background.
+
+    With files: multipart/form-data, a part `job` holding that JSON first, then one part per file option.
+    """
+    key = request.headers.get(IDEMPOTENCY_KEY)
+    if key is not None and not _KEY.fullmatch(key):
+        raise ApiError(400, "bad_request", f"{IDEMPOTENCY_KEY} must be 1 to 200 visible ASCII characters.")
+    if request.content_type == "multipart/form-data":
+        return await _submit_with_files(request, owner, key)
     body = await _json_object(request)
+    return await _submit(request, owner, key, body, _workflow(request, body), files={}, reservation=None)
+
+
+async def _submit_with_files(request: web.Request, owner: str, key: str | None) -> web.Response:
+    """POST /jobs as multipart: each file streamed to disk under the size cap, in a place reserved beforehand."""
+    jobs = request.app[API].jobs
+    reservation = None
+    try:
+        # Before the first await: concurrent uploads of one token count against its limits, and one over them
+        # is refused before a byte of its files is written.
+        reservation = jobs.reserve(owner)
+    except InvalidInput as exc:
+        if key is None:
+            raise ApiError(429, "limit", exc.user_message) from None
+        # With a key, the job this key submitted before is the answer, if there is one: submit_once looks.
+    try:
+        jobs.output_dir.mkdir(parents=True, exist_ok=True)
+        # Under the output folder: on the disk the admin chose, and swept with it should the process die
+        with tempfile.TemporaryDirectory(prefix=".upload-", dir=jobs.output_dir) as folder:
+            reader = await request.multipart()
+            part = await reader.next()
+            if not isinstance(part, BodyPartReader) or part.name != JOB_PART:
+                raise ApiError(400, "bad_request", NO_JOB_PART)
+            body = _json_text(await _read_capped(part, MAX_BODY, f"The {JOB_PART} part"))
+            workflow = _workflow(request, body)
+            files = await _file_parts(reader, workflow, Path(folder))
+            return await _submit(request, owner, key, body, workflow, files=files, reservation=reservation)
+    finally:
+        if reservation is not None and reservation.job_id not in jobs.live:  # no job took the place over
+            reservation.release()
+
+
+async def _file_parts(reader: MultipartReader, workflow: Workflow, folder: Path) -> dict[str, InputFile]:
+    """The file parts after `job`, each checked as a Discord attachment is and streamed to `folder`."""
+    files: dict[str, InputFile] = {}
+    while (part := await reader.next()) is not None:
+        name = part.name if isinstance(part, BodyPartReader) else None
+        param = workflow.param(name) if name else None
+        if not isinstance(part, BodyPartReader) or name is None or param is None:
+            options = ", ".join(p.name for p in workflow.params if p.type in FILE_TYPES) or "none"
+            raise ApiError(
+                400,
+                "bad_request",
+                f"Unknown part {cap(name or '', 60)!r}: after the job part, send one part per file option of "
+                f"{workflow.name} ({options}).",
+            )
+        if param.type not in FILE_TYPES:
+            raise ApiError(
+                400, "bad_params", f"{name} is not a file option: give it in the job part's params, not as a part."
+            )
+        if name in files:
+            raise ApiError(400, "bad_params", f"{name} is given twice.")
+        filename = part.filename
+        if not filename:
+            raise ApiError(400, "bad_params", f"{name} must be a file, e.g. curl -F {name}=@cat.png.")
+        try:
+            param.coerce(InputFile(filename, b""))  # its type, from its name, before a byte is written
+        except InvalidInput as exc:
+            raise ApiError(400, "bad_params", exc.user_message) from None
+        path = folder / f"{len(files)}.part"
+        await _stream_to(part, path, name)
+        files[name] = InputFile(filename, await asyncio.to_thread(path.read_bytes))
+    return files
+
+
+async def _stream_to(part: BodyPartReader, path: Path, name: str) -> None:
+    """Write a part to `path` chunk by chunk; 413 as soon as it passes the size of a Discord attachment."""
+    size = 0
+    with path.open("wb") as out:
+        while chunk := await part.read_chunk(UPLOAD_CHUNK):
+            size += len(chunk)
+            if size > MAX_UPLOAD_BYTES:
+                raise ApiError(413, "too_large", FILE_TOO_LARGE.format(option=name, megabytes=MAX_UPLOAD_BYTES // MB))
+            out.write(chunk)
+
+
+async def _read_capped(part: BodyPartReader, limit: int, what: str) -> bytes:
+    data = bytearray()
+    while chunk := await part.read_chunk(UPLOAD_CHUNK):
+        data += chunk
+        if len(data) > limit:
+            raise ApiError(413, "too_large", f"{what} must be at most {limit // 1024} KB.")
+    return bytes(data)
+
+
+def _workflow(request: web.Request, body: dict[str, Any]) -> Workflow:
+    """The workflow the body names; 400 without a name, 404 for one that is not in use."""
     name = body.get("workflow")
     if not isinstance(name, str) or not name:
         raise ApiError(400, "bad_request", 'Name the workflow: {"workflow": NAME, "params": {...}}.')
@@ -207,23 +314,42 @@ async def submit_job(request: web.Request, owner: str) -> web.Response:
     if workflow is None:
         known = ", ".join(sorted(request.app[API].workflows())) or "none"
         raise ApiError(404, "unknown_workflow", f"There is no workflow {cap(name, 100)!r}. Available: {known}.")
+    return workflow
+
+
+async def _submit(
+    request: web.Request,
+    owner: str,
+    key: str | None,
+    body: dict[str, Any],
+    workflow: Workflow,
+    *,
+    files: dict[str, InputFile],
+    reservation: Reservation | None,
+) -> web.Response:
+    """Check the job's options and start it (in `reservation`'s place if given): 202, or 200 for a known key."""
+    jobs = request.app[API].jobs
     webhook = body.get("webhook")
-    if webhook is not None and (not isinstance(webhook, str) or url_problem(webhook) is not None):
-        raise ApiError(400, "bad_request", '"webhook" must be an http:// or https:// address.')
-    key = request.headers.get(IDEMPOTENCY_KEY)
-    if key is not None and not _KEY.fullmatch(key):
-        raise ApiError(400, "bad_request", f"{IDEMPOTENCY_KEY} must be 1 to 200 visible ASCII characters.")
+    if webhook is not None:
+        problem = await jobs.webhook_problem(webhook) if isinstance(webhook, str) else NOT_HTTP
+        if problem is not None:
+            raise ApiError(400, "bad_request", problem)
     params = body.get("params", {})
     if not isinstance(params, dict):
         raise ApiError(400, "bad_params", '"params" must be an object of option names and values.')
     for option, value in params.items():
         param = workflow.param(option)
         if param is not None and param.type in FILE_TYPES:
-            raise ApiError(400, "bad_params", f"{option}: file options cannot be given through the API yet.")
+            raise ApiError(
+                400,
+                "bad_params",
+                f"{option} is a file: send the job as multipart/form-data with a part named {option} "
+                f"(curl -F 'job=...' -F {option}=@file).",
+            )
         if not isinstance(value, str | int | float | bool):
             raise ApiError(400, "bad_params", f"{cap(option, 100)} must be a string, a number or true/false.")
     try:
-        values = workflow.resolve(params)
+        values = workflow.resolve({**params, **files})
     except InvalidInput as exc:
         raise ApiError(400, "bad_params", exc.user_message) from None
     if "nodes" in body:
@@ -231,12 +357,11 @@ async def submit_job(request: web.Request, owner: str) -> web.Response:
     engine = request.app[API].engine
     if engine.servers and all(status.state == "down" for status in engine.server_status()):
         raise ApiError(503, "no_server", "No ComfyUI server is reachable right now; please try again later.")
-    jobs = request.app[API].jobs
     try:
         if key is None:
-            job, new = jobs.submit(owner, workflow, values, webhook), True
+            job, new = jobs.submit(owner, workflow, values, webhook=webhook, reservation=reservation), True
         else:
-            job, new = await jobs.submit_once(owner, key, workflow, values, webhook)
+            job, new = await jobs.submit_once(owner, key, workflow, values, webhook=webhook, reservation=reservation)
     except InvalidInput as exc:  # a limit: pending jobs, cooldown or a full queue
         raise ApiError(429, "limit", exc.user_message) from None
     if new:
@@ -279,9 +404,14 @@ def _kind_problem(current: Any, value: Any) -> str | None:
 
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
+    return _json_text(await request.read())
+
+
+def _json_text(raw: bytes) -> dict[str, Any]:
+    """A body (or the job part) as a JSON object; 400 when it is not one."""
     try:
-        body = await request.json()
-    except ValueError:
+        body = json.loads(raw)
+    except ValueError:  # UnicodeDecodeError too
         raise ApiError(400, "bad_request", "The body must be a JSON object.") from None
     if not isinstance(body, dict):
         raise ApiError(400, "bad_request", "The body must be a JSON object.")

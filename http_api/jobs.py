@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import re
 import shutil
@@ -21,13 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 
 from core.errors import BotError, InvalidInput, JobCancelled
 from core.jobs.engine import Engine, JobResult, OutputFile, Progress, new_job_id, shown_values
+from core.jobs.limits import Reservation
 from core.jobs.store import SAFE_NAME, JobRecord, JobState, JobStore, StoreError
 from core.media import content_type
 from core.servers import redact_url
 from core.workflows import Workflow
+from http_api.webhooks import WebhookResolver, literal_problem, signed_headers, webhook_problem, webhook_session
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +105,17 @@ class ApiJobs:
         *,
         keep_hours: float = 24.0,
         webhook_backoff: float = WEBHOOK_BACKOFF,
+        webhook_secret: str | None = None,
+        allow_private: bool = False,
+        resolver: AbstractResolver | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
-        self.session = session  # for webhooks
+        self.session = session  # for webhooks when they may reach private addresses (no check to make)
+        # Without it: webhooks only to public addresses, checked at submit and on each connection (see webhooks)
+        self.guard = None if allow_private else WebhookResolver(resolver)
+        self._webhooks: aiohttp.ClientSession | None = None  # the guarded session, made when first needed
+        self.webhook_secret = webhook_secret
         self.output_dir = output_dir
         self.keep_seconds = keep_hours * 3600
         self.webhook_backoff = webhook_backoff
@@ -126,6 +137,12 @@ class ApiJobs:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._webhooks is not None:
+            await self._webhooks.close()  # closes the guard's resolver too
+
+    async def webhook_problem(self, url: str) -> str | None:
+        """Why `url` cannot be a webhook here (the client's message), or None."""
+        return await webhook_problem(url, self.guard)
 
     def _spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(work, name=name)
@@ -134,11 +151,18 @@ class ApiJobs:
         return task
 
     async def submit_once(
-        self, owner: str, key: str, workflow: Workflow, values: Mapping[str, Any], webhook: str | None = None
+        self,
+        owner: str,
+        key: str,
+        workflow: Workflow,
+        values: Mapping[str, Any],
+        *,
+        webhook: str | None = None,
+        reservation: Reservation | None = None,
     ) -> tuple[ApiJob | JobRecord, bool]:
         """The job `owner` submitted with Idempotency-Key `key` (also in an earlier run), or a new one.
 
-        Returns the job and whether it is new.
+        Returns the job and whether it is new (only a new one takes `reservation` over).
         """
         async with self._keys:
             job_id = await self.store.call(_job_of_key, api_user_id(owner), key)
@@ -146,13 +170,28 @@ class ApiJobs:
                 found = self.live.get(job_id) or await self.record(owner, job_id)
                 if found is not None:
                     return found, False
-            job = self.submit(owner, workflow, values, webhook)
+            job = self.submit(owner, workflow, values, webhook=webhook, reservation=reservation)
             await self.store.call(_remember_key, api_user_id(owner), key, job.id)
             return job, True
 
-    def submit(self, owner: str, workflow: Workflow, values: Mapping[str, Any], webhook: str | None = None) -> ApiJob:
-        """Reserve the token's place under the limits and start the job (no await: concurrent submits count)."""
-        reservation = self.engine.limits.reserve(api_user_id(owner), new_job_id())
+    def reserve(self, owner: str) -> Reservation:
+        """The token's place for a new job under the limits; InvalidInput says which limit refuses it."""
+        return self.engine.limits.reserve(api_user_id(owner), new_job_id())
+
+    def submit(
+        self,
+        owner: str,
+        workflow: Workflow,
+        values: Mapping[str, Any],
+        *,
+        webhook: str | None = None,
+        reservation: Reservation | None = None,
+    ) -> ApiJob:
+        """Start the job in its reserved place, reserved now if not given (no await: concurrent submits count).
+
+        The job's task releases the place when it ends.
+        """
+        reservation = reservation or self.reserve(owner)
         job = ApiJob(reservation.job_id, workflow.name, owner, created_at=reservation.created_at, webhook=webhook)
         self.live[job.id] = job
         record = JobRecord(
@@ -208,12 +247,26 @@ class ApiJobs:
             self._spawn(self._call_webhook(job.webhook, self.describe(job)), f"webhook of api job {job.id}")
 
     async def _call_webhook(self, url: str, body: dict[str, Any]) -> None:
-        """POST the ended job to its webhook; retried with backoff, and a last failure logged."""
+        """POST the ended job to its webhook, signed; retried with backoff, and a last failure logged."""
         shown = redact_url(url)
+        data = json.dumps(body).encode()
+        session = self.session
+        if self.guard is not None:  # never the shared session: it would connect anywhere
+            self._webhooks = self._webhooks or webhook_session(self.guard)
+            session = self._webhooks
+        # Checked again now: the connection's resolver checks the addresses of a name, this an IP literal's
+        problem = literal_problem(url) if self.guard is not None else None
+        if problem is not None:
+            log.warning("webhook of api job %s to %s not called: %s", body["id"], shown, problem)
+            return
         for attempt in range(1, WEBHOOK_TRIES + 1):
             try:
-                async with self.session.post(
-                    url, json=body, timeout=aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT), allow_redirects=False
+                async with session.post(
+                    url,
+                    data=data,
+                    headers=signed_headers(self.webhook_secret, data),
+                    timeout=aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT),
+                    allow_redirects=False,  # a redirect could lead to an internal address
                 ) as response:
                     if response.status < 300:
                         return

@@ -55,7 +55,29 @@ def document() -> dict[str, Any]:
                     ],
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Submit"}}},
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Submit"}},
+                            "multipart/form-data": {
+                                "schema": {
+                                    "type": "object",
+                                    "description": "For file options (image, audio, video): the part job first, "
+                                    "then one part per file option, named by the option, with its file name",
+                                    "required": ["job"],
+                                    "properties": {
+                                        "job": {
+                                            "type": "string",
+                                            "contentMediaType": "application/json",
+                                            "description": "The same JSON as the application/json body",
+                                        }
+                                    },
+                                    "additionalProperties": {
+                                        "type": "string",
+                                        "contentMediaType": "application/octet-stream",
+                                    },
+                                },
+                                "encoding": {"job": {"contentType": "application/json"}},
+                            },
+                        },
                     },
                     "responses": {
                         "202": _answer("The new job", JOB),
@@ -63,6 +85,7 @@ def document() -> dict[str, Any]:
                         "400": ERROR,
                         "401": ERROR,
                         "404": ERROR,
+                        "413": ERROR,
                         "429": ERROR,
                         "503": ERROR,
                     },
@@ -155,7 +178,9 @@ def document() -> dict[str, Any]:
                         "webhook": {
                             "type": "string",
                             "format": "uri",
-                            "description": "POSTed the job once when it ends (retried 3 times)",
+                            "description": "POSTed the job once when it ends (retried 3 times); a public address "
+                            "only, unless the bot allows private ones; signed when the bot has a webhook secret "
+                            "(X-Webhook-Timestamp, X-Webhook-Signature: sha256=HMAC of timestamp.body)",
                         },
                     },
                 },

@@ -53,7 +53,15 @@ async def start_api(
 ) -> ApiServer:
     """Serve the API on HTTP_API_HOST:port with this engine and store; ConfigError when the port cannot be had."""
     port = port if port is not None else settings.http_api_port or DEFAULT_PORT
-    jobs = ApiJobs(engine, store, session, settings.http_api_output_dir, keep_hours=settings.http_api_keep_hours)
+    jobs = ApiJobs(
+        engine,
+        store,
+        session,
+        settings.http_api_output_dir,
+        keep_hours=settings.http_api_keep_hours,
+        webhook_secret=settings.http_api_webhook_secret,
+        allow_private=settings.http_api_webhook_allow_private,
+    )
     await jobs.start()
     runner = web.AppRunner(make_app(engine, jobs, workflows, settings.http_api_tokens), access_log=None)
     await runner.setup()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -72,8 +73,11 @@ def with_raw_inputs(tmp_path: Path) -> Path:
     return folder
 
 
-@pytest.fixture
-async def api(comfy: FakeComfyUI, tmp_path: Path, session: aiohttp.ClientSession) -> AsyncIterator[Api]:
+@contextlib.asynccontextmanager
+async def running_api(
+    comfy: FakeComfyUI, tmp_path: Path, session: aiohttp.ClientSession, **options: Any
+) -> AsyncIterator[Api]:
+    """An API on the fake ComfyUI; `options` go to ApiJobs (webhook_secret, allow_private, resolver)."""
     store = await JobStore(tmp_path / "jobs.sqlite3").open()
     engine = Engine(
         session,
@@ -85,7 +89,7 @@ async def api(comfy: FakeComfyUI, tmp_path: Path, session: aiohttp.ClientSession
         max_pending_per_member=2,
     )
     engine.start()
-    jobs = ApiJobs(engine, store, session, tmp_path / "api-outputs", webhook_backoff=0.01)
+    jobs = ApiJobs(engine, store, session, tmp_path / "api-outputs", webhook_backoff=0.01, **options)
     await jobs.start()
     workflows = load_catalog(with_raw_inputs(tmp_path)).workflows
     app = make_app(engine, jobs, lambda: workflows, TOKENS)
@@ -98,6 +102,19 @@ async def api(comfy: FakeComfyUI, tmp_path: Path, session: aiohttp.ClientSession
         await jobs.close()
         await engine.close()
         await store.close()
+
+
+@pytest.fixture
+async def api(comfy: FakeComfyUI, tmp_path: Path, session: aiohttp.ClientSession) -> AsyncIterator[Api]:
+    async with running_api(comfy, tmp_path, session) as running:
+        yield running
+
+
+@pytest.fixture
+async def lan_api(comfy: FakeComfyUI, tmp_path: Path, session: aiohttp.ClientSession) -> AsyncIterator[Api]:
+    """The API with HTTP_API_WEBHOOK_ALLOW_PRIVATE=true: webhooks may reach this machine's test receivers."""
+    async with running_api(comfy, tmp_path, session, allow_private=True) as running:
+        yield running
 
 
 UNAUTHORIZED = {"error": {"code": "unauthorized", "message": "Send your API token as: Authorization: Bearer <token>."}}
@@ -360,7 +377,8 @@ async def test_the_idempotency_key_survives_a_restart(api: Api, tmp_path: Path, 
     assert (found.id, new) == (job["id"], False)
 
 
-async def test_the_webhook_is_called_once_after_failures(api: Api, comfy: FakeComfyUI) -> None:
+async def test_the_webhook_is_called_once_after_failures(lan_api: Api, comfy: FakeComfyUI) -> None:
+    api = lan_api
     calls: list[dict[str, Any]] = []
 
     async def hook(request: web.Request) -> web.Response:
@@ -384,7 +402,10 @@ async def test_the_webhook_is_called_once_after_failures(api: Api, comfy: FakeCo
     )
 
 
-async def test_a_webhook_that_never_answers_is_given_up_and_logged(api: Api, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_webhook_that_never_answers_is_given_up_and_logged(
+    lan_api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    api = lan_api
     status, job = await api.submit(workflow="image", params={"prompt": "a"}, webhook="http://127.0.0.1:9/hook")
     assert status == 202
     await api.until_ended(job["id"])
