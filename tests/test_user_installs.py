@@ -83,12 +83,16 @@ async def test_a_members_limit_holds_across_a_server_and_a_dm_at_once(start: Sta
 
     await world.discord.wait_for(lambda: all(answered(it) for it in sent))
     refused = [world.private_replies(it) for it in sent if world.private_replies(it)]
-    assert refused == [
-        [
-            "You already have 1 job(s) waiting or running; the limit is 1. Please wait for one to finish, "
-            "or cancel one with /cancel."
+    assert (
+        refused
+        == [
+            [
+                "You already have 1 job(s) waiting or running; the limit is 1. Please wait for one to finish, "
+                "or cancel one with /cancel."
+            ]
         ]
-    ] * 2
+        * 2
+    )
     await asyncio.sleep(0.2)
     world.comfy.resume()
     [running] = [it for it in sent if not world.private_replies(it)]
