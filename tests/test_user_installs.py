@@ -98,3 +98,24 @@ async def test_a_members_limit_holds_across_a_server_and_a_dm_at_once(start: Sta
     [running] = [it for it in sent if not world.private_replies(it)]
     await finished(world, running)
     assert len(world.prompts()) == 1
+
+
+async def test_a_job_that_outlives_the_token_in_a_group_dm_says_so_before_it_is_cut_off(
+    start: Start, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("discord_ui.status.TOKEN_LIFETIME", 0.3)  # the bot's margin before the token's 0.6 s
+    world, group = await with_user_install(start, token_ttl=0.6)
+    world.comfy.node_delay = 0.15  # the job takes about a second
+    it = await world.discord.invoke_slash("image", {"prompt": "a slow cat"}, context=PRIVATE_CHANNEL, channel_id=group)
+    cut_off = (
+        f"**/image** for <@{it.user['id']}>\n"
+        "Discord lets the bot answer here for 15 minutes only, and this job is not done yet: its result cannot be "
+        "posted here. Cancel it, and run long jobs in a server with the bot or in a DM with the bot."
+    )
+    await world.discord.wait_for(lambda: it.original is not None and it.original["content"] == cut_off)
+    await world.discord.wait_for(lambda: any("not posted" in r.getMessage() for r in caplog.records), timeout=10)
+
+    assert it.original is not None and it.original["content"] == cut_off  # the last word: nothing replaced it
+    assert len(world.prompts()) == 1
+    assert bot_token_requests(world, group) == []  # the bot's own token was never tried where it cannot reach
+    assert [r.status for r in it.requests if r.status == 401] == []  # nor the dead interaction token
