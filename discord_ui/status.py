@@ -296,10 +296,13 @@ class JobMessage:
         self.show(progress.describe(), queued=queued, preview=progress.preview if self.previews else None)
 
     async def _edit_progress(self, text: str, preview: bytes | None = None) -> None:
+        await self.edit_status(text, view=self._cancel_view(), preview=preview)
+
+    def _cancel_view(self) -> discord.ui.View | None:
         if self.view is None and self.job_id is not None:
             # Not before: a job done within first_delay never shows it. Labelled for the requester, who sees it.
             self.view = status_view(self.job_id, locale=self.interaction.locale)
-        await self.edit_status(text, view=self.view, preview=preview)
+        return self.view
 
     async def stop(self) -> None:
         """Drop a pending status edit (the result or an error message replaces it)."""
@@ -319,7 +322,8 @@ class JobMessage:
                     "its result cannot be posted", self.command, self.interaction.user.id, TOKEN_LIFETIME)  # fmt: skip
         text = self.under_header(CUT_OFF)
         with contextlib.suppress(discord.HTTPException):
-            await edit_original(self.interaction, text, view=self.view, **self._attachments(None, drop_preview=True))
+            view = self._cancel_view()  # a Cancel click brings a new interaction, which still reaches here
+            await edit_original(self.interaction, text, view=view, **self._attachments(None, drop_preview=True))
 
     async def cancelled(self) -> None:
         """Drop a pending status edit and mark the status message as cancelled."""

@@ -117,5 +117,34 @@ async def test_a_job_that_outlives_the_token_in_a_group_dm_says_so_before_it_is_
 
     assert it.original is not None and it.original["content"] == cut_off  # the last word: nothing replaced it
     assert len(world.prompts()) == 1
+    [[cancel]] = [row["components"] for row in it.original["components"]]
+    assert cancel["custom_id"].startswith("job:cancel:")  # the job can still be cancelled: see the next test
     assert bot_token_requests(world, group) == []  # the bot's own token was never tried where it cannot reach
     assert [r.status for r in it.requests if r.status == 401] == []  # nor the dead interaction token
+
+
+async def test_a_job_cut_off_in_a_group_dm_can_still_be_cancelled(
+    start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("discord_ui.status.TOKEN_LIFETIME", 0.3)
+    world, group = await with_user_install(start, token_ttl=0.6)
+    world.comfy.pause()
+    it = await world.discord.invoke_slash("image", {"prompt": "a slow cat"}, context=PRIVATE_CHANNEL, channel_id=group)
+    await world.discord.wait_for(lambda: it.original is not None and "15 minutes only" in it.original["content"])
+    assert it.original is not None
+    [[cancel]] = [row["components"] for row in it.original["components"]]
+    click = await world.discord.click(it.original_id or 0, cancel["custom_id"])
+    await world.discord.wait_for(lambda: bool(world.private_replies(click)))
+    assert world.private_replies(click) == ["Cancelling the job…"]  # through the click's own, fresh interaction
+    job_id = cancel["custom_id"].removeprefix("job:cancel:")
+
+    async def state() -> str | None:
+        record = await world.bot.store.get(job_id)
+        return record.state if record else None
+
+    for _ in range(100):
+        if await state() == "cancelled":
+            break
+        await asyncio.sleep(0.05)
+    assert await state() == "cancelled"
+    assert bot_token_requests(world, group) == []
