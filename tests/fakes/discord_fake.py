@@ -28,6 +28,11 @@ What is modelled (see the project's notes on testing against Discord, discord-te
 * login (``/users/@me``, ``/oauth2/applications/@me``, ``/gateway/bot``), the gateway (HELLO, heartbeat ACK,
   IDENTIFY -> READY + GUILD_CREATE, RESUME -> RESUMED with replay of missed events, REQUEST_GUILD_MEMBERS,
   zlib-stream compression when asked for), command sync with Discord's validation;
+* where commands are offered: a global command only in its ``contexts`` (null: servers and the bot's DM) and through
+  its ``integration_types`` (the guild's install, or a member's after ``install_for``), a guild's command only
+  there; elsewhere ``invoke_slash`` raises :class:`NotOffered`, as Discord never delivers it.  DM and group-DM
+  interactions (``context=BOT_DM`` / ``PRIVATE_CHANNEL``, ``add_private_channel``) carry ``user``, no member or
+  guild, ``context`` and ``authorizing_integration_owners``; the bot's own token cannot reach a group DM (403);
 * interactions: the 3 s initial-response deadline (``interaction_deadline``), the 15 min token lifetime
   (``token_ttl``), double acknowledgement, allowed callback types, ``with_response`` bodies, deferred responses
   whose first followup edits ``@original``, modals, components, autocomplete;
