@@ -33,6 +33,7 @@ from discord_ui.messages import (
     SUBMITTING,
     UNKNOWN_MESSAGE,
     ReplyChannel,
+    bot_reaches,
     channel_send,
     edit_message,
     edit_original,
@@ -422,11 +423,8 @@ class JobMessage:
         return Lines((self.header, text))
 
     def _reachable(self) -> bool:
-        """Whether the bot's own token can post and edit where the command ran (once the interaction's is gone).
-
-        Not where the app acts only through a member's install: their group DMs, or a server without the bot.
-        """
-        return self.interaction.is_guild_integration() or self.interaction.context.dm_channel
+        """Whether the bot's own token can take over where the command ran, once the interaction's is gone."""
+        return bot_reaches(self.interaction)
 
     def _token_usable(self) -> bool:
         if not self.expired and (discord.utils.utcnow() - self.interaction.created_at).total_seconds() > TOKEN_LIFETIME:

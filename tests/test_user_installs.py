@@ -148,3 +148,15 @@ async def test_a_job_cut_off_in_a_group_dm_can_still_be_cancelled(
         await asyncio.sleep(0.05)
     assert await state() == "cancelled"
     assert bot_token_requests(world, group) == []
+
+
+async def test_delete_removes_a_result_in_a_group_dm_through_the_click(start: Start) -> None:
+    world, group = await with_user_install(start)
+    it = await world.discord.invoke_slash("image", {"prompt": "a dog"}, context=PRIVATE_CHANNEL, channel_id=group)
+    result = await finished(world, it)
+    delete = next(c["custom_id"] for row in result["components"] for c in row["components"] if c["label"] == "Delete")
+    click = await world.discord.click(int(result["id"]), delete)
+    await world.discord.wait_for(lambda: bool(world.private_replies(click)))
+    assert world.private_replies(click) == ["Deleted."]
+    assert int(result["id"]) not in world.discord.messages
+    assert bot_token_requests(world, group) == []  # through the click's token, the only one that reaches there
