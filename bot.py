@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import discord
+from discord import app_commands
 from discord.ext import commands
 from dotenv import load_dotenv
 
@@ -76,6 +77,10 @@ class ComfyBot(commands.Bot):
             tree_cls=BotTree,
             help_command=None,
             allowed_mentions=discord.AllowedMentions.none(),  # a safe default; discord_ui sets each message's
+            # Installed to a server or to a member's account, usable in servers, the bot's DMs and private
+            # channels; limits, quotas and the age restriction still apply. Admin commands: cogs.access.servers_only.
+            allowed_installs=app_commands.AppInstallationType(guild=True, user=True),
+            allowed_contexts=app_commands.AppCommandContext(guild=True, dm_channel=True, private_channel=True),
             **kwargs,
         )
         install_token_filter()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import discord
 from discord import app_commands
@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from bot import ComfyBot
 
 
+T = TypeVar("T")
+
 ADMINS_ONLY = Text("Only the bot's owner and members with the admin role can use /{command}.")
 
 
@@ -23,6 +25,15 @@ class NotAdmin(app_commands.CheckFailure):
 
     def __init__(self, command: str) -> None:
         super().__init__(ADMINS_ONLY.format(command=command))
+
+
+def servers_only(command: T) -> T:
+    """Offer an admin command only in the servers the app is installed to: never in DMs or through a member's install.
+
+    Explicitly off, not only left out: the bot's tree offers every other command everywhere (see bot.py).
+    """
+    command = app_commands.allowed_contexts(guilds=True, dms=False, private_channels=False)(command)
+    return app_commands.allowed_installs(guilds=True, users=False)(command)
 
 
 async def is_admin(interaction: discord.Interaction[Any]) -> bool:

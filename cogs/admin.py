@@ -8,7 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.access import admin_only
+from cogs.access import admin_only, servers_only
 from core.i18n import Lines, Text, localize
 from core.jobs.server_view import servers_report
 from core.workflows import Param, ParamType, Workflow
@@ -44,6 +44,7 @@ class Admin(commands.Cog):
 
     @app_commands.command(name="reload", description="Re-read the workflows folder, check it and update the commands")
     @app_commands.default_permissions(manage_guild=True)
+    @servers_only
     @app_commands.check(admin_only)
     async def reload(self, interaction: discord.Interaction[Any]) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
@@ -52,6 +53,7 @@ class Admin(commands.Cog):
 
     @app_commands.command(name="workflows", description="List the workflow commands and their options")
     @app_commands.default_permissions(manage_guild=True)
+    @servers_only
     @app_commands.check(admin_only)
     async def workflows(self, interaction: discord.Interaction[Any]) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
@@ -63,6 +65,7 @@ class Admin(commands.Cog):
 
     @app_commands.command(name="servers", description="Show each ComfyUI server's state, load and what it can run")
     @app_commands.default_permissions(manage_guild=True)
+    @servers_only
     @app_commands.check(admin_only)
     async def servers(self, interaction: discord.Interaction[Any]) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)

@@ -169,11 +169,7 @@ class Generate(commands.Cog):
             description=workflow.description,
             callback=callback,
             nsfw=workflow.nsfw,
-            extras={WORKFLOW: workflow},  # for discord_ui.translator
-            # Installed to a server or to a member's account, and usable in servers, the bot's DMs and
-            # private channels; limits, quotas and the age restriction still apply (see invoke).
-            allowed_installs=app_commands.AppInstallationType(guild=True, user=True),
-            allowed_contexts=app_commands.AppCommandContext(guild=True, dm_channel=True, private_channel=True),
+            extras={WORKFLOW: workflow},  # for discord_ui.translator; where it is offered: bot.py's tree
         )
 
     def _completer(self, param: Param) -> Any:

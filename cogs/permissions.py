@@ -8,7 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.access import admin_only
+from cogs.access import admin_only, servers_only
 from cogs.admin import send_chunks
 from core.community.access import EVERY_COMMAND, CommandRule, command_label, describe
 from core.errors import InvalidInput
@@ -40,6 +40,7 @@ Who = discord.Member | discord.User | discord.Role
 
 
 @app_commands.default_permissions(manage_guild=True)
+@servers_only
 class Permissions(commands.GroupCog, group_name="access", group_description=DESCRIPTION):
     """Admins only; every change is logged with who made it."""
 

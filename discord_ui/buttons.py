@@ -28,7 +28,7 @@ from core.jobs.kept import KeptFiles
 from core.jobs.store import JobRecord
 from core.workflows import InputFile, Workflow
 from discord_ui.errors import report_error
-from discord_ui.messages import DELETED, JOB_STATES, cap, option_lines, respond
+from discord_ui.messages import DELETED, JOB_STATES, bot_reaches, cap, followup, option_lines, respond
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,6 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=JOB_BUT
             elif self.action == "delete":
                 if not await actions.may_manage(interaction, record.user_id):
                     raise InvalidInput(NOT_YOURS_TO_DELETE)
-                await respond(interaction, DELETED)
                 await delete_result(interaction, record)
             elif self.action == "rerun":
                 await actions.rerun(interaction, record)
@@ -213,7 +212,16 @@ async def keep_followups(
 
 
 async def delete_result(interaction: discord.Interaction[Any], record: JobRecord) -> None:
-    """Delete the clicked result message and the further ones its files took."""
+    """Delete the clicked result message and the further ones its files took, and say so privately."""
+    if not bot_reaches(interaction):
+        # Only the click's own token reaches here (a group DM): answered as an update of the clicked message, it
+        # may delete that message. The further ones belong to the command's token, long gone: they stay.
+        await interaction.response.defer()
+        with contextlib.suppress(discord.NotFound):  # two clicks at once
+            await interaction.delete_original_response()
+        await followup(interaction, DELETED, ephemeral=True)
+        return
+    await respond(interaction, DELETED)
     channel = interaction.channel
     messages: list[discord.PartialMessage | discord.Message] = []
     if interaction.message is not None:

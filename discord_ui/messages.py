@@ -101,6 +101,15 @@ def option_lines(values: Mapping[str, Any], workflow: Workflow | None) -> list[s
     return [Lines(("**", labels(name), ":** ", shown(value)), "") for name, value in values.items()]
 
 
+def bot_reaches(interaction: discord.Interaction[Any]) -> bool:
+    """Whether the bot's own token can post, edit and delete where `interaction` came from.
+
+    Not where the app acts only through a member's install (their group DMs, a server without the bot): there only
+    interaction tokens reach, each for 15 minutes.
+    """
+    return interaction.is_guild_integration() or interaction.context.dm_channel
+
+
 def header(command: str, user_id: int | None) -> str:
     """The first line of a job's message: which command, for whom."""
     return STATUS_HEADER.format(command=command, mention=f"<@{user_id}>" if user_id else SOMEONE)

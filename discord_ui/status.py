@@ -19,7 +19,7 @@ import discord
 from core.community.safety import ImageScreen
 from core.config import DEFAULT_MAX_IMAGE_PIXELS
 from core.errors import BotError
-from core.i18n import Lines
+from core.i18n import Lines, Text
 from core.jobs.engine import JobResult, OutputFile, Progress
 from core.workflows import Workflow
 from discord_ui.buttons import FollowupButton, status_view
@@ -33,6 +33,7 @@ from discord_ui.messages import (
     SUBMITTING,
     UNKNOWN_MESSAGE,
     ReplyChannel,
+    bot_reaches,
     channel_send,
     edit_message,
     edit_original,
@@ -45,6 +46,11 @@ log = logging.getLogger(__name__)
 
 TOKEN_LIFETIME = 14 * 60  # interaction tokens die at 15 minutes; switch to the bot token before that
 DEFAULT_PREVIEW_SECONDS = 3.0
+# Where only the interaction reaches (a group DM, a server without the bot): said once, before its token dies
+CUT_OFF = Text(
+    "Discord lets the bot answer here for 15 minutes only, and this job is not done yet: its result cannot be "
+    "posted here. Cancel it, and run long jobs in a server with the bot or in a DM with the bot."
+)
 
 
 class Edit(Protocol):
@@ -255,6 +261,8 @@ class JobMessage:
         # Show the server's preview images (not where results are screened: previews would skip the check)
         self.previews = previews
         self.previewed = False  # the status message carries a preview image, to be removed when the job ends
+        self._cut_off: asyncio.TimerHandle | None = None  # when to say CUT_OFF, if the bot cannot post here
+        self._cutting: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         """Answer the interaction with "thinking…" (or a channel message if it expired); note the message id."""
@@ -272,6 +280,7 @@ class JobMessage:
         # Discord names the "thinking" message in its answer to the defer: no second request to learn its id.
         message_id = answer.message_id if answer is not None else None
         self.message_id = message_id or (await self.interaction.original_response()).id
+        self._cut_off = asyncio.get_running_loop().call_later(TOKEN_LIFETIME, self._cut_off_soon)
 
     def attach(self, job_id: str) -> None:
         """Tie the message to its job: its Cancel button and its place in the scheduler."""
@@ -288,14 +297,34 @@ class JobMessage:
         self.show(progress.describe(), queued=queued, preview=progress.preview if self.previews else None)
 
     async def _edit_progress(self, text: str, preview: bytes | None = None) -> None:
+        await self.edit_status(text, view=self._cancel_view(), preview=preview)
+
+    def _cancel_view(self) -> discord.ui.View | None:
         if self.view is None and self.job_id is not None:
             # Not before: a job done within first_delay never shows it. Labelled for the requester, who sees it.
             self.view = status_view(self.job_id, locale=self.interaction.locale)
-        await self.edit_status(text, view=self.view, preview=preview)
+        return self.view
 
     async def stop(self) -> None:
         """Drop a pending status edit (the result or an error message replaces it)."""
+        if self._cut_off is not None:
+            self._cut_off.cancel()
         await self.scheduler.drop(self.job_id or str(id(self)))
+
+    def _cut_off_soon(self) -> None:
+        if not self._reachable():
+            self._cutting = asyncio.create_task(self._say_cut_off(), name=f"cut off {self.command}")
+
+    async def _say_cut_off(self) -> None:
+        """Say, while the token still works, that the result cannot come here; the token is not used after."""
+        self.expired = True  # first: a status edit on its way must not replace this one
+        await self.scheduler.drop(self.job_id or str(id(self)))
+        log.warning("/%s for %s: still running after %d s where only the interaction reaches; "
+                    "its result cannot be posted", self.command, self.interaction.user.id, TOKEN_LIFETIME)  # fmt: skip
+        text = self.under_header(CUT_OFF)
+        with contextlib.suppress(discord.HTTPException):
+            view = self._cancel_view()  # a Cancel click brings a new interaction, which still reaches here
+            await edit_original(self.interaction, text, view=view, **self._attachments(None, drop_preview=True))
 
     async def cancelled(self) -> None:
         """Drop a pending status edit and mark the status message as cancelled."""
@@ -308,6 +337,8 @@ class JobMessage:
         if not self._token_usable():
             log.info("/%s failed for %s: %s | %s", self.command, self.interaction.user.id,
                      error.user_message, error.detail or "")  # fmt: skip
+            if not self._reachable():
+                return  # CUT_OFF told the member
             text, locale = FAILED.format(reason=error.user_message), self.interaction.locale
             if not self.deleted and self.message_id is not None:
                 with contextlib.suppress(discord.NotFound):
@@ -342,6 +373,10 @@ class JobMessage:
 
         shown = {"locale": locale, "style": self.result_style, "followups": followups}
         if not await self._with_token(post_result(edit, result.job_id, content, batches, **shown)):
+            if not self._reachable():
+                log.warning("result of job %s not posted: Discord lets the bot answer only through the interaction "
+                            "there, and its token has expired", result.job_id)  # fmt: skip
+                return []
             await post_result(send, result.job_id, content, batches, **shown)
             await self.edit_status(RESULT_BELOW, view=None, drop_preview=True)
         more: list[int] = []
@@ -367,7 +402,7 @@ class JobMessage:
         if await self._with_token(edit):
             self.previewed = self.previewed and not drop_preview
             return
-        if self.message_id is not None and not self.deleted:
+        if self.message_id is not None and not self.deleted and self._reachable():
             try:
                 extra = self._attachments(preview, drop_preview)  # a File is spent once sent: a new one
                 await edit_message(self._partial(), content, locale=self.interaction.locale, view=view, **extra)
@@ -386,6 +421,10 @@ class JobMessage:
 
     def under_header(self, text: str) -> Lines:
         return Lines((self.header, text))
+
+    def _reachable(self) -> bool:
+        """Whether the bot's own token can take over where the command ran, once the interaction's is gone."""
+        return bot_reaches(self.interaction)
 
     def _token_usable(self) -> bool:
         if not self.expired and (discord.utils.utcnow() - self.interaction.created_at).total_seconds() > TOKEN_LIFETIME:

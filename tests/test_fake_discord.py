@@ -21,7 +21,7 @@ import pytest
 from discord import app_commands
 from discord.ext import commands
 
-from tests.fakes.discord_fake import FakeDiscord, start_bot, stop_bot
+from tests.fakes.discord_fake import BOT_DM, PRIVATE_CHANNEL, FakeDiscord, NotOffered, start_bot, stop_bot
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(65)  # 73 bytes with PNG magic
 
@@ -109,6 +109,20 @@ async def pick_fruit(interaction: discord.Interaction, current: str) -> list[app
     return [app_commands.Choice(name=f, value=f) for f in FRUITS if f.startswith(current)]
 
 
+@app_commands.command(description="Answer wherever the member is")
+@app_commands.allowed_installs(guilds=True, users=True)
+@app_commands.allowed_contexts(guilds=True, dms=True, private_channels=True)
+async def anywhere(interaction: discord.Interaction) -> None:
+    where = f"private channel {interaction.context.private_channel}, user install {interaction.is_user_integration()}"
+    await interaction.response.send_message(where, view=AgainView())
+
+
+@app_commands.command(description="Only in servers")
+@app_commands.guild_only()
+async def serveronly(interaction: discord.Interaction) -> None:
+    await interaction.response.send_message("in a server")
+
+
 @app_commands.command(description="Read an uploaded file")
 async def upload(interaction: discord.Interaction, file: discord.Attachment) -> None:
     data = await file.read()
@@ -126,7 +140,7 @@ class ExampleBot(commands.Bot):
         self.tree.error(self._on_tree_error)
 
     async def setup_hook(self) -> None:
-        for command in (echo, slow, later, pick, upload):
+        for command in (echo, slow, later, pick, upload, anywhere, serveronly):
             self.tree.add_command(command)
         self.tree.add_command(form, guild=discord.Object(self.guild_id))
 
@@ -209,7 +223,15 @@ async def test_connect_and_sync(env: Env) -> None:
         f"/applications/{fake.application_id}/commands",
         f"/applications/{fake.application_id}/guilds/{fake.guild_id}/commands",
     ]
-    assert sorted(c["name"] for c in fake.commands[None]) == ["echo", "later", "pick", "slow", "upload"]
+    assert sorted(c["name"] for c in fake.commands[None]) == [
+        "anywhere",
+        "echo",
+        "later",
+        "pick",
+        "serveronly",
+        "slow",
+        "upload",
+    ]
     assert [c["name"] for c in fake.commands[fake.guild_id]] == ["form"]
     assert fake.commands[fake.guild_id][0]["guild_id"] == str(fake.guild_id)
     fetched = await bot.tree.fetch_commands()
@@ -238,7 +260,7 @@ async def test_connect_and_sync(env: Env) -> None:
     assert errors["0"]["name"]["_errors"][0]["code"] == "APPLICATION_COMMAND_INVALID_NAME"
     assert errors["1"]["description"]["_errors"][0]["code"] == "BASE_TYPE_BAD_LENGTH"
     assert "required" in errors["2"]["options"]["1"]
-    assert len(fake.commands[None]) == 5  # unchanged
+    assert len(fake.commands[None]) == 7  # unchanged
 
     # a wrong token is refused like Discord does
     other = discord.Client(intents=discord.Intents.none())
@@ -545,3 +567,53 @@ async def test_start_bot_reports_a_dead_bot() -> None:
         slow_bot = commands.Bot(command_prefix=commands.when_mentioned, intents=discord.Intents.default())
         with pytest.raises(ValueError, match="guild_ready_timeout"):
             await start_bot(slow_bot, fake)
+
+
+async def test_commands_are_delivered_only_where_discord_offers_them(env: Env) -> None:
+    fake, bot = await env()
+    synced = {c["name"]: c for c in fake.commands[None]}
+    # As Discord stores them: contexts null when not given, integration_types [0] (guild install) by default
+    assert (synced["pick"]["contexts"], synced["pick"]["integration_types"]) == (None, [0])
+    assert (synced["serveronly"]["contexts"], synced["serveronly"]["integration_types"]) == ([0], [0])
+    assert (synced["anywhere"]["contexts"], synced["anywhere"]["integration_types"]) == ([0, 1, 2], [0, 1])
+    member, friend = fake.default_user, fake.make_user(name="friend")
+    group = fake.add_private_channel(member, friend)
+
+    with pytest.raises(NotOffered) as refused:
+        await fake.invoke_slash("serveronly", guild=False)
+    assert str(refused.value) == "Discord does not offer /serveronly in a DM with the bot: its contexts are [0]"
+    with pytest.raises(NotOffered) as refused:  # contexts null: servers and the bot's DM only
+        await fake.invoke_slash("pick", {"fruit": "apple"}, context=PRIVATE_CHANNEL, channel_id=group)
+    assert str(refused.value) == "Discord does not offer /pick in a private channel: its contexts are [0, 1]"
+    with pytest.raises(NotOffered) as refused:  # offered there, but only through an install to the member
+        await fake.invoke_slash("anywhere", context=PRIVATE_CHANNEL, channel_id=group)
+    assert str(refused.value) == (
+        "Discord does not offer /anywhere in a private channel to a member who has the app installed to "
+        "the server only: its integration_types are [0, 1]"
+    )
+    with pytest.raises(AssertionError, match="/form was never synced globally"):  # a guild's command
+        await fake.invoke_slash("form", guild=False)
+    assert fake.interactions == [] and bot.completed == []
+
+    fake.install_for(member)
+    it = await fake.invoke_slash("anywhere", context=PRIVATE_CHANNEL, channel_id=group)
+    await finished(fake, bot, "anywhere")
+    payload = it.payload
+    assert "guild_id" not in payload and "member" not in payload and payload["user"] == member
+    assert payload["context"] == 2 and payload["authorizing_integration_owners"] == {"1": member["id"]}
+    assert payload["channel"]["type"] == 3 and payload["app_permissions"] == "442368"
+    assert it.original is not None and it.original["channel_id"] == str(group)
+    assert it.original["content"] == "private channel True, user install True"  # as discord.py read the payload
+
+    click = await fake.click(it.original_id or 0, "echo:again", user=friend)
+    await finished(fake, bot, "echo:again")
+    assert click.payload["context"] == 2 and click.payload["authorizing_integration_owners"] == {"1": member["id"]}
+
+    in_dm = await fake.invoke_slash("anywhere", context=BOT_DM)
+    await fake.wait_for(lambda: bot.completed.count("anywhere") == 2)
+    assert in_dm.payload["authorizing_integration_owners"] == {"0": "0", "1": member["id"]}
+
+    # the bot is not in the group DM: its own token reaches nothing there
+    with pytest.raises(discord.Forbidden) as forbidden:
+        await bot.get_partial_messageable(group).send("hi")
+    assert (forbidden.value.status, forbidden.value.code) == (403, 50001)

@@ -28,6 +28,11 @@ What is modelled (see the project's notes on testing against Discord, discord-te
 * login (``/users/@me``, ``/oauth2/applications/@me``, ``/gateway/bot``), the gateway (HELLO, heartbeat ACK,
   IDENTIFY -> READY + GUILD_CREATE, RESUME -> RESUMED with replay of missed events, REQUEST_GUILD_MEMBERS,
   zlib-stream compression when asked for), command sync with Discord's validation;
+* where commands are offered: a global command only in its ``contexts`` (null: servers and the bot's DM) and through
+  its ``integration_types`` (the guild's install, or a member's after ``install_for``), a guild's command only
+  there; elsewhere ``invoke_slash`` raises :class:`NotOffered`, as Discord never delivers it.  DM and group-DM
+  interactions (``context=BOT_DM`` / ``PRIVATE_CHANNEL``, ``add_private_channel``) carry ``user``, no member or
+  guild, ``context`` and ``authorizing_integration_owners``; the bot's own token cannot reach a group DM (403);
 * interactions: the 3 s initial-response deadline (``interaction_deadline``), the 15 min token lifetime
   (``token_ttl``), double acknowledgement, allowed callback types, ``with_response`` bodies, deferred responses
   whose first followup edits ``@original``, modals, components, autocomplete;
@@ -75,7 +80,7 @@ import discord.http
 import yarl
 from aiohttp import BodyPartReader, WSMsgType, web
 
-__all__ = ["FakeDiscord", "Interaction", "Part", "Request", "start_bot", "stop_bot"]
+__all__ = ["FakeDiscord", "Interaction", "NotOffered", "Part", "Request", "start_bot", "stop_bot"]
 
 API_PREFIX = "/api/v10"
 DISCORD_EPOCH_MS = 1_420_070_400_000
@@ -100,6 +105,19 @@ ALLOWED_CALLBACKS: dict[int, frozenset[int]] = {
     IT_AUTOCOMPLETE: frozenset({CB_AUTOCOMPLETE}),
 }
 
+# where an interaction happens (its "context") and how the app is installed (a command's "integration_types"), from
+# https://discord.com/developers/docs/interactions/receiving-and-responding#interaction-object-interaction-context-types
+GUILD, BOT_DM, PRIVATE_CHANNEL = 0, 1, 2
+GUILD_INSTALL, USER_INSTALL = 0, 1
+# A command synced with no contexts is stored with "contexts": null and offered in servers and the bot's DM only
+# (discord-api-docs issue 6744); with "dm_permission": false, in servers only.
+DEFAULT_CONTEXTS, GUILD_ONLY_CONTEXTS = (GUILD, BOT_DM), (GUILD,)
+# What an app installed to a member's account may do where its bot is not present (DMs and group DMs of others):
+# ATTACH_FILES | EMBED_LINKS | MENTION_EVERYONE | USE_EXTERNAL_EMOJIS
+PRIVATE_APP_PERMISSIONS = str((1 << 15) | (1 << 14) | (1 << 17) | (1 << 18))
+
+CONTEXT_NAMES = {GUILD: "a server channel", BOT_DM: "a DM with the bot", PRIVATE_CHANNEL: "a private channel"}
+
 # message flags
 FLAG_SUPPRESS_EMBEDS, FLAG_EPHEMERAL, FLAG_LOADING = 1 << 2, 1 << 6, 1 << 7
 FLAG_SUPPRESS_NOTIFICATIONS, FLAG_COMPONENTS_V2 = 1 << 12, 1 << 15
@@ -121,6 +139,10 @@ EMBED_LIMITS = {"title": 256, "description": 4096}
 
 # --------------------------------------------------------------------------------------------------------------------
 # public records
+
+
+class NotOffered(AssertionError):
+    """Discord would not offer this command here, so it never delivers such an interaction."""
 
 
 @dataclass
@@ -367,6 +389,7 @@ class FakeDiscord:
         self.gateway_log: list[tuple[str, dict[str, Any]]] = []  # ("recv" | "send", frame)
         self.gateway_connections: list[dict[str, str]] = []  # the query of every gateway websocket connect
         self.ready_at: list[float] = []  # time.monotonic() when each READY had been sent
+        self.user_installs: set[int] = set()  # members who installed the app to their account (install_for)
 
         self.bot_user: dict[str, Any] = {
             "id": str(self.bot_user_id),
@@ -509,6 +532,25 @@ class FakeDiscord:
             if session.intents & INTENT_GUILD_MEMBERS:
                 self._dispatch_to(session, "GUILD_MEMBER_ADD", {**member, "guild_id": str(self.guild_id)})
         return user
+
+    def install_for(self, user: dict[str, Any]) -> None:
+        """The member installs the app to their account: its user-installable commands follow them everywhere."""
+        self.user_installs.add(int(user["id"]))
+
+    def add_private_channel(self, *users: dict[str, Any]) -> int:
+        """A group DM of these members (the bot is not in it): an app reaches it only through interactions."""
+        cid = self._ids.next()
+        self.channels[cid] = {
+            "id": str(cid),
+            "type": 3,
+            "flags": 0,
+            "last_message_id": None,
+            "recipients": list(users),
+            "owner_id": str(users[0]["id"]),
+            "name": None,
+            "icon": None,
+        }
+        return cid
 
     def cdn_url(self, attachment_id: int, filename: str) -> str:
         return f"{self.url}/cdn/attachments/{attachment_id}/{filename}"
@@ -1488,6 +1530,8 @@ class FakeDiscord:
         channel = self.channels.get(int(m.group("cid")))
         if channel is None:
             raise _ApiError(404, 10003, "Unknown Channel")
+        if channel["type"] == 3:  # a group DM of members: the bot is not in it, its token opens nothing there
+            raise _ApiError(403, 50001, "Missing Access")
         return channel
 
     def _channel_message(self, m: re.Match[str]) -> int:
@@ -1677,10 +1721,12 @@ class FakeDiscord:
         data: dict[str, Any],
         *,
         user: dict[str, Any] | None,
-        guild: bool = True,
+        context: int = GUILD,
+        owners: dict[str, str] | None = None,
         message: dict[str, Any] | None = None,
         channel_id: int | None = None,
     ) -> Interaction:
+        """An interaction as Discord sends it from `context` (`owners`: the installations that authorize it)."""
         assert self._live_sessions(), "no bot is connected to the fake gateway"
         user = user or self.default_user
         iid = self._ids.next()
@@ -1698,8 +1744,9 @@ class FakeDiscord:
             "entitlement_sku_ids": [],
             "attachment_size_limit": self.attachment_size_limit,
             "data": data,
+            "context": context,
         }
-        if guild:
+        if context == GUILD:
             member = self._members.get(int(user["id"])) or self._add_member(user)
             channel = self.channels[int(message["channel_id"]) if message else channel_id or self.channel_id]
             payload |= {
@@ -1709,17 +1756,25 @@ class FakeDiscord:
                 "channel_id": channel["id"],
                 "channel": {**channel, "permissions": ALL_PERMISSIONS},
                 "member": {**member, "permissions": ALL_PERMISSIONS},
-                "authorizing_integration_owners": {"0": str(self.guild_id)},
-                "context": 0,
+                "authorizing_integration_owners": owners or {str(GUILD_INSTALL): str(self.guild_id)},
             }
-        else:
+        elif context == BOT_DM:
             dm_id = int(message["channel_id"]) if message else self._dm_channel(user)
             payload |= {
                 "channel_id": str(dm_id),
                 "channel": {"id": str(dm_id), "type": 1, "flags": 0, "last_message_id": None, "recipients": [user]},
                 "user": user,
-                "authorizing_integration_owners": {"0": "0"},
-                "context": 1,
+                "authorizing_integration_owners": owners or {str(GUILD_INSTALL): "0"},
+            }
+        else:
+            cid = int(message["channel_id"]) if message else channel_id
+            assert cid is not None and self.channels[cid]["type"] == 3, "private channels: see add_private_channel"
+            payload |= {
+                "channel_id": str(cid),
+                "channel": self.channels[cid],
+                "user": user,
+                "app_permissions": PRIVATE_APP_PERMISSIONS,
+                "authorizing_integration_owners": owners or {str(USER_INSTALL): user["id"]},
             }
         if message is not None:
             payload["message"] = message
@@ -1788,22 +1843,42 @@ class FakeDiscord:
         self._dispatch("INTERACTION_CREATE", it.payload)
         self._touch()
 
-    def _find_command(self, name: str, guild: bool) -> dict[str, Any]:
+    def _find_command(self, name: str, context: int, user: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """The synced command `name` as Discord offers it to `user` in `context`, and the installations that
+        authorize it there (the interaction's authorizing_integration_owners); NotOffered where Discord would not."""
         top = name.split(maxsplit=1)[0]
-        scopes: list[int | None] = [self.guild_id, None] if guild else [None]
+        scopes: list[int | None] = [self.guild_id, None] if context == GUILD else [None]
         for scope in scopes:
             for command in self.commands.get(scope, []):
                 if command["name"] == top and command.get("type", 1) == 1:
-                    contexts = command.get("contexts")
-                    wanted = 0 if guild else 1
-                    if contexts is not None and wanted not in contexts:
-                        raise AssertionError(f"/{top} is not available in context {wanted} (contexts={contexts})")
-                    if not guild and command.get("dm_permission") is False:
-                        raise AssertionError(f"/{top} has dm_permission false")
-                    return command
-        where = "globally or to the guild" if guild else "globally"
+                    if scope is not None:  # a guild's command: only there, through the app installed to it
+                        return command, {str(GUILD_INSTALL): str(self.guild_id)}
+                    return command, self._authorizing(command, context, user)
+        where = "globally or to the guild" if context == GUILD else "globally"
         synced = {scope: [c["name"] for c in cmds] for scope, cmds in self.commands.items()}
         raise AssertionError(f"/{top} was never synced {where}; synced commands: {synced}")
+
+    def _authorizing(self, command: dict[str, Any], context: int, user: dict[str, Any]) -> dict[str, str]:
+        """The installations through which `user` has the global `command` in `context`; NotOffered if none."""
+        contexts = command.get("contexts")
+        if contexts is None:
+            contexts = list(GUILD_ONLY_CONTEXTS if command.get("dm_permission") is False else DEFAULT_CONTEXTS)
+        where = CONTEXT_NAMES[context]
+        if context not in contexts:
+            raise NotOffered(f"Discord does not offer /{command['name']} in {where}: its contexts are {contexts}")
+        installs = command.get("integration_types") or [GUILD_INSTALL]
+        owners: dict[str, str] = {}
+        if GUILD_INSTALL in installs and context != PRIVATE_CHANNEL:  # the bot is where a guild install reaches
+            owners[str(GUILD_INSTALL)] = str(self.guild_id) if context == GUILD else "0"
+        if USER_INSTALL in installs and int(user["id"]) in self.user_installs:
+            owners[str(USER_INSTALL)] = str(user["id"])
+        if not owners:
+            installed = "their account" if int(user["id"]) in self.user_installs else "the server only"
+            raise NotOffered(
+                f"Discord does not offer /{command['name']} in {where} to a member who has the app installed to "
+                f"{installed}: its integration_types are {installs}"
+            )
+        return owners
 
     def _resolve_path(self, command: dict[str, Any], name: str) -> tuple[list[str], list[dict[str, Any]]]:
         """Walk ``"group sub"`` to the leaf's option schema."""
@@ -1927,10 +2002,13 @@ class FakeDiscord:
         name: str,
         options: dict[str, Any] | None,
         attachments: dict[str, tuple[str, bytes]] | None,
-        guild: bool,
+        *,
+        context: int,
+        user: dict[str, Any],
         focused: str | None = None,
-    ) -> dict[str, Any]:
-        command = self._find_command(name, guild)
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """The interaction's data for `/name` with these options, and the installations authorizing it."""
+        command, owners = self._find_command(name, context, user)
         words, schema = self._resolve_path(command, name)
         resolved: dict[str, dict[str, Any]] = {}
         leaf = self._build_options(name, schema, options or {}, attachments or {}, resolved=resolved, focused=focused)
@@ -1944,7 +2022,7 @@ class FakeDiscord:
             data["resolved"] = resolved
         if command.get("guild_id"):
             data["guild_id"] = command["guild_id"]
-        return data
+        return data, owners
 
     async def invoke_slash(
         self,
@@ -1955,17 +2033,25 @@ class FakeDiscord:
         attachments: dict[str, tuple[str, bytes]] | None = None,
         guild: bool = True,
         channel_id: int | None = None,
+        context: int | None = None,
     ) -> Interaction:
-        """Send an APPLICATION_COMMAND interaction for a synced slash command (``"group sub"`` for subcommands)."""
-        data = self._command_data(name, options, attachments, guild)
-        it = self._new_interaction(IT_COMMAND, data, user=user, guild=guild, channel_id=channel_id)
+        """Send an APPLICATION_COMMAND interaction for a synced slash command (``"group sub"`` for subcommands).
+
+        `context` is where it is run: GUILD (the default, `channel_id` or the general channel), BOT_DM (also
+        ``guild=False``) or PRIVATE_CHANNEL (the group DM `channel_id`). Discord offers a command only where its
+        contexts and integration_types allow: elsewhere this raises NotOffered and sends nothing.
+        """
+        context = context if context is not None else GUILD if guild else BOT_DM
+        user = user or self.default_user
+        data, owners = self._command_data(name, options, attachments, context=context, user=user)
+        it = self._new_interaction(IT_COMMAND, data, user=user, context=context, owners=owners, channel_id=channel_id)
         self._send_interaction(it)
         return it
 
     async def autocomplete(self, name: str, options: dict[str, Any], focused: str) -> list[dict[str, Any]]:
         """Send an AUTOCOMPLETE interaction with ``focused`` marked and return the choices the bot answered."""
-        data = self._command_data(name, options, None, True, focused=focused)
-        it = self._new_interaction(IT_AUTOCOMPLETE, data, user=None)
+        data, owners = self._command_data(name, options, None, context=GUILD, user=self.default_user, focused=focused)
+        it = self._new_interaction(IT_AUTOCOMPLETE, data, user=None, owners=owners)
         self._send_interaction(it)
         await self.wait_for(lambda: it.callback is not None)
         callback = it.callback
@@ -1988,10 +2074,19 @@ class FakeDiscord:
             data["values"] = list(values or [])
         elif values is not None:
             raise AssertionError(f"component {custom_id!r} is not a select menu")
-        guild = int(message["channel_id"]) in self.channels and self.channels[int(message["channel_id"])]["type"] != 1
-        it = self._new_interaction(IT_COMPONENT, data, user=user, guild=guild, message=message)
+        context, owners = self._message_context(message)
+        it = self._new_interaction(IT_COMPONENT, data, user=user, context=context, owners=owners, message=message)
         self._send_interaction(it)
         return it
+
+    def _message_context(self, message: dict[str, Any]) -> tuple[int, dict[str, str] | None]:
+        """Where a click on `message` comes from, and the installations of the command that posted it."""
+        channel = self.channels.get(int(message["channel_id"]))
+        kind = channel["type"] if channel is not None else 0
+        context = BOT_DM if kind == 1 else PRIVATE_CHANNEL if kind == 3 else GUILD
+        meta = self._meta.get(int(message["id"]))
+        source = meta.interaction if meta is not None else None
+        return context, source.payload["authorizing_integration_owners"] if source is not None else None
 
     async def submit_modal(
         self, interaction: Interaction, values: dict[str, Any], *, user: dict[str, Any] | None = None
@@ -2058,8 +2153,15 @@ class FakeDiscord:
         if resolved:
             data["resolved"] = resolved
         message = self.messages.get(interaction.message_id) if interaction.message_id is not None else None
-        guild = "guild_id" in interaction.payload
-        it = self._new_interaction(IT_MODAL_SUBMIT, data, user=user or interaction.user, guild=guild, message=message)
+        it = self._new_interaction(
+            IT_MODAL_SUBMIT,
+            data,
+            user=user or interaction.user,
+            context=interaction.payload["context"],
+            owners=interaction.payload["authorizing_integration_owners"],
+            message=message,
+            channel_id=int(interaction.payload["channel_id"]),
+        )
         self._send_interaction(it)
         return it
 
