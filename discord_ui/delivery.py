@@ -184,7 +184,7 @@ def _upload_source(file: OutputFile) -> io.BytesIO | Path:
 
 
 class InMemory(io.BytesIO):
-    """An attachment's bytes, which aiohttp sends as they are (see _InMemoryPayload)."""
+    """An attachment's bytes, which aiohttp sends as they are (see _InMemoryPayload), freed once sent."""
 
     def __init__(self, data: bytes) -> None:
         super().__init__(data)
