@@ -329,7 +329,8 @@ async def measure(parts: set[str], scale: float, profile: cProfile.Profile | Non
     """Run bots against the fakes' process through `parts`; the figures.
 
     The 1,000 waiting jobs come before the load levels, whose 500 jobs in flight leave the process with
-    memory that would blur their RSS (how much is `rss_mb_after_500`); they are then run to the end. The 500 MB output gets a bot of its own.
+    memory that would blur their RSS (how much is `rss_mb_after_500`); they are then run to the end. The
+    500 MB output gets a bot of its own.
     """
     fakes = FakesProcess(SERVERS, PNG_PADDING)
     saved = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY

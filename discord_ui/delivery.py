@@ -195,7 +195,7 @@ class InMemory(io.BytesIO):
         # method: kept in the instance, that bound method is a reference cycle, which holds the bytes until
         # a full garbage collection (after 500 jobs in flight, ~500 MB). Dropping the stub does the same.
         if name == "close" and getattr(value, "__self__", None) is self:
-            self.__dict__.pop("close", None)
+            vars(self).pop("close", None)
             return
         super().__setattr__(name, value)
 
