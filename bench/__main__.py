@@ -12,7 +12,8 @@ event-loop lag measured here are the bot's alone. Parts, in order:
 - load: 1, 50, 200 and 500 jobs kept in flight; for every job the added latency (ComfyUI wrote the history
   -> Discord read the file; both `time.monotonic()`, CLOCK_MONOTONIC, system-wide on Linux); per level the
   jobs/s while the load was held, the loop lag p99 (a 10 ms sleep sampled all along), and this process's
-  CPU time per job; at 1 in flight, Discord REST requests per job;
+  CPU time per job; at 1 in flight, Discord REST requests per job; once the 500 in flight are done, RSS (what
+  the level leaves held: it should go back near the idle bot's);
 - big: RSS growth while one 500 MB PNG is downloaded and delivered (fitted to Discord's 10 MB limit);
 - soak (bench/soak.py): --soak-jobs jobs over 16 fake servers that drop and restart, keys soak_*.
 
@@ -224,6 +225,10 @@ class Bench:
             self.figures["rest_requests_per_job_p50_by_token"] = percentile(result["token_requests"], 50)
         if in_flight == 200:
             self.figures["bot_cpu_ms_per_job"] = self.figures["bot_cpu_ms_per_job_200"]
+        if in_flight == 500:
+            await self.settle()
+            await asyncio.sleep(0.5)  # the last status edits and store writes of the level
+            self.figures["rss_mb_after_500"] = soak.rss_mb() or math.nan
 
     async def big(self) -> None:
         await self.settle()
@@ -324,7 +329,8 @@ async def measure(parts: set[str], scale: float, profile: cProfile.Profile | Non
     """Run bots against the fakes' process through `parts`; the figures.
 
     The 1,000 waiting jobs come before the load levels, whose 500 jobs in flight leave the process with
-    memory that would blur their RSS; they are then run to the end. The 500 MB output gets a bot of its own.
+    memory that would blur their RSS (how much is `rss_mb_after_500`); they are then run to the end. The
+    500 MB output gets a bot of its own.
     """
     fakes = FakesProcess(SERVERS, PNG_PADDING)
     saved = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY

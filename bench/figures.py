@@ -54,6 +54,7 @@ GOALS: tuple[Goal, ...] = (
     Goal("added_latency_p50_ms_200", "<=", 10, "ms", "added latency p50, 200 in flight"),
     Goal("rss_growth_mb_500mb_output", "<", 64, "MB", "RSS growth while one 500 MB output is delivered"),
     Goal("rss_mb_1000_queued", "<=", 256, "MB", "RSS with 1,000 jobs waiting", "bench"),
+    Goal("rss_mb_after_500", "<=", 256, "MB", "RSS once the 500 in flight are done", "bench"),
     Goal("cpu_pct_1000_queued", "<", 1, "%", "CPU with 1,000 jobs waiting"),
     Goal("idle_requests_per_s", "<=", 0.1, "req/s", "HTTP requests per second, connected and idle", "bench"),
     Goal("rest_requests_per_job", "<=", 3, "req", "Discord REST requests per job that did not wait"),

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import functools
 import heapq
-import io
 import logging
 import math
 import time
@@ -23,7 +22,7 @@ from core.i18n import Lines, Text
 from core.jobs.engine import JobResult, OutputFile, Progress
 from core.workflows import Workflow
 from discord_ui.buttons import FollowupButton, status_view
-from discord_ui.delivery import ResultView, as_files, post_result, result_messages
+from discord_ui.delivery import InMemory, ResultView, as_files, post_result, result_messages
 from discord_ui.errors import report_error
 from discord_ui.messages import (
     CANCELLED,
@@ -414,7 +413,7 @@ class JobMessage:
     def _attachments(self, preview: bytes | None, drop_preview: bool) -> dict[str, Any]:
         """The attachments of a status edit: the preview image, none (a preview shown goes), or unchanged."""
         if preview is not None:
-            return {"attachments": [discord.File(io.BytesIO(preview), filename=preview_name(preview))]}
+            return {"attachments": [discord.File(InMemory(preview), filename=preview_name(preview))]}
         if drop_preview and self.previewed:
             return {"attachments": []}
         return {}

@@ -18,6 +18,7 @@ REQUIRED = {
     "added_latency_p50_ms_200",
     "rss_growth_mb_500mb_output",
     "rss_mb_1000_queued",
+    "rss_mb_after_500",
     "cpu_pct_1000_queued",
     "idle_requests_per_s",
     "rest_requests_per_job",

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import gc
 import itertools
 import logging
 import math
 import re
+import weakref
 from collections import defaultdict
 from pathlib import Path
 from types import SimpleNamespace
@@ -298,6 +300,23 @@ async def test_an_attachment_in_memory_is_sent_in_one_write_without_a_copy() -> 
 
     await payload.write(Writer())  # type: ignore[arg-type]
     assert [w is data for w in writes] == [True]
+
+
+def test_an_attachment_in_memory_is_freed_once_sent_without_waiting_for_the_garbage_collector() -> None:
+    data = b"\x89PNG" + bytes(2**20)
+    [attachment] = as_files([OutputFile("a.png", None, len(data), "9", data)])
+    fp = attachment.fp
+    gone = weakref.ref(fp)
+    attachment.close()  # what discord.py does once the request is over: it restores the file's own close
+    assert not fp.closed and "close" not in vars(fp)
+    fp.close()
+    assert fp.closed
+    gc.disable()  # the bytes must go with the last reference, not at some later full collection
+    try:
+        del attachment, fp
+        assert gone() is None
+    finally:
+        gc.enable()
 
 
 class AnsweredInteraction:
