@@ -104,14 +104,16 @@ def write_big_video(path: Path, megabytes: int) -> None:
     """
     second = noisy_clip(1280, 720, frames=24, fps=24, crf=0, rate=48000, turn=3, grain=1.0, seed=6)
     repeats = max(1, round(megabytes * MB / len(second)))
-    with av.open(io.BytesIO(second)) as source, av.open(str(path), "w", format="mp4") as out:
+    with av.open(io.BytesIO(second), "r") as source, av.open(str(path), "w", format="mp4") as out:
         copies = {s.index: out.add_stream_from_template(s) for s in (*source.streams.video, *source.streams.audio)}
-        packets = [p for p in source.demux() if p.dts is not None]
+        packets = [(p, p.pts, p.dts) for p in source.demux()]
         for repeat in range(repeats):
-            for packet in packets:
+            for packet, pts, dts in packets:
+                if pts is None or dts is None:
+                    continue  # the demuxer's empty flush packets
                 shift = round(repeat / packet.time_base)  # one second in this stream's units
                 copy = av.Packet(bytes(packet))
-                copy.pts, copy.dts = packet.pts + shift, packet.dts + shift
+                copy.pts, copy.dts = pts + shift, dts + shift
                 copy.time_base, copy.is_keyframe = packet.time_base, packet.is_keyframe
                 copy.stream = copies[packet.stream.index]
                 out.mux(copy)
@@ -126,6 +128,8 @@ def big_video(megabytes: int = 500, limit: int = 10 * MB) -> dict[str, float | b
             maker = multiprocessing.get_context("spawn").Process(target=write_big_video, args=(source, megabytes))
             maker.start()
             maker.join()
+            if maker.exitcode != 0:
+                raise RuntimeError(f"making the {megabytes} MB source failed (exit code {maker.exitcode})")
             size = source.stat().st_size
             baseline = RssSampler().now()
             with RssSampler() as rss:
