@@ -1,15 +1,21 @@
-"""Time `fit_file` on large generated outputs: `python -m bench.media`.
+"""Time `fit_file` on large generated outputs: `python -m bench.media [--big-video [MB]]`.
 
 Each case builds a file like the ComfyUI outputs that overflow Discord's limit (a 4096² upscale, a noisy
 4096² picture, an animated GIF, minutes of WAV, a near-lossless 720p clip with sound), then times one
 `fit_file` call on it in this process (wall clock, so libx264's own threads count). The last line printed
 is one JSON object with the seconds per case.
+
+`--big-video` instead fits one ~500 MB video on disk under 10 MiB and reports the wall time and the growth
+of this process's peak resident memory (goal < 64 MB: the file is streamed, never read whole). It takes
+minutes on two cores, so `python -m bench` leaves it out.
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
+import multiprocessing
 import random
 import tempfile
 import time
@@ -19,10 +25,12 @@ from pathlib import Path
 import av
 from PIL import Image, ImageFilter
 
+from bench.big_output import RssSampler
 from core.media import fit_file, human_size
 from tests.media_samples import noisy_clip
 
 MB = 2**20
+BIG_VIDEO_GOAL_MB = 64
 
 
 def _png(picture: Image.Image) -> bytes:
@@ -89,7 +97,66 @@ CASES: list[tuple[str, str, Callable[[], bytes], int]] = [
 ]
 
 
+def write_big_video(path: Path, megabytes: int) -> None:
+    """Write a ~`megabytes` MB MP4: one second of lossless 720p noise with a tone, repeated by stream copy.
+
+    Only that second is encoded (seconds of CPU); the copies are its packets again with later timestamps.
+    """
+    second = noisy_clip(1280, 720, frames=24, fps=24, crf=0, rate=48000, turn=3, grain=1.0, seed=6)
+    repeats = max(1, round(megabytes * MB / len(second)))
+    with av.open(io.BytesIO(second), "r") as source, av.open(str(path), "w", format="mp4") as out:
+        copies = {s.index: out.add_stream_from_template(s) for s in (*source.streams.video, *source.streams.audio)}
+        packets = [(p, p.pts, p.dts) for p in source.demux()]
+        for repeat in range(repeats):
+            for packet, pts, dts in packets:
+                if pts is None or dts is None:
+                    continue  # the demuxer's empty flush packets
+                shift = round(repeat / packet.time_base)  # one second in this stream's units
+                copy = av.Packet(bytes(packet))
+                copy.pts, copy.dts = pts + shift, dts + shift
+                copy.time_base, copy.is_keyframe = packet.time_base, packet.is_keyframe
+                copy.stream = copies[packet.stream.index]
+                out.mux(copy)
+
+
+def big_video(megabytes: int = 500, limit: int = 10 * MB) -> dict[str, float | bool | None]:
+    """Fit a ~`megabytes` MB video under `limit`; the wall time and this process's peak RSS growth."""
+    with tempfile.TemporaryDirectory(prefix="bench-big-video-") as folder:
+        source = Path(folder) / "source"  # the bot fits the temporary file an output was downloaded to
+        try:
+            # Made in a child process, so its buffers are not in this process's memory when it is measured
+            maker = multiprocessing.get_context("spawn").Process(target=write_big_video, args=(source, megabytes))
+            maker.start()
+            maker.join()
+            if maker.exitcode != 0:
+                raise RuntimeError(f"making the {megabytes} MB source failed (exit code {maker.exitcode})")
+            size = source.stat().st_size
+            baseline = RssSampler().now()
+            with RssSampler() as rss:
+                start = time.perf_counter()
+                fitted = fit_file("ComfyUI_00001_.mp4", source, limit)
+                seconds = time.perf_counter() - start
+            outcome = "None" if fitted is None else f"{fitted.filename} {human_size(fitted.size)}: {fitted.note}"
+            print(f"big video {human_size(size)} -> {outcome}  [{seconds:.1f} s]")
+            return {
+                "big_video_mb": round(size / MB),
+                "big_video_fit_s": round(seconds, 1),
+                "rss_growth_mb_500mb_video_fit": round((rss.peak - baseline) / MB, 1),
+                "rss_growth_goal_mb": BIG_VIDEO_GOAL_MB,
+                "big_video_fitted": fitted is not None and fitted.size <= limit,
+            }
+        finally:
+            source.unlink(missing_ok=True)
+            source.with_name(source.name + ".fitted").unlink(missing_ok=True)
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--big-video", type=int, nargs="?", const=500, metavar="MB", help="fit one big video only")
+    args = parser.parse_args()
+    if args.big_video:
+        print(json.dumps(big_video(args.big_video)))
+        return
     figures: dict[str, float | None] = {}
     with tempfile.TemporaryDirectory(prefix="bench-media-") as folder:
         for key, filename, make, limit in CASES:

@@ -451,6 +451,7 @@ async def test_access_changes_rules_at_runtime_they_survive_a_restart_and_apply_
             "Every command: in any channel · for any member",
             f"✎ /image: in <#{g.art}> · for any member",
             "/music: in any channel · for any member",
+            "/music_extend: in any channel · for any member",
             "/upscale: in any channel · for any member",
         ]
     )

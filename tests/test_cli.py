@@ -84,7 +84,7 @@ async def test_run_music_batch_with_lyrics_from_a_file(
 async def test_run_refuses_bad_input_before_submitting(comfy: FakeComfyUI, capsys: pytest.CaptureFixture[str]) -> None:
     assert await bot_py(capsys, "run", "image", "prompt=   ", url=comfy.url) == (2, "", "prompt must not be empty.\n")
     code, _, err = await bot_py(capsys, "run", "movie", "prompt=x", url=comfy.url)
-    assert (code, err) == (2, "There is no workflow 'movie'. Available: image, music, upscale, video.\n")
+    assert (code, err) == (2, "There is no workflow 'movie'. Available: image, music, music_extend, upscale, video.\n")
     code, _, err = await bot_py(capsys, "run", "image", "prompt=x", "colour=red", url=comfy.url)
     assert (code, err) == (
         2,
@@ -302,7 +302,7 @@ async def test_check_names_both_missing_checkpoints(comfy: FakeComfyUI, capsys: 
     code, out, _ = await bot_py(capsys, "check", url=comfy.url)
     assert code == 1
     assert out.splitlines() == [
-        "Workflows in " + str(WORKFLOWS) + "/: 4 command(s) (/image, /music, /upscale, /video)",
+        "Workflows in " + str(WORKFLOWS) + "/: 5 command(s) (/image, /music, /music_extend, /upscale, /video)",
         f"Server {comfy.url}: reachable (ComfyUI 0.3.64, 496 node classes)",
         "  /image (image.json): 1 problem(s)",
         "    - “Load Checkpoint” (CheckpointLoaderSimple, node 4): input ckpt_name: "
@@ -310,9 +310,12 @@ async def test_check_names_both_missing_checkpoints(comfy: FakeComfyUI, capsys: 
         "  /music (music.json): 1 problem(s)",
         "    - “Load Checkpoint” (CheckpointLoaderSimple, node 74:40): input ckpt_name: "
         "'ace_step_v1_3.5b.safetensors' is not available on the server (it has none).",
+        "  /music_extend (music_extend.json): 1 problem(s)",
+        "    - “Load Checkpoint” (CheckpointLoaderSimple, node 1): input ckpt_name: "
+        "'ace_step_v1_3.5b.safetensors' is not available on the server (it has none).",
         "  /upscale (upscale.json): OK",
         "  /video (video.json): OK",
-        "2 problem(s) found.",
+        "3 problem(s) found.",
     ]
 
 
@@ -321,9 +324,10 @@ async def test_check_passes_when_the_server_has_everything(
 ) -> None:
     code, out, _ = await bot_py(capsys, "check", url=comfy.url)
     assert code == 0
-    assert out.splitlines()[-5:] == [
+    assert out.splitlines()[-6:] == [
         "  /image (image.json): OK",
         "  /music (music.json): OK",
+        "  /music_extend (music_extend.json): OK",
         "  /upscale (upscale.json): OK",
         "  /video (video.json): OK",
         "All good.",

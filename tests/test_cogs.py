@@ -192,6 +192,15 @@ def test_commands_have_discord_shaped_options(bot: ComfyBot) -> None:
             ("frames", 4, False),
             ("preset", 3, False),
         ],
+        "music_extend": [
+            ("tags", 3, True),
+            ("song", 11, False),
+            ("lyrics", 3, False),
+            ("lyrics_file", 11, False),
+            ("seconds", 4, False),
+            ("seed", 4, False),
+            ("preset", 3, False),
+        ],
         "upscale": [("image", 11, False), ("scale", 10, False), ("preset", 3, False)],
     }
     steps = cog.commands[0].to_dict(bot.tree)["options"][3]
@@ -432,8 +441,8 @@ async def test_servers_answer_fits_discord_with_sixteen_servers_and_long_errors(
     assert all(name == "followup" and kw["ephemeral"] and kw["allowed_mentions"] == NOBODY for name, kw in sent)
     assert all(len(kw["content"]) <= 2000 for _, kw in sent)
     lines = "\n".join(kw["content"] for _, kw in sent).splitlines()
-    # nothing lost between messages: summary, then per server 2 lines and one for each shipped command
-    assert len(lines) == 1 + 16 * 6
+    # nothing lost between messages: summary, then per server 2 lines, 4 commands' and a line for the rest
+    assert len(lines) == 1 + 16 * 7
     shown = "**boom** @everyone <@42> "  # the error on one line, capped at 200 characters, then escaped
     assert lines[1] == r"gpu\_00: down 42 s: \*\*boom\*\* @everyone <@42> " + "x" * (199 - len(shown)) + "…"
     assert lines[2] == r"  version unknown · queue unknown · jobs 0/4 · tags card=\*4090\*"
@@ -441,12 +450,9 @@ async def test_servers_answer_fits_discord_with_sixteen_servers_and_long_errors(
         "  cannot run /image: lacks: Node 3 uses KSampler, which this server does not have: a custom node, "
         "or a core node of a newer ComfyUI than this server's version"
     )
-    assert lines[5] == (
+    assert lines[6] == (
         "  cannot run /upscale: lacks: Node 1 “Load Image” uses LoadImage, which this server does not have: "
         "a custom node, or a core node of a newer ComfyUI than this server's version"
     )
-    assert lines[6] == (
-        "  cannot run /video: lacks: Node 1 “Load Diffusion Model” uses UNETLoader, which this server does not have: "
-        "a custom node, or a core node of a newer ComfyUI than this server's version"
-    )
+    assert lines[7] == "  …and 1 more command(s) it cannot run"  # /video: four commands' reasons a server at most
     assert len(sent) == 9  # about 1,000 characters a server at the caps: 16,000 in messages of at most 2,000

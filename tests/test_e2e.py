@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 async def test_commands_are_synced_to_the_development_guild(start: Start) -> None:
     world = await start()
     synced = world.discord.commands[world.discord.guild_id]
-    names = ["image", "music", "upscale", *BUILT_IN_COMMANDS]
+    names = ["image", "music", "music_extend", "upscale", *BUILT_IN_COMMANDS]
     assert [c["name"] for c in synced] == names
     assert [o["name"] for o in synced[1]["options"]] == ["tags", "lyrics", "lyrics_file", "duration", "seed", "preset"]
     assert None not in world.discord.commands  # nothing global while developing
@@ -45,8 +45,8 @@ async def test_a_restart_with_unchanged_commands_sends_no_sync_request(
         ("GET", "/oauth2/applications/@me"),
     ]
     target = f"guild {guild}" if dev_guild else "global"
-    assert f"13 command(s) unchanged since they were last synced ({target}); not syncing" in caplog.messages
-    assert "connected to Discord as FakeBot; 13 command(s) usable" in caplog.messages  # READY: what bench times
+    assert f"14 command(s) unchanged since they were last synced ({target}); not syncing" in caplog.messages
+    assert "connected to Discord as FakeBot; 14 command(s) usable" in caplog.messages  # READY: what bench times
     it = await world.discord.invoke_slash("queue")
     await world.discord.wait_for(lambda: bool(world.private_replies(it)))
     assert world.private_replies(it) == ["No job is waiting or running."]  # the default member owns the bot

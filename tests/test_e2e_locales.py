@@ -139,7 +139,7 @@ async def test_a_japanese_admin_reads_reload_and_workflows_in_japanese(start: St
 
     reload = await world.discord.invoke_slash("reload", user=admin)
     assert await private_text(world, reload) == (  # the e2e server has no Wan models: /video is skipped
-        "変更はありません。3 個のコマンドが有効です。\n"
+        "変更はありません。4 個のコマンドが有効です。\n"
         "スキップ：video.json：/video はスキップしました：「Load Diffusion Model」（UNETLoader、ノード 1）："
         "入力 unet_name：'wan2.1_t2v_1.3B_fp16.safetensors' はサーバーにありません（1 つもありません）。"
         "（ほか 2 件の問題があります。`python bot.py check` を実行してください）"

@@ -36,15 +36,16 @@ async def test_reload_adds_a_command_that_then_runs(start: Start, tmp_path: Path
     guild = world.discord.guild_id
     assert [c["name"] for c in world.discord.commands[guild]] == ["image", "upscale", *BUILT_IN_COMMANDS]
 
-    for suffix in (".json", ".toml"):
-        shutil.copy(WORKFLOWS / f"music{suffix}", folder / f"music{suffix}")
+    for name in ("music", "music_extend"):  # /music's Extend button runs /music_extend
+        for suffix in (".json", ".toml"):
+            shutil.copy(WORKFLOWS / f"{name}{suffix}", folder / f"{name}{suffix}")
     shutil.copy(WORKFLOWS / "image.json", folder / "portrait.json")  # no binding: options are detected
     reload = await world.discord.invoke_slash("reload")
-    assert await private_text(world, reload) == "Added: /music, /portrait\n4 command(s) active."
+    assert await private_text(world, reload) == "Added: /music, /music_extend, /portrait\n5 command(s) active."
     names = sorted(c["name"] for c in world.discord.commands[guild])
     assert names == [
-        "access", "cancel", "help", "history", "image", "music", "portrait", "preset", "queue", "quota", "reload",
-        "servers", "upscale", "workflows",
+        "access", "cancel", "help", "history", "image", "music", "music_extend", "portrait", "preset", "queue",
+        "quota", "reload", "servers", "upscale", "workflows",
     ]  # fmt: skip
 
     it = await world.discord.invoke_slash("music", {"tags": "lofi", "lyrics": "[instrumental]"})
@@ -58,18 +59,21 @@ async def test_reload_adds_a_command_that_then_runs(start: Start, tmp_path: Path
 
 
 async def test_reload_reports_what_it_skipped_and_why(start: Start, tmp_path: Path) -> None:
-    folder = workflows_dir(tmp_path, "image", "music", "upscale")
+    folder = workflows_dir(tmp_path, "image", "music", "music_extend", "upscale")
     world = await start(workflows=folder)
     shutil.copy(FIXTURES / "ui_export_e2e.json", folder)  # saved from the editor instead of exported (API)
     world.comfy.models = {"checkpoints": ["v1-5-pruned-emaonly-fp16.safetensors"]}  # the music model is gone
     reload = await world.discord.invoke_slash("reload")
     assert await private_text(world, reload) == (
-        "Removed: /music\n"
+        "Removed: /music, /music_extend\n"
         "2 command(s) active.\n"
         "Skipped: ui_export_e2e.json: this is the editor (UI) format. In ComfyUI open the workflow "
         "and use Workflow > Export (API), then save that file here instead.\n"
         "Skipped: music.json: /music skipped: “Load Checkpoint” (CheckpointLoaderSimple, node 74:40): input "
         "ckpt_name: 'ace_step_v1_3.5b.safetensors' is not available on the server (it has: "
+        "v1-5-pruned-emaonly-fp16.safetensors).\n"
+        "Skipped: music_extend.json: /music_extend skipped: “Load Checkpoint” (CheckpointLoaderSimple, node 1): "
+        "input ckpt_name: 'ace_step_v1_3.5b.safetensors' is not available on the server (it has: "
         "v1-5-pruned-emaonly-fp16.safetensors)."
     )
 

@@ -18,7 +18,7 @@ from core.errors import WorkflowError
 from core.jobs.engine import OutputFile
 from core.jobs.kept import PRUNE_EVERY, KeptFiles
 from core.workflows import InputFile, load_catalog, load_workflow
-from core.workflows.model import Followups
+from core.workflows.model import Followups, ParamType
 from tests.conftest import WORKFLOWS
 from tests.e2e_world import Start, World, finished
 from tests.fakes.discord_fake import Interaction
@@ -49,23 +49,24 @@ def folder(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_the_shipped_image_command_offers_upscale_and_variation() -> None:
+def test_the_shipped_image_and_music_commands_offer_their_follow_ups() -> None:
     catalog = load_catalog(WORKFLOWS)
     assert catalog.problems == []
     assert catalog.workflows["image"].followups == Followups(upscale="upscale", variation=True)
+    assert catalog.workflows["music"].followups == Followups(extend="music_extend")
+    assert catalog.workflows["music_extend"].file_param(ParamType.AUDIO) == catalog.workflows["music_extend"].params[0]
     upscale = catalog.workflows["upscale"]
     assert [(p.name, p.type.value, p.required) for p in upscale.params] == [
         ("image", "image", True),
         ("scale", "float", False),
     ]
-    assert catalog.workflows["music"].followups == Followups()
 
 
 @pytest.mark.parametrize(
     ("table", "note"),
     [
         ('upscale = "enlarge"', "image.toml: [followups] upscale = /enlarge, which is not loaded "
-         "(commands: image, music, upscale, video); the button is left out."),
+         "(commands: image, music, music_extend, upscale, video); the button is left out."),
         ('upscale = "music"', "image.toml: [followups] upscale = /music, which has no image option to take the "
          "chosen output; the button is left out."),
         ('extend = "image"', "image.toml: [followups] extend = /image, which has no audio option to take the "
@@ -92,16 +93,16 @@ def test_image_alone_still_loads_without_its_upscale(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("table", "problem"),
     [
-        ("upscale = 3", "music.toml: [followups] upscale must be the name of a command, e.g. upscale = \"upscale\" "
+        ("upscale = 3", "upscale.toml: [followups] upscale must be the name of a command, e.g. upscale = \"upscale\" "
          "(got 3)."),
-        ('variation = "yes"', "music.toml: [followups] variation must be true or false (got 'yes')."),
-        ("redo = true", "music.toml: [followups]: unknown key 'redo' (use upscale, variation or extend)."),
+        ('variation = "yes"', "upscale.toml: [followups] variation must be true or false (got 'yes')."),
+        ("redo = true", "upscale.toml: [followups]: unknown key 'redo' (use upscale, variation or extend)."),
     ],
 )  # fmt: skip
 def test_a_malformed_followups_table_is_refused_with_the_fix(folder: Path, table: str, problem: str) -> None:
-    write(folder, "music.toml", (folder / "music.toml").read_text(encoding="utf-8") + f"\n[followups]\n{table}\n")
+    write(folder, "upscale.toml", (folder / "upscale.toml").read_text(encoding="utf-8") + f"\n[followups]\n{table}\n")
     with pytest.raises(WorkflowError) as caught:
-        load_workflow(folder / "music.toml")
+        load_workflow(folder / "upscale.toml")
     assert caught.value.user_message == problem
 
 
@@ -299,30 +300,27 @@ async def test_reroll_reuses_the_kept_attachment_without_downloading_it_again(st
     assert world.private_replies(refused) == [NOT_YOURS]
 
 
-async def test_extend_runs_the_named_command_on_the_song(start: Start, folder: Path) -> None:
-    # An extend workflow as the binding names it: the song in, the song out (ACE-Step's repaint nodes aside)
-    graph = {
-        "1": {"class_type": "LoadAudio", "inputs": {"audio": "song.mp3"}},
-        "2": {"class_type": "SaveAudioMP3", "inputs": {"audio": ["1", 0], "filename_prefix": "audio/extended",
-                                                       "quality": "V0"}},
-    }  # fmt: skip
-    write(folder, "music_extend.json", json.dumps(graph))
-    write(folder, "music_extend.toml", '[command]\nname = "music_extend"\n[params.song]\ntype = "audio"\n'
-          'required = true\ntarget = "1.audio"\n')  # fmt: skip
-    write(
-        folder,
-        "music.toml",
-        (folder / "music.toml").read_text(encoding="utf-8") + '\n[followups]\nextend = "music_extend"\n',
-    )
-    world = await start(workflows=folder)
-    it = await world.discord.invoke_slash("music", {"tags": "lofi", "lyrics": "[instrumental]"})
+@pytest.mark.e2e
+async def test_extend_continues_the_song_with_the_shipped_music_extend(start: Start) -> None:
+    world = await start()
+    it = await world.discord.invoke_slash("music", {"tags": "lofi, jazz", "lyrics": "[verse]\nrain", "seed": 3})
     message = await finished(world, it)
     await world.discord.wait_for(lambda: not world.bot.active_jobs)
     assert [label for label in buttons(message) if label.startswith("Extend")] == ["Extend"]
-    await finished(world, await clicked(world, message, "Extend"))
+    extended = await finished(world, await clicked(world, message, "Extend"))
     song = world.audio_name()
-    assert world.prompts()[1]["prompt"]["1"]["inputs"]["audio"] == f"discord-bot/{song}"
+    assert [a["filename"] for a in extended["attachments"]] == [world.audio_name(counter=2)]
     assert uploads(world) == [(song, world.comfy.files[("output", "audio", song)])]
+    second = world.prompts()[1]["prompt"]
+    assert second["2"]["class_type"] == "LoadAudio"
+    assert second["2"]["inputs"]["audio"] == f"discord-bot/{song}"  # the first song is what gets continued
+    assert second["24"]["inputs"]["audio1"] == ["2", 0]  # ... and kept as it is, the new part after it
+    encoded = second["16"]["inputs"]
+    assert (encoded["tags"], encoded["lyrics"]) == ("lofi, jazz", "[verse]\nrain")  # the job's own options
+    added = [second["7"]["inputs"]["seconds"], second["10"]["inputs"]["width"], second["23"]["inputs"]["duration"]]
+    assert added == [30, 30, 30]  # music_extend's default, not /music's duration of 60
+    assert second["21"]["inputs"]["seed"] != 3  # a follow-up draws its own seed
+    assert [label for label in buttons(extended) if label.startswith("Extend")] == ["Extend"]  # and again
 
 
 async def test_delete_removes_every_message_of_a_result_split_over_several(start: Start, folder: Path) -> None:

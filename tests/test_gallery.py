@@ -137,7 +137,7 @@ async def test_classic_results_where_no_gallery_is_wanted_or_fits(
     message = await finished(world, it)
     assert not message["flags"] & COMPONENTS_V2
     assert message["content"].startswith(f"**/{command}** for <@{world.discord.default_user['id']}> · ")
-    rows = 3 if command == "image" else 1  # /image offers U1 and V1 under its one picture
+    rows = 3 if command == "image" else 2  # /image offers U1 and V1 under its one picture, /music Extend
     assert len(message["attachments"]) == 1 and types(message["components"]) == [ACTION_ROW] * rows
 
 

@@ -136,7 +136,7 @@ async def test_workflows_lists_options_with_types_and_limits(api: Api) -> None:
     status, body = await api.call("GET", "/workflows")
     assert status == 200
     by_name = {w["name"]: w for w in body["workflows"]}
-    assert sorted(by_name) == ["image", "music", "upscale", "video"]
+    assert sorted(by_name) == ["image", "music", "music_extend", "upscale", "video"]
     image = by_name["image"]
     assert image["kind"] == "image" and by_name["music"]["kind"] == "audio" and by_name["video"]["kind"] == "video"
     options = {o["name"]: o for o in image["options"]}
@@ -250,7 +250,9 @@ async def test_bad_params_are_refused_with_the_reason(api: Api, comfy: FakeComfy
     )
     assert await api.submit(workflow="movie", params={}) == (
         404,
-        refused("There is no workflow 'movie'. Available: image, music, upscale, video.", "unknown_workflow"),
+        refused(
+            "There is no workflow 'movie'. Available: image, music, music_extend, upscale, video.", "unknown_workflow"
+        ),
     )
     assert await api.call("POST", "/jobs", data=b"{not json") == (
         400,

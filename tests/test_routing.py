@@ -213,19 +213,22 @@ async def test_check_prints_a_workflow_by_server_table(
     )
     assert table == [
         "Workflow × server:",
-        f"  /image    {without.url:<{width}}  {NO_CHECKPOINT}",
-        f"  /image    {with_it.url:<{width}}  OK",
-        f"  /image    {down:<{width}}  down",
-        f"  /music    {without.url:<{width}}  {no_music}",
-        f"  /music    {with_it.url:<{width}}  OK",
-        f"  /music    {down:<{width}}  down",
-        f"  /upscale  {without.url:<{width}}  OK",
-        f"  /upscale  {with_it.url:<{width}}  OK",
-        f"  /upscale  {down:<{width}}  down",
-        f"  /video    {without.url:<{width}}  {no_wan}",
-        f"  /video    {with_it.url:<{width}}  OK",
-        f"  /video    {down:<{width}}  down",
-        "6 problem(s) found.",  # the server down, and each problem: one for /image and /music, three for /video
+        f"  /image         {without.url:<{width}}  {NO_CHECKPOINT}",
+        f"  /image         {with_it.url:<{width}}  OK",
+        f"  /image         {down:<{width}}  down",
+        f"  /music         {without.url:<{width}}  {no_music}",
+        f"  /music         {with_it.url:<{width}}  OK",
+        f"  /music         {down:<{width}}  down",
+        f"  /music_extend  {without.url:<{width}}  {no_music.replace('node 74:40', 'node 1')}",
+        f"  /music_extend  {with_it.url:<{width}}  OK",
+        f"  /music_extend  {down:<{width}}  down",
+        f"  /upscale       {without.url:<{width}}  OK",
+        f"  /upscale       {with_it.url:<{width}}  OK",
+        f"  /upscale       {down:<{width}}  down",
+        f"  /video         {without.url:<{width}}  {no_wan}",
+        f"  /video         {with_it.url:<{width}}  OK",
+        f"  /video         {down:<{width}}  down",
+        "7 problem(s) found.",  # the server down, one for /image, /music and /music_extend each, three for /video
     ]
 
 

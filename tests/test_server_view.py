@@ -31,6 +31,10 @@ NO_MUSIC = (
     "cannot run /music: lacks: “Load Checkpoint” (CheckpointLoaderSimple, node 74:40): input ckpt_name: "
     "'ace_step_v1_3.5b.safetensors' is not available on the server (it has: v1-5-pruned-emaonly-fp16.safetensors)"
 )
+NO_MUSIC_EXTEND = (
+    "cannot run /music_extend: lacks: “Load Checkpoint” (CheckpointLoaderSimple, node 1): input ckpt_name: "
+    "'ace_step_v1_3.5b.safetensors' is not available on the server (it has: v1-5-pruned-emaonly-fp16.safetensors)"
+)
 
 UP = ServerStatus(
     name="home",
@@ -203,11 +207,12 @@ def expected_lines(version: str, down_port: int, *, queue: int, jobs: int) -> li
         "3 ComfyUI server(s): 2 up, 1 down.",
         "big: up N s",
         f"  ComfyUI {version} · queue {queue} · jobs {jobs}/2 · tags gpu=4090",
-        "  runs /image, /music, /upscale",
+        "  runs /image, /music, /music_extend, /upscale",
         "small: up N s",
         f"  ComfyUI {version} · queue 0 · jobs 0/4",
         "  runs /image, /upscale",
         f"  {NO_MUSIC}",
+        f"  {NO_MUSIC_EXTEND}",
         f"gone: down N s: ClientConnectorError: Cannot connect to host 127.0.0.1:{down_port} ssl:default [refused]",
         "  version unknown · queue unknown · jobs 0/4",
         "  capabilities unknown: its /object_info has not been read",
