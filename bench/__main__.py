@@ -404,7 +404,9 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, metavar="FILE", help="cProfile the bot's side into FILE (slows it)")
     args = parser.parse_args()
     if args.readme_from:
-        readme(json.loads(args.readme_from.read_text().strip().splitlines()[-1]))
+        # The run's last JSON line: a saved CI log goes on with the tests after it
+        [*_, figures] = (line for line in args.readme_from.read_text().splitlines() if line.startswith("{"))
+        readme(json.loads(figures))
         return
     parts = {"soak"} if args.soak_only else set(args.parts.split(","))
     if unknown := parts - set(PARTS):
