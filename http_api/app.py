@@ -23,9 +23,9 @@ from aiohttp import BodyPartReader, MultipartReader, web
 
 from core.config import ApiToken
 from core.errors import BotError, InvalidInput
-from core.i18n import localize
+from core.i18n import Text, localize
 from core.jobs.engine import Engine
-from core.jobs.limits import Reservation
+from core.jobs.limits import TOO_MANY_PENDING, Reservation
 from core.jobs.store import JobRecord
 from core.text import cap
 from core.workflows import FILE_TYPES, Param, Workflow
@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 IDEMPOTENCY_KEY = "Idempotency-Key"
 _KEY = re.compile(r"[\x21-\x7e]{1,200}", re.ASCII)
 MAX_BODY = 1024 * 1024  # bytes of a JSON body or of a multipart body's job part; files have their own cap
+API_TOO_MANY_PENDING = (
+    "You already have {pending} job(s) waiting or running; the limit is {limit}. "
+    "Please wait for one to finish, or cancel one with DELETE /jobs/{{id}}."
+)
 MB = 1024 * 1024
 UPLOAD_CHUNK = 64 * 1024  # bytes of a file part read at a time
 JOB_PART = "job"
@@ -223,6 +227,14 @@ async def submit_job(request: web.Request, owner: str) -> web.Response:
     return await _submit(request, owner, key, body, _workflow(request, body), files={}, reservation=None)
 
 
+def limit_error(exc: InvalidInput) -> ApiError:
+    """429 for a limit; a client of the API cancels with DELETE, not with the Discord command the bot names."""
+    message = exc.user_message
+    if isinstance(message, Text) and message.template == TOO_MANY_PENDING.template:
+        message = API_TOO_MANY_PENDING.format(**message.values)
+    return ApiError(429, "limit", message)
+
+
 async def _submit_with_files(request: web.Request, owner: str, key: str | None) -> web.Response:
     """POST /jobs as multipart: each file streamed to disk under the size cap, in a place reserved beforehand."""
     jobs = request.app[API].jobs
@@ -233,7 +245,7 @@ async def _submit_with_files(request: web.Request, owner: str, key: str | None) 
         reservation = jobs.reserve(owner)
     except InvalidInput as exc:
         if key is None:
-            raise ApiError(429, "limit", exc.user_message) from None
+            raise limit_error(exc) from None
         # With a key, the job this key submitted before is the answer, if there is one: submit_once looks.
     try:
         jobs.output_dir.mkdir(parents=True, exist_ok=True)
@@ -363,7 +375,7 @@ async def _submit(
         else:
             job, new = await jobs.submit_once(owner, key, workflow, values, webhook=webhook, reservation=reservation)
     except InvalidInput as exc:  # a limit: pending jobs, cooldown or a full queue
-        raise ApiError(429, "limit", exc.user_message) from None
+        raise limit_error(exc) from None
     if new:
         log.info("api job %s: /%s for %s", job.id, workflow.name, owner)
     return web.json_response(jobs.describe(job), status=202 if new else 200)

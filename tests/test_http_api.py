@@ -292,7 +292,7 @@ async def test_concurrent_submits_hold_to_the_per_token_pending_limit(api: Api, 
     assert len(accepted) == 2, refused
     limit = (
         "You already have 2 job(s) waiting or running; the limit is 2. "
-        "Please wait for one to finish, or cancel one with /cancel."
+        "Please wait for one to finish, or cancel one with DELETE /jobs/{id}."
     )
     assert refused == [(429, {"error": {"code": "limit", "message": limit}})] * 4
     # Another token is another member: its own limit

@@ -195,7 +195,7 @@ async def test_concurrent_multipart_submits_hold_to_the_per_token_limit(api: Api
     assert len(accepted) == 2, refused
     limit = (
         "You already have 2 job(s) waiting or running; the limit is 2. "
-        "Please wait for one to finish, or cancel one with /cancel."
+        "Please wait for one to finish, or cancel one with DELETE /jobs/{id}."
     )
     assert refused == [(429, error("limit", limit))] * 4
     assert pending(api) == 2
