@@ -132,7 +132,7 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Print how much of the abuse suite ran: its tests and the cases its property tests generated."""
     reports = [r for r in terminalreporter.stats.get("passed", []) if "abuse" in r.keywords and r.when == "call"]
-    failed = [r for r in terminalreporter.stats.get("failed", []) if "abuse" in r.keywords]
+    failed = [r for r in terminalreporter.stats.get("failed", []) if "abuse" in r.keywords and r.when == "call"]
     if not reports and not failed:
         return
     generated: Counter[str] = Counter()
