@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-import aiohttp
 from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from core.config import ApiToken
 from core.errors import BotError, InvalidInput
@@ -264,7 +264,7 @@ async def _read_multipart(request: web.Request) -> tuple[dict[str, Any], Workflo
         body = _json_text(await _read_capped(part, MAX_BODY, job_part_too_large))
         workflow = _workflow(request, body)
         return body, workflow, await _file_parts(reader, workflow)
-    except (ValueError, aiohttp.ClientPayloadError, aiohttp.http_exceptions.HttpProcessingError) as exc:
+    except (ValueError, HttpProcessingError) as exc:  # a malformed part header, or a body cut short
         # aiohttp's words, e.g. "boundary missed for Content-Type: multipart/form-data" or "Reading after EOF"
         log.info("unreadable multipart body: %s", cap(str(exc), 200))
         raise ApiError(400, "bad_request", f"The multipart body cannot be read: {cap(str(exc), 200)}.") from None

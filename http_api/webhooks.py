@@ -36,7 +36,9 @@ WITH_PASSWORD = (
 )
 # An address is named only when the client gave it: for a name, which internal address it has stays ours
 INTERNAL_ADDRESS = '"webhook" must be a public address: {address} is internal, and webhooks may not reach it.'
-INTERNAL_NAME = '"webhook" must be a public address: {host} resolves to an internal address, which webhooks may not reach.'
+INTERNAL_NAME = (
+    '"webhook" must be a public address: {host} resolves to an internal address, which webhooks may not reach.'
+)
 UNKNOWN_HOST = '"webhook": the host {host} cannot be found.'
 SLOW_LOOKUP = '"webhook": looking up the host {host} took over {seconds:g} seconds; try again, or use another address.'
 

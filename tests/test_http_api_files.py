@@ -41,7 +41,9 @@ def form(job: Any = UPSCALE, *files: tuple[str, bytes, str | None]) -> aiohttp.M
     return data
 
 
-async def post(api: Api, data: aiohttp.MultipartWriter | aiohttp.BytesPayload, token: str = ALICE, **headers: str) -> tuple[int, Any]:
+async def post(
+    api: Api, data: aiohttp.MultipartWriter | aiohttp.BytesPayload, token: str = ALICE, **headers: str
+) -> tuple[int, Any]:
     return await api.call("POST", "/jobs", token, data=data, headers=headers)
 
 
@@ -169,7 +171,13 @@ NO_JOB = (
         ),
         (
             lambda: raw(b"--B\r\n", "multipart/form-data"),
-            (400, error("bad_request", "The multipart body cannot be read: boundary missed for Content-Type: multipart/form-data.")),
+            (
+                400,
+                error(
+                    "bad_request",
+                    "The multipart body cannot be read: boundary missed for Content-Type: multipart/form-data.",
+                ),
+            ),
         ),
         (cut_off, (400, error("bad_request", "The multipart body cannot be read: Reading after EOF."))),
     ],
