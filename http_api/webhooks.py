@@ -120,6 +120,8 @@ def url_problem(url: str) -> str | None:
         parts = urlsplit(url)
     except ValueError:  # an unclosed IPv6 bracket
         return NOT_USABLE.format(reason="it cannot be read as a URL")
+    if parts.scheme not in ("http", "https"):
+        return NOT_HTTP
     if "@" in parts.netloc:
         return WITH_PASSWORD
     # A ComfyUI server's rules for the rest (scheme, host, port); a receiver often wants its token in the query

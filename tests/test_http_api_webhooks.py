@@ -159,8 +159,9 @@ async def test_a_name_of_an_internal_address_is_refused_without_naming_the_addre
 @pytest.mark.parametrize(
     ("url", "message"),
     [
+        ("ftp://example.com/x", '"webhook" must be an http:// or https:// address.'),
         (
-            "ftp://example.com/x",
+            "https:///hook",
             '"webhook" is not a usable address: it must start with http:// or https:// followed by a host name.',
         ),
         (
