@@ -7,19 +7,17 @@ Chinese when Accept-Language asks for it.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import logging
 import math
 import re
-import tempfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from core.config import ApiToken
 from core.errors import BotError, InvalidInput
@@ -30,7 +28,7 @@ from core.jobs.store import JobRecord
 from core.text import cap
 from core.workflows import FILE_TYPES, Param, Workflow
 from core.workflows.model import FILE_TOO_LARGE, MAX_TEXT_LENGTH, MAX_UPLOAD_BYTES, InputFile
-from http_api.jobs import ApiJob, ApiJobs, api_user_id
+from http_api.jobs import ApiJob, ApiJobs, api_user_id, safe_file
 from http_api.openapi import document
 from http_api.webhooks import NOT_HTTP
 
@@ -236,36 +234,44 @@ def limit_error(exc: InvalidInput) -> ApiError:
 
 
 async def _submit_with_files(request: web.Request, owner: str, key: str | None) -> web.Response:
-    """POST /jobs as multipart: each file streamed to disk under the size cap, in a place reserved beforehand."""
+    """POST /jobs as multipart: the body read part by part, each file under its cap, in a place reserved first."""
     jobs = request.app[API].jobs
     reservation = None
     try:
         # Before the first await: concurrent uploads of one token count against its limits, and one over them
-        # is refused before a byte of its files is written.
+        # is refused before a byte of its files is read.
         reservation = jobs.reserve(owner)
     except InvalidInput as exc:
         if key is None:
             raise limit_error(exc) from None
         # With a key, the job this key submitted before is the answer, if there is one: submit_once looks.
     try:
-        jobs.output_dir.mkdir(parents=True, exist_ok=True)
-        # Under the output folder: on the disk the admin chose, and swept with it should the process die
-        with tempfile.TemporaryDirectory(prefix=".upload-", dir=jobs.output_dir) as folder:
-            reader = await request.multipart()
-            part = await reader.next()
-            if not isinstance(part, BodyPartReader) or part.name != JOB_PART:
-                raise ApiError(400, "bad_request", NO_JOB_PART)
-            body = _json_text(await _read_capped(part, MAX_BODY, f"The {JOB_PART} part"))
-            workflow = _workflow(request, body)
-            files = await _file_parts(reader, workflow, Path(folder))
-            return await _submit(request, owner, key, body, workflow, files=files, reservation=reservation)
+        body, workflow, files = await _read_multipart(request)
+        return await _submit(request, owner, key, body, workflow, files=files, reservation=reservation)
     finally:
         if reservation is not None and reservation.job_id not in jobs.live:  # no job took the place over
             reservation.release()
 
 
-async def _file_parts(reader: MultipartReader, workflow: Workflow, folder: Path) -> dict[str, InputFile]:
-    """The file parts after `job`, each checked as a Discord attachment is and streamed to `folder`."""
+async def _read_multipart(request: web.Request) -> tuple[dict[str, Any], Workflow, dict[str, InputFile]]:
+    """The job part's JSON, its workflow and its files; 400 for a body aiohttp cannot read (cut off, no boundary)."""
+    try:
+        reader = await request.multipart()
+        part = await reader.next()
+        if not isinstance(part, BodyPartReader) or part.name != JOB_PART:
+            raise ApiError(400, "bad_request", NO_JOB_PART)
+        job_part_too_large = f"The {JOB_PART} part must be at most {MAX_BODY // 1024} KB."
+        body = _json_text(await _read_capped(part, MAX_BODY, job_part_too_large))
+        workflow = _workflow(request, body)
+        return body, workflow, await _file_parts(reader, workflow)
+    except (ValueError, HttpProcessingError) as exc:  # a malformed part header, or a body cut short
+        # aiohttp's words, e.g. "boundary missed for Content-Type: multipart/form-data" or "Reading after EOF"
+        log.info("unreadable multipart body: %s", cap(str(exc), 200))
+        raise ApiError(400, "bad_request", f"The multipart body cannot be read: {cap(str(exc), 200)}.") from None
+
+
+async def _file_parts(reader: MultipartReader, workflow: Workflow) -> dict[str, InputFile]:
+    """The file parts after `job`, each checked as a Discord attachment is and read up to its cap."""
     files: dict[str, InputFile] = {}
     while (part := await reader.next()) is not None:
         name = part.name if isinstance(part, BodyPartReader) else None
@@ -284,36 +290,25 @@ async def _file_parts(reader: MultipartReader, workflow: Workflow, folder: Path)
             )
         if name in files:
             raise ApiError(400, "bad_params", f"{name} is given twice.")
-        filename = part.filename
-        if not filename:
+        if not part.filename:
             raise ApiError(400, "bad_params", f"{name} must be a file, e.g. curl -F {name}=@cat.png.")
+        filename = safe_file(part.filename)  # a client's name goes no further: stored, logged, sent to ComfyUI
         try:
-            param.coerce(InputFile(filename, b""))  # its type, from its name, before a byte is written
+            param.coerce(InputFile(filename, b""))  # its type, from its name, before a byte is read
         except InvalidInput as exc:
             raise ApiError(400, "bad_params", exc.user_message) from None
-        path = folder / f"{len(files)}.part"
-        await _stream_to(part, path, name)
-        files[name] = InputFile(filename, await asyncio.to_thread(path.read_bytes))
+        too_large = FILE_TOO_LARGE.format(option=name, megabytes=MAX_UPLOAD_BYTES // MB)
+        files[name] = InputFile(filename, await _read_capped(part, MAX_UPLOAD_BYTES, too_large))
     return files
 
 
-async def _stream_to(part: BodyPartReader, path: Path, name: str) -> None:
-    """Write a part to `path` chunk by chunk; 413 as soon as it passes the size of a Discord attachment."""
-    size = 0
-    with path.open("wb") as out:
-        while chunk := await part.read_chunk(UPLOAD_CHUNK):
-            size += len(chunk)
-            if size > MAX_UPLOAD_BYTES:
-                raise ApiError(413, "too_large", FILE_TOO_LARGE.format(option=name, megabytes=MAX_UPLOAD_BYTES // MB))
-            out.write(chunk)
-
-
-async def _read_capped(part: BodyPartReader, limit: int, what: str) -> bytes:
+async def _read_capped(part: BodyPartReader, limit: int, too_large: str) -> bytes:
+    """A part's bytes, read chunk by chunk; 413 with `too_large` as soon as they pass `limit`."""
     data = bytearray()
     while chunk := await part.read_chunk(UPLOAD_CHUNK):
         data += chunk
         if len(data) > limit:
-            raise ApiError(413, "too_large", f"{what} must be at most {limit // 1024} KB.")
+            raise ApiError(413, "too_large", too_large)
     return bytes(data)
 
 
@@ -468,7 +463,7 @@ async def get_output(request: web.Request, owner: str) -> web.StreamResponse:
     output = outputs[index]
     headers = {
         "Content-Type": output.content_type,
-        "Content-Disposition": f'attachment; filename="{output.name}"',  # a safe name: see jobs._safe_file
+        "Content-Disposition": f'attachment; filename="{output.name}"',  # a safe name: see jobs.safe_file
     }
     return web.FileResponse(output.path, headers=headers)
 

@@ -31,7 +31,7 @@ from core.jobs.store import SAFE_NAME, JobRecord, JobState, JobStore, StoreError
 from core.media import content_type
 from core.servers import redact_url
 from core.workflows import Workflow
-from http_api.webhooks import WebhookResolver, literal_problem, signed_headers, webhook_problem, webhook_session
+from http_api.webhooks import WebhookResolver, signed_headers, webhook_problem, webhook_session
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ WEBHOOK_BACKOFF = 2.0  # seconds before the first retry, doubling after each
 WEBHOOK_TIMEOUT = 10.0  # seconds one webhook call may take
 RESTARTED = "The service restarted before this job finished; submit it again."
 _UNSAFE_FILE = re.compile(r"[^A-Za-z0-9._-]+")
+MAX_FILE_NAME = 100  # characters of a file name of ours
+MAX_EXTENSION = 10  # characters after the last dot that a shortened name keeps
 # How the store's states read in the API: a job on a server's queue is still queued for the client.
 API_STATES = {
     JobState.QUEUED: "queued",
@@ -254,8 +256,9 @@ class ApiJobs:
         if self.guard is not None:  # never the shared session: it would connect anywhere
             self._webhooks = self._webhooks or webhook_session(self.guard)
             session = self._webhooks
-        # Checked again now: the connection's resolver checks the addresses of a name, this an IP literal's
-        problem = literal_problem(url) if self.guard is not None else None
+        # Checked again in full now: aiohttp connects to what it takes for an IP literal (2130706433 too) without
+        # asking the guard, which checks the addresses of the names it is asked about on each connection
+        problem = await webhook_problem(url, self.guard)
         if problem is not None:
             log.warning("webhook of api job %s to %s not called: %s", body["id"], shown, problem)
             return
@@ -387,7 +390,7 @@ def save_outputs(result: JobResult, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     number = 0
     for number, file in enumerate(result.files, start=1):
-        _write(folder / f"{number:03d}_{_safe_file(file.filename)}", file)
+        _write(folder / f"{number:03d}_{safe_file(file.filename)}", file)
     for index, text in enumerate(result.texts, start=1):
         (folder / f"{number + index:03d}_text_{index}.txt").write_text(text, encoding="utf-8")
 
@@ -399,9 +402,14 @@ def _write(path: Path, file: OutputFile) -> None:
     partial.replace(path)
 
 
-def _safe_file(name: str) -> str:
-    """A server's file name, as a plain file name of ours (no folders, no control characters)."""
-    return _UNSAFE_FILE.sub("_", Path(name).name)[:100] or "output"
+def safe_file(name: str) -> str:
+    """Reduce a file name from a server or a client to a plain one of ours, keeping its extension."""
+    # No folders, no characters a shell or a URL would read, no leading dot (".." or a hidden file)
+    plain = _UNSAFE_FILE.sub("_", Path(name).name).lstrip(".")
+    stem, dot, extension = plain.rpartition(".")
+    if len(plain) > MAX_FILE_NAME and dot and len(extension) <= MAX_EXTENSION:  # the type is read from it
+        plain = f"{stem[: MAX_FILE_NAME - len(extension) - 1]}.{extension}"
+    return plain[:MAX_FILE_NAME] or "output"
 
 
 def clean_outputs(root: Path, keep_seconds: float, now: float | None = None) -> int:
