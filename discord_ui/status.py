@@ -334,8 +334,13 @@ class JobMessage:
         """Say, while the token still works, that the job is stopped; then cancel it (the token is not used after)."""
         self.expired = self.cut_off = True  # first: a status edit on its way must not replace this one
         await self.scheduler.drop(self.job_id or str(id(self)))
-        log.warning("/%s for %s: still running after %d s where only the interaction reaches; cancelling it, as "
-                    "its result could not be posted", self.command, self.interaction.user.id, TOKEN_LIFETIME)  # fmt: skip
+        log.warning(
+            "/%s for %s: still running after %d s where only the interaction reaches; cancelling it, as its result "
+            "could not be posted",
+            self.command,
+            self.interaction.user.id,
+            TOKEN_LIFETIME,
+        )
         text = self.under_header(CUT_OFF)
         with contextlib.suppress(discord.HTTPException):
             await edit_original(self.interaction, text, view=None, **self._attachments(None, drop_preview=True))
