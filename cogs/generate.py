@@ -31,7 +31,7 @@ from discord_ui import buttons
 from discord_ui.delivery import age_restricted, screen_for
 from discord_ui.forms import MODAL_ITEMS, Submit, TextForm
 from discord_ui.messages import CANCELLING, NO_JOBS, NO_JOBS_AT_ALL, SUBMITTING, respond, shown
-from discord_ui.status import JobMessage
+from discord_ui.status import CUT_OFF, JobMessage
 from discord_ui.translator import WORKFLOW, workflow_choice
 
 if TYPE_CHECKING:
@@ -305,6 +305,7 @@ class Generate(commands.Cog):
             previews=screen_for(self.bot.image_screen, interaction.channel) is None,  # previews skip the image check
             result_style=settings.result_view,
             workflow=workflow,
+            cancel=self.bot.engine.cancel,  # where the result cannot be posted, a job is stopped at 14 minutes
         )
         await message.open()
         try:
@@ -329,12 +330,14 @@ class Generate(commands.Cog):
         try:
             result = await self.bot.engine.run(workflow, values, message.progress, record=record)
         except BotError as exc:  # the member is told first; then the end is recorded as reported
-            if isinstance(exc, JobCancelled):
+            cancelled = isinstance(exc, JobCancelled)
+            if cancelled:
                 await message.cancelled()
             else:
                 await message.fail(exc)
-            state = JobState.CANCELLED if isinstance(exc, JobCancelled) else JobState.FAILED
-            await self.bot.engine.finish(record.id, state, exc.user_message)
+            state = JobState.CANCELLED if cancelled else JobState.FAILED
+            reason = CUT_OFF if cancelled and message.cut_off else exc.user_message  # why the bot cancelled it
+            await self.bot.engine.finish(record.id, state, reason)
             return
         finally:
             await message.stop()

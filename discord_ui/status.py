@@ -17,9 +17,9 @@ import discord
 
 from core.community.safety import ImageScreen
 from core.config import DEFAULT_MAX_IMAGE_PIXELS
-from core.errors import BotError
+from core.errors import BotError, InvalidInput
 from core.i18n import Lines, Text
-from core.jobs.engine import JobResult, OutputFile, Progress
+from core.jobs.engine import BEING_SUBMITTED, JobResult, OutputFile, Progress
 from core.workflows import Workflow
 from discord_ui.buttons import FollowupButton, status_view
 from discord_ui.delivery import InMemory, ResultView, as_files, post_result, result_messages
@@ -44,11 +44,13 @@ from discord_ui.messages import (
 log = logging.getLogger(__name__)
 
 TOKEN_LIFETIME = 14 * 60  # interaction tokens die at 15 minutes; switch to the bot token before that
+CANCEL_RETRY = 1.0  # a job moving from the bot's queue to a server's cannot be cancelled for that moment
 DEFAULT_PREVIEW_SECONDS = 3.0
-# Where only the interaction reaches (a group DM, a server without the bot): said once, before its token dies
+# Where only the interaction reaches (a group DM, a server without the bot): said once, before its token dies,
+# and recorded as why the job was cancelled
 CUT_OFF = Text(
-    "Discord lets the bot answer here for 15 minutes only, and this job is not done yet: its result cannot be "
-    "posted here. Cancel it, and run long jobs in a server with the bot or in a DM with the bot."
+    "This job was stopped: Discord lets the bot answer here for 15 minutes only. Run long jobs in a server with "
+    "the bot or in a DM with the bot."
 )
 
 
@@ -244,6 +246,7 @@ class JobMessage:
         previews: bool = True,
         result_style: ResultView = "gallery",
         workflow: Workflow | None = None,
+        cancel: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.interaction = interaction
         self.command = command
@@ -260,8 +263,12 @@ class JobMessage:
         # Show the server's preview images (not where results are screened: previews would skip the check)
         self.previews = previews
         self.previewed = False  # the status message carries a preview image, to be removed when the job ends
-        self._cut_off: asyncio.TimerHandle | None = None  # when to say CUT_OFF, if the bot cannot post here
+        # Cancels a job through the engine (as its Cancel button does): the cut-off stops a job it cannot deliver
+        self._cancel = cancel
+        self._give_up: asyncio.TimerHandle | None = None  # when the token is given up, before it dies
         self._cutting: asyncio.Task[None] | None = None
+        self.cut_off = False  # the job was stopped because its result could not have been posted
+        self._ended = False
 
     async def open(self) -> None:
         """Answer the interaction with "thinking…" (or a channel message if it expired); note the message id."""
@@ -279,7 +286,9 @@ class JobMessage:
         # Discord names the "thinking" message in its answer to the defer: no second request to learn its id.
         message_id = answer.message_id if answer is not None else None
         self.message_id = message_id or (await self.interaction.original_response()).id
-        self._cut_off = asyncio.get_running_loop().call_later(TOKEN_LIFETIME, self._cut_off_soon)
+        # Counted from the interaction, as Discord counts the token's life, not from this answer
+        age = (discord.utils.utcnow() - self.interaction.created_at).total_seconds()
+        self._give_up = asyncio.get_running_loop().call_later(max(0.0, TOKEN_LIFETIME - age), self._give_up_token)
 
     def attach(self, job_id: str) -> None:
         """Tie the message to its job: its Cancel button and its place in the scheduler."""
@@ -306,24 +315,51 @@ class JobMessage:
 
     async def stop(self) -> None:
         """Drop a pending status edit (the result or an error message replaces it)."""
-        if self._cut_off is not None:
-            self._cut_off.cancel()
+        self._ended = True
+        if self._give_up is not None:
+            self._give_up.cancel()
         await self.scheduler.drop(self.job_id or str(id(self)))
 
-    def _cut_off_soon(self) -> None:
-        if not self._reachable():
-            self._cutting = asyncio.create_task(self._say_cut_off(), name=f"cut off {self.command}")
+    def _give_up_token(self) -> None:
+        """Stop using the interaction token before it dies: the bot's own takes over, or the job is cut off.
 
-    async def _say_cut_off(self) -> None:
-        """Say, while the token still works, that the result cannot come here; the token is not used after."""
-        self.expired = True  # first: a status edit on its way must not replace this one
+        The only clock of the token's life: until now the token serves, also to tell a failure.
+        """
+        if self._reachable():
+            self.expired = True
+        else:
+            self._cutting = asyncio.create_task(self._cut_off_job(), name=f"cut off {self.command}")
+
+    async def _cut_off_job(self) -> None:
+        """Say, while the token still works, that the job is stopped; then cancel it (the token is not used after)."""
+        self.expired = self.cut_off = True  # first: a status edit on its way must not replace this one
         await self.scheduler.drop(self.job_id or str(id(self)))
-        log.warning("/%s for %s: still running after %d s where only the interaction reaches; "
-                    "its result cannot be posted", self.command, self.interaction.user.id, TOKEN_LIFETIME)  # fmt: skip
+        log.warning(
+            "/%s for %s: still running after %d s where only the interaction reaches; cancelling it, as its result "
+            "could not be posted",
+            self.command,
+            self.interaction.user.id,
+            TOKEN_LIFETIME,
+        )
         text = self.under_header(CUT_OFF)
         with contextlib.suppress(discord.HTTPException):
-            view = self._cancel_view()  # a Cancel click brings a new interaction, which still reaches here
-            await edit_original(self.interaction, text, view=view, **self._attachments(None, drop_preview=True))
+            await edit_original(self.interaction, text, view=None, **self._attachments(None, drop_preview=True))
+        await self._cancel_job()
+
+    async def _cancel_job(self) -> None:
+        """Cancel the job through the engine; again while it moves from the bot's queue to a server's."""
+        while self._cancel is not None and not self._ended:
+            if self.job_id is not None:  # else its attachments are still being downloaded
+                try:
+                    await self._cancel(self.job_id)
+                    return
+                except InvalidInput as exc:
+                    if exc.user_message != BEING_SUBMITTED:
+                        return  # its member is cancelling it already
+                except BotError as exc:  # the server is out of reach: the engine stops the job when it answers
+                    log.warning("cut-off job %s not cancelled: %s", self.job_id, exc.detail or exc.user_message)
+                    return
+            await asyncio.sleep(CANCEL_RETRY)
 
     async def cancelled(self) -> None:
         """Drop a pending status edit and mark the status message as cancelled."""
@@ -333,7 +369,7 @@ class JobMessage:
     async def fail(self, error: BotError) -> None:
         """Tell the member why the job ended: privately through the interaction, else on the status message."""
         await self.stop()
-        if not self._token_usable():
+        if self.expired:
             log.info("/%s failed for %s: %s | %s", self.command, self.interaction.user.id,
                      error.user_message, error.detail or "")  # fmt: skip
             if not self._reachable():
@@ -425,14 +461,9 @@ class JobMessage:
         """Whether the bot's own token can take over where the command ran, once the interaction's is gone."""
         return bot_reaches(self.interaction)
 
-    def _token_usable(self) -> bool:
-        if not self.expired and (discord.utils.utcnow() - self.interaction.created_at).total_seconds() > TOKEN_LIFETIME:
-            self.expired = True
-        return not self.expired
-
     async def _with_token(self, call: Coroutine[Any, Any, Any]) -> bool:
         """Run `call` with the interaction token; False (nothing sent) once that token or the message is gone."""
-        if not self._token_usable() or self.deleted:
+        if self.expired or self.deleted:
             call.close()
             return False
         try:

@@ -137,6 +137,9 @@ class StubEngine:
     async def finish(self, job_id: str, state: Any, error: str | None = None, *, more_messages: Any = ()) -> None:
         self.finished.append((job_id, state))
 
+    async def cancel(self, job_id: str) -> None:  # what the 15-minute cut-off calls; no job here lives that long
+        raise AssertionError(f"job {job_id} cancelled")
+
     async def run(self, workflow, values, on_progress=None, *, record=None) -> JobResult:
         self.runs.append(dict(values))
         for progress in (Progress(position=2), Progress(position=1), Progress(node="KSampler", step=10, steps=20)):

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
+import discord
 import pytest
 from discord import app_commands
 
@@ -196,7 +197,10 @@ async def test_the_status_message_id_comes_with_the_defer(named: int | None, exp
         return SimpleNamespace(id=777)
 
     interaction: Any = SimpleNamespace(
-        user=SimpleNamespace(id=42), response=SimpleNamespace(defer=defer), original_response=original_response
+        user=SimpleNamespace(id=42),
+        response=SimpleNamespace(defer=defer),
+        original_response=original_response,
+        created_at=discord.utils.utcnow(),  # the token's life counts from it
     )
     message = JobMessage(interaction, "image", StatusScheduler())
     await message.open()

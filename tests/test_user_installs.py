@@ -100,30 +100,45 @@ async def test_a_members_limit_holds_across_a_server_and_a_dm_at_once(start: Sta
     assert len(world.prompts()) == 1
 
 
-async def test_a_job_that_outlives_the_token_in_a_group_dm_says_so_before_it_is_cut_off(
+async def stored_state(world: World, user_id: int) -> tuple[str, str | None] | None:
+    """The state and recorded reason of the member's one job."""
+    _, [record] = await world.bot.store.jobs_of(user_id, limit=1)
+    return (record.state, record.error) if record.state in ("done", "failed", "cancelled") else None
+
+
+async def test_a_job_that_outlives_the_token_in_a_group_dm_is_stopped_and_says_why(
     start: Start, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr("discord_ui.status.TOKEN_LIFETIME", 0.3)  # the bot's margin before the token's 0.6 s
     world, group = await with_user_install(start, token_ttl=0.6)
-    world.comfy.node_delay = 0.15  # the job takes about a second
+    world.comfy.node_delay = 0.3  # the job would take about two seconds
     it = await world.discord.invoke_slash("image", {"prompt": "a slow cat"}, context=PRIVATE_CHANNEL, channel_id=group)
     cut_off = (
-        f"**/image** for <@{it.user['id']}>\n"
-        "Discord lets the bot answer here for 15 minutes only, and this job is not done yet: its result cannot be "
-        "posted here. Cancel it, and run long jobs in a server with the bot or in a DM with the bot."
+        "This job was stopped: Discord lets the bot answer here for 15 minutes only. Run long jobs in a server with "
+        "the bot or in a DM with the bot."
     )
-    await world.discord.wait_for(lambda: it.original is not None and it.original["content"] == cut_off)
-    await world.discord.wait_for(lambda: any("not posted" in r.getMessage() for r in caplog.records), timeout=10)
+    await world.discord.wait_for(lambda: it.original is not None and it.original["content"].endswith(cut_off))
+    user_id = int(it.user["id"])
+    for _ in range(100):
+        if await stored_state(world, user_id) is not None:
+            break
+        await asyncio.sleep(0.05)
 
-    assert it.original is not None and it.original["content"] == cut_off  # the last word: nothing replaced it
-    assert len(world.prompts()) == 1
-    [[cancel]] = [row["components"] for row in it.original["components"]]
-    assert cancel["custom_id"].startswith("job:cancel:")  # the job can still be cancelled: see the next test
+    assert await stored_state(world, user_id) == ("cancelled", cut_off)  # through the engine, with the reason
+    [prompt_id] = [p["prompt_id"] for p in world.prompts()]
+    stops = [r for r in world.comfy.requests if r.path.endswith("/cancel") or r.path == "/interrupt"]
+    assert [r.path if r.path == "/interrupt" else "cancel" for r in stops] in (["/interrupt"], ["cancel"])
+    assert prompt_id in stops[0].path or stops[0].json == {"prompt_id": prompt_id}  # this job, no other
+    assert not [r for r in world.comfy.requests if r.path == "/view"]  # no result fetched only to be thrown away
+    assert it.original is not None
+    assert it.original["content"] == f"**/image** for <@{user_id}>\n{cut_off}"  # the last word: nothing replaced it
+    assert it.original["components"] == []  # nothing left to cancel
     assert bot_token_requests(world, group) == []  # the bot's own token was never tried where it cannot reach
     assert [r.status for r in it.requests if r.status == 401] == []  # nor the dead interaction token
+    assert any("cancelling it" in r.getMessage() for r in caplog.records)
 
 
-async def test_a_job_cut_off_in_a_group_dm_can_still_be_cancelled(
+async def test_a_job_still_waiting_at_the_cut_off_in_a_group_dm_leaves_the_queue(
     start: Start, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("discord_ui.status.TOKEN_LIFETIME", 0.3)
@@ -131,22 +146,16 @@ async def test_a_job_cut_off_in_a_group_dm_can_still_be_cancelled(
     world.comfy.pause()
     it = await world.discord.invoke_slash("image", {"prompt": "a slow cat"}, context=PRIVATE_CHANNEL, channel_id=group)
     await world.discord.wait_for(lambda: it.original is not None and "15 minutes only" in it.original["content"])
-    assert it.original is not None
-    [[cancel]] = [row["components"] for row in it.original["components"]]
-    click = await world.discord.click(it.original_id or 0, cancel["custom_id"])
-    await world.discord.wait_for(lambda: bool(world.private_replies(click)))
-    assert world.private_replies(click) == ["Cancelling the job…"]  # through the click's own, fresh interaction
-    job_id = cancel["custom_id"].removeprefix("job:cancel:")
-
-    async def state() -> str | None:
-        record = await world.bot.store.get(job_id)
-        return record.state if record else None
-
+    user_id = int(it.user["id"])
     for _ in range(100):
-        if await state() == "cancelled":
+        if await stored_state(world, user_id) is not None:
             break
         await asyncio.sleep(0.05)
-    assert await state() == "cancelled"
+    state = await stored_state(world, user_id)
+    assert state is not None and state[0] == "cancelled"
+    world.comfy.resume()
+    await asyncio.sleep(0.3)
+    assert not [r for r in world.comfy.requests if r.path == "/view"]  # it never ran
     assert bot_token_requests(world, group) == []
 
 
