@@ -225,7 +225,8 @@ def _server_info(object_info: dict[str, Any]) -> dict[str, Any]:
         "v1-5-pruned-emaonly-fp16.safetensors",
         "ace_step_v1_3.5b.safetensors",
     ]
-    info["LoadImage"]["input"]["required"]["image"][0].append("discord-bot/up.png")  # the upload below
+    for loader, name in (("LoadImage", "image"), ("LoadAudio", "audio")):  # the upload below, as the server lists it
+        info[loader]["input"]["required"][name][0].append("discord-bot/up.png")
     return info
 
 
