@@ -18,6 +18,7 @@ from core.i18n import Text
 if TYPE_CHECKING:  # imported by `_load_codecs` on the first fit: they are a tenth of a second of the bot's start
     import av
     from av.container import InputContainer
+    from av.video.reformatter import VideoReformatter
     from PIL import Image
 
 log = logging.getLogger(__name__)
@@ -146,8 +147,9 @@ def fit_file(
 
 def _load_codecs() -> None:
     """Import PyAV and Pillow, which only fitting a file needs, the first time one is fitted."""
-    global av, Image  # noqa: PLW0603
+    global av, Image, VideoReformatter  # noqa: PLW0603
     import av  # noqa: PLC0415
+    from av.video.reformatter import VideoReformatter  # noqa: PLC0415
     from PIL import Image  # noqa: PLC0415
 
     # Pillow's own guard warns above ~89 MP and refuses above ~179 MP without saying the size; `fit_file` checks
@@ -621,7 +623,7 @@ def _encode_mp4(
         last_pts = -1
         index, next_kept = 0, Fraction(0)
         # One scaler for the whole clip: `frame.reformat` would set up a new one (and its threads) for every frame
-        scaler = av.video.reformatter.VideoReformatter()
+        scaler = VideoReformatter()
         for frame in clip.frames():
             if isinstance(frame, av.VideoFrame):
                 index += 1
