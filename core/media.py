@@ -432,9 +432,9 @@ _MIN_VIDEO_LONG_SIDE = 128
 _MIN_FPS = 8  # fewer frames a second than this is a slide show: past it, bits per pixel give way instead
 _VIDEO_ATTEMPTS = 3
 _X264_PRESET = "fast"
-# x264 keeps every frame it looks ahead at (~3.8 MB each at 720p): its preset's 30 frames were 72 MB of a fit's
-# memory. 10 frames keep macroblock-tree's gain (PSNR within 0.1 dB on a clip with a still background);
-# 5 would save 19 MB more for 0.6 dB, and no lookahead at all 40 MB for 3 dB.
+# x264 holds every frame it looks ahead at, ~3 MB each at 720p: the preset's 30 cost 58 MB more than 10 do.
+# 10 keep macroblock-tree's gain (PSNR within 0.1 dB on a clip with a still background); 5 save ~14 MB more
+# for 0.6 dB less, none (so no macroblock tree either) ~22 MB for 3 dB less.
 _X264_LOOKAHEAD = 10
 
 
