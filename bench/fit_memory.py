@@ -9,8 +9,8 @@ done nothing else. It does not import PyAV itself, so the `cold` stage sees what
 - `scale`: warm, the decoder and the scaler that shrinks each frame to three quarters of its size.
 
 Resident memory is sampled every 5 ms (bench.big_output.RssSampler). Prints one JSON object: the stage's
-growth over the memory before it, its seconds and its CPU
-seconds (all threads: steadier than the wall clock on a busy machine); `loaded_mb` is what the warm-up itself added.
+growth over the memory before it, its seconds and CPU seconds (all threads: steadier than the wall clock on
+a busy machine), and `loaded_mb`, what the warm-up itself added.
 """
 
 from __future__ import annotations
