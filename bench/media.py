@@ -5,9 +5,11 @@ Each case builds a file like the ComfyUI outputs that overflow Discord's limit (
 `fit_file` call on it in this process (wall clock, so libx264's own threads count). The last line printed
 is one JSON object with the seconds per case.
 
-`--big-video` instead fits one ~500 MB video on disk under 10 MiB and reports the wall time and the growth
-of this process's peak resident memory (goal < 64 MB: the file is streamed, never read whole). It takes
-minutes on two cores, so `python -m bench` leaves it out.
+`--big-video` instead fits one ~500 MB video on disk under 10 MiB, each time in a fresh process
+(bench.fit_memory), and reports the growth of its peak resident memory: warm (PyAV loaded and a small fit
+done before, as in a bot that has fitted anything; goal < 64 MB) and cold (the first fit, loading PyAV),
+and what the decoder, the scaler and the encoder hold of it. It takes minutes on two cores, so
+`python -m bench` leaves it out.
 """
 
 from __future__ import annotations
@@ -17,15 +19,18 @@ import io
 import json
 import multiprocessing
 import random
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import av
 from PIL import Image, ImageFilter
 
-from bench.big_output import RssSampler
+from bench.fit_memory import STAGES
 from core.media import fit_file, human_size
 from tests.media_samples import noisy_clip
 
@@ -120,34 +125,54 @@ def write_big_video(path: Path, megabytes: int) -> None:
 
 
 def big_video(megabytes: int = 500, limit: int = 10 * MB) -> dict[str, float | bool | None]:
-    """Fit a ~`megabytes` MB video under `limit`; the wall time and this process's peak RSS growth."""
+    """Fit a ~`megabytes` MB video under `limit` cold and warm; the wall time and the peak RSS growth of each part."""
     with tempfile.TemporaryDirectory(prefix="bench-big-video-") as folder:
         source = Path(folder) / "source"  # the bot fits the temporary file an output was downloaded to
         try:
-            # Made in a child process, so its buffers are not in this process's memory when it is measured
+            # Made in a child process, so its buffers are not in the memory of the processes that measure
             maker = multiprocessing.get_context("spawn").Process(target=write_big_video, args=(source, megabytes))
             maker.start()
             maker.join()
             if maker.exitcode != 0:
                 raise RuntimeError(f"making the {megabytes} MB source failed (exit code {maker.exitcode})")
             size = source.stat().st_size
-            baseline = RssSampler().now()
-            with RssSampler() as rss:
-                start = time.perf_counter()
-                fitted = fit_file("ComfyUI_00001_.mp4", source, limit)
-                seconds = time.perf_counter() - start
-            outcome = "None" if fitted is None else f"{fitted.filename} {human_size(fitted.size)}: {fitted.note}"
-            print(f"big video {human_size(size)} -> {outcome}  [{seconds:.1f} s]")
-            return {
-                "big_video_mb": round(size / MB),
-                "big_video_fit_s": round(seconds, 1),
-                "rss_growth_mb_500mb_video_fit": round((rss.peak - baseline) / MB, 1),
-                "rss_growth_goal_mb": BIG_VIDEO_GOAL_MB,
-                "big_video_fitted": fitted is not None and fitted.size <= limit,
-            }
+            stages = {stage: _stage(source, limit, stage) for stage in STAGES}
         finally:
             source.unlink(missing_ok=True)
             source.with_name(source.name + ".fitted").unlink(missing_ok=True)
+    cold, warm, decode, scale = (stages[stage] for stage in STAGES)
+    fitted = warm["fitted_size"]
+    print(f"big video {human_size(size)} -> {human_size(fitted) if fitted else None}: {warm['note']}")
+    print(
+        f"memory growth: {warm['growth_mb']} MB warm (goal < {BIG_VIDEO_GOAL_MB} MB), {cold['growth_mb']} MB cold; "
+        f"loading PyAV and a first small fit {warm['loaded_mb']} MB, decoder {decode['growth_mb']} MB, "
+        f"with the scaler {scale['growth_mb']} MB, so the encoder about {_less(warm, decode)} MB; "
+        f"fit {warm['seconds']} s ({warm['cpu_seconds']} s of CPU)"
+    )
+    return {
+        "big_video_mb": round(size / MB),
+        "big_video_fit_s": warm["seconds"],
+        "big_video_fit_cpu_s": warm["cpu_seconds"],
+        "rss_growth_mb_500mb_video_fit": warm["growth_mb"],
+        "rss_growth_mb_500mb_video_fit_cold": cold["growth_mb"],
+        "rss_growth_goal_mb": BIG_VIDEO_GOAL_MB,
+        "rss_mb_pyav_loaded": warm["loaded_mb"],
+        "rss_growth_mb_video_decoder": decode["growth_mb"],
+        "rss_growth_mb_video_decoder_scaler": scale["growth_mb"],
+        "rss_growth_mb_video_encoder": _less(warm, decode),
+        "big_video_fitted": isinstance(fitted, int) and fitted <= limit,
+    }
+
+
+def _stage(source: Path, limit: int, stage: str) -> dict[str, Any]:
+    """Run one stage of bench.fit_memory in a fresh interpreter (which has not loaded PyAV) and return its figures."""
+    command = [sys.executable, "-m", "bench.fit_memory", str(source), str(limit), stage]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def _less(total: dict[str, Any], part: dict[str, Any]) -> float:
+    return round(total["growth_mb"] - part["growth_mb"], 1)
 
 
 def main() -> None:

@@ -11,6 +11,8 @@ from typing import Any
 
 import av
 import pytest
+from av.video import reformatter
+from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 from core.comfyui.types import parse_node_output
@@ -173,6 +175,27 @@ def test_a_video_is_fitted_from_its_file_never_read_whole(fast_clip: bytes, tmp_
     monkeypatch.undo()
     assert fitted is not None and fitted.size <= 200 * 2**10
     assert decoded(fitted.path)[0] == "h264"
+
+
+def test_a_scaled_video_sets_up_one_scaler_for_all_its_frames(fast_clip: bytes, tmp_path: Path, monkeypatch) -> None:
+    # `frame.reformat` would build a new scaler (and its threads) for each of the 120 frames
+    source = tmp_path / "000.out"
+    source.write_bytes(fast_clip)
+    made: list[Counted] = []
+
+    class Counted:
+        def __init__(self) -> None:
+            self.real, self.frames = VideoReformatter(), 0
+            made.append(self)
+
+        def reformat(self, frame: av.VideoFrame, **how: Any) -> av.VideoFrame:
+            self.frames += 1
+            return self.real.reformat(frame, **how)
+
+    monkeypatch.setattr(reformatter, "VideoReformatter", Counted)
+    fitted = fit_file("ComfyUI_00001_.mp4", source, 40 * 2**10)
+    assert fitted is not None and decoded(fitted.path)[1:4] == ((198, 148), 60.0, 120)
+    assert [scaler.frames for scaler in made] == [120]
 
 
 def test_an_animated_png_over_the_limit_becomes_an_mp4(tmp_path: Path) -> None:
