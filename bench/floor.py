@@ -51,10 +51,17 @@ class Outputs:
             found = self.files.setdefault(prompt_id, [])
             for items in output.values():
                 if isinstance(items, list):
-                    found += [item for item in items if isinstance(item, dict) and "filename" in item]
+                    found += [_ref(item) for item in items if isinstance(item, dict) and "filename" in item]
         elif kind == "executing" and data.get("node") is None:
             return prompt_id, self.files.pop(prompt_id, [])
         return None
+
+
+def _ref(item: dict[str, Any]) -> FileRef:
+    """The /view query of one output file (newer ComfyUI adds keys such as its size to the item)."""
+    return {
+        key: str(item.get(key, default)) for key, default in (("filename", ""), ("subfolder", ""), ("type", "output"))
+    }
 
 
 class Server:
