@@ -48,7 +48,7 @@ import yarl
 from bench import floor, soak
 from bench.fakes import FakesProcess
 from bench.figures import GOALS, judge, percentile, rewrite_readme, shown, table
-from bot import ComfyBot
+from bot import ComfyBot, settle_heap
 from core.config import load_settings
 from tests.conftest import WORKFLOWS
 
@@ -293,6 +293,7 @@ class Bench:
 async def measure_floor(fakes: FakesProcess, figures: dict[str, Any], jobs: int) -> None:
     """The floor client's CPU per job at 200 in flight; the bot's own cost next to it when the load part ran."""
     async with floor.running_floor(fakes.info) as client:
+        settle_heap()  # the bot's collector settings, so that the difference is the bot's work, not its GC
         await fakes.call("level", 50, 50, STALL)  # warm up, as the bot's levels 1 and 50 warm it up
         client.delivered = 0
         with cpu_clock() as spent:

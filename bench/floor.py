@@ -26,7 +26,6 @@ import aiohttp
 import discord
 from discord import app_commands
 
-from bot import settle_heap
 from tests.conftest import WORKFLOWS
 
 log = logging.getLogger(__name__)
@@ -166,7 +165,6 @@ async def running_floor(info: dict[str, Any], timeout: float = 30) -> AsyncItera
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"the floor client: no READY within {timeout:.0f} s")
             await asyncio.sleep(0.02)
-        settle_heap()  # the bot's collector settings, so that the difference is the bot's work, not its GC
         yield client
     finally:
         await client.close()
