@@ -296,14 +296,18 @@ async def measure_floor(fakes: FakesProcess, figures: dict[str, Any], jobs: int)
         settle_heap()  # the bot's collector settings, so that the difference is the bot's work, not its GC
         await fakes.call("level", 50, 50, STALL)  # warm up, as the bot's levels 1 and 50 warm it up
         client.delivered = 0
+        requests0 = await fakes.call("requests")
         with cpu_clock() as spent:
             result = await fakes.call("level", FLOOR_IN_FLIGHT, jobs, STALL)
+        (discord0, comfy0), (discord1, comfy1) = requests0, await fakes.call("requests")
     if not result["delivered"] == client.delivered == jobs:
         raise RuntimeError(
             f"the floor delivered {client.delivered} file(s), Discord got {result['delivered']} of {jobs} jobs"
         )
     figures["floor_cpu_ms_per_job"] = r(1000 * spent["cpu"] / jobs, 2)
     figures["floor_jobs_per_s"] = r(result["jobs_per_s"])
+    figures["floor_discord_requests_per_job"] = r((discord1 - discord0) / jobs, 2)
+    figures["floor_comfy_requests_per_job"] = r((comfy1 - comfy0) / jobs, 2)
     if isinstance(bot := figures.get("bot_cpu_ms_per_job"), float):
         figures["bot_own_cpu_ms_per_job"] = r(bot - figures["floor_cpu_ms_per_job"], 2)
 
