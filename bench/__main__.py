@@ -436,8 +436,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.readme_from:
         # The run's last JSON line: a saved CI log goes on with the tests after it
-        [*_, last] = (line for line in args.readme_from.read_text().splitlines() if line.startswith("{"))
-        readme(json.loads(last))
+        lines = [line for line in args.readme_from.read_text().splitlines() if line.startswith("{")]
+        if not lines:
+            parser.error(f"{args.readme_from} holds no line of figures (the JSON line a run ends with)")
+        readme(json.loads(lines[-1]))
         return
     parts = {"soak"} if args.soak_only else set(args.parts.split(","))
     if unknown := parts - set(PARTS):
