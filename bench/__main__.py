@@ -14,6 +14,8 @@ event-loop lag measured here are the bot's alone. Parts, in order:
   jobs/s while the load was held, the loop lag p99 (a 10 ms sleep sampled all along), and this process's
   CPU time per job; at 1 in flight, Discord REST requests per job; once the 500 in flight are done, RSS (what
   the level leaves held: it should go back near the idle bot's);
+- floor (bench/floor.py): the same 200 in flight sent to a plain discord.py + aiohttp client that does only
+  what every such bot must per job; its CPU per job is the floor, the bot's minus it the bot's own cost;
 - big: RSS growth while one 500 MB PNG is downloaded and delivered (fitted to Discord's 10 MB limit);
 - soak (bench/soak.py): --soak-jobs jobs over 16 fake servers that drop and restart, keys soak_*.
 
@@ -43,15 +45,17 @@ import discord.gateway
 import discord.http
 import yarl
 
-from bench import soak
+from bench import floor, soak
 from bench.fakes import FakesProcess
 from bench.figures import GOALS, judge, percentile, rewrite_readme, shown, table
-from bot import ComfyBot
+from bot import ComfyBot, settle_heap
 from core.config import load_settings
 from tests.conftest import WORKFLOWS
 
-PARTS = ("idle", "load", "big", "queued", "soak")
+PARTS = ("idle", "load", "floor", "big", "queued", "soak")
 LEVELS = {1: 30, 50: 150, 200: 400, 500: 700}  # jobs in flight -> jobs run at that level
+FLOOR_IN_FLIGHT = 200  # the level whose CPU per job is the bot's figure
+FLOOR_KEYS = ("floor_cpu_ms_per_job", "bot_own_cpu_ms_per_job")  # printed next to bot_cpu_ms_per_job
 SERVERS = 4
 PNG_PADDING = 1_000_000  # every output PNG is about 1 MB
 BIG_OUTPUT = 500 * 2**20
@@ -286,6 +290,28 @@ class Bench:
         await self.fakes.call("forget", texts)
 
 
+async def measure_floor(fakes: FakesProcess, figures: dict[str, Any], jobs: int) -> None:
+    """The floor client's CPU per job at 200 in flight; the bot's own cost next to it when the load part ran."""
+    async with floor.running_floor(fakes.info) as client:
+        settle_heap()  # the bot's collector settings, so that the difference is the bot's work, not its GC
+        await fakes.call("level", 50, 50, STALL)  # warm up, as the bot's levels 1 and 50 warm it up
+        client.delivered = 0
+        requests0 = await fakes.call("requests")
+        with cpu_clock() as spent:
+            result = await fakes.call("level", FLOOR_IN_FLIGHT, jobs, STALL)
+        (discord0, comfy0), (discord1, comfy1) = requests0, await fakes.call("requests")
+    if not result["delivered"] == client.delivered == jobs:
+        raise RuntimeError(
+            f"the floor delivered {client.delivered} file(s), Discord got {result['delivered']} of {jobs} jobs"
+        )
+    figures["floor_cpu_ms_per_job"] = r(1000 * spent["cpu"] / jobs, 2)
+    figures["floor_jobs_per_s"] = r(result["jobs_per_s"])
+    figures["floor_discord_requests_per_job"] = r((discord1 - discord0) / jobs, 2)
+    figures["floor_comfy_requests_per_job"] = r((comfy1 - comfy0) / jobs, 2)
+    if isinstance(bot := figures.get("bot_cpu_ms_per_job"), float):
+        figures["bot_own_cpu_ms_per_job"] = r(bot - figures["floor_cpu_ms_per_job"], 2)
+
+
 def bench_settings(info: dict[str, Any], folder: Path) -> dict[str, str]:
     """The bot's environment: the fakes, room for every job the bench sends, a 500 MB output allowed."""
     return {
@@ -352,6 +378,8 @@ async def measure(parts: set[str], scale: float, profile: cProfile.Profile | Non
             if "load" in parts:
                 for in_flight, jobs in LEVELS.items():
                     await bench.level(in_flight, max(in_flight, round(jobs * scale)))
+        if "floor" in parts:  # once the bot has gone: both would answer each command
+            await measure_floor(fakes, figures, max(FLOOR_IN_FLIGHT, round(LEVELS[FLOOR_IN_FLIGHT] * scale)))
         if "big" in parts:
             async with running_bot(fakes, figures) as bot:
                 await Bench(fakes, bot, figures).big()
@@ -376,7 +404,10 @@ def report(figures: dict[str, Any]) -> None:
         verdict = "-" if goal.key not in met else "met" if met[goal.key] else "MISSED"
         figure = shown(figures.get(goal.key), goal.unit)
         print(f"  {goal.label.ljust(width)}  {figure:>14}  goal {goal.op} {shown(goal.value, goal.unit):<10} {verdict}")
-    goal_keys = {goal.key for goal in GOALS}
+        if goal.key == "bot_cpu_ms_per_job" and "floor_cpu_ms_per_job" in figures:
+            floor_ms, own = (shown(figures.get(key), "ms") for key in FLOOR_KEYS)
+            print(f"    floor: a plain discord.py + aiohttp client, same load: {floor_ms}; the bot's own: {own}")
+    goal_keys = {goal.key for goal in GOALS} | set(FLOOR_KEYS)
     others = {k: v for k, v in figures.items() if k not in goal_keys and not k.startswith("soak_")}
     if others:
         print("  other figures: " + ", ".join(f"{k}={v}" for k, v in others.items()))
