@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 TOKEN_LIFETIME = 14 * 60  # interaction tokens die at 15 minutes; switch to the bot token before that
 CANCEL_RETRY = 1.0  # a job moving from the bot's queue to a server's cannot be cancelled for that moment
 DEFAULT_PREVIEW_SECONDS = 3.0
+# Edits started in one turn of the event loop: the first step of each (building the message and its buttons,
+# sending the request) runs in the next turn, and hundreds of first statuses falling due together held the
+# loop for 100 ms at once; the others start in the turns after.
+EDITS_PER_TURN = 16
 # Where only the interaction reaches (a group DM, a server without the bot): said once, before its token dies,
 # and recorded as why the job was cancelled
 CUT_OFF = Text(
@@ -172,17 +176,23 @@ class StatusScheduler:
             self._refilled = now
             next_at = math.inf
             rationed: list[_Status] = []
+            started = 0
             for status in waiting:
                 if (due := status.due(self.interval, self.preview_interval)) > now:
                     next_at = min(next_at, due)
                     continue
                 if status.queued and status.shown is not None:
                     rationed.append(status)
-                else:
+                elif started < EDITS_PER_TURN:
                     self._start(status, now)
+                    started += 1
+                else:
+                    next_at = now  # due as well: started in the next turn
             if rationed:
-                # The longest-unchanged messages go first; the rest wait for the budget to refill.
-                chosen = heapq.nsmallest(int(min(self._tokens, len(rationed))), rationed, key=lambda s: s.last_edit)
+                # The longest-unchanged messages go first; the rest wait for the budget to refill (or for
+                # the next turn, when this one's edits are used up: then the budget left makes next_at now).
+                budget = min(self._tokens, len(rationed), EDITS_PER_TURN - started)
+                chosen = heapq.nsmallest(int(budget), rationed, key=lambda s: s.last_edit)
                 for status in chosen:
                     self._tokens -= 1
                     self._start(status, now)

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 S = TypeVar("S")  # what a job is handed: a server with a slot taken for it
 
 POSITION_PAUSE = 0.5  # seconds between two reports of the places in line
+# Waiting jobs told their place in one turn of the event loop: telling 500 of them held it for 8-12 ms
+REPORTS_PER_TURN = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +162,8 @@ class Scheduler(Generic[S]):
         while True:
             self._report_again = False
             for position, waiter in enumerate(list(self._waiting.values()), start=1):
+                if position % REPORTS_PER_TURN == 0:
+                    await asyncio.sleep(0)
                 told = Waiting(position, waiter.down)
                 if waiter.on_waiting is None or not waiter.accepted or told == waiter.shown:
                     continue  # (not accepted yet: it may be refused in a moment, its place means nothing)
