@@ -25,7 +25,6 @@ from core.jobs.limits import Reservation
 from core.jobs.presets import MAX_NAME as MAX_PRESET_NAME
 from core.jobs.presets import NO_SUCH, Presets, applied, quoted_name
 from core.jobs.store import JobRecord, JobState
-from core.pacing import Turnstile
 from core.workflows import FILE_TYPES, InputFile, Param, ParamType, Workflow
 from core.workflows.model import MAX_OPTIONS, MAX_SEED, MAX_UPLOAD_BYTES, num_text
 from discord_ui import buttons
@@ -42,8 +41,6 @@ log = logging.getLogger(__name__)
 
 MAX_CHOICES = 25  # Discord's limit for fixed choices and for autocomplete answers
 MAX_LYRICS_FILE = 64 * 1024
-# Jobs that start answering in one turn of the event loop: 500 commands at once held it for 200 ms
-JOBS_OPENED_PER_TURN = 16
 PRESET_OPTION = "preset"
 PRESET_KEY = "preset_"  # the callback's parameter: generated names (p0, p1_file, ...) never end in "_"
 PRESET_DESCRIPTION = "One of your presets (/preset save); options you give override it"
@@ -69,7 +66,6 @@ class Generate(commands.Cog):
     def __init__(self, bot: ComfyBot) -> None:
         self.bot = bot
         self.commands: list[app_commands.Command[Any, ..., None]] = []
-        self._turnstile = Turnstile(JOBS_OPENED_PER_TURN)
 
     @property
     def kept(self) -> KeptFiles:
@@ -299,7 +295,6 @@ class Generate(commands.Cog):
         self, interaction: discord.Interaction[Any], workflow: Workflow, given: dict[str, Any], reservation: Reservation
     ) -> None:
         """Answer at once, run the job, then show its result; its end is recorded once the member was told."""
-        await self._turnstile.enter()  # a burst of commands is answered over a few loop turns, not in one
         self.bot.track_job()
         settings = self.bot.settings
         message = JobMessage(
