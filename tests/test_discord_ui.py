@@ -26,7 +26,7 @@ from discord_ui.delivery import REQUEST_LIMIT, as_files, batches
 from discord_ui.errors import report_error
 from discord_ui.logs import install_token_filter, redact
 from discord_ui.messages import cap, mentions, shown
-from discord_ui.status import Edit, JobMessage, StatusScheduler
+from discord_ui.status import EDITS_PER_TURN, Edit, JobMessage, StatusScheduler
 from tests.conftest import ROOT
 
 
@@ -122,6 +122,37 @@ async def test_the_newest_state_wins_and_a_dropped_status_is_never_edited() -> N
     await asyncio.sleep(0.1)
     await scheduler.close()
     assert shown_texts == ["c", "e"]
+
+
+async def test_edits_falling_due_together_start_a_few_per_loop_turn_and_all_go_out() -> None:
+    scheduler = StatusScheduler(first_delay=0.0)
+    turn = 0
+    started: dict[str, int] = {}
+
+    async def ticker() -> None:
+        nonlocal turn
+        while True:
+            await asyncio.sleep(0)
+            turn += 1
+
+    def editing(key: str) -> Edit:
+        async def edit(text: str, preview: bytes | None = None) -> None:
+            started[key] = turn
+
+        return edit
+
+    tick = asyncio.create_task(ticker())
+    jobs = 5 * EDITS_PER_TURN
+    for i in range(jobs):
+        scheduler.show(f"job{i}", "Running", editing(f"job{i}"))
+    await asyncio.sleep(0.1)
+    tick.cancel()
+    await scheduler.close()
+
+    assert len(started) == jobs  # every message edited, none held back for longer than a few turns
+    per_turn = {t: list(started.values()).count(t) for t in started.values()}
+    assert max(per_turn.values()) == EDITS_PER_TURN
+    assert [started[f"job{i}"] for i in range(jobs)] == sorted(started.values())  # in the order they came
 
 
 def recording_scheduler(**options: Any) -> tuple[StatusScheduler, VirtualTime, Edit, list[tuple[float, str]]]:

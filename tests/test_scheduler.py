@@ -161,3 +161,38 @@ async def test_a_job_not_yet_accepted_is_decided_again_after_its_patience() -> N
     with pytest.raises(BotError):
         await asyncio.wait_for(queue.wait("early", ("gpu",), None, 0.2), 2)
     assert len(rounds) == 2 and rounds[1] - rounds[0] >= 0.19  # nothing in between: no polling
+
+
+async def test_telling_a_long_queue_its_places_yields_the_loop_between_slices() -> None:
+    """A pass over hundreds of waiting jobs gives other tasks a turn every REPORTS_PER_TURN jobs."""
+    queue: Scheduler[str] = Scheduler(lambda: lambda waiter: None, lambda server, job_id: None)
+    turn = 0
+    told: dict[str, tuple[int, int]] = {}  # job -> (position, loop turn it was told in)
+
+    async def ticker() -> None:
+        nonlocal turn
+        while True:
+            await asyncio.sleep(0)
+            turn += 1
+
+    def noting(job_id: str) -> Callable[[Waiting], None]:
+        return lambda waiting: told.__setitem__(job_id, (waiting.position, turn))
+
+    jobs = 3 * scheduler.REPORTS_PER_TURN
+    waits = [asyncio.create_task(queue.wait(f"j{i}", None, noting(f"j{i}"), patience=60)) for i in range(jobs)]
+    await asyncio.sleep(0)
+    for waiter in queue._waiting.values():
+        waiter.accepted = True
+    tick = asyncio.create_task(ticker())
+    queue.cancel("j0")  # everyone behind moves up: one pass tells them all
+    await asyncio.sleep(0.1)
+    tick.cancel()
+    await queue.close()
+    for task in waits:
+        task.cancel()
+    await asyncio.gather(*waits, return_exceptions=True)
+
+    assert sorted(position for position, _ in told.values()) == list(range(1, jobs))
+    turns = [turn for _, turn in told.values()]
+    assert max(turns.count(t) for t in turns) <= scheduler.REPORTS_PER_TURN
+    assert len(set(turns)) >= 3
