@@ -206,14 +206,16 @@ class ApiJobs:
 
         async def run() -> None:
             try:
-                await self._run(job, workflow, values, record)
+                await self._run(job, workflow, values, record, reservation)
             finally:
                 reservation.release()
 
         job.task = self._spawn(run(), f"api job {job.id}")
         return job
 
-    async def _run(self, job: ApiJob, workflow: Workflow, values: Mapping[str, Any], record: JobRecord) -> None:
+    async def _run(
+        self, job: ApiJob, workflow: Workflow, values: Mapping[str, Any], record: JobRecord, place: Reservation
+    ) -> None:
         def progress(update: Progress) -> None:
             job.position = update.waiting or update.position
             waiting = update.servers_down or update.moved_to is not None  # still not started anywhere
@@ -230,19 +232,20 @@ class ApiJobs:
                 job.server = result.server
                 await asyncio.to_thread(save_outputs, result, self.output_dir / job.id)
         except BotError as exc:
-            self._end(job, "cancelled" if isinstance(exc, JobCancelled) else "failed", exc.user_message)
+            self._end(job, place, "cancelled" if isinstance(exc, JobCancelled) else "failed", exc.user_message)
             await self.engine.finish(job.id, JobState(job.state), exc.user_message)
             return
         except OSError as exc:  # the disk: the job ran, but its files could not be kept
             log.error("api job %s: cannot save its outputs: %s", job.id, exc)
             message = "The job ran, but its files could not be saved on the bot's disk."
-            self._end(job, "failed", message)
+            self._end(job, place, "failed", message)
             await self.engine.finish(job.id, JobState.FAILED, message)
             return
-        self._end(job, "done", None)
+        self._end(job, place, "done", None)
         await self.engine.finish(job.id, JobState.DONE)
 
-    def _end(self, job: ApiJob, state: str, error: str | None) -> None:
+    def _end(self, job: ApiJob, place: Reservation, state: str, error: str | None) -> None:
+        place.release()  # first: a client that reads the job as ended may submit the next one at once
         job.state, job.error, job.finished_at = state, error, time.time()
         job.position = job.progress = None
         if job.webhook is not None:
