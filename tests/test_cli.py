@@ -183,12 +183,13 @@ async def test_timeout_cancels_unfinished_jobs_on_the_server(
     comfy: FakeComfyUI, capsys: pytest.CaptureFixture[str], in_tmp: Path
 ) -> None:
     comfy.pause()  # nothing ever finishes
-    argv = ("run", "image", "prompt=a cat", "--count", "2", "--timeout", "1")
+    # 4 s: long enough for both jobs to reach the server on a loaded machine (1 s once was not)
+    argv = ("run", "image", "prompt=a cat", "--count", "2", "--timeout", "4")
     code, out, err = await asyncio.wait_for(bot_py(capsys, *argv, url=comfy.url), 30)
     assert (code, out) == (1, "")
     assert lasting(err) == [
-        "[1/2] failed: not finished when --timeout (1 s) ran out; it was cancelled.",
-        "[2/2] failed: not finished when --timeout (1 s) ran out; it was cancelled.",
+        "[1/2] failed: not finished when --timeout (4 s) ran out; it was cancelled.",
+        "[2/2] failed: not finished when --timeout (4 s) ran out; it was cancelled.",
         "0 of 2 jobs succeeded.",
     ]
     submitted = {r.json["prompt_id"] for r in comfy.requests if r.method == "POST" and r.path == "/prompt"}
