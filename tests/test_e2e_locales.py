@@ -61,9 +61,9 @@ async def test_a_japanese_member_reads_the_result_its_buttons_and_its_details_in
 
     details_id = next(custom_id for label, custom_id in buttons(message) if label == "詳細")
     job_id = details_id.removeprefix("job:details:")
-    record = await world.bot.store.get(job_id)
-    assert record is not None
     details = await world.discord.click(int(message["id"]), details_id, user=member)
+    record = await world.bot.store.get(job_id)  # read as Details read it: the job's end may update it after delivery
+    assert record is not None
     names = {"prompt": "プロンプト", "negative": "ネガティブ", "seed": "シード", "steps": "ステップ数", "width": "幅",
              "height": "高さ"}  # fmt: skip
     options = [f"**{names[name]}:** {value}" for name, value in record.values.items()]
